@@ -1,0 +1,233 @@
+"""The `cifarlens` command: a thin layer that parses arguments and calls one stage each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import CifarlensError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument on one line (usage stays behind --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
+def _finite_float(s: str) -> float:
+    import math
+
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return v
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS, ENV_DATA_DIR
+
+    p.add_argument("--data-dir", help=f"dataset folder (default: ${ENV_DATA_DIR} or the user cache)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .data import AUGMENTS
+    from .models import MODELS
+    from .train import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), default="paper",
+                   help="paper: the seed's recipe (50 epochs); quick: ~15 min on 2 CPU cores; "
+                        "smoke: seconds, small model")
+    p.add_argument("--model", choices=list(MODELS))
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=_finite_float)
+    p.add_argument("--weight-decay", type=_finite_float)
+    p.add_argument("--label-smoothing", type=_finite_float)
+    p.add_argument("--augment", choices=AUGMENTS)
+    p.add_argument("--seed", type=_nonneg_int)
+    p.add_argument("--train-limit", type=_positive_int, help="use a class-balanced N-image subset")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--compile", choices=["auto", "on", "off"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train_overrides(a: argparse.Namespace) -> dict:
+    keys = ["model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment",
+            "seed", "train_limit", "device", "precision", "compile", "dataset", "data_dir"]
+    return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import make_config, train
+
+    cfg = make_config(a.preset, **_train_overrides(a))
+    summary = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)
+    print(f"done: best val accuracy {100 * summary['best_val_acc']:.2f}% (epoch "
+          f"{summary['best_epoch']}); run folder {a.out}")
+    return 0
+
+
+def cmd_complexity(a: argparse.Namespace) -> int:
+    from .complexity import complexity
+    from .data import dataset_spec
+    from .models import build_model
+
+    c = complexity(build_model(a.model, dataset_spec(a.dataset)["num_classes"]))
+    if a.json:
+        print(json.dumps(c))
+    else:
+        print(f"model {a.model} ({a.dataset}): {c['params']:,} parameters "
+              f"({c['trainable_params']:,} trainable), {c['flops']:,} FLOPs per image "
+              f"({c['gflops']:.2f} GFLOPs, multiply-add = 2)")
+    return 0
+
+
+def cmd_data_synth(a: argparse.Namespace) -> int:
+    from .synth import write_synthetic
+
+    kw = {k: v for k, v in (("train_per_class", a.train_per_class),
+                            ("test_per_class", a.test_per_class)) if v is not None}
+    folder = write_synthetic(Path(a.out), a.dataset, seed=a.seed, label_noise=a.label_noise, **kw)
+    print(f"wrote generated {a.dataset} data to {folder} (and its archive beside it)")
+    return 0
+
+
+def cmd_data_info(a: argparse.Namespace) -> int:
+    from .data import DATASETS, default_data_dir
+
+    root = default_data_dir(a.data_dir)
+    print(f"data folder: {root}")
+    for name, spec in DATASETS.items():
+        folder, archive = root / spec["folder"], root / spec["archive"]
+        state = "extracted" if folder.is_dir() else "archive only" if archive.exists() else "absent"
+        print(f"  {name}: {state} ({folder if folder.is_dir() else archive})")
+    return 0
+
+
+def cmd_data_verify(a: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    d = load_dataset(a.dataset, a.data_dir, download=False)
+    print(f"{a.dataset} at {d.folder}: {d.source} data, checksums OK; {len(d.train_y)} train / "
+          f"{len(d.test_y)} test images, {d.num_classes} classes")
+    return 0
+
+
+def cmd_data_download(a: argparse.Namespace) -> int:
+    from .data import locate
+
+    folder = locate(a.dataset, a.data_dir, download=True)
+    print(f"{a.dataset} ready at {folder}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="cifarlens", description="Train, evaluate, explain and compare CIFAR CNNs.")
+    p.add_argument("--version", action="version", version=f"cifarlens {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train one model into a run folder")
+    _add_data_args(t)
+    _add_train_args(t)
+    t.add_argument("--out", required=True, help="run folder to create (or continue with --resume)")
+    t.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("complexity", help="parameter and FLOP counts of a model")
+    from .data import DATASETS
+    from .models import MODELS
+
+    c.add_argument("--model", choices=list(MODELS), default="baseline")
+    c.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
+    c.add_argument("--json", action="store_true", help="print JSON (keys params, flops, ...)")
+    c.set_defaults(func=cmd_complexity)
+
+    dp = sub.add_parser("data", help="dataset tools: synth, info, verify, download")
+    dsub = dp.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    dsub.required = True
+    s = dsub.add_parser("synth", help="write a small generated dataset in the official format")
+    s.add_argument("--out", required=True, help="folder to write into")
+    s.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
+    s.add_argument("--train-per-class", type=_positive_int)
+    s.add_argument("--test-per-class", type=_positive_int)
+    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--label-noise", type=_finite_float, default=0.0,
+                   help="fraction of test labels to corrupt (recorded), for label-error checks")
+    s.set_defaults(func=cmd_data_synth)
+    i = dsub.add_parser("info", help="where the data lives and what is there")
+    i.add_argument("--data-dir")
+    i.set_defaults(func=cmd_data_info)
+    v = dsub.add_parser("verify", help="check every data file's checksum and format")
+    _add_data_args(v)
+    v.set_defaults(func=cmd_data_verify)
+    dl = dsub.add_parser("download", help="download and verify the official archive")
+    _add_data_args(dl)
+    dl.set_defaults(func=cmd_data_download)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Later stages register their own sub-commands here (keeps this file a thin table).
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CifarlensError as e:
+        print(f"cifarlens: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cifarlens: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # e.g. permission denied on a path the user gave
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"cifarlens: error:{where} {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

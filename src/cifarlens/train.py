@@ -1,0 +1,511 @@
+"""Training: the seed report's recipe, reproducible, resumable, on CPU, one GPU or many (torchrun).
+
+Recipe (`paper` preset): SGD momentum 0.9, lr 0.05 with a 1-epoch linear warm-up then cosine
+annealing to 0 (per step), weight decay 5e-4, cross-entropy with label smoothing 0.1, batch 128,
+50 epochs. Each epoch is seeded by (seed, epoch), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from ._io import RunLock, read_json, save_figure, write_json, write_text
+from .data import (
+    AUGMENTS,
+    Batches,
+    CifarData,
+    channel_stats,
+    load_dataset,
+    normalize,
+    stratified_split,
+    stratified_subset,
+)
+from .errors import CifarlensError
+from .models import MODELS, build_model
+from .runs import CKPT_DIR, latest_good_checkpoint, prune_checkpoints, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "cifar100"
+    model: str = "baseline"
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    augment: str = "none"
+    seed: int = 0
+    val_fraction: float = 0.2
+    train_limit: int | None = None
+    # How to run, not what to learn: these may differ between runs that are compared.
+    device: str = "auto"
+    precision: str = "auto"
+    eval_batch_size: int = 1000
+    compile: str = "auto"
+    data_dir: str | None = None
+
+
+# Settings that change what is learned; `study --change` may vary exactly one of them.
+TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                     "label_smoothing", "warmup_epochs", "augment", "val_fraction", "train_limit")
+RUNTIME_SETTINGS = ("device", "precision", "eval_batch_size", "compile", "data_dir")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # ~15 min on a 2-core CPU: the paper model and recipe on a 10k-image class-balanced subset.
+    "quick": {"epochs": 10, "train_limit": 10_000},
+    # Seconds, for tests and the demo: the quarter-width model on generated data.
+    "smoke": {"model": "small", "epochs": 6, "batch_size": 64, "lr": 0.05, "warmup_epochs": 0.5},
+}
+
+
+def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
+    if preset not in PRESETS:
+        raise CifarlensError(f"unknown preset {preset!r}; choose from: {', '.join(PRESETS)}")
+    cfg = TrainConfig(**PRESETS[preset])
+    for k, v in overrides.items():
+        if v is None and k != "train_limit":
+            continue
+        if k not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            raise CifarlensError(f"unknown setting {k!r}")
+        setattr(cfg, k, v)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.model in MODELS, f"unknown model {cfg.model!r}; choose from: {', '.join(MODELS)}"),
+        (cfg.augment in AUGMENTS, f"unknown augment {cfg.augment!r}; choose from: {', '.join(AUGMENTS)}"),
+        (cfg.epochs >= 1, "--epochs must be at least 1"),
+        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
+        (cfg.lr > 0 and math.isfinite(cfg.lr), "--lr must be a positive number"),
+        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (0 <= cfg.momentum < 1, "momentum must be in [0, 1)"),
+        (cfg.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+        (0 < cfg.val_fraction < 1, "val_fraction must be in (0, 1)"),
+        (cfg.train_limit is None or cfg.train_limit >= 1, "--train-limit must be positive"),
+        (cfg.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+        (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
+        (cfg.compile in ("auto", "on", "off"), "--compile must be auto, on or off"),
+        (cfg.eval_batch_size >= 1, "eval batch size must be at least 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise CifarlensError(msg)
+
+
+# --- hardware ------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise CifarlensError("--device cuda asked for, but no CUDA GPU is available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """AMX or AVX-512 BF16 make bf16 autocast pay on the CPU; elsewhere it is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# --- distributed (torchrun) -----------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --- evaluation used during training and by `evaluate` --------------------------------------------
+
+
+@torch.no_grad()
+def infer_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, mean, std, *,
+                 device: torch.device, precision: str = "fp32", batch_size: int = 1000) -> torch.Tensor:
+    """float32 logits for uint8 NCHW images, in eval mode, on `device`."""
+    was_training = model.training
+    model.eval()
+    x = torch.as_tensor(images)
+    m = torch.tensor(mean, dtype=torch.float32, device=device)
+    s = torch.tensor(std, dtype=torch.float32, device=device)
+    out = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = normalize(x[i:i + batch_size].to(device, non_blocking=True), m, s)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                out.append(model(xb).float())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device, precision: str, d: Dist) -> dict[str, Any]:
+    return {
+        "cifarlens": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+        "numpy": np.__version__, "platform": platform.platform(), "processor": platform.machine(),
+        "device": str(device), "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda" else platform.processor() or platform.machine(),
+        "precision": precision, "threads": torch.get_num_threads(), "world_size": d.world,
+        "git_commit": git_commit(),
+    }
+
+
+def _diff_configs(a: dict, b: dict) -> list[str]:
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in TRAINING_SETTINGS + ("seed",)
+            if a.get(k) != b.get(k)]
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True,
+          data: CifarData | None = None, log=None) -> dict[str, Any]:
+    """Train one model into run folder `out`; returns the final summary (also done.json)."""
+    validate_config(cfg)
+    out = Path(out)
+    d = init_distributed(cfg.device)
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not d.main:
+        say = lambda msg: None  # noqa: E731
+    lock = RunLock(out) if d.main else None
+    if lock:
+        if (out / "config.json").exists() and not resume:
+            raise CifarlensError(f"{out} already holds a run; use --resume to continue it or "
+                                 "choose another --out")
+        lock.acquire()
+    try:
+        return _train(cfg, out, d, resume=resume, progress=progress and d.main, data=data, say=say)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool,
+           data: CifarData | None, say) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    device = resolve_device(cfg.device, d.local_rank)
+    precision = resolve_precision(cfg.precision, device)
+    if precision == "bf16" and device.type == "cpu" and cfg.precision == "bf16" and not cpu_has_bf16():
+        say("note: this CPU has no native bf16; bf16 will be slow")
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
+    if data.name != cfg.dataset:
+        raise CifarlensError(f"data is {data.name}, config says {cfg.dataset}")
+
+    # Resume state, or a fresh start with split and statistics written first.
+    state = None
+    if resume and (out / "config.json").exists():
+        old = read_json(out / "config.json")
+        diffs = _diff_configs(old["config"], dataclasses.asdict(cfg))
+        if diffs:
+            raise CifarlensError(f"cannot resume {out} with different settings: {'; '.join(diffs)}")
+        if (out / "done.json").exists():
+            say(f"{out} is already finished; nothing to do")
+            return read_json(out / "done.json")
+        found = latest_good_checkpoint(out, warn=say)
+        if found:
+            state = found[1]
+            say(f"resuming {out} after epoch {state['epoch']} ({found[0].name})")
+    if state is None:
+        train_idx, val_idx = stratified_split(data.train_y, cfg.val_fraction, cfg.seed)
+        used = train_idx if cfg.train_limit is None else \
+            stratified_subset(data.train_y, train_idx, cfg.train_limit, cfg.seed)
+        mean, std = channel_stats(data.train_x[used])
+        if d.main:
+            from ._io import save_npz
+
+            save_npz(out / "split.npz", train=train_idx, val=val_idx, train_used=used)
+            write_json(out / "norm.json", {"mean": mean, "std": std, "computed_on": "train_used"})
+            write_json(out / "config.json", {
+                "config": dataclasses.asdict(cfg), "model": cfg.model, "dataset": cfg.dataset,
+                "num_classes": data.num_classes, "class_names": data.class_names,
+                "data_source": data.source, "data_dir": str(data.folder.parent),
+                "seed": cfg.seed, "environment": environment(device, precision, d),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+        barrier(d)
+    from .runs import load_split_indices
+
+    split = load_split_indices(out)
+    used, val_idx = split["train_used"], split["val"]
+    norm = read_json(out / "norm.json")
+    mean, std = norm["mean"], norm["std"]
+
+    # Each rank holds its own shard of the training split on its device.
+    if d.world > 1:
+        perm = np.random.default_rng(cfg.seed).permutation(len(used))
+        shard_len = len(used) // d.world
+        used = used[perm[d.rank::d.world][:shard_len]]
+        val_idx = val_idx[d.rank::d.world]
+    if cfg.batch_size % d.world:
+        raise CifarlensError(f"--batch-size {cfg.batch_size} must divide by the {d.world} processes")
+    local_bs = cfg.batch_size // d.world
+    channels_last = device.type == "cuda"
+    batches = Batches(data.train_x[used], data.train_y[used], local_bs, mean, std, device=device,
+                      augment=cfg.augment, seed=cfg.seed * 1000 + d.rank,
+                      channels_last=channels_last)
+    steps = len(batches)
+    if steps == 0:
+        raise CifarlensError("training split is empty")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt_kw: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
+    # Weight decay on conv/linear weights only: BN and bias decay hurts and is not in the recipe.
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=cfg.lr, momentum=cfg.momentum, **opt_kw)
+    total_steps = cfg.epochs * steps
+    warmup = int(round(cfg.warmup_epochs * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup))
+    history: list[dict] = []
+    best_acc, best_epoch, start_epoch = -1.0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        best_acc, best_epoch, start_epoch = state["best_val_acc"], state["best_epoch"], state["epoch"]
+
+    train_model: torch.nn.Module = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+    step_fn = _make_step(train_model, opt, sched, cfg, device, precision, total_steps)
+
+    ckpt_dir = out / CKPT_DIR
+    val_x, val_y = data.train_x[val_idx], torch.from_numpy(data.train_y[val_idx])
+    run_start = time.perf_counter()
+    say(f"training {cfg.model} on {cfg.dataset} ({data.source} data): {len(split['train_used'])} "
+        f"train / {len(split['val'])} val images, {cfg.epochs} epochs x {steps} steps of "
+        f"{cfg.batch_size}, {device} {precision}" + (f", {d.world} processes" if d.world > 1 else ""))
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout draws: same with or without resume
+            model.train()
+            t0 = time.perf_counter()
+            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                       disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
+            for i, (xb, yb) in enumerate(batches.epoch(epoch)):
+                step_fn(xb, yb, sums)
+                bar.update(1)
+                if epoch == start_epoch and i == min(9, steps - 1):
+                    per_step = (time.perf_counter() - t0) / (i + 1)
+                    est = per_step * steps * (cfg.epochs - start_epoch) * 1.1
+                    say(f"estimated time for the run: {_fmt_time(est)}")
+                if i % 25 == 0 and progress:
+                    bar.set_postfix(img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+            bar.close()
+            sums = all_reduce_sum(sums, d)
+            tr_loss, tr_correct, tr_n = sums.tolist()  # one host sync per epoch
+            if not math.isfinite(tr_loss):
+                raise CifarlensError(
+                    f"training diverged: loss became {tr_loss} in epoch {epoch + 1}; the last good "
+                    f"checkpoint is kept in {ckpt_dir} (try a lower --lr)")
+            train_time = time.perf_counter() - t0
+            vl = _validate(model, val_x, val_y, mean, std, cfg, device, precision, d)
+            row = {"epoch": epoch + 1, "train_loss": tr_loss / tr_n, "train_acc": tr_correct / tr_n,
+                   **vl, "lr": opt.param_groups[0]["lr"], "epoch_time": time.perf_counter() - t0,
+                   "train_time": train_time, "images_per_s": tr_n / train_time}
+            history.append(row)
+            improved = row["val_acc"] > best_acc
+            if improved:
+                best_acc, best_epoch = row["val_acc"], epoch + 1
+            if d.main:
+                base = {"model_name": cfg.model, "num_classes": data.num_classes,
+                        "dataset": cfg.dataset, "epoch": epoch + 1, "val_acc": row["val_acc"]}
+                if improved:
+                    save_checkpoint({**base, "model": model.state_dict()}, ckpt_dir / "best.pt")
+                save_checkpoint({**base, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "history": history,
+                                 "best_val_acc": best_acc, "best_epoch": best_epoch},
+                                ckpt_dir / f"ckpt-e{epoch + 1:04d}.pt")
+                prune_checkpoints(out)
+                write_history(out, history)
+                say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.3f} acc "
+                    f"{row['train_acc']:.3f} | val loss {row['val_loss']:.3f} acc "
+                    f"{row['val_acc']:.3f} | {row['images_per_s']:.0f} img/s, "
+                    f"{_fmt_time(row['epoch_time'])}")
+            barrier(d)
+    except KeyboardInterrupt:
+        say(f"interrupted: {out} keeps every complete epoch; continue with --resume")
+        raise
+    summary = {"finished": True, "epochs": cfg.epochs, "best_epoch": best_epoch,
+               "best_val_acc": best_acc, "final": history[-1] if history else None,
+               "wall_time_s": time.perf_counter() - run_start}
+    if d.main:
+        write_json(out / "done.json", summary)
+    barrier(d)
+    return summary
+
+
+def _make_step(model, opt, sched, cfg: TrainConfig, device, precision, total_steps):
+    def step(xb: torch.Tensor, yb: torch.Tensor, sums: torch.Tensor) -> None:
+        with autocast(device, precision):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():  # accumulate on the device: no host sync inside the loop
+            n = yb.numel()
+            sums[0] += loss.detach().double() * n
+            sums[1] += (logits.argmax(1) == yb).sum()
+            sums[2] += n
+
+    return step
+
+
+def _validate(model, val_x, val_y, mean, std, cfg, device, precision, d: Dist) -> dict[str, float]:
+    if len(val_x):
+        logits = infer_logits(model, val_x, mean, std, device=device, precision=precision,
+                              batch_size=cfg.eval_batch_size)
+        y = val_y.to(device)
+        s = torch.stack([
+            F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum").double(),
+            F.cross_entropy(logits, y, reduction="sum").double(),
+            (logits.argmax(1) == y).sum().double(),
+            torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+    else:
+        s = torch.zeros(4, dtype=torch.float64, device=device)
+    loss, nll, correct, n = all_reduce_sum(s, d).tolist()
+    n = max(n, 1.0)
+    return {"val_loss": loss / n, "val_nll": nll / n, "val_acc": correct / n}
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    import json
+
+    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    w.writeheader()
+    w.writerows(history)
+    write_text(out / "metrics.csv", buf.getvalue())
+    plot_curves({"": history}, out / "curves.png")
+
+
+def plot_curves(runs: dict[str, list[dict]], path: Path) -> None:
+    """Loss and accuracy, train vs val, for one run or several on the same axes."""
+    from .figures import new_figure
+
+    fig, (ax_l, ax_a) = new_figure(1, 2, figsize=(9, 3.4))
+    styles = ["-", "--", ":", "-."]
+    for k, (name, hist) in enumerate(runs.items()):
+        ep = [r["epoch"] for r in hist]
+        ls = styles[k % len(styles)]
+        tag = f"{name} " if name else ""
+        ax_l.plot(ep, [r["train_loss"] for r in hist], ls, color="C0", label=f"{tag}train")
+        ax_l.plot(ep, [r["val_loss"] for r in hist], ls, color="C1", label=f"{tag}val")
+        ax_a.plot(ep, [100 * r["train_acc"] for r in hist], ls, color="C0", label=f"{tag}train")
+        ax_a.plot(ep, [100 * r["val_acc"] for r in hist], ls, color="C1", label=f"{tag}val")
+    ax_l.set(xlabel="epoch", ylabel="loss (cross-entropy, label-smoothed)", title="Loss")
+    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax_a.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def _fmt_time(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
