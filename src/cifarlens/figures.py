@@ -26,3 +26,9 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     style()
     kwargs.setdefault("constrained_layout", True)
     return plt.subplots(*args, **kwargs)
+
+
+def safe_text(s: object) -> str:
+    """A label as plain text for matplotlib: no mathtext ($), no control characters."""
+    text = "".join(ch for ch in str(s) if ch.isprintable())
+    return text.replace("$", r"\$")
