@@ -1,0 +1,346 @@
+"""Verified, resumable downloads and safe archive extraction.
+
+A download goes to a hidden ``.<name>.part`` file beside the destination and is renamed into
+place only when complete and its MD5 matches, so the final name never holds a partial or wrong
+file. Transient failures are retried, resuming with an HTTP Range request where the server
+allows it. Every user-facing failure is a one-line :class:`CifarlensError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import hashlib
+import http.client
+import os
+import posixpath
+import re
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import CifarlensError
+
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_USER_AGENT = "cifarlens (python urllib)"
+
+
+def md5_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex MD5 of a file, read in chunks so large archives need little memory."""
+    h = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(chunk_size):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise CifarlensError(f"missing file: {path}") from None
+    except OSError as e:
+        raise CifarlensError(f"cannot read {path}: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+class _Transient(Exception):
+    """A failure worth retrying (dropped connection, short body, timeout, server error)."""
+
+
+class _Fatal(Exception):
+    """A failure retrying cannot fix (unreachable host, 404, ...): give up at once."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _reason(e: BaseException) -> str:
+    """A short, one-line description of a network failure."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {_one_line(e.reason)}".strip()
+    if isinstance(e, urllib.error.URLError):
+        if not isinstance(e.reason, BaseException):
+            return _one_line(e.reason) or "URL error"
+        e = e.reason
+    if isinstance(e, TimeoutError):  # socket.timeout is an alias
+        return "timed out"
+    if isinstance(e, http.client.IncompleteRead):
+        return "connection closed in the middle of the file"
+    if isinstance(e, OSError) and e.strerror:
+        return _one_line(e.strerror)
+    return _one_line(e) or type(e).__name__
+
+
+def _fatal_url_error(e: urllib.error.URLError) -> bool:
+    """No DNS, refused or no route (offline, host down) or a bad URL: retrying won't help."""
+    r = e.reason
+    if isinstance(r, str | socket.gaierror | ConnectionRefusedError):
+        return True
+    return isinstance(r, OSError) and r.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    md5: str,
+    *,
+    retries: int = 3,
+    timeout: float = 30.0,
+    progress: bool = True,
+    chunk_size: int = 1 << 20,
+    backoff: float = 1.0,
+) -> Path:
+    """Download `url` to `dest`, verifying its MD5; return `dest`.
+
+    Returns at once if `dest` already has the right MD5. Retries dropped connections, short
+    bodies and timeouts up to `retries` times (waiting backoff, 2*backoff, ... seconds),
+    resuming with a Range request when the server supports it.
+    """
+    dest = Path(dest)
+    md5 = md5.strip().lower()
+    if not _MD5_RE.match(md5):
+        raise CifarlensError(f"bad MD5 {md5!r} for {url}: need 32 hex digits")
+    existing = None
+    if dest.exists():
+        existing = md5_file(dest, chunk_size)
+        if existing == md5:
+            return dest
+    part = dest.with_name("." + dest.name + ".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CifarlensError(f"cannot create {dest.parent}: {e.strerror or e}") from None
+
+    def give_up(reason: str) -> CifarlensError:
+        stale = f"; the existing {dest.name} has MD5 {existing}" if existing else ""
+        return CifarlensError(
+            f"cannot download {url} ({reason}){stale}; place {dest.name} in {dest.parent} "
+            f"by hand (MD5 {md5}) and run again"
+        )
+
+    bar = _progress_bar(dest.name, progress)
+    try:
+        # A stale .part from an earlier run may come from another source: start clean.
+        _unlink(part)
+        with open(part, "w+b") as out:
+            hasher = hashlib.md5(usedforsecurity=False)
+            attempt = 0
+            while True:
+                try:
+                    hasher = _download_once(url, out, hasher, timeout, chunk_size, bar)
+                    break
+                except _Fatal as e:
+                    raise give_up(str(e)) from None
+                except _Transient as e:
+                    if attempt >= retries:
+                        tries = f"{attempt + 1} attempts" if attempt else "1 attempt"
+                        raise give_up(f"{e}; gave up after {tries}") from None
+                    time.sleep(backoff * 2**attempt)
+                    attempt += 1
+            got = hasher.hexdigest()
+            if got != md5:
+                out.close()
+                _unlink(part)
+                raise CifarlensError(
+                    f"checksum mismatch for {url}: expected MD5 {md5}, got {got}; "
+                    f"the downloaded file was deleted (run again, or place {dest.name} in "
+                    f"{dest.parent} by hand)"
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, dest)
+    except CifarlensError:
+        _unlink(part)
+        raise
+    except OSError as e:  # local disk problems while writing the .part file
+        _unlink(part)
+        msg = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise CifarlensError(f"cannot write {part}: {msg}") from None
+    except BaseException:  # Ctrl-C: no half file left behind
+        _unlink(part)
+        raise
+    finally:
+        bar.close()
+    return dest
+
+
+def _download_once(
+    url: str, out: IO[bytes], hasher: Any, timeout: float, chunk_size: int, bar: Any
+) -> Any:
+    """One request: resume from `out`'s current size if possible. Returns the updated hasher.
+
+    Raises _Transient for retryable failures (keeping what was received) and _Fatal otherwise.
+    """
+    have = out.tell()
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        if have:
+            req.add_header("Range", f"bytes={have}-")
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        if e.code == 416 and have:  # our resume offset is no good: start over next time
+            _restart(out, bar)
+            raise _Transient(_reason(e)) from None
+        if e.code in (408, 429) or e.code >= 500:
+            raise _Transient(_reason(e)) from None
+        raise _Fatal(_reason(e)) from None
+    except urllib.error.URLError as e:
+        if _fatal_url_error(e):
+            raise _Fatal(_reason(e)) from None
+        raise _Transient(_reason(e)) from None
+    except ValueError as e:  # not a URL at all
+        raise _Fatal(_one_line(e)) from None
+    except (OSError, http.client.HTTPException) as e:  # timeouts, resets, bad status lines
+        raise _Transient(_reason(e)) from None
+
+    with resp:
+        status = resp.status or 200  # file:// URLs have no status
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        if status == 206:
+            if not (have and _resumes_at(resp.headers.get("Content-Range"), have)):
+                _restart(out, bar)  # a range we did not ask for: start over without one
+                raise _Transient("server sent an unexpected byte range")
+            total = have + expected if expected is not None else None
+        else:
+            if have:  # the server ignored our Range: the body starts from byte 0 again
+                _restart(out, bar)
+                hasher = hashlib.md5(usedforsecurity=False)
+                have = 0
+            total = expected
+        bar.reset(total=total)
+        bar.update(have)
+        got = 0
+        while True:
+            try:
+                chunk = resp.read(chunk_size)
+            except (OSError, http.client.HTTPException) as e:  # reset, timeout, IncompleteRead
+                raise _Transient(_reason(e)) from None
+            if not chunk:
+                break
+            out.write(chunk)  # local disk errors propagate as OSError: not retried
+            hasher.update(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+        if expected is not None and got < expected:
+            # http.client returns a short body silently when the server hangs up early.
+            raise _Transient(f"connection closed after {have + got} of {total} bytes")
+    return hasher
+
+
+def _resumes_at(content_range: str | None, offset: int) -> bool:
+    m = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", content_range or "")
+    return bool(m) and int(m.group(1)) == offset
+
+
+def _restart(out: IO[bytes], bar: Any) -> None:
+    out.seek(0)
+    out.truncate()
+    bar.reset()
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _progress_bar(name: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=None,
+        desc=f"downloading {name}",
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=not enabled,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+# --- extraction --------------------------------------------------------------------------------
+
+_CORRUPT = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _check_member(m: tarfile.TarInfo, archive: Path) -> None:
+    name = m.name
+    parts = name.replace("\\", "/").split("/")
+    if (
+        name.startswith(("/", "\\"))
+        or re.match(r"^[A-Za-z]:", name)
+        or ".." in parts
+        or posixpath.isabs(posixpath.normpath(name))
+        or "\x00" in name
+    ):
+        raise CifarlensError(f"refusing to extract {archive}: unsafe path {name!r} in the archive")
+    if not (m.isfile() or m.isdir()):
+        kind = "link" if (m.issym() or m.islnk()) else "special file"
+        raise CifarlensError(f"refusing to extract {archive}: {kind} {name!r} in the archive")
+
+
+def safe_extract(archive: Path, dest_dir: Path) -> None:
+    """Extract a tar(.gz) into `dest_dir` (like ``tar -C dest_dir -xf archive``), safely.
+
+    Every member is checked first (no absolute paths, no ``..``, no links or device files) and
+    the archive is read to its end, so a truncated download fails before anything is written.
+    Members are extracted into a temp folder inside `dest_dir`; each top-level entry is then
+    renamed into place, replacing an older entry of the same name, so a crash never leaves a
+    half-extracted dataset folder.
+    """
+    archive, dest_dir = Path(archive), Path(dest_dir)
+    if not archive.is_file():
+        raise CifarlensError(f"missing archive: {archive}")
+    bad = (
+        f"{archive} is corrupt or truncated ({{}}); delete it and download it again "
+        "(or generate it again)"
+    )
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".cifarlens-extract-", dir=dest_dir))
+    except OSError as e:
+        raise CifarlensError(f"cannot extract into {dest_dir}: {e.strerror or e}") from None
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()  # reads the whole stream: catches truncation early
+                if not members:
+                    raise CifarlensError(bad.format("no files in it"))
+                for m in members:
+                    _check_member(m, archive)
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # our own member checks above are the guard here
+                    tar.extractall(tmp, members=members)  # noqa: S202
+        except _CORRUPT as e:
+            if isinstance(e, tarfile.FilterError):
+                raise CifarlensError(f"refusing to extract {archive}: {_one_line(e)}") from None
+            raise CifarlensError(bad.format(_one_line(e) or type(e).__name__)) from None
+        except OSError as e:
+            msg = "disk full" if e.errno == errno.ENOSPC else _one_line(e.strerror or e)
+            raise CifarlensError(f"cannot extract {archive} into {dest_dir}: {msg}") from None
+        tops = sorted({_top(m.name) for m in members} - {"", "."})
+        for name in tops:
+            target = dest_dir / name
+            if target.exists() or target.is_symlink():
+                old = tmp / (".old-" + name)
+                os.replace(target, old)  # moved aside, deleted with tmp below
+            os.replace(tmp / name, target)
+    except OSError as e:
+        raise CifarlensError(
+            f"cannot extract {archive} into {dest_dir}: {e.strerror or e}"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _top(name: str) -> str:
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return parts[0] if parts else ""
