@@ -337,6 +337,32 @@ def test_extract_replaces_old_folder(archive: bytes, tmp_path: Path) -> None:
     assert sorted(leftovers(tmp_path)) == ["a.tar.gz", "cifar-10-batches-py"]
 
 
+def test_extract_keeps_old_folder_if_rename_fails(
+    archive: bytes, tmp_path: Path, monkeypatch
+) -> None:
+    import cifarlens.download as dl
+
+    src = tmp_path / "a.tar.gz"
+    src.write_bytes(archive)
+    old = tmp_path / "cifar-10-batches-py"
+    old.mkdir()
+    (old / "mine").write_text("keep me")
+    real_replace, calls = dl.os.replace, []
+
+    def flaky_replace(a, b):  # the second rename (new folder into place) fails
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(dl.os, "replace", flaky_replace)
+    with pytest.raises(CifarlensError, match="cannot extract"):
+        safe_extract(src, tmp_path)
+    monkeypatch.undo()
+    assert (old / "mine").read_text() == "keep me"
+    assert sorted(leftovers(tmp_path)) == ["a.tar.gz", "cifar-10-batches-py"]
+
+
 @pytest.mark.parametrize("keep", [0.3, 0.9, 0.999])
 def test_truncated_archive(archive: bytes, tmp_path: Path, keep: float) -> None:
     src = tmp_path / "a.tar.gz"

@@ -146,6 +146,9 @@ def test_archive_members_match_folder(fixture: str, request: pytest.FixtureReque
     archive = (
         folder.parent / synth.DATASETS["cifar100" if fixture == "c100" else "cifar10"]["archive"]
     )
+    head = archive.read_bytes()[:10]
+    # gzip header: magic, method, flags (no FNAME), then MTIME = 0 so the bytes never vary.
+    assert head[:3] == b"\x1f\x8b\x08" and head[3] == 0 and head[4:8] == b"\0\0\0\0"
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
         files = {m.name: m for m in members if m.isfile()}

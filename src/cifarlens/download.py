@@ -320,7 +320,7 @@ def safe_extract(archive: Path, dest_dir: Path) -> None:
                 else:  # our own member checks above are the guard here
                     tar.extractall(tmp, members=members)  # noqa: S202
         except _CORRUPT as e:
-            if isinstance(e, tarfile.FilterError):
+            if isinstance(e, getattr(tarfile, "FilterError", ())):  # Python >= 3.11.4
                 raise CifarlensError(f"refusing to extract {archive}: {_one_line(e)}") from None
             raise CifarlensError(bad.format(_one_line(e) or type(e).__name__)) from None
         except OSError as e:
@@ -329,10 +329,16 @@ def safe_extract(archive: Path, dest_dir: Path) -> None:
         tops = sorted({_top(m.name) for m in members} - {"", "."})
         for name in tops:
             target = dest_dir / name
+            old = None
             if target.exists() or target.is_symlink():
                 old = tmp / (".old-" + name)
                 os.replace(target, old)  # moved aside, deleted with tmp below
-            os.replace(tmp / name, target)
+            try:
+                os.replace(tmp / name, target)
+            except OSError:
+                if old is not None:  # put the previous version back rather than lose it
+                    os.replace(old, target)
+                raise
     except OSError as e:
         raise CifarlensError(
             f"cannot extract {archive} into {dest_dir}: {e.strerror or e}"

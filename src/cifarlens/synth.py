@@ -432,7 +432,10 @@ def write_synthetic(
         "test_per_class": test_per_class,
         "sizes": {"train": len(train_y), "test": len(test_y)},
         "label_noise": label_noise,
-        "md5": {name: hashlib.md5(data).hexdigest() for name, data in files.items()},
+        "md5": {
+            name: hashlib.md5(data, usedforsecurity=False).hexdigest()
+            for name, data in files.items()
+        },
         "classes": [class_description(c, num_classes) for c in range(num_classes)],
         "boxes": {"train": train_boxes.tolist(), "test": test_boxes.tolist()},
         "flipped_labels": {"train": [], "test": flipped},
@@ -460,7 +463,7 @@ def read_synth_info(folder: Path, *, verify: bool = True) -> dict[str, Any]:
         for name, expected in info.get("md5", {}).items():
             path = folder / name
             try:
-                got = hashlib.md5(path.read_bytes()).hexdigest()
+                got = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
             except FileNotFoundError:
                 raise CifarlensError(f"synthetic dataset {folder} is missing {name}") from None
             if got != expected:
