@@ -1,0 +1,362 @@
+"""Comparing a baseline (a) with a variant (b) evaluated on the same test images.
+
+Per-image comparisons are paired: both models see the same images, so their right/wrong
+outcomes are correlated and only the images where they disagree carry information about which
+is better. Across training seeds the comparison is paired by seed. Differences are always
+``b - a`` (positive = the variant is better).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats as sps
+
+from ._io import save_figure
+from .errors import CifarlensError
+from .figures import COLORS, new_figure
+from .metrics import _as_bool, _as_cm, _check_order, _group_runs, _names, per_class_accuracy
+
+PathLike = str | os.PathLike
+
+
+def _paired_bool(correct_a: Any, correct_b: Any) -> tuple[np.ndarray, np.ndarray]:
+    a = _as_bool(correct_a, "correct_a")
+    b = _as_bool(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise CifarlensError(
+            f"correct_a has {a.shape[0]} images but correct_b has {b.shape[0]}: "
+            "a paired comparison needs both models on the same test images"
+        )
+    if a.size == 0:
+        raise CifarlensError("no test images to compare")
+    return a, b
+
+
+def _z(level: float) -> float:
+    if not 0 < level < 1:
+        raise CifarlensError(f"level must be between 0 and 1, got {level}")
+    return float(sps.norm.ppf(0.5 + level / 2))
+
+
+def mcnemar_exact(correct_a: Any, correct_b: Any) -> dict[str, Any]:
+    """Exact McNemar test: a two-sided binomial test on the discordant images.
+
+    Under H0 (equal accuracy) each discordant image is equally likely to favour either model,
+    so with b = a_only and c = b_only, p = min(1, 2 P(X <= min(b, c))) for X ~ Bin(b + c, 1/2);
+    p = 1 when the models never disagree.
+    """
+    a, b = _paired_bool(correct_a, correct_b)
+    a_only = int(np.sum(a & ~b))
+    b_only = int(np.sum(~a & b))
+    k, m = min(a_only, b_only), a_only + b_only
+    p = 1.0 if m == 0 else min(1.0, 2.0 * float(sps.binom.cdf(k, m, 0.5)))
+    return {
+        "n": int(a.size),
+        "both_right": int(np.sum(a & b)),
+        "both_wrong": int(np.sum(~a & ~b)),
+        "a_only": a_only,
+        "b_only": b_only,
+        "statistic": k,
+        "p_value": p,
+    }
+
+
+def accuracy_difference_ci(
+    correct_a: Any,
+    correct_b: Any,
+    level: float = 0.95,
+    *,
+    method: Literal["wald", "bootstrap"] = "wald",
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Confidence interval for acc_b - acc_a on the same test images.
+
+    Paired, because both accuracies come from the same images: their errors are positively
+    correlated (hard images are hard for both), so the unpaired standard error
+    sqrt(pa(1-pa)/n + pb(1-pb)/n) ignores the covariance and overstates the uncertainty. With
+    b = a_only and c = b_only the paired Wald standard error is sqrt(b + c - (c - b)^2 / n) / n.
+
+    ``method="bootstrap"``: percentile interval from ``n_boot`` resamples of the images (seeded,
+    so reproducible). Only the counts of the three outcome kinds (a only, b only, agree) matter
+    for the difference, so resampling images is done exactly as one multinomial draw each.
+    Bounds are clipped to [-1, 1].
+    """
+    a, b = _paired_bool(correct_a, correct_b)
+    n = int(a.size)
+    a_only = int(np.sum(a & ~b))
+    b_only = int(np.sum(~a & b))
+    diff = (b_only - a_only) / n
+    z = _z(level)
+    if method == "wald":
+        se = math.sqrt(max(a_only + b_only - (b_only - a_only) ** 2 / n, 0.0)) / n
+        lo, hi, name = diff - z * se, diff + z * se, "paired_wald"
+    elif method == "bootstrap":
+        if n_boot < 2:
+            raise CifarlensError(f"n_boot must be at least 2, got {n_boot}")
+        rng = np.random.default_rng(seed)
+        draws = rng.multinomial(n, [a_only / n, b_only / n, 1 - (a_only + b_only) / n], n_boot)
+        boot = (draws[:, 1] - draws[:, 0]) / n
+        alpha = 1 - level
+        lo, hi = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+        se = float(np.std(boot, ddof=1))
+        name = "paired_bootstrap_percentile"
+    else:
+        raise CifarlensError(f"unknown method {method!r}: use 'wald' or 'bootstrap'")
+    return {
+        "diff": diff,
+        "lo": max(-1.0, lo),
+        "hi": min(1.0, hi),
+        "se": se,
+        "level": level,
+        "method": name,
+        "n": n,
+        "acc_a": float(a.mean()),
+        "acc_b": float(b.mean()),
+    }
+
+
+def paired_seed_test(acc_a: Any, acc_b: Any, level: float = 0.95) -> dict[str, Any]:
+    """Paired t-test across training seeds: acc_a[i] and acc_b[i] share seed i.
+
+    Returns per-arm mean and sample std, the mean difference (b - a), the t-test p-value and a
+    t-based CI of the mean difference. With one seed per arm there is no variance estimate, so
+    p-value, std and CI are None and ``note`` says why.
+    """
+    xa = np.asarray(acc_a, dtype=np.float64)
+    xb = np.asarray(acc_b, dtype=np.float64)
+    if xa.ndim != 1 or xa.shape != xb.shape or xa.size == 0:
+        raise CifarlensError(
+            f"acc_a {xa.shape} and acc_b {xb.shape} must be equal-length 1-D arrays, "
+            "one entry per seed"
+        )
+    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
+        raise CifarlensError("seed accuracies must be finite numbers")
+    _z(level)  # validates level
+    s = int(xa.size)
+    d = xb - xa
+    out: dict[str, Any] = {
+        "n_seeds": s,
+        "mean_a": float(xa.mean()),
+        "mean_b": float(xb.mean()),
+        "std_a": None,
+        "std_b": None,
+        "mean_diff": float(d.mean()),
+        "std_diff": None,
+        "t": None,
+        "df": None,
+        "p_value": None,
+        "lo": None,
+        "hi": None,
+        "level": level,
+        "method": "paired_t",
+        "note": None,
+    }
+    if s == 1:
+        out["note"] = ("one seed per arm: no seed-to-seed variance to test against; "
+                       "run at least 2 (better 3-5) seeds per arm for a p-value")
+        return out
+    sd = float(np.std(d, ddof=1))
+    out.update(std_a=float(np.std(xa, ddof=1)), std_b=float(np.std(xb, ddof=1)), std_diff=sd,
+               df=s - 1)
+    if sd == 0.0:
+        out["note"] = ("the difference is identical for every seed: its variance is 0, so the "
+                       "t-test is undefined")
+        return out
+    res = sps.ttest_rel(xb, xa)
+    half = float(sps.t.ppf(0.5 + level / 2, s - 1)) * sd / math.sqrt(s)
+    out.update(t=float(res.statistic), p_value=float(res.pvalue),
+               lo=float(d.mean() - half), hi=float(d.mean() + half))
+    if s < 3:
+        out["note"] = "only 2 seeds per arm: the test has 1 degree of freedom and little power"
+    return out
+
+
+def _same_test_set(cm_a: Any, cm_b: Any) -> tuple[np.ndarray, np.ndarray]:
+    a = _as_cm(cm_a, "cm_a")
+    b = _as_cm(cm_b, "cm_b")
+    if a.shape != b.shape:
+        raise CifarlensError(f"confusion matrices differ in shape: {a.shape} vs {b.shape}")
+    if not np.array_equal(a.sum(axis=1), b.sum(axis=1)):
+        raise CifarlensError(
+            "the two confusion matrices have different per-class sample counts: "
+            "they were not computed on the same test images"
+        )
+    return a, b
+
+
+def confusion_difference(cm_a: Any, cm_b: Any) -> np.ndarray:
+    """cm_b - cm_a (int64). Positive diagonal = variant gets that class right more often."""
+    a, b = _same_test_set(cm_a, cm_b)
+    return b - a
+
+
+def per_class_changes(
+    cm_a: Any, cm_b: Any, class_names: Sequence[str] | None = None, k: int = 10
+) -> dict[str, Any]:
+    """Per-class accuracy change (b - a): the k most improved and k most worsened classes.
+
+    Each entry: class, name, n (test images), acc_a, acc_b, delta. Improved is sorted by delta
+    descending, worsened ascending, ties by class index. Classes without test images are skipped.
+    """
+    a, b = _same_test_set(cm_a, cm_b)
+    names = _names(class_names, a.shape[0])
+    pa, pb = per_class_accuracy(a), per_class_accuracy(b)
+    delta = pb - pa
+    n = a.sum(axis=1)
+    idx = np.flatnonzero(n > 0)
+
+    def row(i: int) -> dict[str, Any]:
+        return {"class": int(i), "name": names[i], "n": int(n[i]), "acc_a": float(pa[i]),
+                "acc_b": float(pb[i]), "delta": float(delta[i])}
+
+    up = idx[delta[idx] > 0]
+    down = idx[delta[idx] < 0]
+    # Round so mathematically equal deltas (e.g. 1/2 - 1/4 vs 2/8) tie exactly on class index.
+    key = np.round(delta, 12)
+    up = up[np.lexsort((up, -key[up]))][:k]
+    down = down[np.lexsort((down, key[down]))][:k]
+    return {
+        "improved": [row(i) for i in up],
+        "worsened": [row(i) for i in down],
+        "n_improved": int(np.sum(delta[idx] > 0)),
+        "n_worsened": int(np.sum(delta[idx] < 0)),
+        "n_unchanged": int(np.sum(delta[idx] == 0)),
+    }
+
+
+def _sign_colors(values: Any) -> list[str]:
+    return [COLORS["right"] if v > 0 else COLORS["wrong"] for v in values]
+
+
+def plot_confusion_difference(
+    cm_a: Any,
+    cm_b: Any,
+    class_names: Sequence[str] | None,
+    path: PathLike,
+    *,
+    order: Any = None,
+    group_names: Sequence[str] | None = None,
+    group_of: Any = None,
+    names: tuple[str, str] = ("baseline", "variant"),
+    n_pairs: int = 12,
+) -> None:
+    """Heatmap of cm_b - cm_a (symmetric log colour scale) with the largest off-diagonal changes
+    listed beside it. Ordered and blocked by group (superclass) when ``group_of`` is given."""
+    from matplotlib.colors import SymLogNorm
+
+    a, b = _same_test_set(cm_a, cm_b)
+    d = b - a
+    c = d.shape[0]
+    labels = _names(class_names, c)
+    groups = None if group_of is None else np.asarray(group_of, dtype=np.int64)
+    if groups is not None and groups.shape != (c,):
+        raise CifarlensError(f"group_of must have {c} entries")
+    if order is None:
+        order = np.argsort(groups, kind="stable") if groups is not None else np.arange(c)
+    order = _check_order(order, c)
+    shown = d[np.ix_(order, order)]
+
+    side = float(min(14.0, max(5.0, 0.12 * c + 2.0)))
+    fig, (ax, tax) = new_figure(
+        1, 2, figsize=(side + 4.0, side + 0.8), gridspec_kw={"width_ratios": [side, 3.6]}
+    )
+    vmax = max(int(np.abs(d).max()), 1)
+    # symlog: single-image changes stay visible next to large diagonal shifts.
+    # Neutral diverging map: off the diagonal a negative change is good, so no red/green.
+    im = ax.imshow(shown, cmap="PuOr", norm=SymLogNorm(linthresh=1.0, vmin=-vmax, vmax=vmax),
+                   interpolation="nearest")
+    ax.grid(False)
+    fs = float(min(8.0, max(3.0, 500.0 / c)))
+    ticks = np.arange(c)
+    ax.set_xticks(ticks, [labels[i] for i in order], rotation=90, fontsize=fs)
+    ax.set_yticks(ticks, [labels[i] for i in order], fontsize=fs)
+    ax.tick_params(length=0)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    if groups is not None:
+        gn = None if group_names is None else [str(s) for s in group_names]
+        runs = _group_runs(groups[order])
+        for start, _, _ in runs[1:]:
+            ax.axhline(start - 0.5, color="0.5", lw=0.5)
+            ax.axvline(start - 0.5, color="0.5", lw=0.5)
+        centres = [(s + e - 1) / 2 for s, e, _ in runs]
+        glabels = [gn[g] if gn and g < len(gn) else f"group {g}" for _, _, g in runs]
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(centres, glabels, rotation=90, fontsize=max(fs, 6.0))
+        top.tick_params(length=0)
+        top.set_xlabel("Predicted superclass")
+        right = ax.secondary_yaxis("right")
+        right.set_yticks(centres, glabels, fontsize=max(fs, 6.0))
+        right.tick_params(length=0)
+        right.set_ylabel("True superclass")
+    cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.5, pad=0.01)
+    cb.set_label(f"change in count, {names[1]} − {names[0]} (symlog scale)")
+    n = int(a.sum())
+    gain = (np.trace(b) - np.trace(a)) / n if n else float("nan")
+    ax.set_title(f"Confusion change {names[1]} − {names[0]} (N={n}; diagonal: more right; "
+                 f"top-1 {100 * gain:+.2f} pp)")
+
+    off = d.copy()
+    np.fill_diagonal(off, 0)
+    t, p = np.nonzero(off)
+    vals = off[t, p]
+    lines = []
+    for head, sel in (("more often", vals > 0), ("less often", vals < 0)):
+        tt, pp, vv = t[sel], p[sel], vals[sel]
+        o = np.lexsort((pp, tt, -np.abs(vv)))[:n_pairs]
+        lines.append(f"{head} in {names[1]}:")
+        lines += [f"  {labels[tt[i]]} → {labels[pp[i]]}: {vv[i]:+d}" for i in o] or ["  (none)"]
+        lines.append("")
+    tax.axis("off")
+    tax.set_title("Largest changes in mistakes\n(true → predicted: Δcount)", loc="left")
+    tax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
+             transform=tax.transAxes)
+    save_figure(fig, path)
+
+
+def plot_per_class_changes(
+    cm_a: Any,
+    cm_b: Any,
+    class_names: Sequence[str] | None,
+    path: PathLike,
+    *,
+    k: int = 10,
+    names: tuple[str, str] = ("baseline", "variant"),
+) -> None:
+    """Left: every class's accuracy change, sorted. Right: the k most improved and worsened,
+    by name. Changes in percentage points, b - a."""
+    a, b = _same_test_set(cm_a, cm_b)
+    labels = _names(class_names, a.shape[0])
+    delta = per_class_accuracy(b) - per_class_accuracy(a)
+    have = np.flatnonzero(np.isfinite(delta))
+    srt = have[np.argsort(delta[have], kind="stable")]
+    ch = per_class_changes(a, b, labels, k)
+
+    fig, (ax, bx) = new_figure(1, 2, figsize=(12.0, max(4.5, 0.28 * 2 * k + 1.5)),
+                               gridspec_kw={"width_ratios": [1.4, 1]})
+    vals = 100 * delta[srt]
+    ax.bar(np.arange(srt.size), vals, width=1.0, color=_sign_colors(vals), lw=0)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlim(-0.5, srt.size - 0.5)
+    ax.set_xlabel("Classes, sorted by change")
+    ax.set_ylabel(f"Accuracy change, {names[1]} − {names[0]} (pp)")
+    ax.set_title(f"Per-class accuracy change: {ch['n_improved']} improved, "
+                 f"{ch['n_worsened']} worsened, {ch['n_unchanged']} unchanged")
+
+    # Top to bottom: most improved ... most worsened.
+    rows = ch["improved"] + ch["worsened"][::-1]
+    y = np.arange(len(rows))[::-1]
+    bv = [100 * r["delta"] for r in rows]
+    bx.barh(y, bv, color=_sign_colors(bv))
+    bx.set_yticks(y, [f"{r['name']} (n={r['n']})" for r in rows], fontsize=7)
+    bx.axvline(0, color="black", lw=0.8)
+    bx.set_xlabel("Accuracy change (pp)")
+    bx.set_ylabel("Class")
+    bx.set_title(f"Top {k} improved and worsened classes")
+    save_figure(fig, path)
