@@ -232,7 +232,7 @@ def test_fit_temperature_recovers_known_temperature() -> None:
     assert abs(t - 2.5) / 2.5 < 0.1
     assert M.fit_temperature(z, labels) == t  # deterministic
     # Independent check: a plain grid search over T lands next to the fitted optimum.
-    grid = np.linspace(1.5, 4.0, 101)
+    grid = np.linspace(2.0, 3.0, 41)
     losses = [-np.mean(sp_log_softmax(z / g, axis=1)[np.arange(len(labels)), labels])
               for g in grid]
     assert abs(grid[int(np.argmin(losses))] - t) <= grid[1] - grid[0]
@@ -282,15 +282,16 @@ def test_superclass_chance_share_with_unequal_groups() -> None:
 
 
 def test_top_confusions_order_and_ties() -> None:
-    cm = np.array([[5, 2, 0, 3],
+    cm = np.array([[5, 3, 0, 3],
                    [2, 6, 1, 0],
                    [3, 0, 7, 2],
                    [0, 0, 3, 4]])
     names = ["a", "b", "c", "d"]
     top = M.top_confusions(cm, names, k=5)
-    assert [(t["true"], t["pred"]) for t in top] == [(0, 3), (2, 0), (3, 2), (0, 1), (1, 0)]
-    assert top[0] == {"true": 0, "pred": 3, "true_name": "a", "pred_name": "d", "count": 3,
-                      "share_of_true": 0.3}
+    # count 3: (0,1) (0,3) (2,0) (3,2) -- same true class 0 tie broken by pred; then count 2
+    assert [(t["true"], t["pred"]) for t in top] == [(0, 1), (0, 3), (2, 0), (3, 2), (1, 0)]
+    assert top[1] == {"true": 0, "pred": 3, "true_name": "a", "pred_name": "d", "count": 3,
+                      "share_of_true": pytest.approx(3 / 11)}
     everything = M.top_confusions(cm, names, k=100)
     assert len(everything) == 7  # only non-zero off-diagonal cells
     assert all(t["true"] != t["pred"] for t in everything)
@@ -364,17 +365,19 @@ def assert_png(path) -> None:
     assert plt.get_fignums() == []  # save_figure closed it
 
 
-def test_plot_confusion_100_classes_grouped(tmp_path) -> None:
+def test_plot_confusion_grouped(tmp_path) -> None:
+    # 40 classes in 8 groups exercises the same code as CIFAR-100's 100 in 20, in a third of
+    # the time (rendering 100 x 100 with 240 labels takes ~4 s).
     rng = np.random.default_rng(11)
-    labels = rng.integers(0, 100, 3000)
-    preds = np.where(rng.random(3000) < 0.5, labels, rng.integers(0, 100, 3000))
-    cm = M.confusion_matrix(labels, preds, 100)
-    f2c = rng.permutation(np.repeat(np.arange(20), 5))
+    labels = rng.integers(0, 40, 3000)
+    preds = np.where(rng.random(3000) < 0.5, labels, rng.integers(0, 40, 3000))
+    cm = M.confusion_matrix(labels, preds, 40)
+    f2c = rng.permutation(np.repeat(np.arange(8), 5))
     out = tmp_path / "cm.png"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. a missing glyph for the arrow
-        M.plot_confusion(cm, [f"class{i}" for i in range(100)], out, group_of=f2c,
-                         group_names=[f"super{i}" for i in range(20)])
+        M.plot_confusion(cm, [f"class{i}" for i in range(40)], out, group_of=f2c,
+                         group_names=[f"super{i}" for i in range(8)])
     assert_png(out)
 
 

@@ -556,7 +556,9 @@ def plot_confusion(
     cb.set_label("share of the true class's samples (sqrt scale)")
     n = int(m.sum())
     acc = np.trace(m) / n if n else float("nan")
-    ax.set_title(title or f"Confusion matrix, row-normalized (N={n}, top-1 {acc:.1%})")
+    # A caller's title names the split/model; the details of what is shown are always kept.
+    what = f"row-normalized (N={n}, top-1 {acc:.1%})"
+    ax.set_title(f"{title}\n{what}" if title else f"Confusion matrix, {what}")
 
     pairs = top_pairs if top_pairs is not None else top_confusions(m, names, n_pairs)
     lines = [f"{q['true_name']} → {q['pred_name']}: {q['count']}" for q in pairs[:n_pairs]]
@@ -596,7 +598,8 @@ def plot_superclass_confusion(
     ax.set_ylabel("True superclass")
     n = int(m.sum())
     acc = np.trace(m) / n if n else float("nan")
-    ax.set_title(title or f"Superclass confusion (counts, N={n}, superclass accuracy {acc:.1%})")
+    what = f"counts (N={n}, superclass accuracy {acc:.1%})"
+    ax.set_title(f"{title}\n{what}" if title else f"Superclass confusion, {what}")
     fig.colorbar(im, ax=ax, shrink=0.8).set_label("count (sqrt scale)")
     save_figure(fig, path)
 
