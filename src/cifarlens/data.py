@@ -91,19 +91,23 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Allows only the numpy array reconstruction the CIFAR format needs; refuses everything else."""
 
     def find_class(self, module: str, name: str):  # noqa: D401
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+        raise _ForbiddenGlobal(f"forbidden global {module}.{name}")
 
 
 def safe_unpickle(data: bytes, source: str = "data file") -> dict:
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except _ForbiddenGlobal as e:
         raise CifarlensError(f"refusing to load {source}: {e} (tampered or not a CIFAR file)") from None
     except Exception as e:  # truncated or garbage pickles raise many types
         raise CifarlensError(f"cannot read {source}: corrupt pickle ({type(e).__name__})") from None

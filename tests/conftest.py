@@ -1,0 +1,55 @@
+"""Shared fixtures: generated datasets in the official format and one trained smoke run.
+
+Training is the slow part of the suite, so one smoke run is trained per session and shared by
+every test that only reads it (tests that modify a run copy it first).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores: keep torch from oversubscribing them when tests run beside other work.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def synth100(tmp_path_factory) -> Path:
+    """CIFAR-100-format generated data root (50 train / 10 test images per class)."""
+    from cifarlens.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth100")
+    write_synthetic(root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
+                    label_noise=0.05)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth10(tmp_path_factory) -> Path:
+    from cifarlens.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth10")
+    write_synthetic(root, "cifar10", train_per_class=100, test_per_class=30, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, synth100) -> Path:
+    """A finished smoke-preset run on the CIFAR-100-format generated data."""
+    from cifarlens.train import make_config, train
+
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    cfg = make_config("smoke", data_dir=str(synth100), device="cpu")
+    train(cfg, out, progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture
+def run_copy(smoke_run, tmp_path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(smoke_run, dst)
+    return dst

@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlens.errors import CifarlensError
+from cifarlens.runs import epoch_checkpoints, load_checkpoint, load_model, load_split
+from cifarlens.train import TrainConfig, infer_logits, lr_factor, make_config, train
+
+
+def test_smoke_training_learns(smoke_run):
+    done = json.loads((smoke_run / "done.json").read_text())
+    assert done["finished"] and done["best_val_acc"] > 0.30  # chance is 0.01
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 7))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_s"):
+        assert k in rows[0]
+
+
+def test_run_folder_records_everything(smoke_run):
+    cfg = json.loads((smoke_run / "config.json").read_text())
+    assert cfg["seed"] == 0 and cfg["config"]["model"] == "small"
+    env = cfg["environment"]
+    assert env["torch"] == torch.__version__ and env["precision"] in ("bf16", "fp32")
+    assert "git_commit" in env and env["device"] == "cpu"
+    assert (smoke_run / "metrics.csv").read_text().startswith("epoch,")
+    assert (smoke_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    norm = json.loads((smoke_run / "norm.json").read_text())
+    assert len(norm["mean"]) == 3 and all(0 < s < 1 for s in norm["std"])
+    split = np.load(smoke_run / "split.npz")
+    assert len(np.intersect1d(split["train"], split["val"])) == 0
+    assert len(split["val"]) == 1000  # 20% of 5000, stratified
+    assert len(epoch_checkpoints(smoke_run)) == 2  # newest two kept
+
+
+def test_load_model_reproduces_recorded_val_accuracy(smoke_run):
+    model, cfg = load_model(smoke_run, "best")
+    assert not model.training
+    x, y, idx = load_split(smoke_run, "val")
+    assert x.dtype == torch.float32 and abs(x.mean().item()) < 0.5
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == y).float().mean().item()
+    best = json.loads((smoke_run / "done.json").read_text())["best_val_acc"]
+    assert abs(acc - best) < 0.02  # recorded under bf16 autocast, recomputed in fp32
+    last, _ = load_model(smoke_run, "last")
+    assert sum(p.numel() for p in last.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def _cfg(data, **kw):
+    base = dict(data_dir=str(data), device="cpu", epochs=3, batch_size=50, train_limit=400,
+                precision="fp32")
+    base.update(kw)
+    return make_config("smoke", **base)
+
+
+def test_resume_equals_uninterrupted_run(synth10, tmp_path):
+    cfg = _cfg(synth10, dataset="cifar10")
+    full = train(cfg, tmp_path / "full", progress=False, log=lambda m: None)
+
+    def stop_after_epoch_2(msg):
+        if msg.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", progress=False, log=stop_after_epoch_2)
+    assert not (tmp_path / "part" / "done.json").exists()
+    assert not (tmp_path / "part" / ".lock").exists()  # lock released on Ctrl-C
+    resumed = train(cfg, tmp_path / "part", resume=True, progress=False, log=lambda m: None)
+    a = load_checkpoint(epoch_checkpoints(tmp_path / "full")[0])
+    b = load_checkpoint(epoch_checkpoints(tmp_path / "part")[0])
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert full["best_val_acc"] == resumed["best_val_acc"]
+
+
+def test_same_seed_same_numbers_other_seed_differs(synth10, tmp_path):
+    cfg = _cfg(synth10, dataset="cifar10", epochs=1)
+    r1 = train(cfg, tmp_path / "a", progress=False, log=lambda m: None)
+    r2 = train(cfg, tmp_path / "b", progress=False, log=lambda m: None)
+    r3 = train(_cfg(synth10, dataset="cifar10", epochs=1, seed=5), tmp_path / "c",
+               progress=False, log=lambda m: None)
+    assert r1["final"]["train_loss"] == r2["final"]["train_loss"]
+    assert r1["final"]["train_loss"] != r3["final"]["train_loss"]
+
+
+def test_existing_run_needs_resume_and_same_settings(synth10, tmp_path):
+    cfg = _cfg(synth10, dataset="cifar10", epochs=1)
+    train(cfg, tmp_path / "r", progress=False, log=lambda m: None)
+    with pytest.raises(CifarlensError, match="--resume"):
+        train(cfg, tmp_path / "r", progress=False, log=lambda m: None)
+    other = _cfg(synth10, dataset="cifar10", epochs=1, lr=0.01)
+    with pytest.raises(CifarlensError, match="lr: 0.05 -> 0.01"):
+        train(other, tmp_path / "r", resume=True, progress=False, log=lambda m: None)
+
+
+def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(synth10, tmp_path):
+    cfg = _cfg(synth10, dataset="cifar10", epochs=1)
+    train(cfg, tmp_path / "r", progress=False, log=lambda m: None)
+    good = epoch_checkpoints(tmp_path / "r")
+    bad = _cfg(synth10, dataset="cifar10", epochs=2, lr=1e30)
+    with pytest.raises(CifarlensError, match="diverged"):
+        train(bad, tmp_path / "bad", progress=False, log=lambda m: None)
+    assert epoch_checkpoints(tmp_path / "bad") == []  # nothing non-finite saved
+    assert epoch_checkpoints(tmp_path / "r") == good
+
+
+def test_lr_schedule_warms_up_then_anneals_to_zero():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_config_validation():
+    with pytest.raises(CifarlensError, match="label-smoothing"):
+        make_config("paper", label_smoothing=1.5)
+    with pytest.raises(CifarlensError, match="choose from: paper, quick, smoke"):
+        make_config("fast")
+    paper = make_config("paper")
+    assert (paper.epochs, paper.batch_size, paper.momentum, paper.label_smoothing) == (50, 128, 0.9, 0.1)
+    assert isinstance(paper, TrainConfig)
+
+
+def test_infer_logits_is_batch_size_independent():
+    from cifarlens.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("small", 10)
+    x = np.random.default_rng(0).integers(0, 256, (37, 3, 32, 32), dtype=np.uint8)
+    a = infer_logits(m, x, [0.5] * 3, [0.25] * 3, device=torch.device("cpu"), batch_size=5)
+    b = infer_logits(m, x, [0.5] * 3, [0.25] * 3, device=torch.device("cpu"), batch_size=100)
+    assert a.shape == (37, 10) and torch.allclose(a, b, atol=1e-5)
+    assert m.training  # restored
