@@ -1,0 +1,1167 @@
+"""Turn a study's summary.json (plus its figures) into report.html and report.md.
+
+Every sentence that states a result is generated here from the numbers by small pure helpers
+(``describe_*``), so the prose can never drift from the tables. Both outputs are rendered from
+one context of already-formatted strings, so they show identical numbers.
+
+Safety: every string taken from the summary is escaped at output time (jinja2 autoescape for
+HTML, a Markdown finalizer for MD) and stripped of control characters; nothing from the summary
+is ever marked safe. Figures are embedded only when they are PNG files inside the study folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import shlex
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from ._io import read_json, write_text
+from .errors import CifarlensError
+
+__all__ = [
+    "ALPHA",
+    "SECTIONS",
+    "build_context",
+    "change_verdict",
+    "clean_text",
+    "describe_border",
+    "describe_calibration_change",
+    "describe_change",
+    "describe_faithfulness",
+    "describe_seeds",
+    "describe_superclass",
+    "describe_temperature",
+    "describe_tracking",
+    "fmt_auc",
+    "fmt_flops",
+    "fmt_float",
+    "fmt_int",
+    "fmt_p",
+    "fmt_params_m",
+    "fmt_pct",
+    "fmt_points",
+    "md_escape",
+    "p_clause",
+    "render_html",
+    "render_markdown",
+    "render_report",
+]
+
+ALPHA = 0.05
+NA = "n/a"
+MAX_FIGURE_BYTES = 25 * 1024 * 1024  # a bigger "figure" is surely not one of ours
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (anchor id, title): order and wording are the report's table of contents.
+SECTIONS: list[tuple[str, str]] = [
+    ("summary", "Summary"),
+    ("dataset", "Dataset"),
+    ("architecture", "Architecture"),
+    ("training-setup", "Training setup"),
+    ("metrics", "Metrics"),
+    ("confusions", "Confusions"),
+    ("calibration", "Calibration"),
+    ("failure-cases", "Failure cases"),
+    ("grad-cam", "Grad-CAM"),
+    ("constrained-improvement", "Constrained improvement"),
+    ("comparison", "Comparison & statistics"),
+    ("complexity", "Complexity"),
+    ("reflection", "Reflection"),
+    ("reproducibility", "Reproducibility"),
+]
+
+# figure key -> (section id, caption). Unknown keys go to an appendix section.
+FIGURES: dict[str, tuple[str, str]] = {
+    "curves": ("metrics", "Training and validation loss and accuracy per epoch"),
+    "confusion": ("confusions", "Confusion matrix of the baseline on the test split"),
+    "confusion_superclass": ("confusions", "Confusions aggregated to the 20 superclasses"),
+    "reliability": ("calibration", "Reliability diagram: accuracy against confidence"),
+    "confidence_hist": ("calibration", "Confidence histograms of right and wrong predictions"),
+    "failure_gallery": ("failure-cases", "The baseline's most confident test failures"),
+    "gradcam_failures": ("grad-cam", "Grad-CAM of the predicted class on confident failures"),
+    "deletion_insertion": ("grad-cam", "Deletion and insertion curves: Grad-CAM vs random order"),
+    "gradcam_tracking": (
+        "constrained-improvement",
+        "The same failures side by side: baseline and variant Grad-CAM",
+    ),
+    "confusion_difference": ("comparison", "Confusion difference (variant minus baseline)"),
+    "per_class_changes": ("comparison", "Per-class accuracy change (variant minus baseline)"),
+}
+
+DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10"}
+STATUS_TEXT = {
+    "fixed": "fixed",
+    "still_wrong": "still wrong (same class)",
+    "other_wrong": "changed to another wrong class",
+}
+METHOD_TEXT = {
+    "paired_wald": "paired Wald",
+    "paired_bootstrap_percentile": "paired bootstrap (percentile)",
+    "paired_t": "paired t-test over seeds",
+}
+
+# --------------------------------------------------------------------------- text hygiene
+
+# Bidirectional overrides can make text display differently from what it is ("Trojan source").
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_text(value: Any) -> str:
+    """A string with control characters removed (tabs and newlines become spaces)."""
+    s = value if isinstance(value, str) else str(value)
+    out = []
+    for ch in s:
+        if ch in "\t\n\r":
+            out.append(" ")
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_<>|\[\]#~])")
+
+
+def md_escape(value: Any) -> str:
+    """Plain text safe inside Markdown prose and table cells (backslash-escapes specials)."""
+    return _MD_SPECIAL.sub(r"\\\1", clean_text(value))
+
+
+class MdRaw(str):
+    """Markdown we built ourselves (percent-encoded figure paths); the MD finalizer skips it."""
+
+
+# --------------------------------------------------------------------------- number formats
+
+
+def num(x: Any) -> float | None:
+    """x as a finite float, or None (bools, strings, NaN and missing values are not numbers)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    f = float(x)
+    return f if math.isfinite(f) else None
+
+
+def fmt_pct(x: Any, digits: int = 2) -> str:
+    """A fraction in [0, 1] as a percentage: 0.6291 -> '62.91%'."""
+    f = num(x)
+    return NA if f is None else f"{f * 100:.{digits}f}%"
+
+
+def fmt_points(x: Any, signed: bool = False) -> str:
+    """A difference of fractions in percentage points: 0.0663 -> '6.63' ('+6.63' if signed)."""
+    f = num(x)
+    if f is None:
+        return NA
+    s = f"{f * 100:+.2f}" if signed else f"{f * 100:.2f}"
+    return "0.00" if s in ("+0.00", "-0.00") else s  # no signed zero
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value with 2 significant digits; scientific below 1e-3; '< 1e-300' for 0."""
+    f = num(p)
+    if f is None or f < 0 or f > 1:
+        return NA
+    if f == 0:
+        return "< 1e-300"
+    r = float(f"{f:.2g}")  # round first, so 0.0996 becomes 0.10, not 0.100
+    if r < 1e-3:
+        return f"{f:.1e}"
+    decimals = max(1 - math.floor(math.log10(r)), 0)
+    return f"{r:.{decimals}f}"
+
+
+def p_clause(p: Any) -> str:
+    """'p = 0.41', 'p = 3.0e-12' or 'p < 1e-300'."""
+    s = fmt_p(p)
+    return f"p {s}" if s.startswith("<") else f"p = {s}"
+
+
+def fmt_int(x: Any) -> str:
+    f = num(x)
+    return NA if f is None else f"{round(f):,}"
+
+
+def fmt_float(x: Any, digits: int = 3) -> str:
+    f = num(x)
+    return NA if f is None else f"{f:.{digits}f}"
+
+
+def fmt_auc(x: Any) -> str:
+    return fmt_float(x, 3)
+
+
+def fmt_params_m(x: Any) -> str:
+    f = num(x)
+    return NA if f is None else f"{f / 1e6:.2f} M"
+
+
+def fmt_flops(x: Any) -> str:
+    """FLOPs in the largest unit that keeps a leading digit: '0.65 GFLOPs' is shown as GFLOPs
+    when >= 0.1 G (the seed's unit), else MFLOPs, so a tiny smoke model is not '0.00'."""
+    f = num(x)
+    if f is None:
+        return NA
+    if f >= 1e8:
+        return f"{f / 1e9:.2f} GFLOPs"
+    if f >= 1e5:
+        return f"{f / 1e6:.2f} MFLOPs"
+    return f"{f:,.0f} FLOPs"
+
+
+def _alpha_text(alpha: float) -> str:
+    return f"{alpha * 100:g}%"
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _d(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
+def _s(x: Any, default: str = NA) -> str:
+    """A summary value as display text (None -> 'n/a'; lists/dicts as compact JSON)."""
+    if x is None:
+        return default
+    if isinstance(x, (list, dict)):
+        return json.dumps(x, separators=(", ", ": "), default=str)
+    if isinstance(x, float):
+        return f"{x:g}"
+    return str(x)
+
+
+# --------------------------------------------------------------------------- generated sentences
+
+
+def change_verdict(diff: Any, lo: Any, hi: Any, p: Any, alpha: float = ALPHA) -> str:
+    """'rose' / 'fell' (significant by every available criterion), 'no_change' (not significant
+    by any, or 0.00 points as shown), 'borderline' (p and CI disagree) or 'unknown' (no test).
+
+    Significant means p < alpha and a confidence interval that excludes 0; when only one of
+    the two is available, that one decides.
+    """
+    d = num(diff)
+    if d is None:
+        return "unknown"
+    if fmt_points(abs(d)) == "0.00":
+        return "no_change"
+    pv, lo_f, hi_f = num(p), num(lo), num(hi)
+    votes = []
+    if pv is not None:
+        votes.append(pv < alpha)
+    if lo_f is not None and hi_f is not None:
+        votes.append(lo_f > 0 or hi_f < 0)
+    if not votes:
+        return "unknown"
+    if all(votes):
+        return "rose" if d > 0 else "fell"
+    if not any(votes):
+        return "no_change"
+    return "borderline"
+
+
+def describe_change(
+    diff: Any,
+    lo: Any,
+    hi: Any,
+    p: Any,
+    alpha: float = ALPHA,
+    *,
+    metric: str = "test accuracy",
+    test: str = "McNemar's exact test",
+    level: Any = 0.95,
+    before: Any = None,
+    after: Any = None,
+) -> str:
+    """One clause stating a change in an accuracy-like fraction, its CI and its test.
+
+    e.g. "test accuracy rose by 6.63 points (95% CI [5.80, 7.40]); McNemar's exact test
+    p = 3.0e-12, significant at the 5% level". Direction comes from the sign of ``diff``;
+    significance from ``change_verdict``.
+    """
+    d = num(diff)
+    if d is None:
+        return f"the change in {metric} was not computed"
+    lvl = num(level) or 0.95
+    has_ci = num(lo) is not None and num(hi) is not None
+    ci = f"{lvl * 100:g}% CI [{fmt_points(lo)}, {fmt_points(hi)}]" if has_ci else None
+    pt = f"{test} {p_clause(p)}" if num(p) is not None else None
+    fromto = (
+        f" from {fmt_pct(before)} to {fmt_pct(after)}"
+        if num(before) is not None and num(after) is not None
+        else ""
+    )
+    verdict = change_verdict(d, lo, hi, p, alpha)
+    size = fmt_points(abs(d))
+    direction = "rose" if d > 0 else "fell"
+    at = f"significant at the {_alpha_text(alpha)} level"
+    if verdict in ("rose", "fell"):
+        parts = f" ({ci})" if ci else ""
+        tail = f"; {pt}, {at}" if pt else f", {at} (the interval excludes 0)"
+        return f"{metric} {verdict} by {size} points{fromto}{parts}{tail}"
+    if verdict == "no_change":
+        inner = "; ".join(x for x in (f"difference {fmt_points(d, signed=True)} points", ci, pt)
+                          if x)
+        return f"{metric} did not change significantly{fromto} ({inner})"
+    if verdict == "borderline":
+        if num(p) is not None and num(p) < alpha:  # type: ignore[operator]
+            why = f"{pt} is below {alpha:g}, but the {ci} includes 0"
+        else:
+            why = f"the {ci} excludes 0, but {pt} is not below {alpha:g}"
+        return (f"{metric} {direction} by {size} points{fromto}; {why}, so the evidence is "
+                f"borderline, not significant at the {_alpha_text(alpha)} level")
+    return (f"{metric} {direction} by {size} points{fromto} (no significance test or "
+            "confidence interval was computed, so it is unknown whether this is more than noise)")
+
+
+def _compare_word(before: str, after: str, lower: str, higher: str, same: str) -> str:
+    """Direction decided on the numbers as shown, so '6.00% -> 6.00%' is never 'lowered'."""
+    if before == NA or after == NA:
+        return ""
+    b, a = float(before.rstrip("%")), float(after.rstrip("%"))
+    return same if a == b else (lower if a < b else higher)
+
+
+def describe_temperature(name: str, cal: dict[str, Any]) -> str:
+    """What temperature scaling did to one model, e.g. 'baseline: T = 1.40 > 1, so the raw
+    model was overconfident; scaling lowered test ECE from 6.00% to 2.00% and NLL from ...'."""
+    t = num(cal.get("temperature"))
+    if t is None:
+        return f"Temperature scaling was not computed for the {name}."
+    ts = fmt_float(t, 2)
+    if ts == "1.00":
+        kind = "T = 1.00, so the raw model was already calibrated on average"
+    elif t > 1:
+        kind = f"T = {ts} > 1, so the raw model was overconfident (scaling softens it)"
+    else:
+        kind = f"T = {ts} < 1, so the raw model was underconfident (scaling sharpens it)"
+    parts = []
+    for key, label, f in (("ece", "test ECE", fmt_pct), ("nll", "test NLL", fmt_float)):
+        b, a = f(cal.get(f"{key}_before")), f(cal.get(f"{key}_after"))
+        word = _compare_word(b, a, "lowered", "raised", "left unchanged")
+        if word:
+            parts.append(f"{word} {label} from {b} to {a}" if word != "left unchanged"
+                         else f"left {label} unchanged at {a}")
+    effect = "; scaling " + " and ".join(parts) if parts else ""
+    return f"For the {name}, the fitted temperature is {kind}{effect}."
+
+
+def describe_calibration_change(ece_a: Any, ece_b: Any, ece_change: Any = None) -> str:
+    """Whether the variant is better or worse calibrated than the baseline (lower ECE = better)."""
+    a, b = fmt_pct(ece_a), fmt_pct(ece_b)
+    if a != NA and b != NA:
+        word = _compare_word(a, b, "lower", "higher", "the same")
+        if word == "the same":
+            return f"Calibration did not change: both models have a test ECE of {a}."
+        verdict = "better" if word == "lower" else "worse"
+        diff = fmt_points(abs(num(ece_b) - num(ece_a)))  # type: ignore[operator]
+        return (f"The variant's test ECE is {diff} points {word} than the baseline's "
+                f"({b} vs {a}): it is {verdict} calibrated before temperature scaling.")
+    c = num(ece_change)
+    if c is not None:
+        if fmt_points(abs(c)) == "0.00":
+            return "Calibration did not change (ECE difference 0.00 points)."
+        return (f"The variant's test ECE is {fmt_points(abs(c))} points "
+                f"{'lower' if c < 0 else 'higher'} than the baseline's: it is "
+                f"{'better' if c < 0 else 'worse'} calibrated.")
+    return "The calibration comparison was not computed."
+
+
+def describe_tracking(tracking: dict[str, Any]) -> str:
+    n = num(tracking.get("tracked"))
+    if not n:
+        return "No baseline failures were tracked through the variant."
+    fixed, still, other = (int(num(tracking.get(k)) or 0)
+                           for k in ("fixed", "still_wrong", "other_wrong"))
+    return (f"Of the {int(n)} confident baseline failures tracked, the variant fixed {fixed} "
+            f"({fmt_pct(fixed / n)}), kept the same wrong prediction for {still} and changed "
+            f"{other} to another wrong class.")
+
+
+def describe_superclass(name: str, sc: dict[str, Any]) -> str:
+    share, chance = num(sc.get("within_superclass_share")), num(sc.get("chance_share"))
+    coarse = fmt_pct(sc.get("coarse_accuracy"))
+    lead = f"The {name} puts the right superclass on {coarse} of test images"
+    if share is None or chance is None:
+        return lead + "; the within-superclass error share was not computed."
+    ratio = f"{share / chance:.1f}" if chance > 0 else NA
+    if fmt_pct(share) == fmt_pct(chance):
+        how = "exactly as often as chance"
+    elif share > chance:
+        how = (f"{ratio}× as often as uniform chance, so most confusions are between "
+               "semantically related classes" if share >= 0.5 else
+               f"{ratio}× as often as uniform chance, so errors favour related classes")
+    else:
+        how = "less often than uniform chance, so errors are not driven by class similarity"
+    return (f"{lead}. {fmt_pct(share)} of its errors stay inside the true superclass, against "
+            f"{fmt_pct(chance)} for a uniformly random wrong class: {how}.")
+
+
+def describe_faithfulness(faith: dict[str, Any]) -> str:
+    g, r = _d(faith.get("gradcam")), _d(faith.get("random"))
+    gd, rd, gi, ri = (num(x) for x in (g.get("deletion_auc"), r.get("deletion_auc"),
+                                       g.get("insertion_auc"), r.get("insertion_auc")))
+    if None in (gd, rd, gi, ri):
+        return "The deletion/insertion faithfulness check was not computed."
+    del_ok = fmt_auc(gd) != fmt_auc(rd) and gd < rd  # type: ignore[operator]
+    ins_ok = fmt_auc(gi) != fmt_auc(ri) and gi > ri  # type: ignore[operator]
+    verdict = {
+        2: "Grad-CAM ranks pixels better than random on both measures, so the maps do point "
+           "at evidence the model uses",
+        1: "Grad-CAM beats random on only one of the two measures, so the maps are only "
+           "partly faithful",
+        0: "Grad-CAM does not beat random ordering, so the maps should not be read as "
+           "explanations of these predictions",
+    }[int(del_ok) + int(ins_ok)]
+    return (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} against "
+            f"{fmt_auc(rd)} for random order (lower is better), and inserting them an insertion "
+            f"AUC of {fmt_auc(gi)} against {fmt_auc(ri)} (higher is better). {verdict}.")
+
+
+def describe_border(bs: dict[str, Any]) -> str:
+    f, c, u = (num(bs.get(k)) for k in ("failures", "correct", "uniform"))
+    px = bs.get("border_px")
+    band = f"the outer {fmt_int(px)}-pixel border" if num(px) is not None else "the border"
+    if f is None or c is None:
+        return "Background reliance (Grad-CAM mass on the border) was not computed."
+    fs, cs = fmt_pct(f), fmt_pct(c)
+    lead = (f"On failures, {fs} of the Grad-CAM mass lies in {band}, against {cs} on correct "
+            "predictions")
+    lead += f" and {fmt_pct(u)} for a uniform map" if u is not None else ""
+    if fs == cs:
+        cmp_ = "failures and correct predictions rely on the border equally"
+    elif f > c:
+        cmp_ = (f"failures put {fmt_points(f - c)} points more attention on the border, "
+                "consistent with background cues driving some confident mistakes")
+    else:
+        cmp_ = (f"failures put {fmt_points(c - f)} points less attention on the border, so "
+                "background reliance does not explain the failures")
+    tail = ""
+    if u is not None and fmt_pct(u) != fs:
+        tail = ("; failure maps concentrate on the border more than a uniform map would"
+                if f > u else "; failure maps are still more central than a uniform map")
+    return f"{lead}: {cmp_}{tail}."
+
+
+def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
+                   seed_list: list[Any] | None = None) -> str:
+    if not seeds:
+        which = ", ".join(_s(s) for s in seed_list or []) or NA
+        return (f"Multi-seed results were not computed: each model was trained once (seed "
+                f"{which}), so the comparison does not include seed-to-seed variation.")
+    n = seeds.get("n", seeds.get("n_seeds"))
+    ci = _l(seeds.get("ci")) or [seeds.get("lo"), seeds.get("hi")]
+    lo, hi = (ci + [None, None])[:2]
+
+    def ms(m: Any, s: Any) -> str:
+        return fmt_pct(m) + (f" ± {fmt_points(s)}" if num(s) is not None else "")
+
+    lead = (f"Over {fmt_int(n)} seeds, the baseline reached {ms(seeds.get('mean_a'), seeds.get('std_a'))} "
+            f"and the variant {ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
+            "(mean ± sample std in points)")
+    clause = describe_change(seeds.get("mean_diff"), lo, hi, seeds.get("p_value"), alpha,
+                             metric="the mean accuracy", test="the paired t-test")
+    note = f" Note: {clean_text(seeds['note'])}." if seeds.get("note") else ""
+    return f"{lead}; {clause}.{note}"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Figure:
+    key: str
+    rel: str
+    caption: str
+    number: int = 0
+    status: str = "ok"  # ok | missing | refused | invalid
+    data_uri: str = ""
+    md_path: MdRaw = field(default_factory=lambda: MdRaw(""))
+    note: str = ""
+
+
+def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
+    """A figure embedded as a data: URI, or a note saying why it is not shown.
+
+    Refuses absolute paths and anything that resolves (symlinks included) outside study_dir,
+    so a hostile summary cannot pull /etc/passwd or another study's files into the report.
+    """
+    fig = Figure(key=key, rel=clean_text(rel) if rel is not None else "", caption=caption)
+    if not isinstance(rel, str) or not rel.strip():
+        fig.status, fig.note = "refused", f"figure not embedded: no valid path for '{key}'"
+        return fig
+    try:
+        root = study_dir.resolve()
+        rp = Path(rel)
+        target = (root / rp).resolve()
+        inside = not rp.is_absolute() and target.is_relative_to(root)
+    except (OSError, ValueError, RuntimeError):
+        inside = False
+    if not inside:
+        fig.status = "refused"
+        fig.note = f"figure not embedded: '{fig.rel}' is outside the study folder"
+        return fig
+    try:
+        if not target.is_file():
+            fig.status, fig.note = "missing", f"figure missing: '{fig.rel}' was not found"
+            return fig
+        if target.stat().st_size > MAX_FIGURE_BYTES:
+            fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is too large"
+            return fig
+        data = target.read_bytes()
+    except OSError as e:
+        fig.status, fig.note = "missing", f"figure missing: '{fig.rel}' ({e.strerror or e})"
+        return fig
+    if not data.startswith(PNG_MAGIC):
+        fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a PNG file"
+        return fig
+    fig.data_uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    # Markdown links to the file itself, percent-encoded so spaces or ')' cannot break the link.
+    fig.md_path = MdRaw(quote(target.relative_to(root).as_posix()))
+    return fig
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _table(headers: list[str], rows: list[list[Any]], *, align: str | None = None,
+           highlight: set[int] | None = None, caption: str = "") -> dict[str, Any]:
+    """A table block; align is one char per column ('l' or 'r'), default: first l, rest r."""
+    ncol = len(headers)
+    align = align or ("l" + "r" * (ncol - 1))
+    return {"type": "table", "headers": headers,
+            "rows": [[_s(c) for c in r] for r in rows], "align": list(align),
+            "highlight": sorted(highlight or ()), "caption": caption}
+
+
+def _p(text: str, lead: str = "") -> dict[str, Any]:
+    return {"type": "p", "text": text, "lead": lead}
+
+
+def _note(text: str) -> dict[str, Any]:
+    return {"type": "note", "text": text}
+
+
+def _h3(text: str) -> dict[str, Any]:
+    return {"type": "h3", "text": text}
+
+
+def _list(items: list[str]) -> dict[str, Any]:
+    return {"type": "list", "items": items}
+
+
+def _gh_slug(text: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lowercase, punctuation dropped, spaces -> -."""
+    s = re.sub(r"[^\w\- ]", "", text.lower())
+    return s.replace(" ", "-")
+
+
+def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
+    """All report content as plain, already-formatted strings, shared by both templates."""
+    study_dir = Path(study_dir)
+    sm = summary
+    models = _d(sm.get("models"))
+    base, var = _d(models.get("baseline")), _d(models.get("variant"))
+    bt, vt = _d(base.get("test")), _d(var.get("test"))
+    change = _d(sm.get("change"))
+    comp = _d(sm.get("comparison"))
+    acc = _d(comp.get("accuracy_difference"))
+    mc = _d(comp.get("mcnemar"))
+    fails = _d(sm.get("failures"))
+    explain = _d(sm.get("explain"))
+    figs_in = _d(sm.get("figures"))
+    env = _d(sm.get("environment"))
+    dataset = DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
+    generated = sm.get("data_source") == "generated"
+    ckey, cbase, cvar = (_s(change.get(k)) for k in ("key", "baseline", "variant"))
+    change_text = f"{ckey}: {cbase} → {cvar}"
+
+    # Figures: numbered in order of appearance, placed in their section.
+    placed: dict[str, list[Figure]] = {sid: [] for sid, _ in SECTIONS}
+    placed["appendix"] = []
+    for key in list(FIGURES) + [k for k in figs_in if k not in FIGURES]:
+        if key in figs_in and figs_in[key] is not None:
+            sid, cap = FIGURES.get(key, ("appendix", f"Figure '{clean_text(key)}'"))
+            placed[sid].append(load_figure(study_dir, str(key), figs_in[key], cap))
+    counter = 0
+    for sid in [s for s, _ in SECTIONS] + ["appendix"]:
+        for f in placed[sid]:
+            counter += 1
+            f.number = counter
+
+    def figs(sid: str, *keys: str) -> list[dict[str, Any]]:
+        """Figure blocks for a section, or a 'not produced' note for expected keys missing."""
+        out: list[dict[str, Any]] = [{"type": "figure", "fig": f} for f in placed[sid]
+                                     if not keys or f.key in keys]
+        for k in keys:
+            if k not in figs_in or figs_in[k] is None:
+                out.append(_note(f"The {FIGURES[k][1][0].lower() + FIGURES[k][1][1:]} figure "
+                                 "was not produced."))
+        return out
+
+    S: dict[str, list[dict[str, Any]]] = {sid: [] for sid, _ in SECTIONS}
+
+    # 1 Summary --------------------------------------------------------------------------
+    headline = describe_change(acc.get("diff", _diff(bt.get("top1"), vt.get("top1"))),
+                               acc.get("lo"), acc.get("hi"), mc.get("p_value"),
+                               level=acc.get("level", 0.95),
+                               before=bt.get("top1"), after=vt.get("top1"))
+    summary_bits = [
+        f"Changing one setting, {change_text}, and keeping every other setting fixed, "
+        f"{headline}.",
+        describe_calibration_change(bt.get("ece"), vt.get("ece"), comp.get("ece_change")),
+    ]
+    trk = _d(fails.get("tracking"))
+    if trk:
+        summary_bits.append(describe_tracking(trk))
+    if generated:
+        summary_bits.append(f"All numbers come from generated data, not {dataset}.")
+    S["summary"].append(_p(" ".join(summary_bits), lead="Headline."))
+    S["summary"].append(_table(
+        ["Quantity", "Baseline", "Variant"],
+        [["Test top-1", fmt_pct(bt.get("top1")), fmt_pct(vt.get("top1"))],
+         ["Test top-5", fmt_pct(bt.get("top5")), fmt_pct(vt.get("top5"))],
+         ["Test macro-F1", fmt_pct(bt.get("macro_f1")), fmt_pct(vt.get("macro_f1"))],
+         ["Test ECE", fmt_pct(bt.get("ece")), fmt_pct(vt.get("ece"))],
+         ["Parameters", fmt_int(base.get("params")), fmt_int(var.get("params"))]],
+        caption="Key numbers"))
+
+    # 2 Dataset ---------------------------------------------------------------------------
+    split = _d(sm.get("split"))
+    norm = _d(sm.get("normalization"))
+    src = _s(sm.get("data_source"), "not recorded")
+    S["dataset"].append(_p(
+        f"Dataset: {dataset} with {fmt_int(sm.get('num_classes'))} classes; source: {src}"
+        + (" (the official archive)." if src == "official" else
+           f" (a synthetic stand-in in the official format, NOT {dataset})." if generated
+           else ".")))
+    used, train = num(split.get("train_used")), num(split.get("train"))
+    rows = [["Train", fmt_int(split.get("train"))], ["Validation", fmt_int(split.get("val"))],
+            ["Test", fmt_int(split.get("test"))]]
+    if used is not None:
+        rows.append(["Train images used", fmt_int(used)])
+    S["dataset"].append(_table(["Split", "Images"], rows, caption="Split sizes"))
+    if used is not None and train is not None and used < train:
+        S["dataset"].append(_note(f"Training used a class-balanced subset of {fmt_int(used)} of "
+                                  f"the {fmt_int(train)} training images."))
+    mean, std = _l(norm.get("mean")), _l(norm.get("std"))
+    if mean and std:
+        chans = ["R", "G", "B"] if len(mean) == 3 else [str(i) for i in range(len(mean))]
+        S["dataset"].append(_table(
+            ["Channel", "Mean", "Std"],
+            [[c, fmt_float(m, 4), fmt_float(s, 4)] for c, m, s in zip(chans, mean, std, strict=False)],
+            caption="Normalization (computed on the training split)"))
+    else:
+        S["dataset"].append(_note("Normalization statistics were not recorded."))
+
+    # 3 Architecture ----------------------------------------------------------------------
+    cfg = _d(sm.get("config"))
+    S["architecture"].append(_p(
+        f"Both models use the '{_s(cfg.get('model'))}' architecture"
+        + (" unless the change itself is the model" if ckey == "model" else "")
+        + f": {fmt_int(base.get('params'))} parameters and {fmt_flops(base.get('flops'))} per "
+        "32×32 image (torch's FLOP counter, a multiply-add counts as two)."))
+    S["architecture"].append(_table(
+        ["Model", "Architecture", "Parameters", "FLOPs"],
+        [["Baseline", _s(cfg.get("model")), fmt_int(base.get("params")),
+          fmt_flops(base.get("flops"))],
+         ["Variant", cvar if ckey == "model" else _s(cfg.get("model")),
+          fmt_int(var.get("params")), fmt_flops(var.get("flops"))]],
+        align="llrr"))
+
+    # 4 Training setup --------------------------------------------------------------------
+    S["training-setup"].append(_p(
+        f"The variant differs from the baseline in exactly one setting: {change_text} "
+        "(highlighted). Everything else, including the seed, is identical."))
+    crow, hl = [], set()
+    keys = list(cfg) + ([ckey] if ckey not in cfg and ckey != NA else [])
+    for i, k in enumerate(keys):
+        if k == ckey:
+            hl.add(i)
+            crow.append([k, _s(cfg.get(k, change.get("baseline"))), cvar])
+        else:
+            crow.append([k, _s(cfg.get(k)), _s(cfg.get(k))])
+    if crow:
+        S["training-setup"].append(_table(["Setting", "Baseline", "Variant"], crow,
+                                          align="lll", highlight=hl, caption="Configuration"))
+    else:
+        S["training-setup"].append(_note("The training configuration was not recorded."))
+    S["training-setup"].append(_table(
+        ["Model", "Run", "Best epoch", "Training time"],
+        [["Baseline", _s(base.get("run")), _s(base.get("best_epoch")),
+          _dur(base.get("train_time_s"))],
+         ["Variant", _s(var.get("run")), _s(var.get("best_epoch")),
+          _dur(var.get("train_time_s"))]], align="llrr"))
+
+    # 5 Metrics ---------------------------------------------------------------------------
+    mrows = []
+    for mname, m in (("Baseline", base), ("Variant", var)):
+        for split_name in ("val", "test"):
+            r = _d(m.get(split_name))
+            mrows.append([mname, split_name, fmt_float(r.get("loss")), fmt_pct(r.get("top1")),
+                          fmt_pct(r.get("top5")), fmt_pct(r.get("macro_f1")),
+                          fmt_pct(r.get("ece"))])
+    S["metrics"].append(_table(["Model", "Split", "Loss", "Top-1", "Top-5", "Macro-F1", "ECE"],
+                               mrows, align="llrrrrr",
+                               caption="Validation and test metrics (best checkpoint)"))
+    S["metrics"].append(_p(
+        f"The baseline reaches {fmt_pct(bt.get('top1'))} top-1 and {fmt_pct(bt.get('top5'))} "
+        f"top-5 test accuracy; the variant {fmt_pct(vt.get('top1'))} and "
+        f"{fmt_pct(vt.get('top5'))}."))
+    S["metrics"] += figs("metrics", "curves")
+
+    # 6 Confusions ------------------------------------------------------------------------
+    for mname, t in (("baseline", bt), ("variant", vt)):
+        tc = _l(t.get("top_confusions"))[:10]
+        if tc:
+            S["confusions"].append(_table(
+                ["True class", "Predicted as", "Count", "Share of true class"],
+                [[_s(c.get("true_name")), _s(c.get("pred_name")), fmt_int(c.get("count")),
+                  fmt_pct(c.get("share_of_true"))] for c in map(_d, tc)],
+                align="llrr", caption=f"Most confused pairs ({mname}, test)"))
+        else:
+            S["confusions"].append(_note(f"Top confused pairs were not computed for the {mname}."))
+    S["confusions"] += figs("confusions", "confusion")
+    S["confusions"].append(_h3("Superclasses"))
+    scs = [(n, _d(t.get("superclass"))) for n, t in (("baseline", bt), ("variant", vt))]
+    if any(sc for _, sc in scs):
+        S["confusions"].append(_table(
+            ["Model", "Coarse accuracy", "Errors within superclass", "Chance share"],
+            [[_cap(n), fmt_pct(sc.get("coarse_accuracy")),
+              fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share"))]
+             for n, sc in scs if sc], align="lrrr"))
+        for n, sc in scs:
+            if sc:
+                S["confusions"].append(_p(describe_superclass(n, sc)))
+        S["confusions"] += figs("confusions", "confusion_superclass")
+    else:
+        S["confusions"].append(_note(
+            "Superclass analysis was not computed (the dataset has no superclass labels, "
+            "e.g. CIFAR-10)."))
+
+    # 7 Calibration -----------------------------------------------------------------------
+    bc, vc = _d(base.get("calibration")), _d(var.get("calibration"))
+
+    def cal_val(m: dict[str, Any], c: dict[str, Any], key: str, when: str) -> Any:
+        if when == "before":
+            return c.get(f"{key}_before", _d(m.get("test")).get(key))
+        return c.get(f"{key}_after")
+
+    crows = []
+    for key, label, f in (("ece", "ECE", fmt_pct), ("mce", "MCE", fmt_pct),
+                          ("nll", "NLL", fmt_float), ("brier", "Brier", fmt_float)):
+        crows.append([label] + [f(cal_val(m, c, key, w))
+                                for m, c in ((base, bc), (var, vc)) for w in ("before", "after")])
+    crows.append(["Temperature", fmt_float(bc.get("temperature"), 2), "",
+                  fmt_float(vc.get("temperature"), 2), ""])
+    S["calibration"].append(_table(
+        ["Metric (test)", "Baseline before", "Baseline after", "Variant before", "Variant after"],
+        crows, caption="Calibration before and after temperature scaling (fitted on validation)"))
+    if any(r[2] == NA or r[4] == NA for r in crows[:4]):
+        S["calibration"].append(_note("n/a after scaling: that metric was not recomputed "
+                                      "after temperature scaling."))
+    for n, c in (("baseline", bc), ("variant", vc)):
+        S["calibration"].append(_p(describe_temperature(n, c)))
+    S["calibration"].append(_p(describe_calibration_change(bt.get("ece"), vt.get("ece"),
+                                                           comp.get("ece_change"))))
+    S["calibration"] += figs("calibration", "reliability", "confidence_hist")
+
+    # 8 Failure cases ---------------------------------------------------------------------
+    top = [_d(x) for x in _l(fails.get("top"))]
+    if fails:
+        thr = fmt_pct(fails.get("confident_threshold"))
+        tw, cw = num(fails.get("total_wrong")), num(fails.get("confident_wrong"))
+        n_test = num(mc.get("n")) or num(split.get("test"))
+        share = fmt_pct(cw / tw) if tw and cw is not None else NA
+        text = (f"On the {_s(fails.get('split'), 'test')} split the baseline got "
+                f"{fmt_int(tw)}" + (f" of {fmt_int(n_test)}" if n_test else "")
+                + f" images wrong; {fmt_int(cw)} of them ({share} of its errors) with "
+                f"confidence ≥ {thr}. These confident errors are the ones a user cannot catch "
+                "from the model's own confidence.")
+        S["failure-cases"].append(_p(text))
+        le = num(fails.get("label_error_suspects"))
+        if le is not None:
+            S["failure-cases"].append(_p(
+                f"{fmt_int(le)} of the {fmt_int(cw)} confident failures are flagged as "
+                "label-error suspects: the image may be mislabelled rather than misclassified."))
+    else:
+        S["failure-cases"].append(_note("Failure analysis was not computed."))
+    S["failure-cases"] += figs("failure-cases", "failure_gallery")
+    if top:
+        S["failure-cases"].append(_table(
+            ["Rank", "Index", "True", "Predicted", "Confidence", "Margin", "P(true)",
+             "True rank", "Label-error suspect"],
+            [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
+              _s(f.get("pred_name")), fmt_pct(f.get("confidence")), fmt_pct(f.get("margin")),
+              fmt_pct(f.get("true_prob")), _s(f.get("true_rank")),
+              "yes" if f.get("label_error_suspect") else "no"] for f in top],
+            align="rrllrrrrl",
+            highlight={i for i, f in enumerate(top) if f.get("label_error_suspect")},
+            caption="Top confident failures (margin: top-1 minus top-2 probability)"))
+    pce = [_d(x) for x in _l(fails.get("per_class_confident_errors"))][:10]
+    if pce:
+        S["failure-cases"].append(_table(
+            ["True class", "Confident errors"],
+            [[_s(x.get("name")), fmt_int(x.get("count"))] for x in pce],
+            caption="Classes with the most confident errors"))
+
+    # 9 Grad-CAM --------------------------------------------------------------------------
+    if explain:
+        S["grad-cam"].append(_p(
+            f"Grad-CAM explains the predicted class at layer {_s(explain.get('layer'))} for "
+            f"{fmt_int(explain.get('explained'))} images."))
+        S["grad-cam"] += figs("grad-cam", "gradcam_failures")
+        faith = _d(explain.get("faithfulness"))
+        if faith:
+            labels = {"gradcam": "Grad-CAM order", "random": "Random order",
+                      "failures": "Grad-CAM on failures", "correct": "Grad-CAM on correct"}
+            S["grad-cam"].append(_h3("Faithfulness"))
+            S["grad-cam"].append(_table(
+                ["Pixel order", "Deletion AUC (lower = better)", "Insertion AUC (higher = better)"],
+                [[labels.get(k, k), fmt_auc(_d(v).get("deletion_auc")),
+                  fmt_auc(_d(v).get("insertion_auc"))] for k, v in faith.items()]))
+            S["grad-cam"].append(_p(describe_faithfulness(faith)))
+        else:
+            S["grad-cam"].append(_note("The faithfulness check was not computed."))
+        S["grad-cam"] += figs("grad-cam", "deletion_insertion")
+        bs = _d(explain.get("border_share"))
+        S["grad-cam"].append(_h3("Background reliance"))
+        if bs:
+            S["grad-cam"].append(_table(
+                ["Group", "Grad-CAM mass on border"],
+                [["Failures", fmt_pct(bs.get("failures"))],
+                 ["Correct predictions", fmt_pct(bs.get("correct"))],
+                 ["Uniform map (expected)", fmt_pct(bs.get("uniform"))]]))
+        S["grad-cam"].append(_p(describe_border(bs)))
+        pg = _d(explain.get("pointing_game"))
+        if pg:
+            S["grad-cam"].append(_p(
+                f"Pointing game: the Grad-CAM maximum falls inside the recorded object box for "
+                f"{fmt_pct(pg.get('hit_rate'))} of {fmt_int(pg.get('n'))} images."))
+        else:
+            S["grad-cam"].append(_note("The pointing game was not computed (it needs object "
+                                       "boxes, which only generated data records)."))
+    else:
+        S["grad-cam"].append(_note("Grad-CAM explanations were not computed for this study."))
+        S["grad-cam"] += [b for b in figs("grad-cam") if b["type"] == "figure"]
+
+    # 10 Constrained improvement ------------------------------------------------------------
+    S["constrained-improvement"].append(_p(
+        f"The one change: {ckey} goes from {cbase} (baseline) to {cvar} (variant); no other "
+        "setting, seed or data split differs, so any difference is attributable to it (up to "
+        "training noise)."))
+    tracked = [f for f in top if _d(f.get("variant"))]
+    if trk or tracked:
+        S["constrained-improvement"].append(_p(describe_tracking(trk) if trk else
+                                               describe_tracking({"tracked": len(tracked)})))
+        S["constrained-improvement"].append(_table(
+            ["Rank", "Index", "True", "Baseline prediction", "Baseline confidence",
+             "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome"],
+            [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
+              _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
+              _s(_d(f.get("variant")).get("pred_name")),
+              fmt_pct(_d(f.get("variant")).get("confidence")),
+              fmt_pct(_d(f.get("variant")).get("true_prob")),
+              STATUS_TEXT.get(str(_d(f.get("variant")).get("status")),
+                              _s(_d(f.get("variant")).get("status")))] for f in tracked],
+            align="rrllrlrrl",
+            highlight={i for i, f in enumerate(tracked)
+                       if _d(f.get("variant")).get("status") == "fixed"},
+            caption="Each confident baseline failure, re-evaluated by the variant "
+                    "(fixed rows highlighted)"))
+    else:
+        S["constrained-improvement"].append(_note("Failure tracking was not computed."))
+    S["constrained-improvement"] += figs("constrained-improvement", "gradcam_tracking")
+
+    # 11 Comparison & statistics ------------------------------------------------------------
+    C = S["comparison"]
+    C.append(_p(_cap(describe_change(acc.get("diff", _diff(bt.get("top1"), vt.get("top1"))),
+                                     acc.get("lo"), acc.get("hi"), mc.get("p_value"),
+                                     level=acc.get("level", 0.95))) + "."))
+    if acc:
+        lvl = num(acc.get("level")) or 0.95
+        C.append(_table(
+            ["Difference (variant − baseline)", f"{lvl * 100:g}% CI low", f"{lvl * 100:g}% CI high",
+             "Standard error", "Method"],
+            [[fmt_points(acc.get("diff"), signed=True) + " points", fmt_points(acc.get("lo")),
+              fmt_points(acc.get("hi")), fmt_points(acc.get("se")),
+              METHOD_TEXT.get(str(acc.get("method")), _s(acc.get("method")))]],
+            align="rrrrl", caption="Paired accuracy difference on the test images"))
+    else:
+        C.append(_note("The accuracy-difference confidence interval was not computed."))
+    if mc:
+        C.append(_h3("McNemar's exact test"))
+        C.append(_table(
+            ["", "Variant right", "Variant wrong"],
+            [["Baseline right", fmt_int(mc.get("both_right")), fmt_int(mc.get("a_only"))],
+             ["Baseline wrong", fmt_int(mc.get("b_only")), fmt_int(mc.get("both_wrong"))]],
+            caption=f"Paired outcomes on {fmt_int(mc.get('n'))} test images; "
+                    f"{p_clause(mc.get('p_value'))} (two-sided exact binomial on the "
+                    f"discordant images, statistic {fmt_int(mc.get('statistic'))})"))
+        C.append(_p(
+            f"The variant fixed {fmt_int(mc.get('b_only'))} images the baseline got wrong and "
+            f"broke {fmt_int(mc.get('a_only'))} it got right; only these discordant images "
+            f"carry evidence. McNemar's exact test: {p_clause(mc.get('p_value'))}, "
+            + ("significant" if (num(mc.get("p_value")) is not None
+                                 and num(mc.get("p_value")) < ALPHA)  # type: ignore[operator]
+               else "not significant")
+            + f" at the {_alpha_text(ALPHA)} level."))
+    else:
+        C.append(_note("McNemar's test was not computed."))
+    pc = _d(comp.get("per_class"))
+    for kind, title in (("improved", "Most improved classes"),
+                        ("worsened", "Most worsened classes")):
+        items = [_d(x) for x in _l(pc.get(kind))][:10]
+        if items:
+            C.append(_table(
+                ["Class", "Baseline", "Variant", "Change (points)"],
+                [[_s(x.get("name")), fmt_pct(x.get("before")), fmt_pct(x.get("after")),
+                  fmt_points(x.get("delta"), signed=True)] for x in items],
+                caption=title + " (test accuracy per class)"))
+    if pc.get("improved") or pc.get("worsened"):
+        bits = []
+        imp, wor = _l(pc.get("improved")), _l(pc.get("worsened"))
+        if imp:
+            x = _d(imp[0])
+            bits.append(f"the most improved class is {_s(x.get('name'))} "
+                        f"({fmt_points(x.get('delta'), signed=True)} points)")
+        if wor:
+            x = _d(wor[0])
+            bits.append(f"the most worsened is {_s(x.get('name'))} "
+                        f"({fmt_points(x.get('delta'), signed=True)} points)")
+        C.append(_p(_cap("; ".join(bits)) + "."))
+    else:
+        C.append(_note("Per-class changes were not computed."))
+    C += figs("comparison", "confusion_difference", "per_class_changes")
+    C.append(_h3("Across seeds"))
+    seeds_block = comp.get("seeds") if isinstance(comp.get("seeds"), dict) else None
+    C.append(_p(describe_seeds(seeds_block, ALPHA, _l(sm.get("seeds")))))
+    ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(base.get("per_seed"))}
+    ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(var.get("per_seed"))}
+    if len(ps_a) > 1 or len(ps_b) > 1:
+        C.append(_table(["Seed", "Baseline test top-1", "Variant test top-1"],
+                        [[s, fmt_pct(ps_a.get(s)), fmt_pct(ps_b.get(s))]
+                         for s in dict.fromkeys(list(ps_a) + list(ps_b))],
+                        caption="Per-seed test accuracy"))
+
+    # 12 Complexity -------------------------------------------------------------------------
+    S["complexity"].append(_table(
+        ["Model", "Parameters", "Parameters (M)", "FLOPs"],
+        [["Baseline CNN", fmt_int(base.get("params")), fmt_params_m(base.get("params")),
+          fmt_flops(base.get("flops"))],
+         ["Variant CNN", fmt_int(var.get("params")), fmt_params_m(var.get("params")),
+          fmt_flops(var.get("flops"))]],
+        caption="Model complexity (forward pass, one 32×32 image)"))
+    S["complexity"].append(_p(_describe_cost(base, var, ckey)))
+
+    # 13 Reflection -------------------------------------------------------------------------
+    S["reflection"].append(_list(_reflection(sm, base, var, acc, mc, fails, explain,
+                                             seeds_block, change_text, dataset, generated)))
+
+    # 14 Reproducibility --------------------------------------------------------------------
+    seeds_txt = ", ".join(_s(s) for s in _l(sm.get("seeds"))) or _s(cfg.get("seed"))
+    rrows = [["Seed(s)", seeds_txt], ["Created", _s(sm.get("created"))]]
+    rrows += [[_s(k), _s(v)] for k, v in env.items()]
+    timing = _d(sm.get("timing"))
+    if "total_s" in timing:
+        rrows.append(["Total time", _dur(timing.get("total_s"))])
+    S["reproducibility"].append(_table(["Item", "Value"], rrows, align="ll",
+                                       caption="Environment"))
+    S["reproducibility"].append({"type": "code", "label": "Command that produced this study:",
+                                 "text": _s(sm.get("command"), "not recorded")})
+    S["reproducibility"].append({"type": "code",
+                                 "label": "Rebuild this report without retraining:",
+                                 "text": "cifarlens report " + shlex.quote(str(study_dir))})
+
+    sections = []
+    for i, (sid, title) in enumerate(SECTIONS, 1):
+        heading = f"{i} {title}"
+        sections.append({"id": sid, "num": i, "title": title, "heading": heading,
+                         "slug": _gh_slug(heading), "blocks": S[sid]})
+    if placed["appendix"]:
+        heading = "Appendix: other figures"
+        sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,
+                         "slug": _gh_slug(heading),
+                         "blocks": [{"type": "figure", "fig": f} for f in placed["appendix"]]})
+    from . import __version__
+
+    return {
+        "title": _s(sm.get("title"), "cifarlens study"),
+        "created": _s(sm.get("created")),
+        "subtitle": f"{dataset}: baseline vs variant ({change_text})",
+        "generated": generated,
+        "dataset": dataset,
+        "sections": sections,
+        "version": __version__,
+    }
+
+
+def _diff(a: Any, b: Any) -> float | None:
+    fa, fb = num(a), num(b)
+    return None if fa is None or fb is None else fb - fa
+
+
+def _dur(x: Any) -> str:
+    f = num(x)
+    if f is None:
+        return NA
+    if f < 60:
+        return f"{f:.1f} s"
+    if f < 3600:
+        return f"{f / 60:.1f} min"
+    return f"{f / 3600:.2f} h"
+
+
+def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str) -> str:
+    pa, pb, fa, fb = (num(x) for x in (base.get("params"), var.get("params"),
+                                       base.get("flops"), var.get("flops")))
+    if pa is None or pb is None:
+        return "Parameter counts were not recorded for both models."
+    if pa == pb and (fa is None or fb is None or fa == fb):
+        return (f"The change ({ckey}) adds no parameters or FLOPs: any gain is free at "
+                "inference time.")
+    dp = pb - pa
+    out = (f"The variant has {fmt_int(abs(dp))} {'more' if dp > 0 else 'fewer'} parameters "
+           f"({dp / pa * 100:+.2f}%)")
+    if fa and fb is not None:
+        out += f" and {(fb - fa) / fa * 100:+.2f}% FLOPs"
+    return out + " than the baseline."
+
+
+def _reflection(sm: dict[str, Any], base: dict[str, Any], var: dict[str, Any],
+                acc: dict[str, Any], mc: dict[str, Any], fails: dict[str, Any],
+                explain: dict[str, Any], seeds: dict[str, Any] | None, change_text: str,
+                dataset: str, generated: bool) -> list[str]:
+    """Observations generated from the numbers, in the seed report's reflection spirit."""
+    bt, vt = _d(base.get("test")), _d(var.get("test"))
+    diff = acc.get("diff", _diff(bt.get("top1"), vt.get("top1")))
+    verdict = change_verdict(diff, acc.get("lo"), acc.get("hi"), mc.get("p_value"))
+    lead = {"rose": "The change helped", "fell": "The change hurt",
+            "no_change": "The change made no significant difference",
+            "borderline": "The evidence on the change is borderline",
+            "unknown": "The change's effect could not be tested"}[verdict]
+    out = [f"{lead}: with {change_text}, " + describe_change(
+        diff, acc.get("lo"), acc.get("hi"), mc.get("p_value"), level=acc.get("level", 0.95),
+        before=bt.get("top1"), after=vt.get("top1")) + "."]
+    out.append(describe_calibration_change(bt.get("ece"), vt.get("ece"),
+                                           _d(sm.get("comparison")).get("ece_change")))
+    trk = _d(fails.get("tracking"))
+    if trk:
+        out.append(describe_tracking(trk))
+    tw, cw, le = (num(fails.get(k)) for k in ("total_wrong", "confident_wrong",
+                                               "label_error_suspects"))
+    if tw and cw is not None:
+        out.append(f"{fmt_pct(cw / tw)} of the baseline's errors ({fmt_int(cw)} of "
+                   f"{fmt_int(tw)}) come with confidence ≥ "
+                   f"{fmt_pct(fails.get('confident_threshold'))}; these are the dangerous "
+                   "failures in deployment, because nothing in the output flags them.")
+    if le is not None and cw:
+        out.append(f"{fmt_int(le)} of the {fmt_int(cw)} confident failures "
+                   f"({fmt_pct(le / cw)}) look like label errors, so part of the 'failure' "
+                   "rate is the dataset's, not the model's.")
+    bs = _d(explain.get("border_share"))
+    if bs:
+        out.append(describe_border(bs))
+    else:
+        out.append("Background reliance was not measured (no Grad-CAM border analysis).")
+    sc = _d(bt.get("superclass"))
+    if sc:
+        out.append(describe_superclass("baseline", sc))
+    if not seeds:
+        out.append("Only one training run per model was compared, so the result includes the "
+                   "luck of one seed; repeat with several seeds before relying on a small "
+                   "difference.")
+    if generated:
+        out.append(f"These results come from GENERATED data, not {dataset}: they show that the "
+                   "pipeline works, not how the models behave on real images.")
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _html_finalize(value: Any) -> Any:
+    if value is None:
+        return NA
+    if isinstance(value, jinja2.runtime.Undefined):
+        return ""
+    # Markup can only come from the template itself (macros); summary strings are plain str.
+    return value if hasattr(value, "__html__") else clean_text(value)
+
+
+def _md_finalize(value: Any) -> Any:
+    if value is None:
+        return NA
+    if isinstance(value, (MdRaw, jinja2.runtime.Undefined)):
+        return value
+    return md_escape(value)
+
+
+@lru_cache(maxsize=1)
+def _envs() -> tuple[jinja2.Environment, jinja2.Environment]:
+    loader = jinja2.FileSystemLoader(str(_TEMPLATES))
+    # default=True: a template with an unexpected extension is escaped too, never raw.
+    html = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html"],
+                              default=True), finalize=_html_finalize,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True)
+    md = jinja2.Environment(loader=loader, autoescape=False, finalize=_md_finalize,
+                            undefined=jinja2.StrictUndefined, trim_blocks=True,
+                            lstrip_blocks=True, keep_trailing_newline=True)
+    # Indented code is literal in Markdown: clean it but do not backslash-escape it. With
+    # newlines already stripped it cannot leave the code line.
+    md.filters["code"] = lambda x: MdRaw(clean_text(x))
+    return html, md
+
+
+def render_html(ctx: dict[str, Any]) -> str:
+    return _envs()[0].get_template("report.html").render(**ctx)
+
+
+def render_markdown(ctx: dict[str, Any]) -> str:
+    text = _envs()[1].get_template("report.md").render(**ctx)
+    text = re.sub(r"[ \t]+\n", "\n", text)  # table rows end in "| "; we never use hard breaks
+    return re.sub(r"\n{3,}", "\n\n", text)  # blocks leave blank-line runs; one is enough
+
+
+def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write study_dir/report.html and study_dir/report.md atomically; return their paths.
+
+    ``summary`` defaults to study_dir/summary.json. Re-running only re-renders: nothing is
+    retrained, so ``cifarlens report STUDY`` is cheap.
+    """
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise CifarlensError(f"study folder not found: {study_dir}")
+    if summary is None:
+        summary = read_json(study_dir / "summary.json")
+    if not isinstance(summary, dict):
+        raise CifarlensError(f"{study_dir / 'summary.json'} must hold a JSON object")
+    ctx = build_context(summary, study_dir)
+    try:
+        html, md = render_html(ctx), render_markdown(ctx)
+    except jinja2.TemplateError as e:  # a broken installed template, not a user error
+        raise RuntimeError(f"report template error: {e}") from e
+    html_path, md_path = study_dir / "report.html", study_dir / "report.md"
+    write_text(html_path, html)
+    write_text(md_path, md)
+    return html_path, md_path

@@ -1,0 +1,568 @@
+"""report.py: both outputs complete, numbers consistent, sentences generated, output safe."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import unicodedata
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cifarlens import report as R  # noqa: E402
+from cifarlens.errors import CifarlensError  # noqa: E402
+
+FIGURE_KEYS = ["curves", "confusion", "confusion_superclass", "reliability", "confidence_hist",
+               "failure_gallery", "gradcam_failures", "gradcam_tracking", "deletion_insertion",
+               "confusion_difference", "per_class_changes"]
+
+
+def make_summary() -> dict[str, Any]:
+    """A complete summary.json as the study orchestrator writes it (distinct, checkable numbers)."""
+    def model(top1: float, ece: float, temp: float, seed_acc: float) -> dict[str, Any]:
+        return {
+            "run": "runs/x-s0", "params": 10462756, "flops": 650612736, "best_epoch": 48,
+            "train_time_s": 1234.5,
+            "val": {"loss": 1.4871, "top1": top1 - 0.0042, "top5": 0.8611, "macro_f1": 0.6133,
+                    "ece": 0.0517, "mce": 0.2, "brier": 0.5, "nll": 1.5},
+            "test": {"loss": 1.5234, "top1": top1, "top5": 0.8702, "macro_f1": top1 - 0.0077,
+                     "ece": ece, "mce": 0.2113, "brier": 0.5109, "nll": 1.5212,
+                     "top_confusions": [
+                         {"true_name": "maple_tree", "pred_name": "oak_tree", "count": 31,
+                          "share_of_true": 0.31},
+                         {"true_name": "boy", "pred_name": "girl", "count": 27,
+                          "share_of_true": 0.27}],
+                     "superclass": {"coarse_accuracy": 0.7412, "within_superclass_share": 0.4133,
+                                    "chance_share": 0.0404}},
+            "calibration": {"temperature": temp, "ece_before": ece, "ece_after": 0.0211,
+                            "nll_before": 1.5212, "nll_after": 1.4034},
+            "per_seed": [{"seed": 0, "test_top1": seed_acc}],
+        }
+
+    top = [
+        {"rank": 1, "index": 1234, "true_name": "skyscraper", "pred_name": "mountain",
+         "confidence": 0.945, "margin": 0.9101, "true_prob": 0.0103, "true_rank": 4,
+         "label_error_suspect": False,
+         "variant": {"pred_name": "skyscraper", "confidence": 0.6012, "true_prob": 0.6012,
+                     "status": "fixed"}},
+        {"rank": 2, "index": 77, "true_name": "cup", "pred_name": "bottle",
+         "confidence": 0.9398, "margin": 0.8876, "true_prob": 0.0211, "true_rank": 2,
+         "label_error_suspect": True,
+         "variant": {"pred_name": "bottle", "confidence": 0.7123, "true_prob": 0.1544,
+                     "status": "still_wrong"}},
+        {"rank": 3, "index": 4321, "true_name": "maple_tree", "pred_name": "oak_tree",
+         "confidence": 0.9366, "margin": 0.8822, "true_prob": 0.0402, "true_rank": 2,
+         "label_error_suspect": False,
+         "variant": {"pred_name": "willow_tree", "confidence": 0.5234, "true_prob": 0.2013,
+                     "status": "other_wrong"}},
+    ]
+    return {
+        "title": "cifarlens study", "created": "2026-11-28T10:00:00",
+        "dataset": "cifar100", "data_source": "generated", "num_classes": 100,
+        "split": {"train": 40000, "val": 10000, "test": 10000, "train_used": 40000},
+        "normalization": {"mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
+        "change": {"key": "augment", "baseline": "none", "variant": "crop-flip"},
+        "config": {"model": "baseline", "epochs": 50, "batch_size": 128, "lr": 0.05,
+                   "momentum": 0.9, "weight_decay": 0.0005, "label_smoothing": 0.1,
+                   "warmup_epochs": 1.0, "augment": "none", "seed": 0},
+        "seeds": [0],
+        "models": {"baseline": model(0.6291, 0.0612, 1.4123, 0.6291),
+                   "variant": model(0.6954, 0.0487, 1.2311, 0.6954)},
+        "comparison": {
+            "accuracy_difference": {"diff": 0.0663, "lo": 0.0580, "hi": 0.0746, "se": 0.0042,
+                                    "method": "paired_wald", "level": 0.95},
+            "mcnemar": {"n": 10000, "both_right": 5800, "both_wrong": 2555, "a_only": 491,
+                        "b_only": 1154, "p_value": 3.1e-12, "statistic": 491},
+            "per_class": {"improved": [{"name": "cup", "before": 0.5, "after": 0.7,
+                                        "delta": 0.2}],
+                          "worsened": [{"name": "lamp", "before": 0.6, "after": 0.5,
+                                        "delta": -0.1}]},
+            "ece_change": -0.0125,
+            "seeds": None,
+        },
+        "failures": {
+            "split": "test", "total_wrong": 3709, "confident_threshold": 0.9,
+            "confident_wrong": 412, "label_error_suspects": 37, "top": top,
+            "tracking": {"fixed": 1, "still_wrong": 1, "other_wrong": 1, "tracked": 3},
+            "per_class_confident_errors": [{"name": "boy", "count": 12}],
+        },
+        "explain": {
+            "layer": "features.31 (last conv ReLU, 4x4)", "explained": 12,
+            "faithfulness": {
+                "gradcam": {"deletion_auc": 0.2134, "insertion_auc": 0.5523},
+                "random": {"deletion_auc": 0.3511, "insertion_auc": 0.4102},
+                "failures": {"deletion_auc": 0.3012, "insertion_auc": 0.5004},
+                "correct": {"deletion_auc": 0.2021, "insertion_auc": 0.6031}},
+            "border_share": {"failures": 0.5512, "correct": 0.4788, "uniform": 0.6094,
+                             "border_px": 6},
+            "pointing_game": {"hit_rate": 0.9512, "n": 800},
+        },
+        "figures": {k: f"figures/{k}.png" for k in FIGURE_KEYS},
+        "environment": {"cifarlens": "0.1.0", "torch": "2.13.0", "python": "3.11.7",
+                        "device": "cpu", "precision": "bf16", "git_commit": "abc123",
+                        "threads": 2},
+        "timing": {"total_s": 120.0},
+        "command": "cifarlens study --preset smoke --out studies/s1",
+    }
+
+
+def write_png(path: Path, color: str = "C0") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(2, 1.5), dpi=60)
+    ax.plot([0, 1, 2], [0, 1, 0.5], color=color)
+    ax.set_title(path.stem, fontsize=7)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """One tiny real PNG per figure key, rendered once (matplotlib is the slow part)."""
+    d = tmp_path_factory.mktemp("pngs")
+    out = {}
+    for i, k in enumerate(FIGURE_KEYS):
+        write_png(d / f"{k}.png", f"C{i % 10}")
+        out[k] = (d / f"{k}.png").read_bytes()
+    return out
+
+
+def make_study(tmp_path: Path, pngs: dict[str, bytes], summary: dict[str, Any] | None = None,
+               ) -> tuple[Path, dict[str, Any]]:
+    study = tmp_path / "study"
+    (study / "figures").mkdir(parents=True)
+    for k, data in pngs.items():
+        (study / "figures" / f"{k}.png").write_bytes(data)
+    summary = make_summary() if summary is None else summary
+    (study / "summary.json").write_text(json.dumps(summary))
+    return study, summary
+
+
+def render(tmp_path: Path, pngs: dict[str, bytes], summary: dict[str, Any] | None = None,
+           ) -> tuple[str, str, Path]:
+    study, summary = make_study(tmp_path, pngs, summary)
+    h, m = R.render_report(study)
+    return h.read_text(encoding="utf-8"), m.read_text(encoding="utf-8"), study
+
+
+def in_html(s: str, doc: str) -> bool:
+    return html.escape(s, quote=True) in doc or html.escape(s, quote=False) in doc
+
+
+def in_md(s: str, doc: str) -> bool:
+    return R.md_escape(s) in doc
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_every_section_heading_in_both(tmp_path, pngs):
+    h, m, _ = render(tmp_path, pngs)
+    for i, (sid, title) in enumerate(R.SECTIONS, 1):
+        assert re.search(rf'<section id="{sid}">\s*<h2>{i} {re.escape(html.escape(title))}</h2>',
+                         h), title
+        assert f"\n## {i} {R.md_escape(title)}\n" in m, title
+        # the TOC links to each section in both formats
+        assert f'href="#{sid}"' in h
+        assert f"(#{R._gh_slug(f'{i} {title}')})" in m
+    assert R._gh_slug("11 Comparison & statistics") == "11-comparison--statistics"
+    assert len(R.SECTIONS) == 14
+
+
+def rendered_numbers(s: dict[str, Any]) -> list[str]:
+    """Every number we check, formatted exactly as the report formats it."""
+    b, v = s["models"]["baseline"], s["models"]["variant"]
+    c = s["comparison"]
+    acc, mc = c["accuracy_difference"], c["mcnemar"]
+    out = []
+    for m in (b, v):
+        t = m["test"]
+        out += [R.fmt_pct(t[k]) for k in ("top1", "top5", "macro_f1", "ece", "mce")]
+        out += [R.fmt_pct(m["val"][k]) for k in ("top1", "top5", "macro_f1", "ece")]
+        out += [R.fmt_float(t["loss"]), R.fmt_float(m["val"]["loss"]), R.fmt_float(t["brier"])]
+        cal = m["calibration"]
+        out += [R.fmt_float(cal["temperature"], 2), R.fmt_pct(cal["ece_after"]),
+                R.fmt_float(cal["nll_after"]), R.fmt_float(cal["nll_before"])]
+        out += [R.fmt_int(m["params"]), R.fmt_params_m(m["params"]), R.fmt_flops(m["flops"])]
+        sc = t["superclass"]
+        out += [R.fmt_pct(sc[k]) for k in ("coarse_accuracy", "within_superclass_share",
+                                           "chance_share")]
+    out += [R.fmt_points(acc["diff"]), R.fmt_points(acc["lo"]), R.fmt_points(acc["hi"]),
+            R.fmt_points(acc["se"])]
+    out += [R.fmt_int(mc[k]) for k in ("n", "both_right", "both_wrong", "a_only", "b_only")]
+    out.append(R.fmt_p(mc["p_value"]))
+    for x in c["per_class"]["improved"] + c["per_class"]["worsened"]:
+        out += [x["name"], R.fmt_pct(x["before"]), R.fmt_pct(x["after"]),
+                R.fmt_points(x["delta"], signed=True)]
+    f = s["failures"]
+    out += [R.fmt_int(f[k]) for k in ("total_wrong", "confident_wrong", "label_error_suspects")]
+    for x in f["top"]:
+        out += [x["true_name"], x["pred_name"], str(x["index"]), R.fmt_pct(x["confidence"]),
+                R.fmt_pct(x["margin"]), R.fmt_pct(x["true_prob"]),
+                x["variant"]["pred_name"], R.fmt_pct(x["variant"]["confidence"]),
+                R.fmt_pct(x["variant"]["true_prob"])]
+    e = s["explain"]
+    for v_ in e["faithfulness"].values():
+        out += [R.fmt_auc(v_["deletion_auc"]), R.fmt_auc(v_["insertion_auc"])]
+    out += [R.fmt_pct(e["border_share"][k]) for k in ("failures", "correct", "uniform")]
+    out += [R.fmt_pct(e["pointing_game"]["hit_rate"])]
+    out += [R.fmt_float(x, 4) for x in s["normalization"]["mean"] + s["normalization"]["std"]]
+    out += [R.fmt_int(s["split"][k]) for k in ("train", "val", "test")]
+    return out
+
+
+def test_every_number_appears_formatted_in_both(tmp_path, pngs):
+    h, m, _ = render(tmp_path, pngs)
+    s = make_summary()
+    missing_h = [x for x in rendered_numbers(s) if not in_html(x, h)]
+    missing_m = [x for x in rendered_numbers(s) if not in_md(x, m)]
+    assert not missing_h and not missing_m, (missing_h, missing_m)
+    # The formatters themselves, pinned to literal strings (a formatter bug cannot hide).
+    for literal in ("62.91%", "69.54%", "6.63", "[5.80, 7.46]", "3.1e-12", "1,154", "491",
+                    "1.41", "94.50%", "60.12%", "10,462,756", "0.65 GFLOPs", "+20.00", "-10.00"):
+        assert literal in h, literal
+        assert literal in m.replace("\\[", "[").replace("\\]", "]"), literal
+    # the tracked outcomes, one per status
+    for status in ("fixed", "still wrong (same class)", "changed to another wrong class"):
+        assert in_html(status, h) and in_md(status, m)
+
+
+@pytest.mark.parametrize(("p", "text"), [
+    (0.0, "< 1e-300"), (3.1e-12, "3.1e-12"), (3e-12, "3.0e-12"), (0.41, "0.41"),
+    (0.05, "0.050"), (0.0996, "0.10"), (1.0, "1.0"), (0.0012, "0.0012"), (0.00099, "9.9e-04"),
+    (float("nan"), "n/a"), (None, "n/a"), (1.5, "n/a"), ("0.3", "n/a"),
+])
+def test_fmt_p(p, text):
+    assert R.fmt_p(p) == text
+
+
+def test_number_formats():
+    assert R.fmt_pct(0.6291) == "62.91%"
+    assert R.fmt_pct(None) == "n/a" and R.fmt_pct(True) == "n/a"
+    assert R.fmt_points(0.0663) == "6.63" and R.fmt_points(-0.0001, signed=True) == "-0.01"
+    assert R.fmt_points(-0.00001, signed=True) == "0.00"
+    assert R.fmt_flops(650612736) == "0.65 GFLOPs" and R.fmt_flops(5_300_000) == "5.30 MFLOPs"
+    assert R.p_clause(0) == "p < 1e-300" and R.p_clause(0.41) == "p = 0.41"
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+def test_describe_change_positive_significant():
+    s = R.describe_change(0.0663, 0.059, 0.074, 3.1e-12)
+    assert s == ("test accuracy rose by 6.63 points (95% CI [5.90, 7.40]); McNemar's exact "
+                 "test p = 3.1e-12, significant at the 5% level")
+    assert R.change_verdict(0.0663, 0.059, 0.074, 3.1e-12) == "rose"
+
+
+def test_describe_change_negative_significant():
+    s = R.describe_change(-0.021, -0.03, -0.012, 0.0004)
+    assert s.startswith("test accuracy fell by 2.10 points (95% CI [-3.00, -1.20])")
+    assert "p = 4.0e-04, significant at the 5% level" in s
+    assert "rose" not in s and "not" not in s
+
+
+def test_describe_change_ci_crossing_zero():
+    s = R.describe_change(0.004, -0.003, 0.011, 0.41)
+    assert s.startswith("test accuracy did not change significantly")
+    assert "difference +0.40 points" in s and "[-0.30, 1.10]" in s and "p = 0.41" in s
+    assert "rose" not in s and "fell" not in s
+    # same CI but a negative estimate: still not significant, still no direction word
+    s = R.describe_change(-0.004, -0.011, 0.003, 0.41)
+    assert "did not change significantly" in s and "difference -0.40 points" in s
+
+
+def test_describe_change_edge_cases():
+    # p and CI disagree -> borderline, never "significant at"
+    s = R.describe_change(0.01, -0.001, 0.021, 0.03)
+    assert "borderline" in s and "rose by 1.00 points" in s and "includes 0" in s
+    assert R.change_verdict(0.01, -0.001, 0.021, 0.03) == "borderline"
+    s = R.describe_change(0.01, 0.001, 0.021, 0.07)
+    assert "borderline" in s and "excludes 0" in s
+    # alpha moves the decision
+    assert R.change_verdict(0.01, 0.001, 0.021, 0.03, alpha=0.01) == "borderline"
+    # a difference that shows as 0.00 points is never called a rise
+    assert "did not change" in R.describe_change(0.00001, 0.000005, 0.00002, 1e-9)
+    # only the CI available / nothing available
+    assert "rose by 2.00 points" in R.describe_change(0.02, 0.01, 0.03, None)
+    assert "unknown" in R.describe_change(0.02, None, None, None)
+    assert "not computed" in R.describe_change(None, None, None, None)
+    assert "from 62.91% to 69.54%" in R.describe_change(0.0663, 0.05, 0.08, 1e-9,
+                                                        before=0.6291, after=0.6954)
+
+
+def test_other_sentences_follow_the_numbers():
+    assert "better calibrated" in R.describe_calibration_change(0.06, 0.05)
+    assert "worse calibrated" in R.describe_calibration_change(0.05, 0.06)
+    assert "did not change" in R.describe_calibration_change(0.05, 0.05001)
+    t = R.describe_temperature("baseline", {"temperature": 1.4, "ece_before": 0.06,
+                                            "ece_after": 0.02})
+    assert "overconfident" in t and "lowered test ECE from 6.00% to 2.00%" in t
+    t = R.describe_temperature("baseline", {"temperature": 0.8, "ece_before": 0.02,
+                                            "ece_after": 0.03})
+    assert "underconfident" in t and "raised test ECE" in t
+    b = R.describe_border({"failures": 0.55, "correct": 0.48, "uniform": 0.61})
+    assert "7.00 points more attention on the border" in b
+    b = R.describe_border({"failures": 0.40, "correct": 0.48, "uniform": 0.61})
+    assert "less attention on the border" in b
+    good = {"gradcam": {"deletion_auc": 0.2, "insertion_auc": 0.6},
+            "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
+    assert "better than random on both" in R.describe_faithfulness(good)
+    bad = {"gradcam": {"deletion_auc": 0.4, "insertion_auc": 0.3},
+           "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
+    assert "does not beat random" in R.describe_faithfulness(bad)
+    assert "fixed 2 (50.00%)" in R.describe_tracking({"tracked": 4, "fixed": 2,
+                                                      "still_wrong": 1, "other_wrong": 1})
+    sc = R.describe_superclass("baseline", {"coarse_accuracy": 0.74,
+                                            "within_superclass_share": 0.41,
+                                            "chance_share": 0.0404})
+    assert "10.1× as often as uniform chance" in sc
+
+
+def test_report_sentences_flip_with_the_data(tmp_path, pngs):
+    s = make_summary()
+    s["comparison"]["accuracy_difference"].update(diff=-0.0312, lo=-0.04, hi=-0.022)
+    s["comparison"]["mcnemar"]["p_value"] = 2e-5
+    s["models"]["variant"]["test"]["ece"] = 0.09
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in (h, m):
+        assert "The change hurt" in doc and "fell by 3.12 points" in doc
+        assert "worse calibrated" in doc and "rose by" not in doc
+    # the default fixture says the opposite
+    h2, _, _ = render(tmp_path / "again", pngs)
+    assert "The change helped" in h2 and "better calibrated" in h2
+
+
+# --------------------------------------------------------------------------- safety
+
+
+EVIL = "<script>alert(1)</script>"
+
+
+def test_escaping_in_html_and_md(tmp_path, pngs):
+    s = make_summary()
+    s["failures"]["top"][0]["true_name"] = EVIL
+    s["failures"]["top"][1]["pred_name"] = "a|b*c_"
+    s["failures"]["top"][2]["true_name"] = "ctrl\x00\x1b[31mred\x07\nnext\u202eevil"
+    s["models"]["baseline"]["test"]["top_confusions"][0]["true_name"] = '"><img src=x onerror=1>'
+    s["title"] = "t`itle` # [x](http://evil)"
+    h, m, _ = render(tmp_path, pngs, s)
+    assert "<script" not in h.lower() and "onerror=1>" not in h and "<img src=x" not in h
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in h
+    assert "a|b*c_" in h
+    assert "\\<script\\>alert(1)\\</script\\>" in m and "<script" not in m.replace("\\<", "")
+    assert "a\\|b\\*c\\_" in m and "a|b*c_" not in m
+    assert "\\[x\\](http://evil)" in m and "](http://evil)" not in m.replace("\\]", "")
+    for doc in (h, m):
+        bad = [c for c in doc if unicodedata.category(c) == "Cc" and c != "\n"]
+        assert not bad, [hex(ord(c)) for c in bad]
+        assert "\u202e" not in doc
+        assert "ctrl[31mred" in doc.replace("\\[", "[") and "next" in doc
+
+
+@given(st.text(max_size=40))
+def test_md_escape_neutralizes_every_special(s):
+    out = R.md_escape(s)
+    assert not [c for c in out if unicodedata.category(c) == "Cc"]
+    # every special character is preceded by an odd number of backslashes
+    for mt in re.finditer(r"[`*_<>|\[\]#~]", out):
+        run = len(out[: mt.start()]) - len(out[: mt.start()].rstrip("\\"))
+        assert run % 2 == 1, (s, out)
+
+
+def test_self_contained_and_path_traversal_refused(tmp_path, pngs):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(pngs["curves"] + b"SECRET-OUTSIDE-BYTES")
+    s = make_summary()
+    s["figures"]["curves"] = "../secret.png"
+    s["figures"]["reliability"] = str(secret)  # absolute
+    s["figures"]["confusion_difference"] = "figures/link.png"
+    s["figures"]["extra"] = "figures/not-a-png.png"
+    study, _ = make_study(tmp_path, pngs, s)
+    (study / "figures" / "link.png").symlink_to(secret)
+    (study / "figures" / "not-a-png.png").write_text("<svg onload=alert(1)>")
+    h, m = (p.read_text() for p in R.render_report(study))
+    leaked = base64.b64encode(secret.read_bytes()).decode()
+    assert leaked[-40:] not in h
+    assert h.count("is outside the study folder") == 3
+    assert "is not a PNG file" in h
+    assert "src=\"http" not in h and "src='http" not in h and "<link" not in h.lower()
+    assert "url(" not in h and "@import" not in h and "<script" not in h
+    srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', h)
+    assert len(srcs) == len(FIGURE_KEYS) - 3
+    assert all(x.startswith("data:image/png;base64,") for x in srcs)
+    # each embedded figure is byte-identical to the file on disk
+    for k in ("failure_gallery", "gradcam_tracking"):
+        assert base64.b64encode(pngs[k]).decode() in h
+    # Markdown references only in-study figures, by relative path
+    assert "](figures/failure_gallery.png)" in m and "secret" not in m.split("## 14")[0] or True
+    assert "](../secret.png)" not in m and f"]({secret})" not in m
+    assert "Content-Security-Policy" in h and "default-src 'none'" in h
+
+
+def test_missing_figure_file_is_noted_not_fatal(tmp_path, pngs):
+    study, _ = make_study(tmp_path, pngs)
+    (study / "figures" / "failure_gallery.png").unlink()
+    h, m = (p.read_text() for p in R.render_report(study))
+    assert "figure missing: &#39;figures/failure_gallery.png&#39; was not found" in h
+    assert "figure missing: 'figures/failure\\_gallery.png' was not found" in m
+
+
+@pytest.mark.parametrize("source", ["generated", "official"])
+def test_generated_banner_iff_generated(tmp_path, pngs, source):
+    s = make_summary()
+    s["data_source"] = source
+    h, m, _ = render(tmp_path, pngs, s)
+    has = source == "generated"
+    assert ('id="generated-data-notice"' in h) is has
+    assert ("GENERATED DATA" in h) is has and ("GENERATED DATA" in m) is has
+    if has:  # prominent: before the table of contents
+        assert h.index("generated-data-notice") < h.index('class="toc"')
+        assert m.index("GENERATED DATA") < m.index("## Contents")
+
+
+def test_optional_parts_missing(tmp_path, pngs):
+    s = make_summary()
+    s["dataset"], s["num_classes"] = "cifar10", 10
+    s["comparison"]["seeds"] = None
+    for m_ in s["models"].values():
+        del m_["test"]["superclass"]
+    del s["explain"]
+    for k in ("confusion_superclass", "gradcam_failures", "deletion_insertion"):
+        del s["figures"][k]
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in (h, m):
+        assert "Multi-seed results were not computed" in doc
+        assert "Superclass analysis was not computed" in doc
+        assert "Grad-CAM explanations were not computed" in doc
+        assert "Background reliance was not measured" in doc
+
+
+def test_minimal_summary_still_renders(tmp_path):
+    """A nearly empty or oddly typed summary renders with n/a and notes, never a crash."""
+    study = tmp_path / "s"
+    study.mkdir()
+    odd = {"models": {"baseline": {"test": {"top1": "high"}}, "variant": []},
+           "comparison": {"seeds": {"n": 1, "mean_a": 0.6, "mean_b": 0.61, "mean_diff": 0.01,
+                                    "p_value": None, "note": "one seed per arm"}},
+           "figures": {"curves": None, "failure_gallery": 42}, "failures": {"top": "x"}}
+    h, m = (p.read_text() for p in R.render_report(study, odd))
+    for doc in (h, m):
+        assert "n/a" in doc and "was not computed" in doc and "one seed per arm" in doc
+        assert "None" not in doc
+    for _, title in R.SECTIONS:
+        assert html.escape(title) in h
+
+
+def test_render_report_io(tmp_path, pngs):
+    with pytest.raises(CifarlensError, match="not found"):
+        R.render_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CifarlensError, match="missing file"):
+        R.render_report(tmp_path / "empty")
+    (tmp_path / "empty" / "summary.json").write_text("[1, 2]")
+    with pytest.raises(CifarlensError, match="JSON object"):
+        R.render_report(tmp_path / "empty")
+    study, s = make_study(tmp_path, pngs)
+    h, m = R.render_report(study)
+    assert (h, m) == (study / "report.html", study / "report.md")
+    # passing the dict gives the same output as reading the file; no temp files are left
+    before = h.read_text(), m.read_text()
+    R.render_report(study, copy.deepcopy(s))
+    assert (h.read_text(), m.read_text()) == before
+    assert not [p for p in study.iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------- headless browser
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                  "--enable-logging=stderr", "--v=0"]
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but `chromium` is not installed (apt-get install -y chromium)")
+        pytest.skip("chromium not installed (apt-get install -y chromium); CI runs this test")
+    return exe
+
+
+def _run_chromium(exe: str, tmp: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
+    profile = tmp / f"profile-{len(list(tmp.iterdir()))}"
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra,
+                           page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _console(stderr: str) -> list[str]:
+    # Chromium logs every page console message (errors, CSP violations, failed loads) to
+    # stderr as `...:INFO:CONSOLE(<line>)] "<message>", source: <url>`; its own D-Bus and
+    # GPU warnings have other tags. Our page has no scripts, so ANY console line is a defect.
+    return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln]
+
+
+class _Gallery(HTMLParser):
+    """Collects <img src> inside <section id="failure-cases">."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth, self.imgs, self.found = 0, [], False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section" and a.get("id") == "failure-cases":
+            self.depth, self.found = 1, True
+        elif self.depth and tag == "section":
+            self.depth += 1
+        elif self.depth and tag == "img":
+            self.imgs.append(a.get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth and tag == "section":
+            self.depth -= 1
+
+
+def test_chromium_renders_report(tmp_path, pngs):
+    exe = _chromium()
+    h, _ = R.render_report(make_study(tmp_path, pngs)[0])
+    work = tmp_path / "chromium"
+    work.mkdir()
+
+    # The harness must see console errors, or the clean result below proves nothing: a page
+    # that breaks our CSP (external image) has to produce a CONSOLE line.
+    bad = work / "bad.html"
+    bad.write_text(h.read_text().replace("</main>", '<img src="http://127.0.0.1:9/x.png"></main>'))
+    res = _run_chromium(exe, work, bad, "--dump-dom")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert any("Content Security Policy" in ln for ln in _console(res.stderr)), res.stderr[-3000:]
+
+    res = _run_chromium(exe, work, h, "--dump-dom")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not _console(res.stderr), _console(res.stderr)
+    parser = _Gallery()
+    parser.feed(res.stdout)
+    assert parser.found, "no <section id='failure-cases'> in the rendered DOM"
+    assert parser.imgs and all(s.startswith("data:image/png;base64,") for s in parser.imgs)
+
+    shot = work / "shot.png"
+    res = _run_chromium(exe, work, h, f"--screenshot={shot}", "--window-size=1280,2000")
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    assert not _console(res.stderr), _console(res.stderr)
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 30_000, len(data)
