@@ -154,6 +154,123 @@ def cmd_data_download(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    splits = ("val", "test") if a.split == "all" else (a.split,)
+    evaluate(a.run, splits, checkpoint=a.checkpoint, data_dir=a.data_dir, device=a.device)
+    print(f"wrote predictions, metrics and figures to {a.run}")
+    return 0
+
+
+def cmd_failures(a: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .failures import find_failures
+
+    if not (Path(a.run) / f"predictions_{a.split}.npz").exists():
+        from .runs import require_run
+
+        require_run(a.run)
+        evaluate(a.run, (a.split,))
+    r = find_failures(Path(a.run), a.split, top=a.top, confident=a.confident)
+    print(f"wrote {a.run}/failures_{a.split}.json and {a.run}/{r['figures']['gallery']}")
+    return 0
+
+
+def cmd_explain(a: argparse.Namespace) -> int:
+    from .explanations import explain_run
+
+    r = explain_run(a.run, a.split, failures=a.failures, indices=a.indices, target=a.target,
+                    all_images=a.all)
+    print(f"wrote {a.run}/explanations_{a.split}.npz ({r['explained']} images)")
+    return 0
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    from .study import run_study
+
+    overrides = _train_overrides(a)
+    run_study(a.out, preset=a.preset, change=a.change, seeds=a.seeds, overrides=overrides,
+              failures_top=a.top, progress=not a.no_progress, command=" ".join(
+                  ["cifarlens", *sys.argv[1:]]) if sys.argv else None)
+    print(f"report: {Path(a.out) / 'report.html'}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import render_report
+
+    study = Path(a.study)
+    if not (study / "summary.json").is_file():
+        raise CifarlensError(f"{study} is not a finished study (no summary.json)")
+    html, md = render_report(study)
+    print(f"report: {html} (markdown: {md})")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .study import demo
+
+    demo(a.out, progress=not a.no_progress)
+    print(f"report: {Path(a.out) / 'study' / 'report.html'} (generated data, not CIFAR-100)")
+    return 0
+
+
+def _split_arg(p: argparse.ArgumentParser, choices=("val", "test"), default="test") -> None:
+    p.add_argument("--split", choices=choices, default=default)
+
+
+def _register_analysis(sub) -> None:
+    e = sub.add_parser("evaluate", help="predictions, metrics, calibration and figures of a run")
+    e.add_argument("run", help="run folder made by `cifarlens train`")
+    _split_arg(e, ("val", "test", "all"), "all")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--data-dir", help="where the run's dataset is (default: as recorded)")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.set_defaults(func=cmd_evaluate)
+
+    f = sub.add_parser("failures", help="rank wrong predictions by confidence; flag label errors")
+    f.add_argument("run")
+    _split_arg(f)
+    f.add_argument("--top", type=_positive_int, default=12, help="images in the gallery")
+    f.add_argument("--confident", type=_finite_float, default=0.9,
+                   help="confidence above which an error counts as confident (default 0.9)")
+    f.set_defaults(func=cmd_failures)
+
+    x = sub.add_parser("explain", help="Grad-CAM for failures (or chosen images) of a run")
+    x.add_argument("run")
+    _split_arg(x)
+    g = x.add_mutually_exclusive_group()
+    g.add_argument("--failures", type=_positive_int, default=12, metavar="K",
+                   help="explain the K most confident failures (default 12)")
+    g.add_argument("--indices", type=_nonneg_int, nargs="+", metavar="I",
+                   help="explain these dataset indices")
+    g.add_argument("--all", action="store_true", help="explain every image of the split")
+    x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
+    x.add_argument("--method", choices=["gradcam"], default="gradcam")
+    x.set_defaults(func=cmd_explain)
+
+    s = sub.add_parser("study", help="baseline vs one change: train, evaluate, explain, compare, report")
+    _add_data_args(s)
+    _add_train_args(s)
+    s.add_argument("--out", default="study", help="study folder (default: ./study)")
+    s.add_argument("--change", default="augment=crop-flip",
+                   help="the ONE training setting the variant changes, KEY=VALUE "
+                        "(default augment=crop-flip)")
+    s.add_argument("--seeds", type=_positive_int, default=1, help="repeat both arms with N seeds")
+    s.add_argument("--top", type=_positive_int, default=12, help="failures to explain and track")
+    s.set_defaults(func=cmd_study)
+
+    r = sub.add_parser("report", help="rebuild a study's report from its saved artifacts")
+    r.add_argument("study")
+    r.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("demo", help="the smoke study on generated data, offline (~2 min on CPU)")
+    d.add_argument("--out", default="cifarlens-demo", help="folder (default ./cifarlens-demo)")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
@@ -209,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Later stages register their own sub-commands here (keeps this file a thin table).
-_EXTRA_COMMANDS: list = []
+_EXTRA_COMMANDS: list = [_register_analysis]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

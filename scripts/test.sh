@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up (once, with test extras and headless Chromium for the report test), then run the suite.
+set -euo pipefail
+CIFARLENS_EXTRAS="[dev]"
+source "$(dirname "$0")/env.sh"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the report's browser test..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "warning: could not install chromium; the browser test will say so" >&2
+  else
+    echo "note: chromium not found; install it (e.g. apt-get install chromium) for the browser test" >&2
+  fi
+fi
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then echo "error: no tests were collected" >&2; exit 1; fi
+exit "$rc"
