@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import matplotlib
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 matplotlib.use("Agg")
@@ -346,6 +347,81 @@ def test_report_sentences_flip_with_the_data(tmp_path, pngs):
     assert "The change helped" in h2 and "better calibrated" in h2
 
 
+@pytest.mark.parametrize("shape", ["summary", "paired_seed_test"])
+def test_multi_seed_block_rendered(tmp_path, pngs, shape):
+    s = make_summary()
+    s["seeds"] = [0, 1, 2]
+    if shape == "summary":  # the schema study writes
+        block = {"n": 3, "mean_a": 0.6301, "std_a": 0.0102, "mean_b": 0.6912, "std_b": 0.0087,
+                 "mean_diff": 0.0611, "p_value": 0.0013, "ci": [0.0511, 0.0711], "note": None}
+    else:  # stats.paired_seed_test's own keys
+        block = {"n_seeds": 3, "mean_a": 0.6301, "std_a": 0.0102, "mean_b": 0.6912,
+                 "std_b": 0.0087, "mean_diff": 0.0611, "p_value": 0.0013, "lo": 0.0511,
+                 "hi": 0.0711, "note": None}
+    s["comparison"]["seeds"] = block
+    for name, accs in (("baseline", [0.62, 0.63, 0.64]), ("variant", [0.68, 0.69, 0.70])):
+        s["models"][name]["per_seed"] = [{"seed": i, "test_top1": a} for i, a in enumerate(accs)]
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in (h, m):
+        assert "Over 3 seeds, the baseline reached 63.01% ± 1.02 and the variant 69.12% ± 0.87" in doc
+        assert "the mean accuracy rose by 6.11 points" in doc and "p = 0.0013" in doc
+        assert "Multi-seed results were not computed" not in doc
+        assert "Only one training run per model" not in doc
+        assert "64.00%" in doc and "70.00%" in doc  # per-seed table
+    # one seed per arm: the note from paired_seed_test is shown, no significance claimed
+    one = {"n_seeds": 1, "mean_a": 0.6, "mean_b": 0.62, "mean_diff": 0.02, "p_value": None,
+           "lo": None, "hi": None, "note": "one seed per arm: no seed-to-seed variance"}
+    text = R.describe_seeds(one)
+    assert "no seed-to-seed variance" in text and "significant at" not in text
+
+
+def test_complexity_sentence():
+    same = {"params": 100, "flops": 1000}
+    assert "adds no parameters or FLOPs" in R._describe_cost(same, same, "augment")
+    t = R._describe_cost(same, {"params": 150, "flops": 1500}, "model")
+    assert "50 more parameters (+50.00%)" in t and "+50.00% FLOPs" in t
+    t = R._describe_cost(same, {"params": 100, "flops": 900}, "model")
+    assert "same number of parameters" in t and "-10.00% FLOPs" in t
+    assert "more parameters" in R._describe_cost({"params": 0}, {"params": 5}, "model")
+
+
+def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+SUMMARY_PATHS = _paths(make_summary())[1:]
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                 st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                 st.just([]), st.just({}), st.lists(st.integers(), max_size=3),
+                 st.sampled_from(["../../etc/passwd", "/etc/passwd", "", ".", "figures"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(SUMMARY_PATHS), JUNK), min_size=1, max_size=8))
+def test_mistyped_summary_never_crashes(edits):
+    """Any value replaced by junk (wrong type, NaN, inf, hostile path) still renders."""
+    s = make_summary()
+    for path, junk in edits:
+        node = s
+        try:
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = junk
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit replaced a parent: nothing left to edit
+    with tempfile.TemporaryDirectory() as d:
+        h, m = (p.read_text() for p in R.render_report(Path(d), s))
+    assert "<section id=\"reproducibility\">" in h and "## 14 Reproducibility" in m
+    assert "data:image" not in h  # no figure files exist here, whatever the paths say
+
+
 # --------------------------------------------------------------------------- safety
 
 
@@ -408,8 +484,9 @@ def test_self_contained_and_path_traversal_refused(tmp_path, pngs):
     for k in ("failure_gallery", "gradcam_tracking"):
         assert base64.b64encode(pngs[k]).decode() in h
     # Markdown references only in-study figures, by relative path
-    assert "](figures/failure_gallery.png)" in m and "secret" not in m.split("## 14")[0] or True
-    assert "](../secret.png)" not in m and f"]({secret})" not in m
+    assert "](figures/failure_gallery.png)" in m
+    assert "](../secret.png)" not in m and f"]({secret})" not in m and "](figures/link.png)" not in m
+    assert m.count("is outside the study folder") == 3
     assert "Content-Security-Policy" in h and "default-src 'none'" in h
 
 

@@ -473,8 +473,9 @@ def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
     def ms(m: Any, s: Any) -> str:
         return fmt_pct(m) + (f" ± {fmt_points(s)}" if num(s) is not None else "")
 
-    lead = (f"Over {fmt_int(n)} seeds, the baseline reached {ms(seeds.get('mean_a'), seeds.get('std_a'))} "
-            f"and the variant {ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
+    lead = (f"Over {fmt_int(n)} seeds, the baseline reached "
+            f"{ms(seeds.get('mean_a'), seeds.get('std_a'))} and the variant "
+            f"{ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
             "(mean ± sample std in points)")
     clause = describe_change(seeds.get("mean_diff"), lo, hi, seeds.get("p_value"), alpha,
                              metric="the mean accuracy", test="the paired t-test")
@@ -573,191 +574,239 @@ def _gh_slug(text: str) -> str:
     return s.replace(" ", "-")
 
 
-def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
-    """All report content as plain, already-formatted strings, shared by both templates."""
-    study_dir = Path(study_dir)
-    sm = summary
-    models = _d(sm.get("models"))
-    base, var = _d(models.get("baseline")), _d(models.get("variant"))
-    bt, vt = _d(base.get("test")), _d(var.get("test"))
-    change = _d(sm.get("change"))
-    comp = _d(sm.get("comparison"))
-    acc = _d(comp.get("accuracy_difference"))
-    mc = _d(comp.get("mcnemar"))
-    fails = _d(sm.get("failures"))
-    explain = _d(sm.get("explain"))
-    figs_in = _d(sm.get("figures"))
-    env = _d(sm.get("environment"))
-    dataset = DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
-    generated = sm.get("data_source") == "generated"
-    ckey, cbase, cvar = (_s(change.get(k)) for k in ("key", "baseline", "variant"))
-    change_text = f"{ckey}: {cbase} → {cvar}"
+Block = dict[str, Any]
 
-    # Figures: numbered in order of appearance, placed in their section.
-    placed: dict[str, list[Figure]] = {sid: [] for sid, _ in SECTIONS}
-    placed["appendix"] = []
-    for key in list(FIGURES) + [k for k in figs_in if k not in FIGURES]:
-        if key in figs_in and figs_in[key] is not None:
-            sid, cap = FIGURES.get(key, ("appendix", f"Figure '{clean_text(key)}'"))
-            placed[sid].append(load_figure(study_dir, str(key), figs_in[key], cap))
-    counter = 0
-    for sid in [s for s, _ in SECTIONS] + ["appendix"]:
-        for f in placed[sid]:
-            counter += 1
-            f.number = counter
 
-    def figs(sid: str, *keys: str) -> list[dict[str, Any]]:
-        """Figure blocks for a section, or a 'not produced' note for expected keys missing."""
-        out: list[dict[str, Any]] = [{"type": "figure", "fig": f} for f in placed[sid]
-                                     if not keys or f.key in keys]
+class _View:
+    """The parts of a summary every section reads, pulled out defensively once (missing or
+    mistyped parts become {} / [] / None), plus the study's figures, numbered in order."""
+
+    def __init__(self, summary: dict[str, Any], study_dir: Path) -> None:
+        self.study_dir = Path(study_dir)
+        self.sm = sm = summary
+        self.models = models = _d(sm.get("models"))
+        self.base, self.var = _d(models.get("baseline")), _d(models.get("variant"))
+        self.bt, self.vt = _d(self.base.get("test")), _d(self.var.get("test"))
+        self.change = _d(sm.get("change"))
+        self.comp = comp = _d(sm.get("comparison"))
+        self.acc = _d(comp.get("accuracy_difference"))
+        self.mc = _d(comp.get("mcnemar"))
+        seeds = comp.get("seeds")
+        self.seeds_block: dict[str, Any] | None = seeds if isinstance(seeds, dict) else None
+        self.fails = _d(sm.get("failures"))
+        self.trk = _d(self.fails.get("tracking"))
+        self.top = [_d(x) for x in _l(self.fails.get("top"))]
+        self.explain = _d(sm.get("explain"))
+        self.env = _d(sm.get("environment"))
+        self.split = _d(sm.get("split"))
+        self.cfg = _d(sm.get("config"))
+        self.dataset = DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
+        self.generated = sm.get("data_source") == "generated"
+        self.ckey, self.cbase, self.cvar = (_s(self.change.get(k))
+                                            for k in ("key", "baseline", "variant"))
+        self.change_text = f"{self.ckey}: {self.cbase} → {self.cvar}"
+        self.diff = self.acc.get("diff", _diff(self.bt.get("top1"), self.vt.get("top1")))
+        self.figs_in = _d(sm.get("figures"))
+        # Figures: placed in their section, numbered in order of appearance.
+        self.placed: dict[str, list[Figure]] = {sid: [] for sid, _ in SECTIONS}
+        self.placed["appendix"] = []
+        for key in list(FIGURES) + [k for k in self.figs_in if k not in FIGURES]:
+            if key in self.figs_in and self.figs_in[key] is not None:
+                sid, cap = FIGURES.get(key, ("appendix", f"Figure '{clean_text(key)}'"))
+                self.placed[sid].append(load_figure(self.study_dir, str(key),
+                                                    self.figs_in[key], cap))
+        counter = 0
+        for sid in [s for s, _ in SECTIONS] + ["appendix"]:
+            for f in self.placed[sid]:
+                counter += 1
+                f.number = counter
+
+    def verdict(self) -> str:
+        return change_verdict(self.diff, self.acc.get("lo"), self.acc.get("hi"),
+                              self.mc.get("p_value"))
+
+    def accuracy_change(self, from_to: bool = True) -> str:
+        """The headline clause: test accuracy change with its CI and McNemar p-value."""
+        return describe_change(self.diff, self.acc.get("lo"), self.acc.get("hi"),
+                               self.mc.get("p_value"), level=self.acc.get("level", 0.95),
+                               before=self.bt.get("top1") if from_to else None,
+                               after=self.vt.get("top1") if from_to else None)
+
+    def figs(self, sid: str, *keys: str) -> list[Block]:
+        """Figure blocks for a section (only `keys` if given), and a 'not produced' note for
+        each expected key the summary does not list."""
+        out: list[Block] = [{"type": "figure", "fig": f} for f in self.placed[sid]
+                            if not keys or f.key in keys]
         for k in keys:
-            if k not in figs_in or figs_in[k] is None:
-                out.append(_note(f"The {FIGURES[k][1][0].lower() + FIGURES[k][1][1:]} figure "
-                                 "was not produced."))
+            if self.figs_in.get(k) is None:
+                cap = FIGURES[k][1]
+                out.append(_note(f"The {cap[0].lower() + cap[1:]} figure was not produced."))
         return out
 
-    S: dict[str, list[dict[str, Any]]] = {sid: [] for sid, _ in SECTIONS}
 
-    # 1 Summary --------------------------------------------------------------------------
-    headline = describe_change(acc.get("diff", _diff(bt.get("top1"), vt.get("top1"))),
-                               acc.get("lo"), acc.get("hi"), mc.get("p_value"),
-                               level=acc.get("level", 0.95),
-                               before=bt.get("top1"), after=vt.get("top1"))
+def _sec_summary(v: _View) -> list[Block]:
+    """1 Summary."""
+    out: list[Block] = []
     summary_bits = [
-        f"Changing one setting, {change_text}, and keeping every other setting fixed, "
-        f"{headline}.",
-        describe_calibration_change(bt.get("ece"), vt.get("ece"), comp.get("ece_change")),
+        f"Changing one setting, {v.change_text}, and keeping every other setting fixed, "
+        f"{v.accuracy_change()}.",
+        describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"), v.comp.get("ece_change")),
     ]
-    trk = _d(fails.get("tracking"))
-    if trk:
-        summary_bits.append(describe_tracking(trk))
-    if generated:
-        summary_bits.append(f"All numbers come from generated data, not {dataset}.")
-    S["summary"].append(_p(" ".join(summary_bits), lead="Headline."))
-    S["summary"].append(_table(
+    if v.trk:
+        summary_bits.append(describe_tracking(v.trk))
+    if v.generated:
+        summary_bits.append(f"All numbers come from generated data, not {v.dataset}.")
+    out.append(_p(" ".join(summary_bits), lead="Headline."))
+    out.append(_table(
         ["Quantity", "Baseline", "Variant"],
-        [["Test top-1", fmt_pct(bt.get("top1")), fmt_pct(vt.get("top1"))],
-         ["Test top-5", fmt_pct(bt.get("top5")), fmt_pct(vt.get("top5"))],
-         ["Test macro-F1", fmt_pct(bt.get("macro_f1")), fmt_pct(vt.get("macro_f1"))],
-         ["Test ECE", fmt_pct(bt.get("ece")), fmt_pct(vt.get("ece"))],
-         ["Parameters", fmt_int(base.get("params")), fmt_int(var.get("params"))]],
+        [["Test top-1", fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))],
+         ["Test top-5", fmt_pct(v.bt.get("top5")), fmt_pct(v.vt.get("top5"))],
+         ["Test macro-F1", fmt_pct(v.bt.get("macro_f1")), fmt_pct(v.vt.get("macro_f1"))],
+         ["Test ECE", fmt_pct(v.bt.get("ece")), fmt_pct(v.vt.get("ece"))],
+         ["Parameters", fmt_int(v.base.get("params")), fmt_int(v.var.get("params"))]],
         caption="Key numbers"))
+    return out
 
-    # 2 Dataset ---------------------------------------------------------------------------
-    split = _d(sm.get("split"))
-    norm = _d(sm.get("normalization"))
-    src = _s(sm.get("data_source"), "not recorded")
-    S["dataset"].append(_p(
-        f"Dataset: {dataset} with {fmt_int(sm.get('num_classes'))} classes; source: {src}"
+
+def _sec_dataset(v: _View) -> list[Block]:
+    """2 Dataset."""
+    out: list[Block] = []
+    norm = _d(v.sm.get("normalization"))
+    src = _s(v.sm.get("data_source"), "not recorded")
+    out.append(_p(
+        f"Dataset: {v.dataset} with {fmt_int(v.sm.get('num_classes'))} classes; source: {src}"
         + (" (the official archive)." if src == "official" else
-           f" (a synthetic stand-in in the official format, NOT {dataset})." if generated
+           f" (a synthetic stand-in in the official format, NOT {v.dataset})." if v.generated
            else ".")))
-    used, train = num(split.get("train_used")), num(split.get("train"))
-    rows = [["Train", fmt_int(split.get("train"))], ["Validation", fmt_int(split.get("val"))],
-            ["Test", fmt_int(split.get("test"))]]
+    used, train = num(v.split.get("train_used")), num(v.split.get("train"))
+    rows = [["Train", fmt_int(v.split.get("train"))],
+            ["Validation", fmt_int(v.split.get("val"))],
+            ["Test", fmt_int(v.split.get("test"))]]
     if used is not None:
         rows.append(["Train images used", fmt_int(used)])
-    S["dataset"].append(_table(["Split", "Images"], rows, caption="Split sizes"))
+    out.append(_table(["Split", "Images"], rows, caption="Split sizes"))
     if used is not None and train is not None and used < train:
-        S["dataset"].append(_note(f"Training used a class-balanced subset of {fmt_int(used)} of "
-                                  f"the {fmt_int(train)} training images."))
+        out.append(_note(f"Training used a class-balanced subset of {fmt_int(used)} of "
+                         f"the {fmt_int(train)} training images."))
     mean, std = _l(norm.get("mean")), _l(norm.get("std"))
     if mean and std:
         chans = ["R", "G", "B"] if len(mean) == 3 else [str(i) for i in range(len(mean))]
-        S["dataset"].append(_table(
+        out.append(_table(
             ["Channel", "Mean", "Std"],
-            [[c, fmt_float(m, 4), fmt_float(s, 4)] for c, m, s in zip(chans, mean, std, strict=False)],
+            [[c, fmt_float(m, 4), fmt_float(s, 4)]
+             for c, m, s in zip(chans, mean, std, strict=False)],
             caption="Normalization (computed on the training split)"))
     else:
-        S["dataset"].append(_note("Normalization statistics were not recorded."))
+        out.append(_note("Normalization statistics were not recorded."))
+    return out
 
-    # 3 Architecture ----------------------------------------------------------------------
-    cfg = _d(sm.get("config"))
-    S["architecture"].append(_p(
-        f"Both models use the '{_s(cfg.get('model'))}' architecture"
-        + (" unless the change itself is the model" if ckey == "model" else "")
-        + f": {fmt_int(base.get('params'))} parameters and {fmt_flops(base.get('flops'))} per "
-        "32×32 image (torch's FLOP counter, a multiply-add counts as two)."))
-    S["architecture"].append(_table(
+
+def _sec_architecture(v: _View) -> list[Block]:
+    """3 Architecture."""
+    out: list[Block] = []
+    out.append(_p(
+        f"Both models use the '{_s(v.cfg.get('model'))}' architecture"
+        + (" unless the change itself is the model" if v.ckey == "model" else "")
+        + f": {fmt_int(v.base.get('params'))} parameters and "
+        f"{fmt_flops(v.base.get('flops'))} per 32×32 image (torch's FLOP counter, a "
+        "multiply-add counts as two)."))
+    out.append(_table(
         ["Model", "Architecture", "Parameters", "FLOPs"],
-        [["Baseline", _s(cfg.get("model")), fmt_int(base.get("params")),
-          fmt_flops(base.get("flops"))],
-         ["Variant", cvar if ckey == "model" else _s(cfg.get("model")),
-          fmt_int(var.get("params")), fmt_flops(var.get("flops"))]],
+        [["Baseline", _s(v.cfg.get("model")), fmt_int(v.base.get("params")),
+          fmt_flops(v.base.get("flops"))],
+         ["Variant", v.cvar if v.ckey == "model" else _s(v.cfg.get("model")),
+          fmt_int(v.var.get("params")), fmt_flops(v.var.get("flops"))]],
         align="llrr"))
+    return out
 
-    # 4 Training setup --------------------------------------------------------------------
-    S["training-setup"].append(_p(
-        f"The variant differs from the baseline in exactly one setting: {change_text} "
+
+def _sec_training_setup(v: _View) -> list[Block]:
+    """4 Training setup."""
+    out: list[Block] = []
+    out.append(_p(
+        f"The variant differs from the baseline in exactly one setting: {v.change_text} "
         "(highlighted). Everything else, including the seed, is identical."))
     crow, hl = [], set()
-    keys = list(cfg) + ([ckey] if ckey not in cfg and ckey != NA else [])
+    keys = list(v.cfg) + ([v.ckey] if v.ckey not in v.cfg and v.ckey != NA else [])
     for i, k in enumerate(keys):
-        if k == ckey:
+        if k == v.ckey:
             hl.add(i)
-            crow.append([k, _s(cfg.get(k, change.get("baseline"))), cvar])
+            crow.append([k, _s(v.cfg.get(k, v.change.get("baseline"))), v.cvar])
         else:
-            crow.append([k, _s(cfg.get(k)), _s(cfg.get(k))])
+            crow.append([k, _s(v.cfg.get(k)), _s(v.cfg.get(k))])
     if crow:
-        S["training-setup"].append(_table(["Setting", "Baseline", "Variant"], crow,
-                                          align="lll", highlight=hl, caption="Configuration"))
+        out.append(_table(["Setting", "Baseline", "Variant"], crow,
+                          align="lll", highlight=hl, caption="Configuration"))
     else:
-        S["training-setup"].append(_note("The training configuration was not recorded."))
-    S["training-setup"].append(_table(
+        out.append(_note("The training configuration was not recorded."))
+    out.append(_table(
         ["Model", "Run", "Best epoch", "Training time"],
-        [["Baseline", _s(base.get("run")), _s(base.get("best_epoch")),
-          _dur(base.get("train_time_s"))],
-         ["Variant", _s(var.get("run")), _s(var.get("best_epoch")),
-          _dur(var.get("train_time_s"))]], align="llrr"))
+        [["Baseline", _s(v.base.get("run")), _s(v.base.get("best_epoch")),
+          _dur(v.base.get("train_time_s"))],
+         ["Variant", _s(v.var.get("run")), _s(v.var.get("best_epoch")),
+          _dur(v.var.get("train_time_s"))]], align="llrr"))
+    return out
 
-    # 5 Metrics ---------------------------------------------------------------------------
+
+def _sec_metrics(v: _View) -> list[Block]:
+    """5 Metrics."""
+    out: list[Block] = []
     mrows = []
-    for mname, m in (("Baseline", base), ("Variant", var)):
+    for mname, m in (("Baseline", v.base), ("Variant", v.var)):
         for split_name in ("val", "test"):
             r = _d(m.get(split_name))
             mrows.append([mname, split_name, fmt_float(r.get("loss")), fmt_pct(r.get("top1")),
                           fmt_pct(r.get("top5")), fmt_pct(r.get("macro_f1")),
                           fmt_pct(r.get("ece"))])
-    S["metrics"].append(_table(["Model", "Split", "Loss", "Top-1", "Top-5", "Macro-F1", "ECE"],
-                               mrows, align="llrrrrr",
-                               caption="Validation and test metrics (best checkpoint)"))
-    S["metrics"].append(_p(
-        f"The baseline reaches {fmt_pct(bt.get('top1'))} top-1 and {fmt_pct(bt.get('top5'))} "
-        f"top-5 test accuracy; the variant {fmt_pct(vt.get('top1'))} and "
-        f"{fmt_pct(vt.get('top5'))}."))
-    S["metrics"] += figs("metrics", "curves")
+    out.append(_table(["Model", "Split", "Loss", "Top-1", "Top-5", "Macro-F1", "ECE"],
+                      mrows, align="llrrrrr",
+                      caption="Validation and test metrics (best checkpoint)"))
+    out.append(_p(
+        f"The baseline reaches {fmt_pct(v.bt.get('top1'))} top-1 and "
+        f"{fmt_pct(v.bt.get('top5'))} top-5 test accuracy; the variant "
+        f"{fmt_pct(v.vt.get('top1'))} and "
+        f"{fmt_pct(v.vt.get('top5'))}."))
+    out += v.figs("metrics", "curves")
+    return out
 
-    # 6 Confusions ------------------------------------------------------------------------
-    for mname, t in (("baseline", bt), ("variant", vt)):
+
+def _sec_confusions(v: _View) -> list[Block]:
+    """6 Confusions."""
+    out: list[Block] = []
+    for mname, t in (("baseline", v.bt), ("variant", v.vt)):
         tc = _l(t.get("top_confusions"))[:10]
         if tc:
-            S["confusions"].append(_table(
+            out.append(_table(
                 ["True class", "Predicted as", "Count", "Share of true class"],
                 [[_s(c.get("true_name")), _s(c.get("pred_name")), fmt_int(c.get("count")),
                   fmt_pct(c.get("share_of_true"))] for c in map(_d, tc)],
                 align="llrr", caption=f"Most confused pairs ({mname}, test)"))
         else:
-            S["confusions"].append(_note(f"Top confused pairs were not computed for the {mname}."))
-    S["confusions"] += figs("confusions", "confusion")
-    S["confusions"].append(_h3("Superclasses"))
-    scs = [(n, _d(t.get("superclass"))) for n, t in (("baseline", bt), ("variant", vt))]
+            out.append(_note(f"Top confused pairs were not computed for the {mname}."))
+    out += v.figs("confusions", "confusion")
+    out.append(_h3("Superclasses"))
+    scs = [(n, _d(t.get("superclass"))) for n, t in (("baseline", v.bt), ("variant", v.vt))]
     if any(sc for _, sc in scs):
-        S["confusions"].append(_table(
+        out.append(_table(
             ["Model", "Coarse accuracy", "Errors within superclass", "Chance share"],
             [[_cap(n), fmt_pct(sc.get("coarse_accuracy")),
               fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share"))]
              for n, sc in scs if sc], align="lrrr"))
         for n, sc in scs:
             if sc:
-                S["confusions"].append(_p(describe_superclass(n, sc)))
-        S["confusions"] += figs("confusions", "confusion_superclass")
+                out.append(_p(describe_superclass(n, sc)))
+        out += v.figs("confusions", "confusion_superclass")
     else:
-        S["confusions"].append(_note(
+        out.append(_note(
             "Superclass analysis was not computed (the dataset has no superclass labels, "
             "e.g. CIFAR-10)."))
+    return out
 
-    # 7 Calibration -----------------------------------------------------------------------
-    bc, vc = _d(base.get("calibration")), _d(var.get("calibration"))
+
+def _sec_calibration(v: _View) -> list[Block]:
+    """7 Calibration."""
+    out: list[Block] = []
+    bc, vc = _d(v.base.get("calibration")), _d(v.var.get("calibration"))
 
     def cal_val(m: dict[str, Any], c: dict[str, Any], key: str, when: str) -> Any:
         if when == "before":
@@ -767,111 +816,121 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     crows = []
     for key, label, f in (("ece", "ECE", fmt_pct), ("mce", "MCE", fmt_pct),
                           ("nll", "NLL", fmt_float), ("brier", "Brier", fmt_float)):
-        crows.append([label] + [f(cal_val(m, c, key, w))
-                                for m, c in ((base, bc), (var, vc)) for w in ("before", "after")])
+        crows.append([label] + [f(cal_val(m, c, key, w)) for m, c in ((v.base, bc), (v.var, vc))
+                                for w in ("before", "after")])
     crows.append(["Temperature", fmt_float(bc.get("temperature"), 2), "",
                   fmt_float(vc.get("temperature"), 2), ""])
-    S["calibration"].append(_table(
+    out.append(_table(
         ["Metric (test)", "Baseline before", "Baseline after", "Variant before", "Variant after"],
         crows, caption="Calibration before and after temperature scaling (fitted on validation)"))
     if any(r[2] == NA or r[4] == NA for r in crows[:4]):
-        S["calibration"].append(_note("n/a after scaling: that metric was not recomputed "
-                                      "after temperature scaling."))
+        out.append(_note("n/a after scaling: that metric was not recomputed after "
+                         "temperature scaling."))
     for n, c in (("baseline", bc), ("variant", vc)):
-        S["calibration"].append(_p(describe_temperature(n, c)))
-    S["calibration"].append(_p(describe_calibration_change(bt.get("ece"), vt.get("ece"),
-                                                           comp.get("ece_change"))))
-    S["calibration"] += figs("calibration", "reliability", "confidence_hist")
+        out.append(_p(describe_temperature(n, c)))
+    out.append(_p(describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"),
+                                              v.comp.get("ece_change"))))
+    out += v.figs("calibration", "reliability", "confidence_hist")
+    return out
 
-    # 8 Failure cases ---------------------------------------------------------------------
-    top = [_d(x) for x in _l(fails.get("top"))]
-    if fails:
-        thr = fmt_pct(fails.get("confident_threshold"))
-        tw, cw = num(fails.get("total_wrong")), num(fails.get("confident_wrong"))
-        n_test = num(mc.get("n")) or num(split.get("test"))
+
+def _sec_failure_cases(v: _View) -> list[Block]:
+    """8 Failure cases."""
+    out: list[Block] = []
+    if v.fails:
+        thr = fmt_pct(v.fails.get("confident_threshold"))
+        tw, cw = num(v.fails.get("total_wrong")), num(v.fails.get("confident_wrong"))
+        n_test = num(v.mc.get("n")) or num(v.split.get("test"))
         share = fmt_pct(cw / tw) if tw and cw is not None else NA
-        text = (f"On the {_s(fails.get('split'), 'test')} split the baseline got "
+        text = (f"On the {_s(v.fails.get('split'), 'test')} split the baseline got "
                 f"{fmt_int(tw)}" + (f" of {fmt_int(n_test)}" if n_test else "")
                 + f" images wrong; {fmt_int(cw)} of them ({share} of its errors) with "
                 f"confidence ≥ {thr}. These confident errors are the ones a user cannot catch "
                 "from the model's own confidence.")
-        S["failure-cases"].append(_p(text))
-        le = num(fails.get("label_error_suspects"))
+        out.append(_p(text))
+        le = num(v.fails.get("label_error_suspects"))
         if le is not None:
-            S["failure-cases"].append(_p(
+            out.append(_p(
                 f"{fmt_int(le)} of the {fmt_int(cw)} confident failures are flagged as "
                 "label-error suspects: the image may be mislabelled rather than misclassified."))
     else:
-        S["failure-cases"].append(_note("Failure analysis was not computed."))
-    S["failure-cases"] += figs("failure-cases", "failure_gallery")
-    if top:
-        S["failure-cases"].append(_table(
+        out.append(_note("Failure analysis was not computed."))
+    out += v.figs("failure-cases", "failure_gallery")
+    if v.top:
+        out.append(_table(
             ["Rank", "Index", "True", "Predicted", "Confidence", "Margin", "P(true)",
              "True rank", "Label-error suspect"],
             [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
               _s(f.get("pred_name")), fmt_pct(f.get("confidence")), fmt_pct(f.get("margin")),
               fmt_pct(f.get("true_prob")), _s(f.get("true_rank")),
-              "yes" if f.get("label_error_suspect") else "no"] for f in top],
+              "yes" if f.get("label_error_suspect") else "no"] for f in v.top],
             align="rrllrrrrl",
-            highlight={i for i, f in enumerate(top) if f.get("label_error_suspect")},
+            highlight={i for i, f in enumerate(v.top) if f.get("label_error_suspect")},
             caption="Top confident failures (margin: top-1 minus top-2 probability)"))
-    pce = [_d(x) for x in _l(fails.get("per_class_confident_errors"))][:10]
+    pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
     if pce:
-        S["failure-cases"].append(_table(
+        out.append(_table(
             ["True class", "Confident errors"],
             [[_s(x.get("name")), fmt_int(x.get("count"))] for x in pce],
             caption="Classes with the most confident errors"))
+    return out
 
-    # 9 Grad-CAM --------------------------------------------------------------------------
-    if explain:
-        S["grad-cam"].append(_p(
-            f"Grad-CAM explains the predicted class at layer {_s(explain.get('layer'))} for "
-            f"{fmt_int(explain.get('explained'))} images."))
-        S["grad-cam"] += figs("grad-cam", "gradcam_failures")
-        faith = _d(explain.get("faithfulness"))
+
+def _sec_grad_cam(v: _View) -> list[Block]:
+    """9 Grad-CAM."""
+    out: list[Block] = []
+    if v.explain:
+        out.append(_p(
+            f"Grad-CAM explains the predicted class at layer {_s(v.explain.get('layer'))} for "
+            f"{fmt_int(v.explain.get('explained'))} images."))
+        out += v.figs("grad-cam", "gradcam_failures")
+        faith = _d(v.explain.get("faithfulness"))
         if faith:
             labels = {"gradcam": "Grad-CAM order", "random": "Random order",
                       "failures": "Grad-CAM on failures", "correct": "Grad-CAM on correct"}
-            S["grad-cam"].append(_h3("Faithfulness"))
-            S["grad-cam"].append(_table(
+            out.append(_h3("Faithfulness"))
+            out.append(_table(
                 ["Pixel order", "Deletion AUC (lower = better)", "Insertion AUC (higher = better)"],
-                [[labels.get(k, k), fmt_auc(_d(v).get("deletion_auc")),
-                  fmt_auc(_d(v).get("insertion_auc"))] for k, v in faith.items()]))
-            S["grad-cam"].append(_p(describe_faithfulness(faith)))
+                [[labels.get(k, k), fmt_auc(_d(r).get("deletion_auc")),
+                  fmt_auc(_d(r).get("insertion_auc"))] for k, r in faith.items()]))
+            out.append(_p(describe_faithfulness(faith)))
         else:
-            S["grad-cam"].append(_note("The faithfulness check was not computed."))
-        S["grad-cam"] += figs("grad-cam", "deletion_insertion")
-        bs = _d(explain.get("border_share"))
-        S["grad-cam"].append(_h3("Background reliance"))
+            out.append(_note("The faithfulness check was not computed."))
+        out += v.figs("grad-cam", "deletion_insertion")
+        bs = _d(v.explain.get("border_share"))
+        out.append(_h3("Background reliance"))
         if bs:
-            S["grad-cam"].append(_table(
+            out.append(_table(
                 ["Group", "Grad-CAM mass on border"],
                 [["Failures", fmt_pct(bs.get("failures"))],
                  ["Correct predictions", fmt_pct(bs.get("correct"))],
                  ["Uniform map (expected)", fmt_pct(bs.get("uniform"))]]))
-        S["grad-cam"].append(_p(describe_border(bs)))
-        pg = _d(explain.get("pointing_game"))
+        out.append(_p(describe_border(bs)))
+        pg = _d(v.explain.get("pointing_game"))
         if pg:
-            S["grad-cam"].append(_p(
+            out.append(_p(
                 f"Pointing game: the Grad-CAM maximum falls inside the recorded object box for "
                 f"{fmt_pct(pg.get('hit_rate'))} of {fmt_int(pg.get('n'))} images."))
         else:
-            S["grad-cam"].append(_note("The pointing game was not computed (it needs object "
-                                       "boxes, which only generated data records)."))
+            out.append(_note("The pointing game was not computed (it needs object boxes, "
+                             "which only generated data records)."))
     else:
-        S["grad-cam"].append(_note("Grad-CAM explanations were not computed for this study."))
-        S["grad-cam"] += [b for b in figs("grad-cam") if b["type"] == "figure"]
+        out.append(_note("Grad-CAM explanations were not computed for this study."))
+        out += [b for b in v.figs("grad-cam") if b["type"] == "figure"]
+    return out
 
-    # 10 Constrained improvement ------------------------------------------------------------
-    S["constrained-improvement"].append(_p(
-        f"The one change: {ckey} goes from {cbase} (baseline) to {cvar} (variant); no other "
-        "setting, seed or data split differs, so any difference is attributable to it (up to "
-        "training noise)."))
-    tracked = [f for f in top if _d(f.get("variant"))]
-    if trk or tracked:
-        S["constrained-improvement"].append(_p(describe_tracking(trk) if trk else
-                                               describe_tracking({"tracked": len(tracked)})))
-        S["constrained-improvement"].append(_table(
+
+def _sec_constrained_improvement(v: _View) -> list[Block]:
+    """10 Constrained improvement."""
+    out: list[Block] = []
+    out.append(_p(
+        f"The one change: {v.ckey} goes from {v.cbase} (baseline) to {v.cvar} (variant); no "
+        "other setting, seed or data split differs, so any difference is attributable to it "
+        "(up to training noise)."))
+    tracked = [f for f in v.top if _d(f.get("variant"))]
+    if v.trk or tracked:
+        out.append(_p(describe_tracking(v.trk or {"tracked": len(tracked)})))
+        out.append(_table(
             ["Rank", "Index", "True", "Baseline prediction", "Baseline confidence",
              "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome"],
             [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
@@ -887,50 +946,51 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
             caption="Each confident baseline failure, re-evaluated by the variant "
                     "(fixed rows highlighted)"))
     else:
-        S["constrained-improvement"].append(_note("Failure tracking was not computed."))
-    S["constrained-improvement"] += figs("constrained-improvement", "gradcam_tracking")
+        out.append(_note("Failure tracking was not computed."))
+    out += v.figs("constrained-improvement", "gradcam_tracking")
+    return out
 
-    # 11 Comparison & statistics ------------------------------------------------------------
-    C = S["comparison"]
-    C.append(_p(_cap(describe_change(acc.get("diff", _diff(bt.get("top1"), vt.get("top1"))),
-                                     acc.get("lo"), acc.get("hi"), mc.get("p_value"),
-                                     level=acc.get("level", 0.95))) + "."))
-    if acc:
-        lvl = num(acc.get("level")) or 0.95
-        C.append(_table(
-            ["Difference (variant − baseline)", f"{lvl * 100:g}% CI low", f"{lvl * 100:g}% CI high",
-             "Standard error", "Method"],
-            [[fmt_points(acc.get("diff"), signed=True) + " points", fmt_points(acc.get("lo")),
-              fmt_points(acc.get("hi")), fmt_points(acc.get("se")),
-              METHOD_TEXT.get(str(acc.get("method")), _s(acc.get("method")))]],
+
+def _sec_comparison(v: _View) -> list[Block]:
+    """11 Comparison & statistics."""
+    out: list[Block] = []
+    out.append(_p(_cap(v.accuracy_change(from_to=False)) + "."))
+    if v.acc:
+        lvl = num(v.acc.get("level")) or 0.95
+        out.append(_table(
+            ["Difference (variant − baseline)", f"{lvl * 100:g}% CI low",
+             f"{lvl * 100:g}% CI high", "Standard error", "Method"],
+            [[fmt_points(v.acc.get("diff"), signed=True) + " points", fmt_points(v.acc.get("lo")),
+              fmt_points(v.acc.get("hi")), fmt_points(v.acc.get("se")),
+              METHOD_TEXT.get(str(v.acc.get("method")), _s(v.acc.get("method")))]],
             align="rrrrl", caption="Paired accuracy difference on the test images"))
     else:
-        C.append(_note("The accuracy-difference confidence interval was not computed."))
-    if mc:
-        C.append(_h3("McNemar's exact test"))
-        C.append(_table(
+        out.append(_note("The accuracy-difference confidence interval was not computed."))
+    if v.mc:
+        out.append(_h3("McNemar's exact test"))
+        out.append(_table(
             ["", "Variant right", "Variant wrong"],
-            [["Baseline right", fmt_int(mc.get("both_right")), fmt_int(mc.get("a_only"))],
-             ["Baseline wrong", fmt_int(mc.get("b_only")), fmt_int(mc.get("both_wrong"))]],
-            caption=f"Paired outcomes on {fmt_int(mc.get('n'))} test images; "
-                    f"{p_clause(mc.get('p_value'))} (two-sided exact binomial on the "
-                    f"discordant images, statistic {fmt_int(mc.get('statistic'))})"))
-        C.append(_p(
-            f"The variant fixed {fmt_int(mc.get('b_only'))} images the baseline got wrong and "
-            f"broke {fmt_int(mc.get('a_only'))} it got right; only these discordant images "
-            f"carry evidence. McNemar's exact test: {p_clause(mc.get('p_value'))}, "
-            + ("significant" if (num(mc.get("p_value")) is not None
-                                 and num(mc.get("p_value")) < ALPHA)  # type: ignore[operator]
+            [["Baseline right", fmt_int(v.mc.get("both_right")), fmt_int(v.mc.get("a_only"))],
+             ["Baseline wrong", fmt_int(v.mc.get("b_only")), fmt_int(v.mc.get("both_wrong"))]],
+            caption=f"Paired outcomes on {fmt_int(v.mc.get('n'))} test images; "
+                    f"{p_clause(v.mc.get('p_value'))} (two-sided exact binomial on the "
+                    f"discordant images, statistic {fmt_int(v.mc.get('statistic'))})"))
+        out.append(_p(
+            f"The variant fixed {fmt_int(v.mc.get('b_only'))} images the baseline got wrong and "
+            f"broke {fmt_int(v.mc.get('a_only'))} it got right; only these discordant images "
+            f"carry evidence. McNemar's exact test: {p_clause(v.mc.get('p_value'))}, "
+            + ("significant" if (num(v.mc.get("p_value")) is not None
+                                 and num(v.mc.get("p_value")) < ALPHA)  # type: ignore[operator]
                else "not significant")
             + f" at the {_alpha_text(ALPHA)} level."))
     else:
-        C.append(_note("McNemar's test was not computed."))
-    pc = _d(comp.get("per_class"))
+        out.append(_note("McNemar's test was not computed."))
+    pc = _d(v.comp.get("per_class"))
     for kind, title in (("improved", "Most improved classes"),
                         ("worsened", "Most worsened classes")):
         items = [_d(x) for x in _l(pc.get(kind))][:10]
         if items:
-            C.append(_table(
+            out.append(_table(
                 ["Class", "Baseline", "Variant", "Change (points)"],
                 [[_s(x.get("name")), fmt_pct(x.get("before")), fmt_pct(x.get("after")),
                   fmt_points(x.get("delta"), signed=True)] for x in items],
@@ -946,68 +1006,80 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
             x = _d(wor[0])
             bits.append(f"the most worsened is {_s(x.get('name'))} "
                         f"({fmt_points(x.get('delta'), signed=True)} points)")
-        C.append(_p(_cap("; ".join(bits)) + "."))
+        out.append(_p(_cap("; ".join(bits)) + "."))
     else:
-        C.append(_note("Per-class changes were not computed."))
-    C += figs("comparison", "confusion_difference", "per_class_changes")
-    C.append(_h3("Across seeds"))
-    seeds_block = comp.get("seeds") if isinstance(comp.get("seeds"), dict) else None
-    C.append(_p(describe_seeds(seeds_block, ALPHA, _l(sm.get("seeds")))))
-    ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(base.get("per_seed"))}
-    ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(var.get("per_seed"))}
+        out.append(_note("Per-class changes were not computed."))
+    out += v.figs("comparison", "confusion_difference", "per_class_changes")
+    out.append(_h3("Across seeds"))
+    out.append(_p(describe_seeds(v.seeds_block, ALPHA, _l(v.sm.get("seeds")))))
+    ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.base.get("per_seed"))}
+    ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.var.get("per_seed"))}
     if len(ps_a) > 1 or len(ps_b) > 1:
-        C.append(_table(["Seed", "Baseline test top-1", "Variant test top-1"],
-                        [[s, fmt_pct(ps_a.get(s)), fmt_pct(ps_b.get(s))]
-                         for s in dict.fromkeys(list(ps_a) + list(ps_b))],
-                        caption="Per-seed test accuracy"))
+        out.append(_table(["Seed", "Baseline test top-1", "Variant test top-1"],
+                          [[s, fmt_pct(ps_a.get(s)), fmt_pct(ps_b.get(s))]
+                           for s in dict.fromkeys(list(ps_a) + list(ps_b))],
+                          caption="Per-seed test accuracy"))
+    return out
 
-    # 12 Complexity -------------------------------------------------------------------------
-    S["complexity"].append(_table(
+
+def _sec_complexity(v: _View) -> list[Block]:
+    """12 Complexity."""
+    out: list[Block] = []
+    out.append(_table(
         ["Model", "Parameters", "Parameters (M)", "FLOPs"],
-        [["Baseline CNN", fmt_int(base.get("params")), fmt_params_m(base.get("params")),
-          fmt_flops(base.get("flops"))],
-         ["Variant CNN", fmt_int(var.get("params")), fmt_params_m(var.get("params")),
-          fmt_flops(var.get("flops"))]],
+        [["Baseline CNN", fmt_int(v.base.get("params")), fmt_params_m(v.base.get("params")),
+          fmt_flops(v.base.get("flops"))],
+         ["Variant CNN", fmt_int(v.var.get("params")), fmt_params_m(v.var.get("params")),
+          fmt_flops(v.var.get("flops"))]],
         caption="Model complexity (forward pass, one 32×32 image)"))
-    S["complexity"].append(_p(_describe_cost(base, var, ckey)))
+    out.append(_p(_describe_cost(v.base, v.var, v.ckey)))
+    return out
 
-    # 13 Reflection -------------------------------------------------------------------------
-    S["reflection"].append(_list(_reflection(sm, base, var, acc, mc, fails, explain,
-                                             seeds_block, change_text, dataset, generated)))
 
-    # 14 Reproducibility --------------------------------------------------------------------
-    seeds_txt = ", ".join(_s(s) for s in _l(sm.get("seeds"))) or _s(cfg.get("seed"))
-    rrows = [["Seed(s)", seeds_txt], ["Created", _s(sm.get("created"))]]
-    rrows += [[_s(k), _s(v)] for k, v in env.items()]
-    timing = _d(sm.get("timing"))
+def _sec_reflection(v: _View) -> list[Block]:
+    """13 Reflection."""
+    return [_list(_reflection(v))]
+
+
+def _sec_reproducibility(v: _View) -> list[Block]:
+    """14 Reproducibility."""
+    out: list[Block] = []
+    seeds_txt = ", ".join(_s(s) for s in _l(v.sm.get("seeds"))) or _s(v.cfg.get("seed"))
+    rrows = [["Seed(s)", seeds_txt], ["Created", _s(v.sm.get("created"))]]
+    rrows += [[_s(k), _s(val)] for k, val in v.env.items()]
+    timing = _d(v.sm.get("timing"))
     if "total_s" in timing:
         rrows.append(["Total time", _dur(timing.get("total_s"))])
-    S["reproducibility"].append(_table(["Item", "Value"], rrows, align="ll",
-                                       caption="Environment"))
-    S["reproducibility"].append({"type": "code", "label": "Command that produced this study:",
-                                 "text": _s(sm.get("command"), "not recorded")})
-    S["reproducibility"].append({"type": "code",
-                                 "label": "Rebuild this report without retraining:",
-                                 "text": "cifarlens report " + shlex.quote(str(study_dir))})
+    out.append(_table(["Item", "Value"], rrows, align="ll", caption="Environment"))
+    out.append({"type": "code", "label": "Command that produced this study:",
+                "text": _s(v.sm.get("command"), "not recorded")})
+    out.append({"type": "code", "label": "Rebuild this report without retraining:",
+                "text": "cifarlens report " + shlex.quote(str(v.study_dir))})
+    return out
 
+
+def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
+    """All report content as plain, already-formatted strings, shared by both templates."""
+    from . import __version__
+
+    v = _View(summary, study_dir)
+    builders = {sid: globals()["_sec_" + sid.replace("-", "_")] for sid, _ in SECTIONS}
     sections = []
     for i, (sid, title) in enumerate(SECTIONS, 1):
         heading = f"{i} {title}"
         sections.append({"id": sid, "num": i, "title": title, "heading": heading,
-                         "slug": _gh_slug(heading), "blocks": S[sid]})
-    if placed["appendix"]:
+                         "slug": _gh_slug(heading), "blocks": builders[sid](v)})
+    if v.placed["appendix"]:
         heading = "Appendix: other figures"
         sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,
                          "slug": _gh_slug(heading),
-                         "blocks": [{"type": "figure", "fig": f} for f in placed["appendix"]]})
-    from . import __version__
-
+                         "blocks": [{"type": "figure", "fig": f} for f in v.placed["appendix"]]})
     return {
-        "title": _s(sm.get("title"), "cifarlens study"),
-        "created": _s(sm.get("created")),
-        "subtitle": f"{dataset}: baseline vs variant ({change_text})",
-        "generated": generated,
-        "dataset": dataset,
+        "title": _s(v.sm.get("title"), "cifarlens study"),
+        "created": _s(v.sm.get("created")),
+        "subtitle": f"{v.dataset}: baseline vs variant ({v.change_text})",
+        "generated": v.generated,
+        "dataset": v.dataset,
         "sections": sections,
         "version": __version__,
     }
@@ -1038,33 +1110,29 @@ def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str) -> str:
         return (f"The change ({ckey}) adds no parameters or FLOPs: any gain is free at "
                 "inference time.")
     dp = pb - pa
-    out = (f"The variant has {fmt_int(abs(dp))} {'more' if dp > 0 else 'fewer'} parameters "
-           f"({dp / pa * 100:+.2f}%)")
-    if fa and fb is not None:
+    if dp == 0:
+        out = "The variant has the same number of parameters"
+    else:
+        out = f"The variant has {fmt_int(abs(dp))} {'more' if dp > 0 else 'fewer'} parameters"
+        if pa:  # a relative change needs a nonzero base
+            out += f" ({dp / pa * 100:+.2f}%)"
+    if fa and fb is not None and fa != fb:
         out += f" and {(fb - fa) / fa * 100:+.2f}% FLOPs"
     return out + " than the baseline."
 
 
-def _reflection(sm: dict[str, Any], base: dict[str, Any], var: dict[str, Any],
-                acc: dict[str, Any], mc: dict[str, Any], fails: dict[str, Any],
-                explain: dict[str, Any], seeds: dict[str, Any] | None, change_text: str,
-                dataset: str, generated: bool) -> list[str]:
+def _reflection(v: _View) -> list[str]:
     """Observations generated from the numbers, in the seed report's reflection spirit."""
-    bt, vt = _d(base.get("test")), _d(var.get("test"))
-    diff = acc.get("diff", _diff(bt.get("top1"), vt.get("top1")))
-    verdict = change_verdict(diff, acc.get("lo"), acc.get("hi"), mc.get("p_value"))
+    bt, vt, fails, explain = v.bt, v.vt, v.fails, v.explain
     lead = {"rose": "The change helped", "fell": "The change hurt",
             "no_change": "The change made no significant difference",
             "borderline": "The evidence on the change is borderline",
-            "unknown": "The change's effect could not be tested"}[verdict]
-    out = [f"{lead}: with {change_text}, " + describe_change(
-        diff, acc.get("lo"), acc.get("hi"), mc.get("p_value"), level=acc.get("level", 0.95),
-        before=bt.get("top1"), after=vt.get("top1")) + "."]
+            "unknown": "The change's effect could not be tested"}[v.verdict()]
+    out = [f"{lead}: with {v.change_text}, {v.accuracy_change()}."]
     out.append(describe_calibration_change(bt.get("ece"), vt.get("ece"),
-                                           _d(sm.get("comparison")).get("ece_change")))
-    trk = _d(fails.get("tracking"))
-    if trk:
-        out.append(describe_tracking(trk))
+                                           v.comp.get("ece_change")))
+    if v.trk:
+        out.append(describe_tracking(v.trk))
     tw, cw, le = (num(fails.get(k)) for k in ("total_wrong", "confident_wrong",
                                                "label_error_suspects"))
     if tw and cw is not None:
@@ -1084,12 +1152,12 @@ def _reflection(sm: dict[str, Any], base: dict[str, Any], var: dict[str, Any],
     sc = _d(bt.get("superclass"))
     if sc:
         out.append(describe_superclass("baseline", sc))
-    if not seeds:
+    if not v.seeds_block:
         out.append("Only one training run per model was compared, so the result includes the "
                    "luck of one seed; repeat with several seeds before relying on a small "
                    "difference.")
-    if generated:
-        out.append(f"These results come from GENERATED data, not {dataset}: they show that the "
+    if v.generated:
+        out.append(f"These results come from GENERATED data, not {v.dataset}: they show that the "
                    "pipeline works, not how the models behave on real images.")
     return out
 
