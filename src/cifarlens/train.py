@@ -147,6 +147,64 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+# --- torch.compile (the GPU fast path) -------------------------------------------------------------
+
+# torch.compile's first call costs ~40-60 s for these models (Inductor, default mode; see
+# /work/shared/notes/anchors-training.md section 5). compile="auto" pays it only on CUDA and only
+# when it is at most COMPILE_MAX_SHARE of the estimated run: runs longer than ~8 minutes. A 50-epoch
+# paper run on an H200 (about a minute) therefore stays eager; "on"/"off" force the choice.
+COMPILE_COST_S = 50.0
+COMPILE_MAX_SHARE = 0.10
+
+
+def resolve_compile(mode: str, device_type: str, est_run_s: float | None = None) -> bool:
+    """Whether to compile the training model. Pure: `est_run_s` is the estimated (eager) time of
+    the rest of the run, None while it is unknown (then "auto" says no)."""
+    if mode not in ("auto", "on", "off"):
+        raise CifarlensError(f"--compile must be auto, on or off, got {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    return (device_type == "cuda" and est_run_s is not None
+            and COMPILE_COST_S <= COMPILE_MAX_SHARE * est_run_s)
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    # Batch shapes never change (Batches drops the last partial batch), so static shapes: one
+    # graph, no recompiles. Only the training forward/backward is compiled; evaluation stays on
+    # the eager module (eval mode and batch 1000 would cost a second compile for ~8% of the work).
+    return torch.compile(model, dynamic=False)
+
+
+class _CompileProbe:
+    """compile="auto" on CUDA: time ~20 eager steps early in the first epoch (after 4 warm-up steps,
+    which include cuDNN autotuning), estimate the rest of the run, and say whether to compile.
+    Under DDP the estimate is averaged over ranks so that every rank makes the same choice."""
+
+    def __init__(self, steps_per_epoch: int, steps_left: int, device: torch.device, d: Dist):
+        self.start = min(4, max(0, steps_per_epoch - 2))
+        self.end = min(self.start + 20, steps_per_epoch - 1)
+        self.steps_left, self.device, self.d = steps_left, device, d
+        self.t0 = 0.0
+        self.est_s: float | None = None
+
+    def after_step(self, i: int) -> bool | None:
+        """Call after step i of the first epoch; returns the decision once, else None."""
+        if i not in (self.start, self.end):
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # twice per run: host time = device time here
+        if self.end <= self.start:  # an epoch too short to time: a tiny run, stay eager
+            return False
+        if i == self.start:
+            self.t0 = time.perf_counter()
+            return None
+        per_step = (time.perf_counter() - self.t0) / max(1, self.end - self.start)
+        est = all_reduce_sum(torch.tensor([per_step * self.steps_left], dtype=torch.float64,
+                                          device=self.device), self.d).item() / self.d.world
+        self.est_s = est
+        return resolve_compile("auto", self.device.type, est)
+
+
 # --- distributed (torchrun) -----------------------------------------------------------------------
 
 
@@ -279,6 +337,11 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
 
     device = resolve_device(cfg.device, d.local_rank)
     precision = resolve_precision(cfg.precision, device)
+    if device.type == "cuda":
+        # Batch shapes are fixed (the last partial batch is dropped), so cuDNN's autotuner pays for
+        # itself after the first steps; TF32 for fp32 matmuls ("high") when precision is fp32.
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
     if precision == "bf16" and device.type == "cpu" and cfg.precision == "bf16" and not cpu_has_bf16():
         say("note: this CPU has no native bf16; bf16 will be slow")
     if data is None:
@@ -304,9 +367,10 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
         train_idx, val_idx = stratified_split(data.train_y, cfg.val_fraction, cfg.seed)
         used = train_idx if cfg.train_limit is None else \
             stratified_subset(data.train_y, train_idx, cfg.train_limit, cfg.seed)
-        mean, std = channel_stats(data.train_x[used])
-        if d.main:
+        if d.main:  # other ranks read norm.json after the barrier (saves ~1 GB of float64 each)
             from ._io import save_npz
+
+            mean, std = channel_stats(data.train_x[used])
 
             save_npz(out / "split.npz", train=train_idx, val=val_idx, train_used=used)
             write_json(out / "norm.json", {"mean": mean, "std": std, "computed_on": "train_used"})
@@ -370,7 +434,11 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
-    step_fn = _make_step(train_model, opt, sched, cfg, device, precision, total_steps)
+    compiled = resolve_compile(cfg.compile, device.type)  # "auto" decides after timing (probe)
+    step_fn = _make_step(compile_model(train_model) if compiled else train_model, opt, sched, cfg,
+                         device, precision, total_steps)
+    probe = _CompileProbe(steps, total_steps - start_epoch * steps, device, d) \
+        if cfg.compile == "auto" and device.type == "cuda" else None
 
     ckpt_dir = out / CKPT_DIR
     val_x, val_y = data.train_x[val_idx], torch.from_numpy(data.train_y[val_idx])
@@ -380,7 +448,8 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
         f"{cfg.batch_size}, {device} {precision}" + (f", {d.world} processes" if d.world > 1 else ""))
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout draws: same with or without resume
+            # dropout draws: same with or without resume; each rank its own (rank 0 = single process)
+            torch.manual_seed(cfg.seed * 1000 + epoch + 7919 * d.rank)
             model.train()
             t0 = time.perf_counter()
             sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
@@ -388,6 +457,13 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
                        disable=not progress, leave=False, dynamic_ncols=True, file=sys.stderr)
             for i, (xb, yb) in enumerate(batches.epoch(epoch)):
                 step_fn(xb, yb, sums)
+                if probe is not None and (go := probe.after_step(i)) is not None:
+                    if go:
+                        say(f"compiling the model (--compile auto: run estimated at "
+                            f"{_fmt_time(probe.est_s or 0)}, compile ~{COMPILE_COST_S:.0f} s)")
+                        step_fn = _make_step(compile_model(train_model), opt, sched, cfg, device,
+                                             precision, total_steps)
+                    probe = None
                 bar.update(1)
                 if epoch == start_epoch and i == min(9, steps - 1):
                     per_step = (time.perf_counter() - t0) / (i + 1)
