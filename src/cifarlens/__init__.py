@@ -1,3 +1,30 @@
-"""cifarlens: train, evaluate, explain and compare CIFAR CNNs in one reproducible study."""
+"""cifarlens: train, evaluate, explain and compare CIFAR CNNs in one reproducible study.
+
+The public Python API:
+    load_model(run_dir, which="best"|"last") -> (nn.Module in eval mode, config dict)
+    load_split(run_dir, "train"|"val"|"test") -> (normalized images, labels, dataset indices)
+    cifarlens.explain.gradcam(model, images, targets, layer=None) -> Tensor[N, H, W]
+Submodules (data, models, train, evaluate, failures, explain, stats, study, report) load lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["load_model", "load_split", "__version__"]
+
+_SUBMODULES = {"data", "models", "train", "runs", "evaluate", "failures", "explain",
+               "explanations", "metrics", "stats", "study", "report", "complexity", "synth",
+               "download"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("load_model", "load_split"):
+        from . import runs
+
+        return getattr(runs, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'cifarlens' has no attribute {name!r}")

@@ -1,0 +1,127 @@
+"""evaluate, failures and the CLI around them, on the shared smoke run of generated data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlens.errors import CifarlensError
+from cifarlens.evaluate import evaluate, load_predictions
+from cifarlens.failures import class_thresholds, find_failures, rank_failures
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, smoke_run):
+    import shutil
+
+    run = tmp_path_factory.mktemp("eval") / "run"
+    shutil.copytree(smoke_run, run)
+    evaluate(run, ("val", "test"), device="cpu", log=lambda m: None)
+    find_failures(run, "test", log=lambda m: None)
+    return run
+
+
+def test_evaluate_writes_predictions_metrics_and_figures(evaluated):
+    from sklearn.metrics import accuracy_score
+
+    p = load_predictions(evaluated, "test")
+    assert p["logits"].shape == (1000, 100) and p["indices"].tolist() == list(range(1000))
+    m = json.loads((evaluated / "metrics_test.json").read_text())
+    assert m["top1"] == pytest.approx(accuracy_score(p["labels"], p["pred"]))
+    assert np.array(m["confusion_matrix"]).sum() == 1000
+    assert 0.0 < m["ece"] < 1 and m["temperature_scaling"]["fitted_on"] == "val"
+    # temperature fitted on val must not make test NLL much worse
+    assert m["temperature_scaling"]["nll_after"] <= m["temperature_scaling"]["nll_before"] + 0.05
+    assert 0 <= m["superclass"]["within_superclass_share"] <= 1
+    assert m["superclass"]["chance_share"] == pytest.approx(4 / 99)
+    for rel in m["figures"].values():
+        assert (evaluated / rel).read_bytes()[:4] == b"\x89PNG"
+    index = json.loads((evaluated / "analysis.json").read_text())
+    assert {"evaluate_val", "evaluate_test", "failures_test"} <= set(index)
+
+
+def test_saved_logits_equal_a_fresh_forward_pass(evaluated):
+    from cifarlens.runs import load_model, load_split
+
+    model, _ = load_model(evaluated, "best")
+    x, y, _ = load_split(evaluated, "test")
+    with torch.no_grad():
+        fresh = model(x[:64]).numpy()
+    assert np.allclose(fresh, load_predictions(evaluated, "test")["logits"][:64], atol=1e-4)
+
+
+def test_failures_are_ranked_and_flag_flipped_labels(evaluated, synth100):
+    f = json.loads((evaluated / "failures_test.json").read_text())
+    fails = f["failures"]
+    p = load_predictions(evaluated, "test")
+    assert f["total_wrong"] == int((p["pred"] != p["labels"]).sum()) == len(fails)
+    conf = [x["confidence"] for x in fails]
+    assert conf == sorted(conf, reverse=True)
+    assert all(x["true_name"] != x["pred_name"] and x["true_rank"] >= 2 for x in fails)
+    # the generated test set has 5% deliberately flipped labels: the flag should find them
+    info = json.loads((synth100 / "cifar-100-python" / "cifarlens-synth.json").read_text())
+    flipped = {r["index"] for r in info["flipped_labels"]["test"]}
+    suspects = {x["index"] for x in fails if x["label_error_suspect"]}
+    assert len(suspects & flipped) >= 0.5 * len(flipped)
+    assert len(suspects & flipped) >= 0.5 * len(suspects)
+
+
+def test_rank_failures_orders_by_confidence_then_margin():
+    probs = np.array([
+        [0.10, 0.80, 0.10],  # wrong (label 0), conf .8, margin .7
+        [0.05, 0.15, 0.80],  # wrong (label 0), conf .8, margin .65
+        [0.90, 0.05, 0.05],  # right
+        [0.00, 0.95, 0.05],  # wrong (label 2), conf .95
+    ])
+    labels = np.array([0, 0, 0, 2])
+    r = rank_failures(labels, probs, np.array([10, 11, 12, 13]), ["a", "b", "c"])
+    assert [x["index"] for x in r] == [13, 10, 11]
+    assert r[0]["true_prob"] == pytest.approx(0.05) and r[0]["true_rank"] == 2
+    assert r[1]["margin"] == pytest.approx(0.7)
+
+
+def test_label_error_flag_needs_confident_prediction_and_tiny_true_probability():
+    probs = np.array([
+        [0.90, 0.10, 0.00],  # class 0 images: self-confidence ~0.9
+        [0.80, 0.20, 0.00],
+        [0.01, 0.99, 0.00],  # class 1 images
+        [0.00, 0.98, 0.02],
+        [0.99, 0.005, 0.005],  # labelled 1, model is sure it is 0: suspect
+        [0.60, 0.39, 0.01],  # labelled 1, model unsure: a model error, not a label error
+    ])
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    t = class_thresholds(labels, probs)
+    assert t[0] == pytest.approx(0.85)
+    r = {x["index"]: x for x in rank_failures(labels, probs, np.arange(6), ["a", "b", "c"])}
+    assert r[4]["label_error_suspect"] and not r[5]["label_error_suspect"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "cifarlens", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_bad_runs_give_one_clear_line(tmp_path, run_copy):
+    for args in (["evaluate", str(tmp_path / "missing")], ["failures", str(tmp_path)],
+                 ["explain", str(tmp_path / "nope")]):
+        r = _cli(*args)
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not a cifarlens run" in lines[0] and "Traceback" not in r.stderr
+    r = _cli("evaluate", str(run_copy), "--split", "train")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "val" in r.stderr
+    # a checkpoint from another model
+    cfg = json.loads((run_copy / "config.json").read_text())
+    cfg["model"] = "baseline"
+    (run_copy / "config.json").write_text(json.dumps(cfg))
+    r = _cli("evaluate", str(run_copy))
+    assert r.returncode == 1 and "does not match its config" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_predictions_are_explained(run_copy):
+    with pytest.raises(CifarlensError, match="cifarlens evaluate"):
+        load_predictions(run_copy, "test")
