@@ -375,6 +375,23 @@ def test_multi_seed_block_rendered(tmp_path, pngs, shape):
     assert "no seed-to-seed variance" in text and "significant at" not in text
 
 
+def test_producer_key_variants(tmp_path, pngs):
+    """Shapes the real producers emit: stats.per_class_changes rows (acc_a/acc_b, with
+    before/after None), config values of None, failures with no variant block."""
+    s = make_summary()
+    s["comparison"]["per_class"]["improved"] = [
+        {"class": 3, "name": "trout", "n": 10, "acc_a": 0.3, "acc_b": 0.9, "delta": 0.6,
+         "before": None, "after": None}]
+    s["config"]["train_limit"] = None
+    s["change"] = {"key": "train_limit", "baseline": None, "variant": 4000}
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in (h, m):
+        assert "30.00%" in doc and "90.00%" in doc and "+60.00" in doc
+        assert "train" in doc and "not set → 4000" in doc
+    assert re.search(r'<tr class="hl"><td class="txt">train_limit</td><td class="txt">not set</td>'
+                     r'<td class="txt">4000</td></tr>', h)
+
+
 def test_complexity_sentence():
     same = {"params": 100, "flops": 1000}
     assert "adds no parameters or FLOPs" in R._describe_cost(same, same, "augment")

@@ -59,6 +59,7 @@ __all__ = [
 
 ALPHA = 0.05
 NA = "n/a"
+UNSET = "not set"  # a config value of None
 MAX_FIGURE_BYTES = 25 * 1024 * 1024  # a bigger "figure" is surely not one of ours
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -390,7 +391,7 @@ def describe_tracking(tracking: dict[str, Any]) -> str:
         return "No baseline failures were tracked through the variant."
     fixed, still, other = (int(num(tracking.get(k)) or 0)
                            for k in ("fixed", "still_wrong", "other_wrong"))
-    return (f"Of the {int(n)} confident baseline failures tracked, the variant fixed {fixed} "
+    return (f"Of the {int(n)} most confident baseline failures tracked, the variant fixed {fixed} "
             f"({fmt_pct(fixed / n)}), kept the same wrong prediction for {still} and changed "
             f"{other} to another wrong class.")
 
@@ -602,8 +603,9 @@ class _View:
         self.cfg = _d(sm.get("config"))
         self.dataset = DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
         self.generated = sm.get("data_source") == "generated"
-        self.ckey, self.cbase, self.cvar = (_s(self.change.get(k))
-                                            for k in ("key", "baseline", "variant"))
+        self.ckey = _s(self.change.get("key"))
+        # None is a real setting value here (e.g. train_limit=None: use all images)
+        self.cbase, self.cvar = (_s(self.change.get(k), UNSET) for k in ("baseline", "variant"))
         self.change_text = f"{self.ckey}: {self.cbase} → {self.cvar}"
         self.diff = self.acc.get("diff", _diff(self.bt.get("top1"), self.vt.get("top1")))
         self.figs_in = _d(sm.get("figures"))
@@ -731,9 +733,9 @@ def _sec_training_setup(v: _View) -> list[Block]:
     for i, k in enumerate(keys):
         if k == v.ckey:
             hl.add(i)
-            crow.append([k, _s(v.cfg.get(k, v.change.get("baseline"))), v.cvar])
+            crow.append([k, _s(v.cfg.get(k, v.change.get("baseline")), UNSET), v.cvar])
         else:
-            crow.append([k, _s(v.cfg.get(k)), _s(v.cfg.get(k))])
+            crow.append([k, _s(v.cfg.get(k), UNSET), _s(v.cfg.get(k), UNSET)])
     if crow:
         out.append(_table(["Setting", "Baseline", "Variant"], crow,
                           align="lll", highlight=hl, caption="Configuration"))
@@ -850,9 +852,15 @@ def _sec_failure_cases(v: _View) -> list[Block]:
         out.append(_p(text))
         le = num(v.fails.get("label_error_suspects"))
         if le is not None:
+            # The count is over all errors (failures.py applies the rule to every one).
+            shown = [f for f in v.top if f.get("label_error_suspect")]
             out.append(_p(
-                f"{fmt_int(le)} of the {fmt_int(cw)} confident failures are flagged as "
-                "label-error suspects: the image may be mislabelled rather than misclassified."))
+                f"{fmt_int(le)} of the {fmt_int(tw)} errors are flagged as label-error suspects "
+                "(the confident-learning rule: the predicted class is as probable as that class "
+                "usually is on its own images, and the given label gets almost no probability), "
+                "so the image may be mislabelled rather than misclassified"
+                + (f"; {len(shown)} of the {len(v.top)} failures listed below are." if v.top
+                   else ".")))
     else:
         out.append(_note("Failure analysis was not computed."))
     out += v.figs("failure-cases", "failure_gallery")
@@ -865,8 +873,8 @@ def _sec_failure_cases(v: _View) -> list[Block]:
               fmt_pct(f.get("true_prob")), _s(f.get("true_rank")),
               "yes" if f.get("label_error_suspect") else "no"] for f in v.top],
             align="rrllrrrrl",
-            highlight={i for i, f in enumerate(v.top) if f.get("label_error_suspect")},
-            caption="Top confident failures (margin: top-1 minus top-2 probability)"))
+            caption="The baseline's most confident failures, ranked by confidence (margin: "
+                    "top-1 minus top-2 probability; P(true): probability of the given label)"))
     pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
     if pce:
         out.append(_table(
@@ -886,8 +894,10 @@ def _sec_grad_cam(v: _View) -> list[Block]:
         out += v.figs("grad-cam", "gradcam_failures")
         faith = _d(v.explain.get("faithfulness"))
         if faith:
-            labels = {"gradcam": "Grad-CAM order", "random": "Random order",
-                      "failures": "Grad-CAM on failures", "correct": "Grad-CAM on correct"}
+            labels = {"gradcam": "Grad-CAM order (reference images)",
+                      "random": "Random order (same images)",
+                      "failures": "Grad-CAM order, failures",
+                      "correct": "Grad-CAM order, correct predictions"}
             out.append(_h3("Faithfulness"))
             out.append(_table(
                 ["Pixel order", "Deletion AUC (lower = better)", "Insertion AUC (higher = better)"],
@@ -908,9 +918,10 @@ def _sec_grad_cam(v: _View) -> list[Block]:
         out.append(_p(describe_border(bs)))
         pg = _d(v.explain.get("pointing_game"))
         if pg:
+            on = f", measured on {_s(pg.get('on'))}" if pg.get("on") else ""
             out.append(_p(
                 f"Pointing game: the Grad-CAM maximum falls inside the recorded object box for "
-                f"{fmt_pct(pg.get('hit_rate'))} of {fmt_int(pg.get('n'))} images."))
+                f"{fmt_pct(pg.get('hit_rate'))} of {fmt_int(pg.get('n'))} images{on}."))
         else:
             out.append(_note("The pointing game was not computed (it needs object boxes, "
                              "which only generated data records)."))
@@ -943,7 +954,7 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
             align="rrllrlrrl",
             highlight={i for i, f in enumerate(tracked)
                        if _d(f.get("variant")).get("status") == "fixed"},
-            caption="Each confident baseline failure, re-evaluated by the variant "
+            caption="Each tracked baseline failure, re-evaluated by the variant "
                     "(fixed rows highlighted)"))
     else:
         out.append(_note("Failure tracking was not computed."))
@@ -992,7 +1003,9 @@ def _sec_comparison(v: _View) -> list[Block]:
         if items:
             out.append(_table(
                 ["Class", "Baseline", "Variant", "Change (points)"],
-                [[_s(x.get("name")), fmt_pct(x.get("before")), fmt_pct(x.get("after")),
+                # stats.per_class_changes calls them acc_a / acc_b: accept either name
+                [[_s(x.get("name")), fmt_pct(_first(x, "before", "acc_a")),
+                  fmt_pct(_first(x, "after", "acc_b")),
                   fmt_points(x.get("delta"), signed=True)] for x in items],
                 caption=title + " (test accuracy per class)"))
     if pc.get("improved") or pc.get("worsened"):
@@ -1014,6 +1027,13 @@ def _sec_comparison(v: _View) -> list[Block]:
     out.append(_p(describe_seeds(v.seeds_block, ALPHA, _l(v.sm.get("seeds")))))
     ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.base.get("per_seed"))}
     ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.var.get("per_seed"))}
+    per_seed_mc = [_d(x) for x in _l(_d(v.seeds_block).get("mcnemar_per_seed"))]
+    if per_seed_mc:
+        out.append(_table(
+            ["Seed", "Baseline only right", "Variant only right", "McNemar p"],
+            [[_s(x.get("seed")), fmt_int(x.get("a_only")), fmt_int(x.get("b_only")),
+              fmt_p(x.get("p_value"))] for x in per_seed_mc],
+            caption="McNemar's exact test within each seed"))
     if len(ps_a) > 1 or len(ps_b) > 1:
         out.append(_table(["Seed", "Baseline test top-1", "Variant test top-1"],
                           [[s, fmt_pct(ps_a.get(s)), fmt_pct(ps_b.get(s))]
@@ -1085,6 +1105,11 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     }
 
 
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    """The first of `keys` whose value is not None."""
+    return next((d[k] for k in keys if d.get(k) is not None), None)
+
+
 def _diff(a: Any, b: Any) -> float | None:
     fa, fb = num(a), num(b)
     return None if fa is None or fb is None else fb - fa
@@ -1140,10 +1165,12 @@ def _reflection(v: _View) -> list[str]:
                    f"{fmt_int(tw)}) come with confidence ≥ "
                    f"{fmt_pct(fails.get('confident_threshold'))}; these are the dangerous "
                    "failures in deployment, because nothing in the output flags them.")
-    if le is not None and cw:
-        out.append(f"{fmt_int(le)} of the {fmt_int(cw)} confident failures "
-                   f"({fmt_pct(le / cw)}) look like label errors, so part of the 'failure' "
-                   "rate is the dataset's, not the model's.")
+    if le is not None and tw:
+        out.append(f"{fmt_int(le)} of the baseline's {fmt_int(tw)} errors ({fmt_pct(le / tw)}) "
+                   "look like label errors, so part of the measured error rate may be the "
+                   "dataset's, not the model's." if le else
+                   f"None of the baseline's {fmt_int(tw)} errors was flagged as a likely label "
+                   "error.")
     bs = _d(explain.get("border_share"))
     if bs:
         out.append(describe_border(bs))
