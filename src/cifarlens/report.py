@@ -89,7 +89,7 @@ FIGURES: dict[str, tuple[str, str]] = {
     "reliability": ("calibration", "Reliability diagram: accuracy against confidence"),
     "confidence_hist": ("calibration", "Confidence histograms of right and wrong predictions"),
     "failure_gallery": ("failure-cases", "The baseline's most confident test failures"),
-    "gradcam_failures": ("grad-cam", "Grad-CAM of the predicted class on confident failures"),
+    "gradcam_failures": ("grad-cam", "Grad-CAM of the baseline's most confident failures"),
     "deletion_insertion": ("grad-cam", "Deletion and insertion curves: Grad-CAM vs random order"),
     "gradcam_tracking": (
         "constrained-improvement",
