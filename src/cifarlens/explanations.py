@@ -162,7 +162,7 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     return result
 
 
-BORDER = 6  # px: the outer ring of a 32x32 image (~61% of its pixels)
+BORDER = X.DEFAULT_BORDER  # px: the outer ring of a 32x32 image (4 px = 43.75% of its pixels)
 
 
 def _layer_name(model: torch.nn.Module) -> str:

@@ -297,8 +297,8 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
 
 
 def _pc(r: dict) -> dict:
-    return {"name": r.get("name"), "before": r.get("before"), "after": r.get("after"),
-            "delta": r.get("delta")}
+    return {"name": r["name"], "n": r["n"], "before": r["acc_a"], "after": r["acc_b"],
+            "delta": r["delta"]}
 
 
 def _correct_pair(runs, seed) -> tuple[np.ndarray, np.ndarray]:
