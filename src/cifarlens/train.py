@@ -97,6 +97,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.model in MODELS, f"unknown model {cfg.model!r}; choose from: {', '.join(MODELS)}"),
         (cfg.augment in AUGMENTS, f"unknown augment {cfg.augment!r}; choose from: {', '.join(AUGMENTS)}"),
         (cfg.epochs >= 1, "--epochs must be at least 1"),
+        (0 <= cfg.seed < 2**32, "--seed must be an integer from 0 to 4294967295"),
         (cfg.batch_size >= 1, "--batch-size must be at least 1"),
         (cfg.lr > 0 and math.isfinite(cfg.lr), "--lr must be a positive number"),
         (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
@@ -480,6 +481,10 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
                     f"checkpoint is kept in {ckpt_dir} (try a lower --lr)")
             train_time = time.perf_counter() - t0
             vl = _validate(model, val_x, val_y, mean, std, cfg, device, precision, d)
+            if not math.isfinite(vl["val_loss"]):  # the epoch's last steps broke the weights
+                raise CifarlensError(
+                    f"training diverged: validation loss became {vl['val_loss']} in epoch "
+                    f"{epoch + 1}; the last good checkpoint is kept in {ckpt_dir} (try a lower --lr)")
             row = {"epoch": epoch + 1, "train_loss": tr_loss / tr_n, "train_acc": tr_correct / tr_n,
                    **vl, "lr": opt.param_groups[0]["lr"], "epoch_time": time.perf_counter() - t0,
                    "train_time": train_time, "images_per_s": tr_n / train_time}
@@ -506,6 +511,10 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
     except KeyboardInterrupt:
         say(f"interrupted: {out} keeps every complete epoch; continue with --resume")
         raise
+    if d.main and history and start_epoch >= cfg.epochs:
+        # killed after the last checkpoint, before the files that follow it: finish those
+        prune_checkpoints(out)
+        write_history(out, history)
     summary = {"finished": True, "epochs": cfg.epochs, "best_epoch": best_epoch,
                "best_val_acc": best_acc, "final": history[-1] if history else None,
                "wall_time_s": time.perf_counter() - run_start}
