@@ -60,8 +60,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CifarlensError(f"cannot load checkpoint {path}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        text = str(e)
+        if m := re.search(r"GLOBAL (\S+)", text):
+            # Not torch's advice (weights_only=False): that is exactly what must never be done.
+            raise CifarlensError(f"refusing to load checkpoint {path}: it contains a forbidden "
+                                 f"global ({m.group(1)}); it was tampered with or is not a "
+                                 "cifarlens checkpoint") from None
+        first = "" if text.startswith("Weights only load failed") else (text.splitlines() or [""])[0]
+        raise CifarlensError(f"cannot load checkpoint {path}: {type(e).__name__}: {first}") from None
 
 
 def epoch_checkpoints(run: Path) -> list[Path]:
@@ -85,9 +91,17 @@ def latest_good_checkpoint(run: Path, warn=None) -> tuple[Path, dict] | None:
 
 
 def prune_checkpoints(run: Path, keep: int = 2) -> None:
+    """Keep the newest `keep` epoch checkpoints; also drop temp files a killed write left.
+
+    Only the lock holder calls this, after its own writes finished, so no temp file is live.
+    """
     for p in epoch_checkpoints(run)[keep:]:
         for q in (p, p.with_name(p.name + ".sha256")):
             q.unlink(missing_ok=True)
+    d = Path(run) / CKPT_DIR
+    if d.is_dir():
+        for t in d.glob(".*.tmp"):
+            t.unlink(missing_ok=True)
 
 
 def require_run(run: str | os.PathLike) -> Path:
