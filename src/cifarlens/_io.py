@@ -112,7 +112,10 @@ class RunLock:
         self._held = False
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. under a regular file, read-only, or a name too long
+            raise CifarlensError(f"cannot create {self.path.parent}: {e.strerror or e}") from None
         me = f"{socket.gethostname()} {os.getpid()}"
         for _ in range(2):
             try:
