@@ -11,11 +11,17 @@ from pathlib import Path
 from .errors import CifarlensError
 
 
+def _one_line(message: object) -> str:
+    """A message for one terminal line: newlines, escapes and other control characters (which
+    may come from the user's own arguments or paths) are shown escaped, never acted on."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(message))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument on one line (usage stays behind --help)."""
 
     def error(self, message: str):  # type: ignore[override]
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {_one_line(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -37,6 +43,22 @@ def _nonneg_int(s: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
     return v
+
+
+def _int_range(lo: int, hi: int):
+    """An integer type with bounds, for counts that size memory or work before any file is read
+    (a huge --seeds or --train-per-class would otherwise exhaust memory instead of failing)."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {s!r}")
+        return v
+
+    return parse
 
 
 def _finite_float(s: str) -> float:
@@ -257,7 +279,8 @@ def _register_analysis(sub) -> None:
     s.add_argument("--change", default="augment=crop-flip",
                    help="the ONE training setting the variant changes, KEY=VALUE "
                         "(default augment=crop-flip)")
-    s.add_argument("--seeds", type=_positive_int, default=1, help="repeat both arms with N seeds")
+    s.add_argument("--seeds", type=_int_range(1, 1000), default=1,
+                   help="repeat both arms with N seeds")
     s.add_argument("--top", type=_positive_int, default=12, help="failures to explain and track")
     s.set_defaults(func=cmd_study)
 
@@ -304,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = dsub.add_parser("synth", help="write a small generated dataset in the official format")
     s.add_argument("--out", required=True, help="folder to write into")
     s.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
-    s.add_argument("--train-per-class", type=_positive_int)
-    s.add_argument("--test-per-class", type=_positive_int)
+    s.add_argument("--train-per-class", type=_int_range(1, 10_000))
+    s.add_argument("--test-per-class", type=_int_range(1, 10_000))
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--label-noise", type=_finite_float, default=0.0,
                    help="fraction of test labels to corrupt (recorded), for label-error checks")
@@ -335,14 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CifarlensError as e:
-        print(f"cifarlens: error: {e}", file=sys.stderr)
+        print(f"cifarlens: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("cifarlens: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # e.g. permission denied on a path the user gave
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"cifarlens: error:{where} {e.strerror or e}", file=sys.stderr)
+        print(_one_line(f"cifarlens: error:{where} {e.strerror or e}"), file=sys.stderr)
         return 1
 
 
