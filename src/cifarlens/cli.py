@@ -203,7 +203,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
     from .explanations import explain_run
 
     r = explain_run(a.run, a.split, failures=a.failures, indices=a.indices, target=a.target,
-                    all_images=a.all)
+                    all_images=a.all, layer=a.layer)
     print(f"wrote {a.run}/explanations_{a.split}.npz ({r['explained']} images)")
     return 0
 
@@ -270,6 +270,8 @@ def _register_analysis(sub) -> None:
     g.add_argument("--all", action="store_true", help="explain every image of the split")
     x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
     x.add_argument("--method", choices=["gradcam"], default="gradcam")
+    x.add_argument("--layer", metavar="NAME",
+                   help="module to explain, e.g. features.20 (default: the last conv layer)")
     x.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("study", help="baseline vs one change: train, evaluate, explain, compare, report")

@@ -48,7 +48,7 @@ def object_boxes(run: Path, split: str, indices: np.ndarray) -> np.ndarray | Non
 def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
-                log=print) -> dict[str, Any]:
+                layer: str | None = None, log=print) -> dict[str, Any]:
     from .evaluate import analysis_index_update, load_predictions, run_data, split_arrays
     from .runs import load_model, require_run
 
@@ -60,6 +60,7 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     data = run_data(run)
     images, labels, ds_idx = split_arrays(run, data, split)
     model, _ = load_model(run, "best")
+    cam_layer = resolve_layer(model, layer)
     norm = read_json(run / "norm.json")
     mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
 
@@ -84,7 +85,7 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     pred, true = p["pred"][pos], labels[pos]
     x = normalized(pos)
     maps_pred, maps_true = X.gradcam_pair(model, x, torch.from_numpy(pred), torch.from_numpy(true),
-                                          batch_size=batch_size)
+                                          cam_layer, batch_size=batch_size)
     if target == "predicted":
         maps_true = None
     elif target == "true":
@@ -116,13 +117,14 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                                      replace=False)) if len(correct_pos) else correct_pos
     fail_pos = pos[is_fail] if maps_pred is not None else np.array([], dtype=np.int64)
     result: dict[str, Any] = {"split": split, "explained": int(len(pos)),
-                              "layer": _layer_name(model), "target": target}
+                              "layer": _layer_name(model, cam_layer), "target": target}
     groups = {}
     if len(fail_pos):
         groups["failures"] = (fail_pos, maps_pred[is_fail])
     if len(correct_pos):
         xc = normalized(correct_pos)
-        mc = X.gradcam(model, xc, torch.from_numpy(p["pred"][correct_pos]), batch_size=batch_size)
+        mc = X.gradcam(model, xc, torch.from_numpy(p["pred"][correct_pos]), cam_layer,
+                       batch_size=batch_size)
         groups["correct"] = (correct_pos, mc)
     faith: dict[str, Any] = {}
     border: dict[str, Any] = {"border_px": BORDER}
@@ -165,8 +167,19 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
 BORDER = X.DEFAULT_BORDER  # px: the outer ring of a 32x32 image (4 px = 43.75% of its pixels)
 
 
-def _layer_name(model: torch.nn.Module) -> str:
-    layer = X.find_cam_layer(model)
+def resolve_layer(model: torch.nn.Module, name: str | None) -> torch.nn.Module:
+    """A layer by its module name (e.g. `features.10`); None means the model's Grad-CAM layer."""
+    if name is None:
+        return X.find_cam_layer(model)
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        convs = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d | torch.nn.ReLU)
+                 and n.startswith("features")]
+        raise CifarlensError(f"no layer {name!r} in this model; choose from: {', '.join(convs)}")
+    return modules[name]
+
+
+def _layer_name(model: torch.nn.Module, layer: torch.nn.Module) -> str:
     for name, mod in model.named_modules():
         if mod is layer:
             return name
