@@ -199,7 +199,7 @@ def test_batches_are_seeded_normalized_and_drop_the_remainder():
     e0 = [t.clone() for t, _ in b.epoch(0)]
     e0b = [t.clone() for t, _ in b.epoch(0)]
     e1 = [t.clone() for t, _ in b.epoch(1)]
-    assert all(torch.equal(a, c) for a, c in zip(e0, e0b))
+    assert all(torch.equal(a, c) for a, c in zip(e0, e0b, strict=True))
     assert not torch.equal(e0[0], e1[0])
     plain = Batches(x, y, 70, mean, std, device=torch.device("cpu"))
     xb, yb = next(plain.epoch(0))

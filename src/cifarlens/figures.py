@@ -19,6 +19,8 @@ def style() -> None:
         "figure.dpi": 100, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize": 10,
         "axes.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
         "axes.spines.right": False, "legend.frameon": False, "image.cmap": "viridis",
+        # Class names and paths are data, never markup: no mathtext anywhere in our figures.
+        "text.parse_math": False, "text.usetex": False,
     })
 
 
@@ -29,6 +31,5 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def safe_text(s: object) -> str:
-    """A label as plain text for matplotlib: no mathtext ($), no control characters."""
-    text = "".join(ch for ch in str(s) if ch.isprintable())
-    return text.replace("$", r"\$")
+    """A label as plain text: no control characters (mathtext is off in `style()`)."""
+    return "".join(ch for ch in str(s) if ch.isprintable())
