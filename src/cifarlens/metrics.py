@@ -473,6 +473,37 @@ def summarize(
 # --------------------------------------------------------------------------- figures
 
 
+
+def decorate_class_matrix(ax: Any, names: Sequence[str], order: np.ndarray, groups: Any,
+                          group_names: Sequence[str] | None, *, line_color: str) -> None:
+    """Class tick labels in `order`; with `groups`, block lines and superclass labels on the
+    top and right axes. Shared by every class-by-class matrix figure."""
+    c = len(order)
+    fs = float(min(8.0, max(3.0, 500.0 / c)))
+    ticks = np.arange(c)
+    ax.set_xticks(ticks, [names[i] for i in order], rotation=90, fontsize=fs)
+    ax.set_yticks(ticks, [names[i] for i in order], fontsize=fs)
+    ax.tick_params(length=0)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    if groups is None:
+        return
+    gnames = None if group_names is None else [str(s) for s in group_names]
+    runs = _group_runs(groups[order])
+    for start, _, _ in runs[1:]:
+        ax.axhline(start - 0.5, color=line_color, lw=0.6)
+        ax.axvline(start - 0.5, color=line_color, lw=0.6)
+    centres = [(a + b - 1) / 2 for a, b, _ in runs]
+    labels = [gnames[g] if gnames and g < len(gnames) else f"group {g}" for _, _, g in runs]
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(centres, labels, rotation=90, fontsize=max(fs, 6.0))
+    top.tick_params(length=0)
+    top.set_xlabel("Predicted superclass")
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(centres, labels, fontsize=max(fs, 6.0))
+    right.tick_params(length=0)
+    right.set_ylabel("True superclass")
+
 def _group_runs(group_ids: np.ndarray) -> list[tuple[int, int, int]]:
     """(start, stop, group) for each run of equal consecutive group ids."""
     runs, start = [], 0
@@ -529,29 +560,7 @@ def plot_confusion(
     # sqrt scale: off-diagonal shares of 1-5% stay visible next to a 0.8 diagonal.
     im = ax.imshow(share, norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest")
     ax.grid(False)
-    fs = float(min(8.0, max(3.0, 500.0 / c)))
-    ticks = np.arange(c)
-    ax.set_xticks(ticks, [names[i] for i in order], rotation=90, fontsize=fs)
-    ax.set_yticks(ticks, [names[i] for i in order], fontsize=fs)
-    ax.tick_params(length=0)
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    if groups is not None:
-        gnames = None if group_names is None else [str(s) for s in group_names]
-        runs = _group_runs(groups[order])
-        for start, _, _ in runs[1:]:
-            ax.axhline(start - 0.5, color="white", lw=0.6)
-            ax.axvline(start - 0.5, color="white", lw=0.6)
-        centres = [(a + b - 1) / 2 for a, b, _ in runs]
-        labels = [gnames[g] if gnames and g < len(gnames) else f"group {g}" for _, _, g in runs]
-        top = ax.secondary_xaxis("top")
-        top.set_xticks(centres, labels, rotation=90, fontsize=max(fs, 6.0))
-        top.tick_params(length=0)
-        top.set_xlabel("Predicted superclass")
-        right = ax.secondary_yaxis("right")
-        right.set_yticks(centres, labels, fontsize=max(fs, 6.0))
-        right.tick_params(length=0)
-        right.set_ylabel("True superclass")
+    decorate_class_matrix(ax, names, order, groups, group_names, line_color="white")
     cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.5, pad=0.01)
     cb.set_label("share of the true class's samples (sqrt scale)")
     n = int(m.sum())

@@ -19,7 +19,14 @@ from scipy import stats as sps
 from ._io import save_figure
 from .errors import CifarlensError
 from .figures import COLORS, new_figure
-from .metrics import _as_bool, _as_cm, _check_order, _group_runs, _names, per_class_accuracy
+from .metrics import (
+    _as_bool,
+    _as_cm,
+    _check_order,
+    _names,
+    decorate_class_matrix,
+    per_class_accuracy,
+)
 
 PathLike = str | os.PathLike
 
@@ -272,29 +279,7 @@ def plot_confusion_difference(
     im = ax.imshow(shown, cmap="PuOr", norm=SymLogNorm(linthresh=1.0, vmin=-vmax, vmax=vmax),
                    interpolation="nearest")
     ax.grid(False)
-    fs = float(min(8.0, max(3.0, 500.0 / c)))
-    ticks = np.arange(c)
-    ax.set_xticks(ticks, [labels[i] for i in order], rotation=90, fontsize=fs)
-    ax.set_yticks(ticks, [labels[i] for i in order], fontsize=fs)
-    ax.tick_params(length=0)
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    if groups is not None:
-        gn = None if group_names is None else [str(s) for s in group_names]
-        runs = _group_runs(groups[order])
-        for start, _, _ in runs[1:]:
-            ax.axhline(start - 0.5, color="0.5", lw=0.5)
-            ax.axvline(start - 0.5, color="0.5", lw=0.5)
-        centres = [(s + e - 1) / 2 for s, e, _ in runs]
-        glabels = [gn[g] if gn and g < len(gn) else f"group {g}" for _, _, g in runs]
-        top = ax.secondary_xaxis("top")
-        top.set_xticks(centres, glabels, rotation=90, fontsize=max(fs, 6.0))
-        top.tick_params(length=0)
-        top.set_xlabel("Predicted superclass")
-        right = ax.secondary_yaxis("right")
-        right.set_yticks(centres, glabels, fontsize=max(fs, 6.0))
-        right.tick_params(length=0)
-        right.set_ylabel("True superclass")
+    decorate_class_matrix(ax, labels, order, groups, group_names, line_color="0.5")
     cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.5, pad=0.01)
     cb.set_label(f"change in count, {names[1]} − {names[0]} (symlog scale)")
     n = int(a.sum())
