@@ -478,11 +478,14 @@ def decorate_class_matrix(ax: Any, names: Sequence[str], order: np.ndarray, grou
                           group_names: Sequence[str] | None, *, line_color: str) -> None:
     """Class tick labels in `order`; with `groups`, block lines and superclass labels on the
     top and right axes. Shared by every class-by-class matrix figure."""
+    from .figures import safe_text
+
     c = len(order)
     fs = float(min(8.0, max(3.0, 500.0 / c)))
     ticks = np.arange(c)
-    ax.set_xticks(ticks, [names[i] for i in order], rotation=90, fontsize=fs)
-    ax.set_yticks(ticks, [names[i] for i in order], fontsize=fs)
+    shown = [safe_text(names[i]) for i in order]
+    ax.set_xticks(ticks, shown, rotation=90, fontsize=fs)
+    ax.set_yticks(ticks, shown, fontsize=fs)
     ax.tick_params(length=0)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")

@@ -66,6 +66,9 @@ def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
 
 def one_change_guard(a: TrainConfig, b: TrainConfig) -> str:
     """The seed's method rests on exactly one modification: refuse anything else."""
+    if a.seed != b.seed:
+        raise CifarlensError(f"baseline and variant must share the seed ({a.seed} vs {b.seed}); "
+                             "use --seeds N to repeat both arms over several seeds")
     diffs = config_differences(a, b)
     if len(diffs) != 1:
         what = "no setting" if not diffs else f"{len(diffs)} settings: {'; '.join(diffs)}"
