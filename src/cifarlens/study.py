@@ -362,7 +362,9 @@ def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Pa
         a, b = np.asarray(maps_a[r]), np.asarray(maps_b[r])
         vmax = max(float(a.max()), float(b.max()), 1e-12)
         axes[r, 0].imshow(images[r], interpolation="bicubic")
-        axes[r, 0].set_title(f"#{row['rank']} true: {safe_text(row['true_name'])}", fontsize=7)
+        flag = " [label?]" if row["label_error_suspect"] else ""
+        axes[r, 0].set_title(f"#{row['rank']} true: {safe_text(row['true_name'])}{flag}",
+                             fontsize=7, color="#b00020" if flag else "black")
         axes[r, 1].imshow(images[r], interpolation="bicubic")
         axes[r, 1].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
         axes[r, 1].set_title(f"baseline: {safe_text(row['pred_name'])} "
