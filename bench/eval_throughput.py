@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Evaluation and Grad-CAM throughput of the baseline model, with peak memory.
 
-Evaluation is `cifarlens.train.infer_logits` (eval mode, batch 1000 by default, the precision
-train.py would pick, or fp32) over a CIFAR-100-sized test set (10,000 uint8 images). Grad-CAM is
+Evaluation is `cifarlens.train.infer_logits` (eval mode, batch 1000 as train.py uses, or others
+with --batch-sizes; the precision train.py would pick, or fp32) over a CIFAR-100-sized test set (10,000 uint8 images). Grad-CAM is
 `cifarlens.explain.gradcam(model, images, targets, batch_size=256)` when that module exists;
 otherwise it is skipped with a message (and the JSON says so).
 
@@ -123,9 +123,9 @@ def child(a) -> dict:
     return out
 
 
-def spawn(a, part: str, precision: str | None = None) -> dict:
+def spawn(a, part: str, precision: str | None = None, batch_size: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--_child", part, "--device", a.device, "--measure",
-           str(a.measure), "--batch-size", str(a.batch_size), "--gradcam-batch",
+           str(a.measure), "--batch-size", str(batch_size or 1000), "--gradcam-batch",
            str(a.gradcam_batch)]
     if precision:
         cmd += ["--precision", precision]
@@ -143,7 +143,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--measure", type=int, default=2000,
                     help="images timed per pass (10000 = the whole test set, else scaled)")
-    ap.add_argument("--batch-size", type=int, default=1000, help="evaluation batch (train.py: 1000)")
+    ap.add_argument("--batch-sizes", default="1000",
+                    help="evaluation batches to compare, e.g. 1000,256 (train.py: 1000)")
+    ap.add_argument("--batch-size", type=int, default=1000, help=argparse.SUPPRESS)
     ap.add_argument("--precisions", default="auto,fp32")
     ap.add_argument("--gradcam-batch", type=int, default=256)
     ap.add_argument("--no-gradcam", action="store_true")
@@ -158,13 +160,15 @@ def main(argv=None) -> int:
 
     device = resolve_device(a.device)
     precs = [p.strip() for p in a.precisions.split(",") if p.strip()]
+    sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
+    combos = [(p, b) for p in precs for b in sizes]
     say(f"device {device}, {torch.get_num_threads()} threads, load {loadavg()}")
-    evals: dict[str, list[dict]] = {p: [] for p in precs}
+    evals: dict[str, list[dict]] = {f"{p}/b{b}": [] for p, b in combos}
     for r in range(a.rounds):
-        for p in precs if r % 2 == 0 else precs[::-1]:
-            res = spawn(a, "eval", p)
-            evals[p].append(res)
-            say(f"  round {r + 1} eval {p} ({res['precision']}): {res['img_s']:.1f} img/s, "
+        for p, b in combos if r % 2 == 0 else combos[::-1]:
+            res = spawn(a, "eval", p, b)
+            evals[f"{p}/b{b}"].append(res)
+            say(f"  round {r + 1} eval {p}/b{b} ({res['precision']}): {res['img_s']:.1f} img/s, "
                 f"peak RSS {res['peak_rss_mib']:.0f} MiB (load {res['load']})")
     summary = {}
     for p, rs in evals.items():
@@ -176,9 +180,11 @@ def main(argv=None) -> int:
                       "rss_after_setup_mib": rs[0]["rss_after_setup_mib"],
                       **({"peak_cuda_allocated_mib": max(r["peak_cuda_allocated_mib"] for r in rs)}
                          if "peak_cuda_allocated_mib" in rs[0] else {})}
-    if len(precs) == 2:
-        ratios = [x["img_s"] / y["img_s"] for x, y in zip(evals[precs[0]], evals[precs[1]], strict=True)]
-        summary[f"ratio_{precs[0]}_vs_{precs[1]}_median"] = round(median(ratios), 3)
+    keys = list(evals)
+    for i, k1 in enumerate(keys):  # every pair, as medians of per-round ratios
+        for k2 in keys[i + 1:]:
+            ratios = [x["img_s"] / y["img_s"] for x, y in zip(evals[k1], evals[k2], strict=True)]
+            summary[f"ratio {k1} vs {k2} (median)"] = round(median(ratios), 3)
 
     if a.no_gradcam:
         gc = {"skipped": "--no-gradcam"}
@@ -191,9 +197,9 @@ def main(argv=None) -> int:
     out = {"bench": "eval_throughput", "machine": machine_info(device),
            "settings": {k: v for k, v in vars(a).items() if k not in ("part", "precision")},
            "eval": summary, "eval_rounds": evals, "gradcam": gc}
-    for p in precs:
+    for p in evals:
         s = summary[p]
-        print(f"eval {p:5s} ({s['precision']}): {s['median_img_s']:.1f} img/s, "
+        print(f"eval {p:10s} ({s['precision']}): {s['median_img_s']:.1f} img/s, "
               f"{s[f'time_for_{TEST_IMAGES}_s']:.1f} s per 10,000 images, peak RSS "
               f"{s['peak_rss_mib_max']:.0f} MiB (after setup {s['rss_after_setup_mib']:.0f} MiB)")
     print("gradcam: " + (f"skipped ({gc['skipped']})" if "skipped" in gc else

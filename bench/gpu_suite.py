@@ -89,34 +89,71 @@ def cifarlens(*args: str) -> list[str]:
     return [sys.executable, "-m", "cifarlens", *args]
 
 
+# Settings of each stage: the real suite, and a --dry-run that checks the plumbing on a CPU in
+# about two minutes (tiny data, the small model, 1 epoch; its numbers mean nothing).
+REAL = {"device": "cuda", "synth": ["--train-per-class", "500", "--test-per-class", "100"],
+        "tt": ["--steps", "100", "--rounds", "5", "--warmup", "20", "--data-steps", "100"],
+        "tt_compiled": ["--steps", "100", "--rounds", "5", "--warmup", "10"],
+        "eager": "ours,ours-fp32,ours-nocl,ref", "compiled": "ours,ours-compile,ours-compile-ro",
+        "train": ["--preset", "paper"],
+        "eval": ["--rounds", "2", "--measure", "10000", "--batch-sizes", "1000,256"],
+        "roofline": ["--rounds", "3", "--train-steps", "50"]}
+DRY = {"device": "cpu", "synth": ["--train-per-class", "5", "--test-per-class", "2"],
+       "tt": ["--model", "small", "--steps", "1", "--rounds", "1", "--warmup", "1",
+              "--images", "512", "--data-steps", "2", "--workers", "0"],
+       "tt_compiled": ["--model", "small", "--steps", "1", "--rounds", "1", "--warmup", "1",
+                       "--images", "512", "--data-steps", "2"],
+       "eager": "ours,ref", "compiled": "ours", "train": ["--preset", "smoke", "--epochs", "1"],
+       "eval": ["--rounds", "1", "--measure", "32", "--batch-sizes", "16", "--gradcam-batch", "16",
+                "--precisions", "fp32"],
+       "roofline": ["--rounds", "1", "--n", "256", "--reps", "1", "--train-steps", "0"]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "gpu"))
     ap.add_argument("--budget-s", type=float, default=450, help="whole suite (default 7.5 min)")
     ap.add_argument("--data", help="an existing generated/real CIFAR-100 root (skips stage 1)")
-    ap.add_argument("--skip", default="", help="comma-separated stages to skip")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated stages to skip: data,eager,paper,study,compiled,eval")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="check the suite's plumbing on the CPU with tiny settings (no GPU needed)")
     a = ap.parse_args(argv)
+    P = DRY if a.dry_run else REAL
+    dev = P["device"]
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     s = Suite(out, a.budget_s)
+    s.res["dry_run"] = a.dry_run
     skip = {x.strip() for x in a.skip.split(",") if x.strip()}
+
+    import importlib.util
 
     import torch
 
     sys.path.insert(0, str(BENCH))
     from _common import machine_info
 
-    if not torch.cuda.is_available():
-        print("no CUDA GPU visible to torch: this suite is for a GPU machine", file=sys.stderr)
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("no CUDA GPU visible to torch: this suite is for a GPU machine (--dry-run checks "
+              "it on a CPU)", file=sys.stderr)
         return 2
-    s.res["machine"] = machine_info(torch.device("cuda"))
+    s.res["machine"] = machine_info(torch.device(dev))
+    # What the stages need: train/study (tqdm, matplotlib, scipy, jinja2, platformdirs),
+    # torch.compile on CUDA (triton). Missing ones are reported, not fatal.
+    s.res["missing_modules"] = [m for m in ("numpy", "tqdm", "matplotlib", "scipy", "jinja2",
+                                            "platformdirs") + (("triton",) if dev == "cuda" else ())
+                                if importlib.util.find_spec(m) is None]
+    if s.res["missing_modules"]:
+        print(f"warning: missing modules {s.res['missing_modules']}", flush=True)
     smi = shutil.which("nvidia-smi")
-    if smi:
+    if smi and dev == "cuda":
         q = subprocess.run([smi, "--query-gpu=name,memory.total,power.limit,clocks.max.sm",
                             "--format=csv,noheader"], capture_output=True, text=True)
         s.res["nvidia_smi"] = q.stdout.strip()
     s.save()
     st = s.res["stages"]
+    tt = [sys.executable, str(BENCH / "train_throughput.py"), "--device", dev]
 
     # 1. data of the full CIFAR-100 size
     data = Path(a.data) if a.data else out / "data"
@@ -125,27 +162,25 @@ def main(argv=None) -> int:
             st["data"] = {"reused": str(data)}
         else:
             st["data"] = s.run("data", cifarlens("data", "synth", "--out", str(data), "--dataset",
-                                                 "cifar100", "--train-per-class", "500",
-                                                 "--test-per-class", "100"), 150)
+                                                 "cifar100", *P["synth"]), 150)
         s.save()
 
     # 2. eager training throughput
     if "eager" not in skip:
         j = out / "train_eager.json"
-        st["eager"] = s.run("eager", [sys.executable, str(BENCH / "train_throughput.py"),
-                                      "--device", "cuda", "--steps", "100", "--rounds", "5",
-                                      "--warmup", "20", "--data-steps", "100", "--contenders",
-                                      "ours,ours-fp32,ours-nocl,ref", "--json", str(j)], 120)
+        st["eager"] = s.run("eager", [*tt, *P["tt"], "--contenders", P["eager"], "--json", str(j)],
+                            120)
         if j.exists():
-            st["eager"]["result"] = json.loads(j.read_text())["contenders"]
+            r = json.loads(j.read_text())
+            st["eager"].update(result=r.get("contenders"), failed=r.get("failed"))
         s.save()
 
     # 3. the paper preset, one model
     if "paper" not in skip:
         run = out / "paper-run"
         shutil.rmtree(run, ignore_errors=True)
-        st["paper"] = s.run("paper", cifarlens("train", "--data-dir", str(data), "--preset",
-                                               "paper", "--device", "cuda", "--out", str(run),
+        st["paper"] = s.run("paper", cifarlens("train", "--data-dir", str(data), *P["train"],
+                                               "--device", dev, "--out", str(run),
                                                "--no-progress"), 200, min_s=60)
         if (run / "done.json").exists():
             done = json.loads((run / "done.json").read_text())
@@ -153,7 +188,8 @@ def main(argv=None) -> int:
             st["paper"].update(
                 train_wall_time_s=done.get("wall_time_s"), best_val_acc=done.get("best_val_acc"),
                 epoch_img_s=[round(r["images_per_s"]) for r in rows],
-                epoch_time_s=[round(r["epoch_time"], 2) for r in rows])
+                epoch_time_s=[round(r["epoch_time"], 2) for r in rows],
+                epoch_train_time_s=[round(r["train_time"], 2) for r in rows])
         s.save()
 
     # 4. the whole study, if the command exists
@@ -166,37 +202,33 @@ def main(argv=None) -> int:
         else:
             sdir = out / "study"
             shutil.rmtree(sdir, ignore_errors=True)
-            st["study"] = s.run("study", cifarlens("study", "--preset", "paper", "--data-dir",
-                                                   str(data), "--device", "cuda", "--out",
-                                                   str(sdir), "--no-progress"), 240, min_s=60)
+            st["study"] = s.run("study", cifarlens("study", *P["train"], "--data-dir", str(data),
+                                                   "--device", dev, "--out", str(sdir),
+                                                   "--no-progress"), 200, min_s=60)
             st["study"]["finished"] = (sdir / "summary.json").exists()
         s.save()
 
     # 5. torch.compile
     if "compiled" not in skip:
         j = out / "train_compiled.json"
-        st["compiled"] = s.run("compiled", [sys.executable, str(BENCH / "train_throughput.py"),
-                                            "--device", "cuda", "--steps", "100", "--rounds", "5",
-                                            "--warmup", "10", "--contenders",
-                                            "ours,ours-compile,ours-compile-ro", "--json", str(j)],
-                               200, min_s=90)
+        st["compiled"] = s.run("compiled", [*tt, *P["tt_compiled"], "--contenders",
+                                            P["compiled"], "--json", str(j)], 200, min_s=90)
         if j.exists():
-            st["compiled"]["result"] = json.loads(j.read_text())["contenders"]
+            r = json.loads(j.read_text())
+            st["compiled"].update(result=r.get("contenders"), failed=r.get("failed"))
         s.save()
 
     # 6. evaluation, Grad-CAM and the roofline
     if "eval" not in skip:
         j = out / "eval.json"
         st["eval"] = s.run("eval", [sys.executable, str(BENCH / "eval_throughput.py"), "--device",
-                                    "cuda", "--rounds", "2", "--measure", "10000", "--json",
-                                    str(j)], 90)
+                                    dev, *P["eval"], "--json", str(j)], 90)
         if j.exists():
             e = json.loads(j.read_text())
             st["eval"]["result"] = {"eval": e["eval"], "gradcam": e["gradcam"]}
         j = out / "roofline.json"
         st["roofline"] = s.run("roofline", [sys.executable, str(BENCH / "roofline.py"),
-                                            "--device", "cuda", "--rounds", "3", "--train-steps",
-                                            "50", "--json", str(j)], 60)
+                                            "--device", dev, *P["roofline"], "--json", str(j)], 60)
         if j.exists():
             r = json.loads(j.read_text())
             st["roofline"]["result"] = {k: r.get(k) for k in ("matmul_gflops", "train_interleaved")}
@@ -205,7 +237,7 @@ def main(argv=None) -> int:
     # Summary against the targets.
     best = 0.0
     for key in ("eager", "compiled"):
-        for name, c in st.get(key, {}).get("result", {}).items():
+        for name, c in (st.get(key, {}).get("result") or {}).items():
             if name.startswith("ours"):
                 best = max(best, c["median_img_s"])
     summ = {"best_train_img_s": round(best), "target_train_img_s": TARGETS["train_img_s"],

@@ -285,23 +285,33 @@ def main(argv=None) -> int:
     say(f"device {device}, {base_threads} threads, load {loadavg()}, contenders {names}")
 
     cs: list[Contender] = []
+    failed: dict[str, str] = {}
     for n in names:
         v = variants[n]
-        if v.get("ref"):
-            c = build_ref(n, x, y, mean, std, device, a.batch_size, a.workers, a.model,
-                          threads=v.get("threads"))
-        else:
-            c = build_ours(n, x, y, mean, std, device, a.batch_size, model=a.model,
-                           precision=v.get("precision", "auto"),
-                           channels_last=v.get("channels_last"), compile=v.get("compile"),
-                           threads=v.get("threads"))
-        torch.set_num_threads(c.threads or base_threads)
-        t0 = now()
-        c.run_steps(a.warmup)
-        c.warmup_s = now() - t0
-        torch.set_num_threads(base_threads)
+        try:  # a contender that cannot be built or warmed up (e.g. a compile error) is reported
+            if v.get("ref"):
+                c = build_ref(n, x, y, mean, std, device, a.batch_size, a.workers, a.model,
+                              threads=v.get("threads"))
+            else:
+                c = build_ours(n, x, y, mean, std, device, a.batch_size, model=a.model,
+                               precision=v.get("precision", "auto"),
+                               channels_last=v.get("channels_last"), compile=v.get("compile"),
+                               threads=v.get("threads"))
+            torch.set_num_threads(c.threads or base_threads)
+            t0 = now()
+            c.run_steps(a.warmup)
+            c.warmup_s = now() - t0
+        except Exception as e:  # noqa: BLE001 - recorded, the other contenders still run
+            failed[n] = f"{type(e).__name__}: {str(e)[:500]}"
+            say(f"  {n}: FAILED in build/warm-up: {failed[n]}")
+            continue
+        finally:
+            torch.set_num_threads(base_threads)
         say(f"  {n}: {c.desc}; warm-up {c.warmup_s:.1f} s")
         cs.append(c)
+    if not cs:
+        write_json(a.json, {"bench": "train_throughput", "failed": failed})
+        return 1
 
     rounds_log = []
     for r in range(a.rounds):
@@ -355,7 +365,7 @@ def main(argv=None) -> int:
     out = {"bench": "train_throughput", "machine": machine,
            "settings": {**vars(a), "device": str(device), "classes": 100,
                         "epoch_equivalent_images": TRAIN_SPLIT_IMAGES},
-           "rounds": rounds_log, "contenders": res}
+           "rounds": rounds_log, "contenders": res, "failed": failed}
     print("\ncontender        median img/s   epoch-eq (s)   ratio vs ref (median)   data share")
     for n, d in res.items():
         share = d.get("data_share_of_step", d.get("data_wait_share"))

@@ -4,6 +4,8 @@ channels_last batches, and the compile probe's timing logic (no GPU needed for a
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +106,55 @@ def test_channels_last_model_step_matches_contiguous_one():
         b = m2(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
+
+
+# --- the benchmark scripts still run against the current train.py (tiny settings) ---------------
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_modules(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import roofline
+    import train_throughput
+
+    return train_throughput, roofline
+
+
+def test_train_throughput_bench_runs_and_reports_ratios(bench_modules, tmp_path):
+    tt, _ = bench_modules
+    out = tmp_path / "tt.json"
+    threads = torch.get_num_threads()
+    rc = tt.main(["--model", "small", "--steps", "1", "--rounds", "2", "--warmup", "1",
+                  "--images", "300", "--workers", "0", "--data-steps", "2", "--device", "cpu",
+                  "--contenders", "ours,ref,ours-fp32-nocl-1t", "--json", str(out)])
+    assert rc == 0 and torch.get_num_threads() == threads  # per-contender threads restored
+    r = json.loads(out.read_text())
+    c = r["contenders"]
+    assert set(c) == {"ours", "ref", "ours-fp32-nocl-1t"} and r["failed"] == {}
+    assert len(c["ours"]["rounds_img_s"]) == 2 and c["ours"]["median_img_s"] > 0
+    assert len(c["ours"]["ratio_vs_ref_per_round"]) == 2
+    assert "channels_last" in c["ours"]["description"]  # train.py's CPU layout
+    assert "fp32, contiguous, 1 thread" in c["ours-fp32-nocl-1t"]["description"]
+    assert 0 < c["ours"]["data_share_of_step"] < 1
+
+
+def test_train_throughput_variant_names(bench_modules):
+    tt, _ = bench_modules
+    assert tt.parse_variant("ours-compile-ro-1t") == {"ref": False, "compile": "reduce-overhead",
+                                                      "threads": 1}
+    for bad in ("theirs", "ref-fp32", "ours-fast"):
+        with pytest.raises(ValueError):
+            tt.parse_variant(bad)
+
+
+def test_roofline_bench_counts_three_forward_passes(bench_modules, tmp_path):
+    _, rl = bench_modules
+    out = tmp_path / "rl.json"
+    assert rl.main(["--device", "cpu", "--rounds", "1", "--n", "128", "--reps", "1",
+                    "--train-steps", "0", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["forward_flops_per_image"] == 650_612_736  # the seed report's 0.65 GFLOPs
+    assert r["train_flops_per_image"] == 3 * 650_612_736
+    assert r["matmul_gflops"]["bf16"]["median"] > 0
