@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,6 +118,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = make_config(a.preset, **_train_overrides(a))
     summary = train(cfg, a.out, resume=a.resume, progress=not a.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     print(f"done: best val accuracy {100 * summary['best_val_acc']:.2f}% (epoch "
           f"{summary['best_epoch']}); run folder {a.out}")
     return 0

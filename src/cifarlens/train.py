@@ -452,6 +452,7 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
     ckpt_dir = out / CKPT_DIR
     val_x, val_y = data.train_x[val_idx], torch.from_numpy(data.train_y[val_idx])
     run_start = time.perf_counter()
+    last_plot = -math.inf
     say(f"training {cfg.model} on {cfg.dataset} ({data.source} data): {len(split['train_used'])} "
         f"train / {len(split['val'])} val images, {cfg.epochs} epochs x {steps} steps of "
         f"{cfg.batch_size}, {device} {precision}" + (f", {d.world} processes" if d.world > 1 else ""))
@@ -475,6 +476,8 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
                     probe = None
                 bar.update(1)
                 if epoch == start_epoch and i == min(9, steps - 1):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)  # once: the estimate needs device time
                     per_step = (time.perf_counter() - t0) / (i + 1)
                     est = per_step * steps * (cfg.epochs - start_epoch) * 1.1
                     say(f"estimated time for the run: {_fmt_time(est)}")
@@ -510,7 +513,11 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
                                  "best_val_acc": best_acc, "best_epoch": best_epoch},
                                 ckpt_dir / f"ckpt-e{epoch + 1:04d}.pt")
                 prune_checkpoints(out)
-                write_history(out, history)
+                # The curve figure costs ~0.4 s: on a GPU epoch of ~1 s redraw it at most every
+                # 30 s (and always after the last epoch); the metrics files are written every epoch.
+                plot = epoch + 1 == cfg.epochs or time.perf_counter() - last_plot >= 30.0
+                write_history(out, history, plot=plot)
+                last_plot = time.perf_counter() if plot else last_plot
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.3f} acc "
                     f"{row['train_acc']:.3f} | val loss {row['val_loss']:.3f} acc "
                     f"{row['val_acc']:.3f} | {row['images_per_s']:.0f} img/s, "
@@ -567,7 +574,7 @@ def _validate(model, val_x, val_y, mean, std, cfg, device, precision, d: Dist) -
     return {"val_loss": loss / n, "val_nll": nll / n, "val_acc": correct / n}
 
 
-def write_history(out: Path, history: list[dict]) -> None:
+def write_history(out: Path, history: list[dict], plot: bool = True) -> None:
     import json
 
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -576,7 +583,8 @@ def write_history(out: Path, history: list[dict]) -> None:
     w.writeheader()
     w.writerows(history)
     write_text(out / "metrics.csv", buf.getvalue())
-    plot_curves({"": history}, out / "curves.png")
+    if plot:
+        plot_curves({"": history}, out / "curves.png")
 
 
 def plot_curves(runs: dict[str, list[dict]], path: Path) -> None:
