@@ -131,3 +131,20 @@ def test_report_command_on_a_non_study_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cifarlens", "report", str(tmp_path)],
                        capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_several_seeds_give_mean_std_and_a_paired_test(tmp_path, synth100):
+    out = tmp_path / "seeds"
+    s = run_study(out, preset="smoke", seeds=2, failures_top=4,
+                  overrides={"data_dir": str(synth100), "device": "cpu", "epochs": 1,
+                             "train_limit": 1000}, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "baseline-s0", "baseline-s1", "variant-s0", "variant-s1"]
+    seeds = s["comparison"]["seeds"]
+    a = [r["test_top1"] for r in s["models"]["baseline"]["per_seed"]]
+    b = [r["test_top1"] for r in s["models"]["variant"]["per_seed"]]
+    assert seeds["n"] == 2 and seeds["mean_a"] == pytest.approx(np.mean(a))
+    assert seeds["mean_diff"] == pytest.approx(np.mean(b) - np.mean(a))
+    assert seeds["std_a"] == pytest.approx(np.std(a, ddof=1))
+    assert [m["seed"] for m in seeds["mcnemar_per_seed"]] == [0, 1]
+    assert a[0] != a[1]  # the seeds really differ
