@@ -573,7 +573,10 @@ def plot_confusion(
     ax.set_title(f"{title}\n{what}" if title else f"Confusion matrix, {what}")
 
     pairs = top_pairs if top_pairs is not None else top_confusions(m, names, n_pairs)
-    lines = [f"{q['true_name']} → {q['pred_name']}: {q['count']}" for q in pairs[:n_pairs]]
+    from .figures import safe_text
+
+    lines = [f"{safe_text(q['true_name'])} → {safe_text(q['pred_name'])}: {q['count']}"
+             for q in pairs[:n_pairs]]
     tax.axis("off")
     tax.set_title("Most confused pairs\n(true → predicted: count)", loc="left")
     tax.text(0.0, 1.0, "\n".join(lines) or "(no errors)", va="top", ha="left",

@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from ._io import save_figure
 from .errors import CifarlensError
-from .figures import COLORS, new_figure
+from .figures import COLORS, new_figure, safe_text
 from .metrics import (
     _as_bool,
     _as_cm,
@@ -296,7 +296,8 @@ def plot_confusion_difference(
         tt, pp, vv = t[sel], p[sel], vals[sel]
         o = np.lexsort((pp, tt, -np.abs(vv)))[:n_pairs]
         lines.append(f"{head} in {names[1]}:")
-        lines += [f"  {labels[tt[i]]} → {labels[pp[i]]}: {vv[i]:+d}" for i in o] or ["  (none)"]
+        lines += [f"  {safe_text(labels[tt[i]])} → {safe_text(labels[pp[i]])}: {vv[i]:+d}"
+                  for i in o] or ["  (none)"]
         lines.append("")
     tax.axis("off")
     tax.set_title("Largest changes in mistakes\n(true → predicted: Δcount)", loc="left")
