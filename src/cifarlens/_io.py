@@ -76,6 +76,16 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    """A file's bytes, or a one-line CifarlensError naming `what` is missing or unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CifarlensError(f"missing {what} {path}") from None
+    except OSError as e:
+        raise CifarlensError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:

@@ -134,13 +134,10 @@ def _expected_md5s(folder: Path, spec: dict) -> tuple[dict[str, str], str]:
 
 
 def _read_verified(folder: Path, name: str, md5s: dict[str, str]) -> dict:
+    from ._io import read_bytes
+
     path = folder / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CifarlensError(f"missing file {path}") from None
-    except OSError as e:
-        raise CifarlensError(f"cannot read {path}: {e.strerror or e}") from None
+    data = read_bytes(path)
     want = md5s.get(name)
     got = md5_bytes(data)
     if want is None or got != want:

@@ -46,9 +46,10 @@ def split_arrays(run: Path, data: CifarData, split: str) -> tuple[np.ndarray, np
     raise CifarlensError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
 
 
-def predict(run: Path, split: str, *, checkpoint: str = "best", data: CifarData | None = None,
-            device: str = "auto", precision: str = "fp32", batch_size: int = 1000) -> dict[str, np.ndarray]:
-    """Run the checkpoint over a split and save predictions_<split>.npz."""
+def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
+            data: CifarData | None = None, device: str = "auto", precision: str = "fp32",
+            batch_size: int = 1000) -> dict[str, dict[str, np.ndarray]]:
+    """Run the checkpoint (loaded once) over each split and save predictions_<split>.npz."""
     from .train import infer_logits, resolve_device
 
     run = require_run(run)
@@ -58,18 +59,22 @@ def predict(run: Path, split: str, *, checkpoint: str = "best", data: CifarData 
         raise CifarlensError(f"run {run} was trained on {cfg['dataset']} with "
                              f"{cfg['num_classes']} classes, data is {data.name}")
     dev = resolve_device(device)
-    x, y, idx = split_arrays(run, data, split)
+    model = model.to(dev)
     norm = read_json(run / "norm.json")
-    logits = infer_logits(model.to(dev), x, norm["mean"], norm["std"], device=dev,
-                          precision=precision, batch_size=batch_size).cpu().numpy()
-    probs = M.softmax(logits)
-    pred = probs.argmax(1)
-    out = {"indices": idx.astype(np.int64), "labels": y.astype(np.int64),
-           "logits": logits.astype(np.float32), "pred": pred.astype(np.int64),
-           "confidence": probs[np.arange(len(pred)), pred].astype(np.float32),
-           "checkpoint": np.array(checkpoint)}
-    save_npz(run / f"predictions_{split}.npz", **out)
-    return out
+    results = {}
+    for split in splits:
+        x, y, idx = split_arrays(run, data, split)
+        logits = infer_logits(model, x, norm["mean"], norm["std"], device=dev,
+                              precision=precision, batch_size=batch_size).cpu().numpy()
+        probs = M.softmax(logits)
+        pred = probs.argmax(1)
+        out = {"indices": idx.astype(np.int64), "labels": y.astype(np.int64),
+               "logits": logits.astype(np.float32), "pred": pred.astype(np.int64),
+               "confidence": probs[np.arange(len(pred)), pred].astype(np.float32),
+               "checkpoint": np.array(checkpoint)}
+        save_npz(run / f"predictions_{split}.npz", **out)
+        results[split] = out
+    return results
 
 
 def model_classes(model: torch.nn.Module) -> int:
@@ -103,8 +108,8 @@ def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, chec
     run = require_run(run)
     data = run_data(run, data_dir)
     todo = list(dict.fromkeys(("val",) + tuple(splits) if "test" in splits else splits))
-    preds = {s: predict(run, s, checkpoint=checkpoint, data=data, device=device,
-                        precision=precision) for s in todo}
+    preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
+                    precision=precision)
     temperature = M.fit_temperature(preds["val"]["logits"], preds["val"]["labels"])
     figdir = run / "figures"
     results = {}

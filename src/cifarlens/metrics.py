@@ -69,14 +69,20 @@ def _as_bool(x: Any, name: str) -> np.ndarray:
     return a
 
 
+def _as_matrix(x: Any, name: str) -> np.ndarray:
+    """A finite, non-empty float64 (N, C) array with C >= 2 (probs or logits)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise CifarlensError(f"{name} must have shape (N, C) with C >= 2, got {a.shape}")
+    if a.shape[0] == 0:
+        raise CifarlensError(f"{name} is empty: nothing to evaluate")
+    if not np.all(np.isfinite(a)):
+        raise CifarlensError(f"{name} contains NaN or infinite values")
+    return a
+
+
 def _as_probs(probs: Any) -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise CifarlensError(f"probs must have shape (N, C) with C >= 2, got {p.shape}")
-    if p.shape[0] == 0:
-        raise CifarlensError("probs is empty: nothing to evaluate")
-    if not np.all(np.isfinite(p)):
-        raise CifarlensError("probs contains NaN or infinite values")
+    p = _as_matrix(probs, "probs")
     if p.min() < -_RANGE_TOL or p.max() > 1 + _RANGE_TOL:
         raise CifarlensError("probs must lie in [0, 1] (were logits passed instead of probs?)")
     worst = float(np.max(np.abs(p.sum(axis=1) - 1.0)))
@@ -88,14 +94,7 @@ def _as_probs(probs: Any) -> np.ndarray:
 
 
 def _as_logits(logits: Any) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or z.shape[1] < 2:
-        raise CifarlensError(f"logits must have shape (N, C) with C >= 2, got {z.shape}")
-    if z.shape[0] == 0:
-        raise CifarlensError("logits is empty: nothing to evaluate")
-    if not np.all(np.isfinite(z)):
-        raise CifarlensError("logits contains NaN or infinite values")
-    return z
+    return _as_matrix(logits, "logits")
 
 
 def _probs_and_labels(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:

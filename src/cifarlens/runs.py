@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import read_json, write_bytes, write_text
+from ._io import read_bytes, read_json, write_bytes, write_text
 from .errors import CifarlensError
 
 CKPT_DIR = "checkpoints"
@@ -44,12 +44,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Verify the checksum, then load with weights_only=True (a checkpoint can never run code)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CifarlensError(f"missing checkpoint {path}") from None
-    except OSError as e:
-        raise CifarlensError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    data = read_bytes(path, "checkpoint")
     side = path.with_name(path.name + ".sha256")
     try:
         want = side.read_text().strip()
