@@ -105,12 +105,12 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
-    """Save a matplotlib figure atomically as PNG, then close it."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib figure atomically as PNG (drawn in the cifarlens style)."""
+    from .figures import style
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    with style():
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     write_bytes(path, buf.getvalue())
 
 

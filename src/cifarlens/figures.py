@@ -1,35 +1,60 @@
-"""Shared figure style, so every PNG in a run looks like part of one report."""
+"""Shared figure style, so every PNG in a run looks like part of one report.
+
+Figures are plain `matplotlib.figure.Figure` objects (no pyplot, no backend switch), styled
+through a local rc context: importing or plotting with cifarlens never changes the user's
+matplotlib state (backend, rcParams, open pyplot figures).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 DPI = 150
 COLORS = {"baseline": "#1f77b4", "variant": "#d62728", "train": "#1f77b4", "val": "#ff7f0e",
           "right": "#2ca02c", "wrong": "#d62728", "neutral": "#7f7f7f"}
 
+# Applied while a figure is built and while it is drawn (tick labels are made at draw time).
+# Not text.parse_math=False: that breaks matplotlib's own log-scale tick labels; data text is
+# made mathtext-free by `safe_text` instead.
+STYLE = {
+    "figure.dpi": 100, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize": 10,
+    "axes.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+    "axes.spines.right": False, "legend.frameon": False, "image.cmap": "viridis",
+    "text.usetex": False,
+}
 
-def style() -> None:
-    plt.rcParams.update({
-        "figure.dpi": 100, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize": 10,
-        "axes.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-        "axes.spines.right": False, "legend.frameon": False, "image.cmap": "viridis",
-        # Class names and paths are data, never markup: no mathtext anywhere in our figures.
-        "text.parse_math": False, "text.usetex": False,
-    })
-
-
-def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-    style()
-    kwargs.setdefault("constrained_layout", True)
-    return plt.subplots(*args, **kwargs)
+# Longest label drawn from data (class names are data: a 3,000-character name once made a
+# 49,869 px wide PNG). Longer ones are cut with an ellipsis.
+MAX_LABEL = 40
 
 
-def safe_text(s: object) -> str:
-    """A label as plain text: no control characters (mathtext is off in `style()`)."""
-    return "".join(ch for ch in str(s) if ch.isprintable())
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The cifarlens style for the duration only; the caller's rcParams come back after."""
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def new_figure(*args: Any, figsize: tuple[float, float] | None = None,
+               constrained_layout: bool = True, **kwargs: Any) -> tuple[Figure, Any]:
+    """A styled Figure and its axes, like `plt.subplots` but outside pyplot."""
+    with style():
+        fig = Figure(figsize=figsize, layout="constrained" if constrained_layout else None)
+        axes = fig.subplots(*args, **kwargs)
+    return fig, axes
+
+
+def safe_text(s: object, max_len: int = MAX_LABEL) -> str:
+    """A data label as plain drawable text: control and format characters (ANSI escapes'
+    ESC, bidi marks) dropped, `$` escaped so it is never mathtext, at most `max_len` chars."""
+    text = "".join(ch for ch in str(s)
+                   if ch.isprintable() and unicodedata.category(ch) != "Cf")
+    if len(text) > max_len:
+        text = text[:max_len - 1] + "\u2026"
+    return text.replace("$", r"\$")

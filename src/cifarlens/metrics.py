@@ -490,7 +490,7 @@ def decorate_class_matrix(ax: Any, names: Sequence[str], order: np.ndarray, grou
     ax.set_ylabel("True class")
     if groups is None:
         return
-    gnames = None if group_names is None else [str(s) for s in group_names]
+    gnames = None if group_names is None else [safe_text(s) for s in group_names]
     runs = _group_runs(groups[order])
     for start, _, _ in runs[1:]:
         ax.axhline(start - 0.5, color=line_color, lw=0.6)
@@ -591,7 +591,9 @@ def plot_superclass_confusion(
 
     m = _as_cm(coarse_cm, "superclass confusion matrix")
     c = m.shape[0]
-    names = _names(coarse_names, c, "coarse_names")
+    from .figures import safe_text
+
+    names = [safe_text(n) for n in _names(coarse_names, c, "coarse_names")]
     side = float(min(12.0, max(4.5, 0.45 * c + 2.0)))
     fig, ax = new_figure(figsize=(side + 1.2, side))
     vmax = max(int(m.max()), 1)

@@ -340,7 +340,7 @@ def plot_per_class_changes(
     y = np.arange(len(rows))[::-1]
     bv = [100 * r["delta"] for r in rows]
     bx.barh(y, bv, color=_sign_colors(bv))
-    bx.set_yticks(y, [f"{r['name']} (n={r['n']})" for r in rows], fontsize=7)
+    bx.set_yticks(y, [f"{safe_text(r['name'])} (n={r['n']})" for r in rows], fontsize=7)
     bx.axvline(0, color="black", lw=0.8)
     bx.set_xlabel("Accuracy change (pp)")
     bx.set_ylabel("Class")
