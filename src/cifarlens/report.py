@@ -113,18 +113,19 @@ METHOD_TEXT = {
 
 # --------------------------------------------------------------------------- text hygiene
 
-# Bidirectional overrides can make text display differently from what it is ("Trojan source").
-_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
 def clean_text(value: Any) -> str:
-    """A string with control characters removed (tabs and newlines become spaces)."""
+    """A string with control and format characters removed (tabs and newlines become spaces).
+
+    Format characters (Unicode category Cf) include every bidirectional mark and override
+    (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069), which can make text display
+    differently from what it is ("Trojan source"), and invisible zero-width characters.
+    """
     s = value if isinstance(value, str) else str(value)
     out = []
     for ch in s:
         if ch in "\t\n\r":
             out.append(" ")
-        elif unicodedata.category(ch) == "Cc" or ch in _BIDI:
+        elif unicodedata.category(ch) in ("Cc", "Cf"):
             continue
         else:
             out.append(ch)
