@@ -453,14 +453,20 @@ class _HalfWriter:
         return self._f.__exit__(*exc)
 
 
+def _resume_state(epoch: int, w: torch.Tensor) -> dict:
+    """The shape of a resume checkpoint (runs.RESUME_KEYS), with a stand-in weight."""
+    return {"epoch": epoch, "model": {"w": w}, "optimizer": {}, "scheduler": {}, "history": [],
+            "best_val_acc": 0.0, "best_epoch": epoch}
+
+
 def test_disk_full_mid_write_of_a_checkpoint_is_never_taken_as_complete(tmp_path, monkeypatch):
     ck = tmp_path / "checkpoints" / "ckpt-e0001.pt"
-    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, ck)
+    save_checkpoint(_resume_state(1, torch.ones(3)), ck)
     before = ck.read_bytes(), ck.with_name("ckpt-e0001.pt.sha256").read_text()
     real_fdopen = os.fdopen
     monkeypatch.setattr(cio.os, "fdopen", lambda *a, **k: _HalfWriter(real_fdopen(*a, **k)))
     with pytest.raises(CifarlensError, match="disk full"):
-        save_checkpoint({"epoch": 1, "w": torch.zeros(1000)}, ck)
+        save_checkpoint(_resume_state(1, torch.zeros(1000)), ck)
     monkeypatch.undo()
     assert (ck.read_bytes(), ck.with_name("ckpt-e0001.pt.sha256").read_text()) == before
     assert sorted(p.name for p in ck.parent.iterdir()) == ["ckpt-e0001.pt", "ckpt-e0001.pt.sha256"]
@@ -475,7 +481,7 @@ def test_disk_full_mid_write_of_a_checkpoint_is_never_taken_as_complete(tmp_path
 
     monkeypatch.setattr(cio.os, "fsync", fsync)
     with pytest.raises(CifarlensError, match=r"ckpt-e0002\.pt\.sha256: disk full"):
-        save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, ck2)
+        save_checkpoint(_resume_state(2, torch.zeros(3)), ck2)
     monkeypatch.undo()
     with pytest.raises(CifarlensError, match="no checksum file: incomplete write"):
         load_checkpoint(ck2)
@@ -655,7 +661,8 @@ def test_class_names_with_markup_are_escaped_in_the_report(tmp_path):
     evil = "<img src=x onerror=alert(1)>"
     study = tmp_path / "study"
     study.mkdir()
-    pair = {"true_name": evil, "pred_name": "cat\x1b[31m\u202e", "count": 3, "share_of_true": 0.3}
+    pair = {"true_name": evil, "pred_name": "cat\x1b[31m\u202e\u200e\u200f\u061c", "count": 3,
+            "share_of_true": 0.3}
     summary = {
         "dataset": "cifar10", "num_classes": 10,
         "models": {arm: {"test": {"top1": 0.5, "top_confusions": [pair]}}
@@ -673,7 +680,7 @@ def test_class_names_with_markup_are_escaped_in_the_report(tmp_path):
     assert "&lt;img src=x onerror=alert(1)&gt;" in h  # shown, as text
     assert r"\<img src=x onerror=alert(1)\>" in m and "<img" not in m.replace("\\<", "")
     for doc in (h, m):
-        assert "\x1b" not in doc and "\u202e" not in doc
+        assert "\x1b" not in doc and not set("\u202e\u200e\u200f\u061c") & set(doc)
         assert doc.count("is outside the study folder") == 2  # figure paths from the summary
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from .errors import CifarlensError
 
@@ -114,11 +115,16 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
     write_bytes(path, buf.getvalue())
 
 
+# Lock files this process holds, with how many RunLocks hold each: a stage that runs inside
+# another (study -> evaluate) takes the same folder's lock again without refusing itself.
+_HELD: dict[Path, int] = {}
+
+
 class RunLock:
     """An exclusive lock on a run or study folder, held through a lock file.
 
     The file records host and PID; a lock whose process is gone on this host is stale and taken
-    over, so a killed run never blocks the next one.
+    over, so a killed run never blocks the next one. Within one process the lock is re-entrant.
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -130,6 +136,11 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # e.g. under a regular file, read-only, or a name too long
             raise CifarlensError(f"cannot create {self.path.parent}: {e.strerror or e}") from None
+        key = self.path.resolve()
+        if _HELD.get(key):
+            _HELD[key] += 1
+            self._held = True
+            return self
         me = f"{socket.gethostname()} {os.getpid()}"
         for _ in range(2):
             try:
@@ -148,6 +159,7 @@ class RunLock:
                 raise CifarlensError(f"cannot lock {self.path.parent}: {e.strerror or e}") from None
             with os.fdopen(fd, "w") as f:
                 f.write(me + "\n")
+            _HELD[key] = 1
             self._held = True
             return self
         raise CifarlensError(f"cannot lock {self.path.parent}")
@@ -181,8 +193,12 @@ class RunLock:
 
     def release(self) -> None:
         if self._held:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            key = self.path.resolve()
+            _HELD[key] = _HELD.get(key, 1) - 1
+            if _HELD[key] <= 0:
+                _HELD.pop(key, None)
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
             self._held = False
 
     def __enter__(self) -> RunLock:
@@ -190,3 +206,20 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+F = TypeVar("F")
+
+
+def locked(fn: F) -> F:
+    """Run `fn(folder, ...)` holding `folder`'s lock: every command that writes into a run or
+    study folder refuses (naming the owner) while another process works in it."""
+
+    @functools.wraps(fn)  # type: ignore[arg-type]
+    def wrapper(folder: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        if not Path(folder).is_dir():
+            return fn(folder, *args, **kwargs)  # let the stage say what is missing
+        with RunLock(folder):
+            return fn(folder, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

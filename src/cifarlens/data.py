@@ -188,6 +188,9 @@ class CifarData:
     coarse_names: list[str] | None = None
     fine_to_coarse: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    # What the data is, by content: dataset, source and the MD5 of every file read. A run
+    # records it at creation; later stages refuse data whose identity differs.
+    identity: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -203,7 +206,8 @@ def read_folder(folder: Path, name: str) -> CifarData:
     parts: dict[str, list[dict]] = {
         split: [_read_verified(folder, f, md5s) for f in spec[split]] for split in ("train", "test")
     }
-    out: dict = {}
+    out: dict = {"identity": {"dataset": name, "source": source, "md5": {
+        f: md5s[f] for f in [spec["meta"], *spec["train"], *spec["test"]]}}}
     fine_key = b"fine_labels" if name == "cifar100" else b"labels"
     for split, dicts in parts.items():
         xs, ys, cs = [], [], []

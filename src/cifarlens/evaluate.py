@@ -14,10 +14,19 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from ._io import read_json, save_npz, write_json
+from ._io import RunLock, read_json, save_npz, write_json
 from .data import CifarData, load_dataset
 from .errors import CifarlensError
-from .runs import load_model, load_split_indices, read_config, require_run
+from .runs import (
+    check_data_identity,
+    checkpoint_sha256,
+    load_model,
+    load_npz,
+    load_split_indices,
+    read_config,
+    read_norm,
+    require_run,
+)
 
 SPLITS = ("val", "test")
 
@@ -31,9 +40,12 @@ def analysis_index_update(run: Path, key: str, entry: dict[str, Any]) -> None:
 
 
 def run_data(run: Path, data_dir: str | None = None) -> CifarData:
+    """The run's dataset, refused if its content is not what the run was trained on."""
     cfg = read_config(run)
-    return load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), download=False,
+    data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), download=False,
                         progress=False)
+    check_data_identity(run, cfg, data)
+    return data
 
 
 def split_arrays(run: Path, data: CifarData, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,7 +53,7 @@ def split_arrays(run: Path, data: CifarData, split: str) -> tuple[np.ndarray, np
     if split == "test":
         return data.test_x, data.test_y, np.arange(len(data.test_y))
     if split == "val":
-        idx = load_split_indices(run)["val"]
+        idx = load_split_indices(run, len(data.train_y))["val"]
         return data.train_x[idx], data.train_y[idx], idx
     raise CifarlensError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
 
@@ -60,7 +72,8 @@ def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
                              f"{cfg['num_classes']} classes, data is {data.name}")
     dev = resolve_device(device)
     model = model.to(dev)
-    norm = read_json(run / "norm.json")
+    norm = read_norm(run)
+    sha = checkpoint_sha256(run, checkpoint) if checkpoint == "best" else ""
     results = {}
     for split in splits:
         x, y, idx = split_arrays(run, data, split)
@@ -71,7 +84,7 @@ def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
         out = {"indices": idx.astype(np.int64), "labels": y.astype(np.int64),
                "logits": logits.astype(np.float32), "pred": pred.astype(np.int64),
                "confidence": probs[np.arange(len(pred)), pred].astype(np.float32),
-               "checkpoint": np.array(checkpoint)}
+               "checkpoint": np.array(checkpoint), "checkpoint_sha256": np.array(sha)}
         save_npz(run / f"predictions_{split}.npz", **out)
         results[split] = out
     return results
@@ -82,16 +95,51 @@ def model_classes(model: torch.nn.Module) -> int:
     return last.out_features
 
 
+PREDICTION_KEYS = ("indices", "labels", "logits", "pred", "confidence", "checkpoint")
+
+
 def load_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
+    """predictions_<split>.npz, checked for shape: N indices/labels/preds and (N, C) logits."""
     path = Path(run) / f"predictions_{split}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
+    if not path.exists():
         raise CifarlensError(f"no predictions for split {split!r} in {run}: run "
-                             f"`cifarlens evaluate {run} --split {split}` first") from None
-    except (ValueError, OSError) as e:
-        raise CifarlensError(f"corrupt {path}: {e}") from None
+                             f"`cifarlens evaluate {run} --split {split}` first")
+    p = load_npz(path, "predictions file")
+    missing = [k for k in PREDICTION_KEYS if k not in p]
+    if missing:
+        raise CifarlensError(f"{path} is not valid: no {', '.join(missing)}")
+    n = len(p["labels"])
+    shapes_ok = (p["logits"].ndim == 2 and p["logits"].shape[0] == n
+                 and p["logits"].shape[1] >= 2 and np.isfinite(p["logits"]).all()
+                 and all(p[k].shape == (n,) for k in ("indices", "pred", "confidence")))
+    labels_ok = shapes_ok and n and all(
+        p[k].dtype.kind in "iu" and p[k].min() >= 0 and p[k].max() < p["logits"].shape[1]
+        for k in ("labels", "pred"))
+    if not labels_ok:
+        raise CifarlensError(f"{path} is not valid: inconsistent shapes or class indices")
+    return p
+
+
+def predictions_current(run: Path, split: str) -> bool:
+    """Whether saved predictions exist and come from the run's current best checkpoint."""
+    path = Path(run) / f"predictions_{split}.npz"
+    if not path.exists():
+        return False
+    try:
+        p = load_predictions(run, split)
+        return str(p.get("checkpoint_sha256", "")) == checkpoint_sha256(run, "best")
+    except CifarlensError:
+        return False
+
+
+def require_current_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
+    """Predictions made from the checkpoint that is the run's best now, else one clear line."""
+    p = load_predictions(run, split)
+    if str(p.get("checkpoint_sha256", "")) != checkpoint_sha256(run, "best"):
+        raise CifarlensError(f"predictions_{split}.npz in {run} were made from another "
+                             f"checkpoint than its best.pt now: run `cifarlens evaluate {run}` "
+                             "again")
+    return p
 
 
 def superclass_order(data: CifarData) -> np.ndarray | None:
@@ -106,6 +154,13 @@ def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, chec
     """Predictions, metrics and figures for each split. Test calibration uses a temperature
     fitted on val, so val is always predicted too."""
     run = require_run(run)
+    with RunLock(run):
+        return _evaluate(run, splits, checkpoint=checkpoint, data_dir=data_dir, device=device,
+                         precision=precision, log=log)
+
+
+def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: str | None,
+              device: str, precision: str, log) -> dict[str, dict]:
     data = run_data(run, data_dir)
     todo = list(dict.fromkeys(("val",) + tuple(splits) if "test" in splits else splits))
     preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
@@ -120,6 +175,7 @@ def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, chec
                         fine_to_coarse=data.fine_to_coarse, coarse_names=data.coarse_names)
         scaled = M.apply_temperature(p["logits"], temperature)
         m["checkpoint"] = checkpoint
+        m["checkpoint_sha256"] = str(p["checkpoint_sha256"])
         m["split"] = s
         m["temperature_scaling"] = {
             "temperature": temperature, "fitted_on": "val",
@@ -132,6 +188,7 @@ def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, chec
         write_json(run / f"metrics_{s}.json", m)
         analysis_index_update(run, f"evaluate_{s}", {
             "predictions": f"predictions_{s}.npz", "metrics": f"metrics_{s}.json", "figures": figs,
+            "checkpoint_sha256": m["checkpoint_sha256"],
             "numbers": {k: m[k] for k in ("n", "loss", "top1", "top5", "macro_f1", "ece", "mce",
                                           "brier")} | {"temperature": temperature}})
         results[s] = m

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import explain as X
-from ._io import read_json, save_npz
+from ._io import locked, read_json, save_npz
 from .errors import CifarlensError
 
 TARGETS = ("predicted", "true", "both")
@@ -45,6 +45,7 @@ def object_boxes(run: Path, split: str, indices: np.ndarray) -> np.ndarray | Non
     return boxes[indices]
 
 
+@locked
 def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from ._io import save_figure, write_json
+from ._io import locked, save_figure, write_json
 from .errors import CifarlensError
 from .figures import new_figure, safe_text
 
@@ -66,6 +66,7 @@ def per_class_errors(labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
     return sorted(rows, key=lambda r: (-r["confident_errors"], -(r["error_rate"] or 0), r["class"]))
 
 
+@locked
 def find_failures(run: Path, split: str = "test", *, top: int = 12, confident: float = CONFIDENT,
                   max_true_prob: float = 0.02, log=print) -> dict[str, Any]:
     from .evaluate import analysis_index_update, load_predictions, run_data, split_arrays

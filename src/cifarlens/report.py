@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from ._io import read_json, write_text
+from ._io import locked, read_json, write_text
 from .errors import CifarlensError
 
 __all__ = [
@@ -1239,6 +1239,7 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)  # blocks leave blank-line runs; one is enough
 
 
+@locked
 def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write study_dir/report.html and study_dir/report.md atomically; return their paths.
 

@@ -38,7 +38,15 @@ from .data import (
 )
 from .errors import CifarlensError
 from .models import MODELS, build_model
-from .runs import CKPT_DIR, latest_good_checkpoint, prune_checkpoints, save_checkpoint
+from .runs import (
+    CKPT_DIR,
+    check_data_identity,
+    latest_good_checkpoint,
+    prune_checkpoints,
+    read_config,
+    read_norm,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -361,10 +369,11 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
     # Resume state, or a fresh start with split and statistics written first.
     state = None
     if resume and (out / "config.json").exists():
-        old = read_json(out / "config.json")
+        old = read_config(out)
         diffs = _diff_configs(old["config"], dataclasses.asdict(cfg))
         if diffs:
             raise CifarlensError(f"cannot resume {out} with different settings: {'; '.join(diffs)}")
+        check_data_identity(out, old, data)
         if (out / "done.json").exists():
             say(f"{out} is already finished; nothing to do")
             return read_json(out / "done.json")
@@ -386,16 +395,17 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
             write_json(out / "config.json", {
                 "config": dataclasses.asdict(cfg), "model": cfg.model, "dataset": cfg.dataset,
                 "num_classes": data.num_classes, "class_names": data.class_names,
-                "data_source": data.source, "data_dir": str(data.folder.parent),
+                "data_source": data.source, "data_dir": str(data.folder.resolve().parent),
+                "data_identity": data.identity,
                 "seed": cfg.seed, "environment": environment(device, precision, d),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
         barrier(d)
     from .runs import load_split_indices
 
-    split = load_split_indices(out)
+    split = load_split_indices(out, len(data.train_y))
     used, val_idx = split["train_used"], split["val"]
-    norm = read_json(out / "norm.json")
+    norm = read_norm(out)
     mean, std = norm["mean"], norm["std"]
 
     # Each rank holds its own shard of the training split on its device.

@@ -1,0 +1,253 @@
+"""Run folders: results name what they were computed from, and files a command reads are checked.
+
+Issue 11, class 1 and 4: an `evaluate` run while a study trained the same run left metrics from
+an early checkpoint behind a report; a run resumed or evaluated on other data went on without a
+word; hand-edited, truncated or foreign run files crashed with tracebacks. Every case here is
+built on a copy of the session's smoke run (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlens import cli
+from cifarlens._io import RunLock
+from cifarlens.errors import CifarlensError
+from cifarlens.evaluate import (
+    load_predictions,
+    predict,
+    predictions_current,
+    require_current_predictions,
+    run_data,
+)
+from cifarlens.runs import (
+    CKPT_DIR,
+    checkpoint_sha256,
+    latest_good_checkpoint,
+    load_model,
+    load_split,
+    load_split_indices,
+    read_config,
+    read_history,
+    read_norm,
+    save_checkpoint,
+)
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# --- locks -------------------------------------------------------------------------------------
+
+
+def _foreign_lock(folder: Path) -> None:
+    """A lock held by a live process that is not this one (pid 1 always exists)."""
+    (folder / ".lock").write_text(f"{socket.gethostname()} 1\n")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "failures", "explain"])
+def test_every_command_writing_into_a_run_takes_its_lock(run_copy, capsys, command):
+    _foreign_lock(run_copy)
+    before = sorted(p.name for p in run_copy.iterdir())
+    err = _one_line_error(capsys, [command, str(run_copy)])
+    assert "is in use by" in err and " 1 " in err + " "
+    assert sorted(p.name for p in run_copy.iterdir()) == before  # nothing written
+
+
+def test_report_takes_the_study_lock(tmp_path, capsys):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "summary.json").write_text("{}")
+    _foreign_lock(study)
+    assert "is in use by" in _one_line_error(capsys, ["report", str(study)])
+    assert not (study / "report.html").exists()
+
+
+def test_lock_is_reentrant_within_a_process_and_released_by_the_last_holder(tmp_path):
+    outer = RunLock(tmp_path).acquire()
+    inner = RunLock(tmp_path).acquire()  # a stage inside a study takes the same lock again
+    inner.release()
+    assert (tmp_path / ".lock").exists()
+    outer.release()
+    assert not (tmp_path / ".lock").exists()
+    # and another process is still refused while it is held
+    with RunLock(tmp_path):
+        code = ("import sys; from cifarlens._io import RunLock\n"
+                "from cifarlens.errors import CifarlensError\n"
+                f"try: RunLock({str(tmp_path)!r}).acquire()\n"
+                "except CifarlensError: sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 3, r.stderr
+
+
+# --- results name their checkpoint and data ------------------------------------------------------
+
+
+def _replace_best(run: Path) -> None:
+    """Make best.pt another checkpoint (as a run still training would): perturbed weights."""
+    model, cfg = load_model(run)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_checkpoint({"model_name": cfg["model"], "num_classes": cfg["num_classes"],
+                     "dataset": cfg["dataset"], "epoch": 1, "val_acc": 0.0, "model": state},
+                    run / CKPT_DIR / "best.pt")
+
+
+def test_predictions_record_the_checkpoint_and_stale_ones_are_refused(run_copy):
+    predict(run_copy, ("test",), device="cpu")
+    p = load_predictions(run_copy, "test")
+    assert str(p["checkpoint_sha256"]) == checkpoint_sha256(run_copy)
+    assert predictions_current(run_copy, "test")
+    require_current_predictions(run_copy, "test")
+    _replace_best(run_copy)
+    assert not predictions_current(run_copy, "test")
+    with pytest.raises(CifarlensError, match="another checkpoint"):
+        require_current_predictions(run_copy, "test")
+
+
+def test_run_records_its_data_identity_and_absolute_data_dir(smoke_run):
+    cfg = read_config(smoke_run)
+    ident = cfg["data_identity"]
+    assert ident["dataset"] == "cifar100" and ident["source"] == "generated"
+    assert set(ident["md5"]) == {"meta", "train", "test"}
+    assert Path(cfg["data_dir"]).is_absolute()
+
+
+def _other_data(tmp_path: Path) -> Path:
+    from cifarlens.synth import write_synthetic
+
+    root = tmp_path / "other"
+    write_synthetic(root, "cifar100", train_per_class=5, test_per_class=2, seed=3)
+    return root
+
+
+def test_other_data_is_refused_by_evaluate_and_load_split(run_copy, tmp_path, capsys):
+    other = _other_data(tmp_path)
+    err = _one_line_error(capsys, ["evaluate", str(run_copy), "--data-dir", str(other)])
+    assert "trained on other data" in err and "train" in err
+    with pytest.raises(CifarlensError, match="trained on other data"):
+        load_split(run_copy, "test", data_dir=str(other))
+    with pytest.raises(CifarlensError, match="trained on other data"):
+        run_data(run_copy, str(other))
+
+
+def test_resume_on_other_data_is_refused(run_copy, tmp_path, capsys):
+    cfg = read_config(run_copy)
+    (run_copy / "done.json").unlink()
+    other = _other_data(tmp_path)
+    err = _one_line_error(capsys, ["train", "--out", str(run_copy), "--resume", "--preset",
+                                   "smoke", "--device", "cpu", "--data-dir", str(other),
+                                   "--no-progress"])
+    assert "trained on other data" in err
+    assert read_config(run_copy) == cfg
+
+
+# --- run files are checked against their schema --------------------------------------------------
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+CORRUPTIONS = {
+    "config is a list": (lambda r: (r / "config.json").write_text("[]"), "not a valid run config"),
+    "config without classes": (
+        lambda r: (r / "config.json").write_text(json.dumps(
+            {k: v for k, v in json.loads((r / "config.json").read_text()).items()
+             if k != "class_names"})), "class_names"),
+    "norm without std": (lambda r: (r / "norm.json").write_text('{"mean": [0.5, 0.5, 0.5]}'),
+                         "norm.json is not valid"),
+    "norm with zero std": (lambda r: (r / "norm.json").write_text(
+        '{"mean": [0.5, 0.5, 0.5], "std": [0.2, 0, 0.2]}'), "norm.json is not valid"),
+    "truncated split": (lambda r: _truncate(r / "split.npz"), "corrupt split file"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_damaged_run_files_are_one_line_errors(run_copy, capsys, name):
+    damage, message = CORRUPTIONS[name]
+    damage(run_copy)
+    assert message in _one_line_error(capsys, ["evaluate", str(run_copy)])
+
+
+def _write_split(run: Path, **arrays: np.ndarray) -> None:
+    z = dict(np.load(run / "split.npz"))
+    z.update(arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **z)
+    (run / "split.npz").write_bytes(buf.getvalue())
+
+
+def test_split_with_overlap_or_out_of_range_indices_is_refused(run_copy):
+    z = load_split_indices(run_copy)
+    _write_split(run_copy, val=np.concatenate([z["val"][:-1], z["train"][:1]]))
+    with pytest.raises(CifarlensError, match="overlap"):
+        load_split_indices(run_copy)
+    _write_split(run_copy, val=np.concatenate([z["val"], [10**6]]))
+    with pytest.raises(CifarlensError, match="out of range"):
+        load_split_indices(run_copy, 5000)
+    with pytest.raises(CifarlensError, match="out of range"):
+        load_split(run_copy, "val")
+
+
+def test_truncated_or_inconsistent_predictions_are_refused(run_copy):
+    predict(run_copy, ("test",), device="cpu")
+    path = run_copy / "predictions_test.npz"
+    good = path.read_bytes()
+    _truncate(path)
+    with pytest.raises(CifarlensError, match="corrupt predictions file"):
+        load_predictions(run_copy, "test")
+    path.write_bytes(good)
+    z = dict(np.load(path))
+    z["pred"] = z["pred"][:-1]
+    np.savez(path.with_suffix(""), **z)  # writes predictions_test.npz again
+    with pytest.raises(CifarlensError, match="inconsistent"):
+        load_predictions(run_copy, "test")
+
+
+def test_blank_lines_in_metrics_are_ignored_and_garbage_is_named(run_copy):
+    path = run_copy / "metrics.jsonl"
+    rows = read_history(run_copy)
+    path.write_text("\n" + path.read_text().replace("\n", "\n\n"))
+    assert read_history(run_copy) == rows
+    path.write_text(path.read_text() + "{not json\n")
+    with pytest.raises(CifarlensError, match=r"metrics.jsonl line \d+ is not a metrics row"):
+        read_history(run_copy)
+
+
+@pytest.mark.parametrize("payload", [[1, 2, 3], torch.zeros(3), {"weights": {}}])
+def test_best_checkpoint_that_is_not_a_state_dict_is_refused(run_copy, payload):
+    save_checkpoint(payload, run_copy / CKPT_DIR / "best.pt")  # valid checksum, wrong content
+    with pytest.raises(CifarlensError, match="not a cifarlens checkpoint|no model"):
+        load_model(run_copy)
+
+
+def test_best_copied_over_the_newest_resume_checkpoint_is_skipped(run_copy):
+    from cifarlens.runs import epoch_checkpoints
+
+    newest, older = epoch_checkpoints(run_copy)[:2]
+    for suffix in ("", ".sha256"):
+        shutil.copy(run_copy / CKPT_DIR / f"best.pt{suffix}", f"{newest}{suffix}")
+    warnings: list[str] = []
+    found = latest_good_checkpoint(run_copy, warn=warnings.append)
+    assert found is not None and found[0] == older
+    assert "not a cifarlens resume checkpoint" in warnings[0]
+
+
+def test_read_norm_accepts_the_runs_own_file(smoke_run):
+    norm = read_norm(smoke_run)
+    assert len(norm["mean"]) == 3 and min(norm["std"]) > 0
