@@ -251,3 +251,39 @@ def test_best_copied_over_the_newest_resume_checkpoint_is_skipped(run_copy):
 def test_read_norm_accepts_the_runs_own_file(smoke_run):
     norm = read_norm(smoke_run)
     assert len(norm["mean"]) == 3 and min(norm["std"]) > 0
+
+
+# --- the Grad-CAM API speaks in one-line errors ---------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, targets, message", [
+    ((2, 3, 16, 16), [0, 1], r"cannot take images of shape \(3, 16, 16\)"),
+    ((2, 1, 32, 32), [0, 1], r"cannot take images of shape \(1, 32, 32\)"),
+    ((2, 3, 32, 32), [0, 10], r"targets must lie in \[0, 10\)"),
+    ((2, 3, 32, 32), [-1, 0], r"targets must lie in \[0, 10\)"),
+    ((3, 32, 32), [0], r"images must be \(N, C, H, W\)"),
+])
+def test_gradcam_api_errors_are_cifarlens_errors(shape, targets, message):
+    from cifarlens.explain import gradcam
+    from cifarlens.models import build_model
+
+    model = build_model("small", 10).eval()
+    with pytest.raises(CifarlensError, match=message):
+        gradcam(model, torch.randn(shape), targets)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--out", "", "--preset", "smoke"], "--out must not be empty"),
+    (["study", "--out", " "], "--out must not be empty"),
+    (["evaluate", ""], "run must not be empty"),
+    (["failures", "somewhere", "--confident", "-5"], "--confident must be a probability"),
+    (["failures", "somewhere", "--confident", "1.5"], "--confident must be a probability"),
+])
+def test_arguments_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert list(tmp_path.iterdir()) == []  # nothing was written

@@ -354,9 +354,26 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list = [_register_analysis]
 
 
+_PATH_ARGS = ("out", "run", "study", "data_dir")
+
+
+def _check_args(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Checks that span sub-commands, made before any work starts."""
+    for name in _PATH_ARGS:
+        v = getattr(a, name, None)
+        if isinstance(v, str) and not v.strip():
+            # "" would mean the current folder: a run trained into it, files beside the user's
+            parser.error(f"--{name.replace('_', '-')} must not be empty"
+                         if name in ("out", "data_dir") else f"{name} must not be empty")
+    c = getattr(a, "confident", None)
+    if c is not None and not 0.0 < c < 1.0:
+        parser.error(f"--confident must be a probability between 0 and 1, got {c:g}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_args(parser, args)
     try:
         return int(args.func(args) or 0)
     except CifarlensError as e:

@@ -235,6 +235,9 @@ def _forward_capture(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Ten
     try:
         with torch.no_grad():
             logits = model(x)
+    except (RuntimeError, ValueError) as e:  # e.g. a 64x64 or 1-channel batch for a 32x32 RGB model
+        raise CifarlensError(f"the model cannot take images of shape {tuple(x.shape[1:])}: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
         handle.remove()
     if not captured:
