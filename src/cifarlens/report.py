@@ -12,6 +12,7 @@ is ever marked safe. Figures are embedded only when they are PNG files inside th
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+from markupsafe import Markup
 
 from ._io import locked, read_json, write_text
 from .errors import CifarlensError
@@ -1095,7 +1097,13 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
         sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,
                          "slug": _gh_slug(heading),
                          "blocks": [{"type": "figure", "fig": f} for f in v.placed["appendix"]]})
+    from .browse import table_context
+
     return {
+        "browse": table_context(v.study_dir, v.sm.get("browse", {}).get("file")
+                                if isinstance(v.sm.get("browse"), dict) else None),
+        "browse_js": Markup(BROWSE_JS),
+        "script_hash": BROWSE_JS_SHA256,
         "title": _s(v.sm.get("title"), "cifarlens study"),
         "created": _s(v.sm.get("created")),
         "subtitle": f"{v.dataset}: baseline vs variant ({v.change_text})",
@@ -1193,6 +1201,10 @@ def _reflection(v: _View) -> list[str]:
 # --------------------------------------------------------------------------- rendering
 
 _TEMPLATES = Path(__file__).parent / "templates"
+# The report's only script (sorting and filtering the failure browser): our own file, allowed by
+# the content security policy through its hash, so no other script can run in the page.
+BROWSE_JS = (_TEMPLATES / "browse.js").read_text(encoding="utf-8")
+BROWSE_JS_SHA256 = base64.b64encode(hashlib.sha256(BROWSE_JS.encode("utf-8")).digest()).decode()
 
 
 def _html_finalize(value: Any) -> Any:
