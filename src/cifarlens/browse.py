@@ -34,11 +34,11 @@ from .errors import CifarlensError
 FOLDER = "browse"
 TILE = 32  # atlas tile side in px (CIFAR images are 32x32)
 ATLAS_COLS = 32
-OUTCOMES = {
-    "fixed": "baseline wrong, variant right",
-    "still_wrong": "both wrong, same class",
-    "other_wrong": "both wrong, different classes",
-    "newly_wrong": "baseline right, variant wrong",
+OUTCOMES = {  # key: (short label for the table, what it means)
+    "fixed": ("fixed", "baseline wrong, variant right"),
+    "still_wrong": ("still wrong", "both wrong, same class"),
+    "other_wrong": ("wrong differently", "both wrong, different classes"),
+    "newly_wrong": ("newly wrong", "baseline right, variant wrong"),
 }
 
 
@@ -231,7 +231,8 @@ def table_context(study: str | Path, rel: Any) -> dict[str, Any] | None:
             "ca": r["conf_a"], "cb": r["conf_b"], "tca": r["tconf_a"], "tcb": r["tconf_b"],
             "ca_text": f"{100 * r['conf_a']:.1f}%", "cb_text": f"{100 * r['conf_b']:.1f}%",
             "tca_text": f"{100 * r['tconf_a']:.1f}%", "tcb_text": f"{100 * r['tconf_b']:.1f}%",
-            "outcome": r["outcome"], "outcome_text": OUTCOMES[r["outcome"]],
+            "outcome": r["outcome"], "outcome_text": OUTCOMES[r["outcome"]][0],
+            "outcome_title": OUTCOMES[r["outcome"]][1],
             "label": "yes" if r.get("label_suspect") else "no",
             "bg": f"-{(k % cols) * tile}px -{(k // cols) * tile}px",
         })
@@ -240,7 +241,8 @@ def table_context(study: str | Path, rel: Any) -> dict[str, Any] | None:
     return {
         "rows": rows,
         "n_test": rec.get("n_test"),
-        "counts": [(OUTCOMES[k], counts.get(k, 0)) for k in OUTCOMES],
+        "counts": [(f"{short} ({long})", counts.get(k, 0))
+                   for k, (short, long) in OUTCOMES.items()],
         "atlas_uri": "data:image/jpeg;base64," + base64.b64encode(atlas).decode("ascii")
         if atlas else "",
         # Only what the script needs; HTML-safe because the template writes it with |tojson.

@@ -117,6 +117,9 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=
         s0 = plan["seeds"][0]
         _stage_failures(runs["baseline"][s0], failures_top, say)
         summary = build_summary(out, plan, runs, failures_top, say)
+        from .browse import prepare as prepare_browse
+
+        summary["browse"] = prepare_browse(out, runs["baseline"][s0], runs["variant"][s0])
         summary["timing"] = {"total_s": time.perf_counter() - t0}
         summary["command"] = command or f"cifarlens study --out {shlex.quote(str(out))}"
         write_json(out / "summary.json", summary)
