@@ -269,7 +269,6 @@ def _register_analysis(sub) -> None:
                    help="explain these dataset indices")
     g.add_argument("--all", action="store_true", help="explain every image of the split")
     x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
-    x.add_argument("--method", choices=["gradcam"], default="gradcam")
     x.add_argument("--layer", metavar="NAME",
                    help="module to explain, e.g. features.20 (default: the last conv layer)")
     x.set_defaults(func=cmd_explain)

@@ -142,12 +142,6 @@ def require_current_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
     return p
 
 
-def superclass_order(data: CifarData) -> np.ndarray | None:
-    if data.fine_to_coarse is None:
-        return None
-    return np.lexsort((np.arange(data.num_classes), data.fine_to_coarse))
-
-
 def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, checkpoint: str = "best",
              data_dir: str | None = None, device: str = "auto", precision: str = "fp32",
              log=print) -> dict[str, dict]:
