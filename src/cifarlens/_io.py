@@ -110,8 +110,11 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
     from .figures import style
 
     buf = io.BytesIO()
+    # A constrained layout already fits every artist into the canvas; "tight" would draw the
+    # whole figure a second time to measure it (a third of a 100-class confusion figure's cost).
+    tight = None if fig.get_layout_engine() is not None else "tight"
     with style():
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches=tight)
     write_bytes(path, buf.getvalue())
 
 

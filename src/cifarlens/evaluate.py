@@ -144,17 +144,19 @@ def require_current_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
 
 def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, checkpoint: str = "best",
              data_dir: str | None = None, device: str = "auto", precision: str = "fp32",
-             log=print) -> dict[str, dict]:
-    """Predictions, metrics and figures for each split. Test calibration uses a temperature
-    fitted on val, so val is always predicted too."""
+             figures: tuple[str, ...] | None = None, log=print) -> dict[str, dict]:
+    """Predictions, metrics and figures for each split (figures only for the splits in
+    `figures`, default all: a study draws test only, since drawing is most of the cost).
+    Test calibration uses a temperature fitted on val, so val is always predicted too."""
     run = require_run(run)
     with RunLock(run):
         return _evaluate(run, splits, checkpoint=checkpoint, data_dir=data_dir, device=device,
-                         precision=precision, log=log)
+                         precision=precision, figures=splits if figures is None else figures,
+                         log=log)
 
 
 def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: str | None,
-              device: str, precision: str, log) -> dict[str, dict]:
+              device: str, precision: str, figures: tuple[str, ...], log) -> dict[str, dict]:
     data = run_data(run, data_dir)
     todo = list(dict.fromkeys(("val",) + tuple(splits) if "test" in splits else splits))
     preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
@@ -177,7 +179,7 @@ def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: 
             "nll_before": m["loss"], "nll_after": M.nll(scaled, p["labels"]),
             "mce_after": M.mce(scaled, p["labels"]), "brier_after": M.brier(scaled, p["labels"]),
         }
-        figs = _figures(run, figdir, s, data, p, probs, scaled, m)
+        figs = _figures(run, figdir, s, data, p, probs, scaled, m) if s in figures else {}
         m["figures"] = figs
         write_json(run / f"metrics_{s}.json", m)
         analysis_index_update(run, f"evaluate_{s}", {
