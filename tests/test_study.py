@@ -102,6 +102,13 @@ def test_report_has_every_section_and_rebuilds(study):
                  "Complexity", "Reflection"):
         assert word in html and word in md
     assert "generated" in html.lower()
+    # one seed: said to be one pair of trained models, not evidence about the change
+    assert "not yet evidence about the setting" in md and "for one trained model per arm" in md
+    assert "The comparison with the seed report does not apply: the study ran on generated " \
+           "data" in md
+    s = json.loads((study / "summary.json").read_text())
+    assert s["comparison"]["verdict_basis"] == "one_pair" and s["comparison"]["seeds"] is None
+    assert s["environment"]["cpu_model"] and s["environment"]["precision"] in ("bf16", "fp32")
     before = (study / "report.html").stat().st_mtime_ns
     r = subprocess.run([sys.executable, "-m", "cifarlens", "report", str(study)],
                        capture_output=True, text=True, timeout=120)
@@ -219,6 +226,8 @@ def test_three_seeds_by_default_paired_by_seed():
     assert plan["seeds"] == [0, 1, 2]
     # the arms differ only in the change; the seed (hence split and init) is shared
     assert arms["baseline"].seed == arms["variant"].seed == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["study", "--jobs", "0"])
     plan, _ = plan_study("smoke", seeds=2, overrides={"seed": 5})
     assert plan["seeds"] == [5, 6]
     with pytest.raises(CifarlensError, match="at least 1"):
