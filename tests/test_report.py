@@ -179,8 +179,8 @@ def test_every_section_heading_in_both(tmp_path, pngs):
         # the TOC links to each section in both formats
         assert f'href="#{sid}"' in h
         assert f"(#{R._gh_slug(f'{i} {title}')})" in m
-    assert R._gh_slug("11 Comparison & statistics") == "11-comparison--statistics"
-    assert len(R.SECTIONS) == 14
+    assert R._gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
+    assert len(R.SECTIONS) == 15 and R.SECTIONS[0][0] == "replication"  # the report opens with it
 
 
 def rendered_numbers(s: dict[str, Any]) -> list[str]:
@@ -340,11 +340,168 @@ def test_report_sentences_flip_with_the_data(tmp_path, pngs):
     s["models"]["variant"]["test"]["ece"] = 0.09
     h, m, _ = render(tmp_path, pngs, s)
     for doc in (h, m):
-        assert "The change hurt" in doc and "fell by 3.12 points" in doc
+        # one seed: the pair's result, said as such, and no claim about the change
+        assert "fell by 3.12 points" in doc and "for one trained model per arm (seed 0)" in doc
+        assert "not yet evidence about the setting" in doc and "--seeds 3" in doc
+        assert "Nothing is concluded about the change yet" in doc
+        assert "The change hurt" not in doc and "The change helped" not in doc
         assert "worse calibrated" in doc and "rose by" not in doc
     # the default fixture says the opposite
     h2, _, _ = render(tmp_path / "again", pngs)
-    assert "The change helped" in h2 and "better calibrated" in h2
+    assert "rose by 6.63 points" in h2 and "better calibrated" in h2
+    # with seeds, the seed-level verdict decides the reflection's lead
+    s3 = _three_seeds(make_summary(), mean_diff=-0.031, ci=[-0.045, -0.017], p=0.004)
+    h3, m3, _ = render(tmp_path / "seeds", pngs, s3)
+    for doc in (h3, m3):
+        assert "The change hurt: with augment: none → crop-flip, across 3 seeds" in doc.replace(
+            "&gt;", ">").replace("\\", "")
+
+
+def _three_seeds(s: dict[str, Any], *, mean_diff: float, ci: list[float | None],
+                 p: float | None, n: int = 3, note: str | None = None) -> dict[str, Any]:
+    """A summary with an n-seed block as study writes it (seed 0 stays the fixture's pair)."""
+    s["seeds"] = list(range(n))
+    s["comparison"]["seeds"] = {
+        "n": n, "mean_a": 0.6301, "std_a": 0.0102, "mean_b": 0.6301 + mean_diff,
+        "std_b": 0.0087, "mean_diff": mean_diff, "std_diff": 0.01, "df": n - 1, "p_value": p,
+        "ci": ci, "level": 0.95, "method": "paired_t", "note": note,
+        "covers": "training seeds and test-image sampling",
+        "mcnemar_per_seed": [{"seed": i, "diff": 0.0663, "lo": 0.058, "hi": 0.0746,
+                              "a_only": 491, "b_only": 1154, "p_value": 3.1e-12}
+                             for i in range(n)]}
+    s["comparison"]["pair_seed"], s["comparison"]["verdict_basis"] = 0, "seeds"
+    return s
+
+
+def _text(doc: str) -> str:
+    """A rendered document as plain text: HTML entities and Markdown escapes undone."""
+    return html.unescape(doc).replace("\\[", "[").replace("\\]", "]").replace("\\_", "_")
+
+
+def test_one_verdict_from_the_seed_level_test_everywhere(tmp_path, pngs):
+    """The reported bug: seed 0's McNemar says 'rose ... significant' while the t-test across
+    3 seeds does not. Every verdict word must come from the seed-level test."""
+    s = _three_seeds(make_summary(), mean_diff=0.004, ci=[-0.012, 0.020], p=0.62)
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in map(_text, (h, m)):
+        assert "rose by" not in doc and "significant at the 5% level" not in doc
+        assert "The change helped" not in doc
+        # headline, constrained improvement, comparison, reflection
+        assert doc.lower().count("across 3 seeds, the mean test accuracy did not change "
+                                 "significantly") == 4
+        assert "The change made no significant difference: with" in doc
+        assert "the paired t-test across 3 seeds (2 degrees of freedom) p = 0.62" in doc
+        # seed 0's McNemar is still there, as labelled supporting detail, without a verdict
+        assert "For the seed-0 pair alone the difference is +6.63 points" in doc
+        assert "McNemar's exact test: p = 3.1e-12." in doc
+        # which noise each interval covers
+        assert "The seed-level interval and test cover training seeds" in doc
+        assert "test-image sampling only, for one pair of trained models" in doc
+    # and a significant seed-level result is said once, the same way, everywhere
+    s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
+    h, m, _ = render(tmp_path / "sig", pngs, s)
+    for doc in map(_text, (h, m)):
+        assert doc.lower().count("across 3 seeds, the mean test accuracy rose by 6.11 points") == 4
+        assert "did not change significantly" not in doc
+
+
+def test_two_seeds_name_the_single_degree_of_freedom(tmp_path, pngs):
+    s = _three_seeds(make_summary(), mean_diff=0.03, ci=[-0.2, 0.26], p=0.3, n=2)
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in map(_text, (h, m)):
+        assert "the paired t-test across 2 seeds (1 degree of freedom: little power)" in doc
+        assert "With 2 seeds the t-test has 1 degree of freedom" in doc
+
+
+def test_a_constant_seed_difference_is_not_a_verdict(tmp_path, pngs):
+    s = _three_seeds({**make_summary(), "data_source": "official"}, mean_diff=0.02,
+                     ci=[None, None], p=None, note="the difference is identical for every seed")
+    h, _, _ = render(tmp_path, pngs, s)
+    doc = _text(h)
+    assert "unknown whether this is more than noise" in doc and "identical for every seed" in doc
+    assert "The change's effect could not be tested" in doc and "Not judged" in doc
+
+
+@pytest.mark.parametrize(("lo", "hi", "want"), [
+    (0.0511, 0.0711, "reproduced"),      # +6.63 inside, 0 outside
+    (0.0663, 0.09, "reproduced"),        # on the edge, as shown, still inside
+    (0.0664, 0.09, "exceeded"),          # whole interval above +6.63
+    (0.01, 0.05, "smaller"),             # a gain, but below the seed's
+    (-0.01, 0.05, "not_reproduced"),     # below +6.63 and reaches 0
+    (-0.05, -0.01, "not_reproduced"),    # a loss
+    (-0.01, 0.08, "inconclusive"),       # holds both 0 and +6.63
+    (0.0, 0.08, "inconclusive"),         # 0 as shown is not excluded
+    (None, 0.08, "not_judged"), (None, None, "not_judged"),
+])
+def test_replication_verdict(lo, hi, want):
+    assert R.replication_verdict(lo, hi) == want
+
+
+def test_replication_table_against_constructed_studies(tmp_path, pngs):
+    real = {"data_source": "official"}
+    cases = [  # (mean diff, CI, the sentence's start)
+        (0.0611, [0.0511, 0.0711], "Reproduced: the seed's +6.63 points lie inside this "
+                                   "study's 95% CI across 3 seeds [5.11, 7.11]"),
+        (0.09, [0.08, 0.10], "Exceeded: this study's whole 95% CI across 3 seeds [8.00, 10.00]"),
+        (0.03, [0.02, 0.04], "Not reproduced in size: the change helps"),
+        (-0.003, [-0.02, 0.014], "Not reproduced: this study's 95% CI across 3 seeds "
+                                 "[-2.00, 1.40] lies below the seed's +6.63 points"),
+        (0.03, [-0.01, 0.07], "Not decided: this study's 95% CI across 3 seeds [-1.00, 7.00]"),
+    ]
+    for i, (d, ci, want) in enumerate(cases):
+        s = _three_seeds({**make_summary(), **real}, mean_diff=d, ci=ci, p=0.01)
+        h, m, _ = render(tmp_path / str(i), pngs, s)
+        for doc in map(_text, (h, m)):
+            assert want in doc, (want, doc[:3000])
+            head = doc[doc.rindex("Seed report side by side"):doc.rindex("Headline.")]
+            for x in ("62.91%", "69.54%", "+6.63", "10,462,756", "0.65 GFLOPs",
+                      R.fmt_pct(0.6301), R.fmt_pct(0.6301 + d), R.fmt_points(d, signed=True)):
+                assert x in head, x
+    # one seed: numbers side by side, no judgement
+    h, _, _ = render(tmp_path / "one", pngs, {**make_summary(), **real})
+    assert "Not judged: the study has no seed-level interval" in _text(h)
+    assert "one trained pair" in _text(h)
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    ({}, "the study ran on generated data, not CIFAR-100"),
+    ({"data_source": "official", "dataset": "cifar10"}, "the dataset is cifar10, not CIFAR-100"),
+    ({"data_source": "official",
+      "change": {"key": "label_smoothing", "baseline": 0.1, "variant": 0.0}},
+     "the change is label_smoothing: 0.1 → 0, not the seed's augment: none → crop-flip"),
+    ({"data_source": "official", "config": {"model": "small", "epochs": 50}},
+     "the model is small, not the seed's baseline CNN"),
+    ({"data_source": "official", "config": {"model": "baseline", "epochs": 10,
+                                            "train_limit": 10000}},
+     "it trained 10 epochs, not the seed's 50; it trained on a 10000-image subset"),
+])
+def test_replication_does_not_apply_and_says_why(tmp_path, pngs, edit, why):
+    s = _three_seeds({**make_summary(), **edit}, mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.01)
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in map(_text, (h, m)):
+        assert "The comparison with the seed report does not apply: " + why in doc
+        assert "Reproduced" not in doc and "Exceeded" not in doc
+
+
+def test_recipe_table_reads_the_config_and_is_in_the_readme():
+    from dataclasses import asdict
+
+    from cifarlens.train import make_config
+
+    rows = R.recipe_rows(asdict(make_config("paper")), "bf16 where the hardware has it, else "
+                         "fp32 (auto)", 3)
+    used = {r[0]: r[2] for r in rows}
+    assert used["Peak learning rate"] == "0.05" and used["Warm-up"].startswith("1 epoch")
+    assert used["Weight decay"] == "0.0005 on conv and linear weights, not on BN or bias"
+    assert used["Loss"] == "cross-entropy, label smoothing 0.1"
+    assert "no Nesterov" in used["Optimizer"] and "last partial batch dropped" in used[
+        "Batch size"]
+    assert used["Seeds"] == "3 per arm, paired by seed"
+    # a study's own config shows what it ran, not the preset
+    assert {r[0]: r[2] for r in R.recipe_rows({"lr": 0.1}, "fp32")}["Peak learning rate"] == "0.1"
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for r in rows:  # the README's table is this table (no drift)
+        assert "| " + " | ".join(r) + " |" in readme, r
 
 
 @pytest.mark.parametrize("shape", ["summary", "paired_seed_test"])
@@ -435,7 +592,7 @@ def test_mistyped_summary_never_crashes(edits):
             continue  # an earlier edit replaced a parent: nothing left to edit
     with tempfile.TemporaryDirectory() as d:
         h, m = (p.read_text() for p in R.render_report(Path(d), s))
-    assert "<section id=\"reproducibility\">" in h and "## 14 Reproducibility" in m
+    assert "<section id=\"reproducibility\">" in h and "## 15 Reproducibility" in m
     assert "data:image" not in h  # no figure files exist here, whatever the paths say
 
 

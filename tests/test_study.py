@@ -58,7 +58,7 @@ def test_study_refuses_an_invalid_changed_value(tmp_path, synth100):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, synth100):
     out = tmp_path_factory.mktemp("study") / "s"
-    run_study(out, preset="smoke", overrides={"data_dir": str(synth100), "device": "cpu"},
+    run_study(out, preset="smoke", seeds=1, overrides={"data_dir": str(synth100), "device": "cpu"},
               progress=False, log=lambda m: None)
     return out
 
@@ -102,6 +102,13 @@ def test_report_has_every_section_and_rebuilds(study):
                  "Complexity", "Reflection"):
         assert word in html and word in md
     assert "generated" in html.lower()
+    # one seed: said to be one pair of trained models, not evidence about the change
+    assert "not yet evidence about the setting" in md and "for one trained model per arm" in md
+    assert "The comparison with the seed report does not apply: the study ran on generated " \
+           "data" in md
+    s = json.loads((study / "summary.json").read_text())
+    assert s["comparison"]["verdict_basis"] == "one_pair" and s["comparison"]["seeds"] is None
+    assert s["environment"]["cpu_model"] and s["environment"]["precision"] in ("bf16", "fp32")
     before = (study / "report.html").stat().st_mtime_ns
     r = subprocess.run([sys.executable, "-m", "cifarlens", "report", str(study)],
                        capture_output=True, text=True, timeout=120)
@@ -113,7 +120,7 @@ def test_rerun_reuses_finished_runs(study):
     done = {p: p.stat().st_mtime_ns for p in study.glob("runs/*/done.json")}
     (study / "summary.json").unlink()
     (study / "report.html").unlink()
-    run_study(study, preset="smoke", overrides={"data_dir": json.loads(
+    run_study(study, preset="smoke", seeds=1, overrides={"data_dir": json.loads(
         (study / "study.json").read_text())["baseline"]["data_dir"], "device": "cpu"},
         progress=False, log=lambda m: None)
     assert {p: p.stat().st_mtime_ns for p in study.glob("runs/*/done.json")} == done
@@ -123,8 +130,11 @@ def test_rerun_reuses_finished_runs(study):
 def test_a_different_study_in_the_same_folder_is_refused(study):
     data_dir = json.loads((study / "study.json").read_text())["baseline"]["data_dir"]
     with pytest.raises(CifarlensError, match="different study"):
-        run_study(study, preset="smoke", change="label_smoothing=0",
+        run_study(study, preset="smoke", seeds=1, change="label_smoothing=0",
                   overrides={"data_dir": data_dir}, progress=False, log=lambda m: None)
+    with pytest.raises(CifarlensError, match=r"seeds \[0\], not \[0, 1, 2\]"):
+        run_study(study, preset="smoke", overrides={"data_dir": data_dir}, progress=False,
+                  log=lambda m: None)
 
 
 def test_report_command_on_a_non_study_is_one_line(tmp_path):
@@ -133,18 +143,150 @@ def test_report_command_on_a_non_study_is_one_line(tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_several_seeds_give_mean_std_and_a_paired_test(tmp_path, synth100):
+def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp_path, synth100):
+    """4 runs with --jobs 2 (spawned CPU processes): the seed-level test, and every run's
+    predictions bit-identical to training it in this process, one after another, with the
+    same number of threads (CPU kernels split their sums by thread, so the count matters)."""
+    import torch
+
+    from cifarlens.study import _run_parallel, _stage_evaluate, _stage_train, plan_study
+
     out = tmp_path / "seeds"
-    s = run_study(out, preset="smoke", seeds=2, failures_top=4,
-                  overrides={"data_dir": str(synth100), "device": "cpu", "epochs": 1,
-                             "train_limit": 1000}, progress=False, log=lambda m: None)
+    overrides = {"data_dir": str(synth100), "device": "cpu", "epochs": 1, "train_limit": 1000}
+    lines: list[str] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # 2 jobs -> 1 thread per child
+    try:
+        s = run_study(out, preset="smoke", seeds=2, failures_top=4, jobs=2, overrides=overrides,
+                      progress=False, log=lines.append)
+    finally:
+        torch.set_num_threads(threads)
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
         "baseline-s0", "baseline-s1", "variant-s0", "variant-s1"]
+    assert any("up to 2 at once" in m and "1 thread(s) each" in m for m in lines)
+    for name in ("baseline seed 0", "variant seed 1"):  # progress shows every run
+        assert any(m.startswith(f"[{name}] epoch 1/1:") and "ETA" in m for m in lines), name
     seeds = s["comparison"]["seeds"]
     a = [r["test_top1"] for r in s["models"]["baseline"]["per_seed"]]
     b = [r["test_top1"] for r in s["models"]["variant"]["per_seed"]]
     assert seeds["n"] == 2 and seeds["mean_a"] == pytest.approx(np.mean(a))
     assert seeds["mean_diff"] == pytest.approx(np.mean(b) - np.mean(a))
     assert seeds["std_a"] == pytest.approx(np.std(a, ddof=1))
+    assert seeds["df"] == 1 and seeds["covers"] == "training seeds and test-image sampling"
     assert [m["seed"] for m in seeds["mcnemar_per_seed"]] == [0, 1]
+    for m in seeds["mcnemar_per_seed"]:
+        assert m["diff"] == pytest.approx((m["b_only"] - m["a_only"]) / 1000)
+    assert s["comparison"]["verdict_basis"] == "seeds" and s["comparison"]["pair_seed"] == 0
     assert a[0] != a[1]  # the seeds really differ
+    # the same runs one after another in this process, 1 thread (as each child had)
+    _, arms = plan_study("smoke", seeds=2, overrides=overrides)
+    torch.set_num_threads(1)
+    try:
+        for arm, seed in (("baseline", 1), ("variant", 0)):
+            run = tmp_path / "seq" / f"{arm}-s{seed}"
+            _stage_train(dataclasses.replace(arms[arm], seed=seed), run, False, lambda m: None, arm)
+            _stage_evaluate(run, lambda m: None)
+            p_seq = np.load(run / "predictions_test.npz")
+            p_par = np.load(out / "runs" / f"{arm}-s{seed}" / "predictions_test.npz")
+            assert np.array_equal(p_seq["logits"], p_par["logits"]), (arm, seed)
+    finally:
+        torch.set_num_threads(threads)
+    # resume: a run that lost its results is redone from its checkpoint, the others skipped
+    v0 = out / "runs" / "variant-s0"
+    before = np.load(v0 / "predictions_test.npz")["logits"]
+    for f in ("done.json", "metrics_test.json", "predictions_test.npz"):
+        (v0 / f).unlink()
+    kept = (out / "runs" / "baseline-s0" / "done.json").stat().st_mtime_ns
+    todo = [(arm, dataclasses.replace(arms[arm], seed=sd), out / "runs" / f"{arm}-s{sd}")
+            for sd in (0, 1) for arm in ("baseline", "variant")]
+    lines.clear()
+    torch.set_num_threads(2)
+    try:
+        _run_parallel(todo, 2, False, lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert any("training 1 runs" in m for m in lines)
+    assert any("resuming" in m for m in lines)
+    assert np.array_equal(np.load(v0 / "predictions_test.npz")["logits"], before)
+    assert (out / "runs" / "baseline-s0" / "done.json").stat().st_mtime_ns == kept
+
+
+# --- seeds by default, parallel runs, one environment ---------------------------------------------
+
+
+def test_three_seeds_by_default_paired_by_seed():
+    from cifarlens.cli import build_parser
+    from cifarlens.study import DEFAULT_SEEDS, plan_study
+
+    assert DEFAULT_SEEDS == 3
+    for cmd in (["study"], ["demo"]):
+        a = build_parser().parse_args(cmd)
+        assert a.seeds == 3 and a.jobs == 1
+    plan, arms = plan_study("smoke")
+    assert plan["seeds"] == [0, 1, 2]
+    # the arms differ only in the change; the seed (hence split and init) is shared
+    assert arms["baseline"].seed == arms["variant"].seed == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["study", "--jobs", "0"])
+    plan, _ = plan_study("smoke", seeds=2, overrides={"seed": 5})
+    assert plan["seeds"] == [5, 6]
+    with pytest.raises(CifarlensError, match="at least 1"):
+        plan_study("smoke", seeds=0)
+
+
+def test_parallel_slots_divide_threads_on_cpu():
+    from cifarlens.study import parallel_slots
+
+    assert parallel_slots(2, "cpu", 8) == [{"gpu": None, "threads": 4}] * 2
+    assert parallel_slots(3, "cpu", 2) == [{"gpu": None, "threads": 1}] * 3
+
+
+def test_parallel_slots_one_run_per_gpu(monkeypatch):
+    from cifarlens import study as st
+
+    monkeypatch.setattr(st, "_gpu_count", lambda device: 2)
+    assert st.parallel_slots(4, "auto", 16) == [{"gpu": 0, "threads": None},
+                                                {"gpu": 1, "threads": None}]
+
+
+def _fake_run(folder, **env):
+    folder.mkdir(parents=True)
+    base = {"precision": "bf16", "device": "cpu", "device_name": "x86_64",
+            "cpu_model": "Intel(R) Xeon(R) Processor (family 6, model 143, stepping 8)",
+            "gpu_model": None, "torch": "2.13.0", "threads": 2}
+    (folder / "config.json").write_text(json.dumps({"environment": {**base, **env}}))
+    return folder
+
+
+def test_runs_that_resolved_differently_are_refused(tmp_path):
+    from cifarlens.study import check_same_environment
+
+    a = _fake_run(tmp_path / "baseline-s0")
+    same = _fake_run(tmp_path / "variant-s0", threads=1)  # threads do not block a comparison
+    check_same_environment([a, same])
+    fp32 = _fake_run(tmp_path / "variant-s1", precision="fp32")
+    with pytest.raises(CifarlensError) as e:
+        check_same_environment([a, same, fp32])
+    msg = str(e.value)
+    assert "precision 'bf16' vs 'fp32'" in msg and "variant-s1" in msg and "\n" not in msg
+    other_cpu = _fake_run(tmp_path / "variant-s2", cpu_model="AMD EPYC 9654")
+    with pytest.raises(CifarlensError, match="cpu_model"):
+        check_same_environment([a, other_cpu])
+    # GPU index does not matter, GPU model does; a run from before cpu_model existed compares
+    g0 = _fake_run(tmp_path / "g0", device="cuda:0", gpu_model="NVIDIA H200")
+    g1 = _fake_run(tmp_path / "g1", device="cuda:1", gpu_model="NVIDIA H200")
+    check_same_environment([g0, g1])
+    with pytest.raises(CifarlensError, match="gpu_model"):
+        check_same_environment([g0, _fake_run(tmp_path / "g2", device="cuda:0",
+                                              gpu_model="NVIDIA A100")])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"environment": {
+        "precision": "bf16", "device": "cpu", "torch": "2.13.0"}}))
+    check_same_environment([a, old])
+
+
+def test_every_run_records_precision_device_and_hardware(smoke_run):
+    env = json.loads((smoke_run / "config.json").read_text())["environment"]
+    assert env["precision"] in ("bf16", "fp32") and env["device"] == "cpu"
+    assert env["cpu_model"] and env["gpu_model"] is None

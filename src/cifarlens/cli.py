@@ -213,7 +213,7 @@ def cmd_study(a: argparse.Namespace) -> int:
 
     overrides = _train_overrides(a)
     run_study(a.out, preset=a.preset, change=a.change, seeds=a.seeds, overrides=overrides,
-              failures_top=a.top, progress=not a.no_progress, command=" ".join(
+              failures_top=a.top, jobs=a.jobs, progress=not a.no_progress, command=" ".join(
                   ["cifarlens", *sys.argv[1:]]) if sys.argv else None)
     print(f"report: {Path(a.out) / 'report.html'}")
     return 0
@@ -233,13 +233,23 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from .study import demo
 
-    demo(a.out, progress=not a.no_progress)
+    demo(a.out, seeds=a.seeds, jobs=a.jobs, progress=not a.no_progress)
     print(f"report: {Path(a.out) / 'study' / 'report.html'} (generated data, not CIFAR-100)")
     return 0
 
 
 def _split_arg(p: argparse.ArgumentParser, choices=("val", "test"), default="test") -> None:
     p.add_argument("--split", choices=choices, default=default)
+
+
+def _add_seeds_jobs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=_int_range(1, 1000), default=3,
+                   help="train each arm with N seeds, paired by seed (default 3); the verdict is "
+                        "the paired t-test across seeds. 1 compares one pair of trained models "
+                        "and is not evidence about the change")
+    p.add_argument("--jobs", type=_int_range(1, 64), default=1,
+                   help="train up to N runs at once: one per GPU on a multi-GPU machine, else "
+                        "CPU processes sharing the threads (no gain on a 2-core CPU); default 1")
 
 
 def _register_analysis(sub) -> None:
@@ -280,8 +290,7 @@ def _register_analysis(sub) -> None:
     s.add_argument("--change", default="augment=crop-flip",
                    help="the ONE training setting the variant changes, KEY=VALUE "
                         "(default augment=crop-flip)")
-    s.add_argument("--seeds", type=_int_range(1, 1000), default=1,
-                   help="repeat both arms with N seeds")
+    _add_seeds_jobs(s)
     s.add_argument("--top", type=_positive_int, default=12, help="failures to explain and track")
     s.set_defaults(func=cmd_study)
 
@@ -289,8 +298,10 @@ def _register_analysis(sub) -> None:
     r.add_argument("study")
     r.set_defaults(func=cmd_report)
 
-    d = sub.add_parser("demo", help="the smoke study on generated data, offline (~2 min on CPU)")
+    d = sub.add_parser("demo", help="the smoke study on generated data, 3 seeds, offline "
+                                     "(a few minutes on CPU)")
     d.add_argument("--out", default="cifarlens-demo", help="folder (default ./cifarlens-demo)")
+    _add_seeds_jobs(d)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 

@@ -40,6 +40,9 @@ __all__ = [
     "describe_calibration_change",
     "describe_change",
     "describe_faithfulness",
+    "describe_pair",
+    "describe_replication",
+    "describe_seed_level",
     "describe_seeds",
     "describe_superclass",
     "describe_temperature",
@@ -56,7 +59,10 @@ __all__ = [
     "p_clause",
     "render_html",
     "render_markdown",
+    "recipe_rows",
     "render_report",
+    "replication_applies",
+    "replication_verdict",
 ]
 
 ALPHA = 0.05
@@ -67,6 +73,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # (anchor id, title): order and wording are the report's table of contents.
 SECTIONS: list[tuple[str, str]] = [
+    ("replication", "Seed report side by side"),
     ("summary", "Summary"),
     ("dataset", "Dataset"),
     ("architecture", "Architecture"),
@@ -482,9 +489,229 @@ def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
             f"{ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
             "(mean ± sample std in points)")
     clause = describe_change(seeds.get("mean_diff"), lo, hi, seeds.get("p_value"), alpha,
-                             metric="the mean accuracy", test="the paired t-test")
+                             metric="the mean accuracy",
+                             test=_t_test_name(_seed_n(seeds), seeds.get("df"))
+                             if _seed_n(seeds) >= 2 else "the paired t-test")
     note = f" Note: {clean_text(seeds['note'])}." if seeds.get("note") else ""
     return f"{lead}; {clause}.{note}"
+
+
+NOISE_PAIR = "test-image sampling only, for one pair of trained models"
+NOISE_SEEDS = ("training seeds (split, initialization, data order, augmentation and dropout "
+               "draws) and test-image sampling as it shows in each seed's accuracy")
+
+
+def _seed_ci(seeds: dict[str, Any]) -> tuple[Any, Any]:
+    ci = _l(seeds.get("ci")) or [seeds.get("lo"), seeds.get("hi")]
+    lo, hi = (ci + [None, None])[:2]
+    return lo, hi
+
+
+def _seed_n(seeds: dict[str, Any] | None) -> int:
+    n = num(_d(seeds).get("n", _d(seeds).get("n_seeds")))
+    return int(n) if n is not None else 0
+
+
+def _t_test_name(n: int, df: Any = None) -> str:
+    d = int(num(df)) if num(df) is not None else n - 1
+    dof = f"{d} degree{'s' if d != 1 else ''} of freedom"
+    return (f"the paired t-test across {n} seeds ({dof}"
+            + (": little power" if d == 1 else "") + ")")
+
+
+def describe_seed_level(seeds: dict[str, Any], alpha: float = ALPHA) -> str:
+    """The verdict about the change: the mean paired difference across seeds, its t interval
+    (training seeds and test-image sampling) and the paired t-test, naming the seed count, e.g.
+    'across 3 seeds, the mean test accuracy rose by 6.11 points from 63.01% to 69.12% (95% CI
+    [5.11, 7.11]); the paired t-test across 3 seeds (2 degrees of freedom) p = 0.0013, ...'."""
+    n = _seed_n(seeds)
+    lo, hi = _seed_ci(seeds)
+    clause = describe_change(seeds.get("mean_diff"), lo, hi, seeds.get("p_value"), alpha,
+                             metric="the mean test accuracy",
+                             test=_t_test_name(n, seeds.get("df")),
+                             level=seeds.get("level", 0.95), before=seeds.get("mean_a"),
+                             after=seeds.get("mean_b"))
+    note = f"; {clean_text(seeds['note'])}" if seeds.get("note") and num(
+        seeds.get("p_value")) is None else ""
+    return f"across {fmt_int(n)} seeds, {clause}{note}"
+
+
+def describe_pair(acc: dict[str, Any], mc: dict[str, Any], seed: Any = None,
+                  before: Any = None, after: Any = None, alpha: float = ALPHA) -> str:
+    """One pair of trained models compared on the test images: what it shows and what not."""
+    which = f" (seed {_s(seed)})" if seed is not None else ""
+    clause = describe_change(acc.get("diff", _diff(before, after)), acc.get("lo"), acc.get("hi"),
+                             mc.get("p_value"), alpha, metric="test accuracy",
+                             level=acc.get("level", 0.95), before=before, after=after)
+    n = fmt_int(mc.get("n"))
+    on = f"these {n} test images" if n != NA else "these test images"
+    return (f"for one trained model per arm{which}, {clause}. This compares two trained models "
+            f"on {on} (its interval and test cover {NOISE_PAIR}) and is not yet evidence "
+            "about the setting: nothing here measures how much another training seed would "
+            "move the result. For evidence about the change, rerun with --seeds 3 (the "
+            "default): the verdict then comes from the paired t-test across seeds")
+
+
+# --- the seed report side by side -------------------------------------------------------------
+
+# The seed report (DL Assignment-1, group 23): Table 1 (accuracy) and Table 2 (complexity).
+SEED_REPORT: dict[str, Any] = {
+    "baseline_top1": 0.6291, "variant_top1": 0.6954, "diff": 0.0663,
+    "params": 10_462_756, "flops_text": "0.65 GFLOPs",
+    "dataset": "cifar100", "change": ("augment", "none", "crop-flip"), "model": "baseline",
+    "epochs": 50,
+}
+
+
+def replication_applies(sm: dict[str, Any]) -> list[str]:
+    """Why this study's numbers cannot be set against the seed report's ([] = they can)."""
+    why = []
+    src = sm.get("data_source")
+    if src == "generated":
+        why.append("the study ran on generated data, not CIFAR-100")
+    elif src is None:
+        why.append("the study does not record its data source")
+    ds = sm.get("dataset")
+    if ds != SEED_REPORT["dataset"]:
+        why.append(f"the dataset is {_s(ds)}, not CIFAR-100")
+    ch = _d(sm.get("change"))
+    key, b, v = SEED_REPORT["change"]
+    if (ch.get("key"), ch.get("baseline"), ch.get("variant")) != (key, b, v):
+        why.append(f"the change is {_s(ch.get('key'))}: {_s(ch.get('baseline'), UNSET)} → "
+                   f"{_s(ch.get('variant'), UNSET)}, not the seed's augment: none → crop-flip")
+    cfg = _d(sm.get("config"))
+    if cfg.get("model", SEED_REPORT["model"]) != SEED_REPORT["model"]:
+        why.append(f"the model is {_s(cfg.get('model'))}, not the seed's baseline CNN")
+    if cfg.get("epochs", SEED_REPORT["epochs"]) != SEED_REPORT["epochs"]:
+        why.append(f"it trained {_s(cfg.get('epochs'))} epochs, not the seed's 50")
+    if cfg.get("train_limit") is not None:
+        why.append(f"it trained on a {_s(cfg.get('train_limit'))}-image subset, not the full "
+                   "training split")
+    return why
+
+
+def _pts(x: float) -> float:
+    return round(x * 100, 2)  # decisions on the numbers as shown (2 decimals, in points)
+
+
+def replication_verdict(lo: Any, hi: Any, claim: Any = SEED_REPORT["diff"]) -> str:
+    """Where the seed's claimed gain sits against this study's seed-level CI [lo, hi]:
+
+    'reproduced': the claim lies inside the interval and the interval excludes 0;
+    'inconclusive': the interval holds both the claim and 0 (too few seeds to tell);
+    'exceeded': the whole interval lies above the claim;
+    'smaller': the whole interval lies above 0 but below the claim (a gain, not the seed's);
+    'not_reproduced': the interval lies below the claim and reaches 0 or below (no gain shown);
+    'not_judged': no seed-level interval (one seed, or a constant difference).
+    """
+    lf, hf, c = num(lo), num(hi), num(claim)
+    if lf is None or hf is None or c is None:
+        return "not_judged"
+    l_, h_, c_ = _pts(lf), _pts(hf), _pts(c)
+    if l_ > c_:
+        return "exceeded"
+    if h_ < c_:
+        return "smaller" if l_ > 0 else "not_reproduced"
+    return "reproduced" if l_ > 0 else "inconclusive"
+
+
+def describe_replication(verdict: str, lo: Any, hi: Any, n: int, why_not: list[str],
+                         claim: Any = SEED_REPORT["diff"]) -> str:
+    c = fmt_points(claim, signed=True)
+    if why_not:
+        return ("The comparison with the seed report does not apply: " + "; ".join(why_not)
+                + ". The seed's numbers are shown for reference only.")
+    ci = f"[{fmt_points(lo)}, {fmt_points(hi)}]"
+    over = f"95% CI across {n} seeds {ci}"
+    return {
+        "reproduced": f"Reproduced: the seed's {c} points lie inside this study's {over}, which "
+                      "excludes 0.",
+        "inconclusive": f"Not decided: this study's {over} contains both the seed's {c} points "
+                        "and 0; more seeds would narrow it.",
+        "exceeded": f"Exceeded: this study's whole {over} lies above the seed's {c} points.",
+        "smaller": f"Not reproduced in size: the change helps (this study's {over} lies above "
+                   f"0) but by less than the seed's {c} points (the whole interval lies below "
+                   "it).",
+        "not_reproduced": f"Not reproduced: this study's {over} lies below the seed's {c} points "
+                          "and does not exclude a loss, so no gain is shown.",
+    }.get(verdict, "Not judged: the study has no seed-level interval (one trained pair per "
+                   "arm measures test-image sampling only, not training noise); rerun with "
+                   "--seeds 3 to set it against the seed's claim.")
+
+
+# --- the recipe: what the seed report states and what cifarlens adds ---------------------------
+
+# (setting, what the seed report says, why cifarlens does what it does)
+RECIPE: list[tuple[str, str, str]] = [
+    ("Model", "4 conv blocks (64→128→256→512), BN, ReLU, max-pool; FC head with dropout 0.2; "
+     "10,462,756 parameters",
+     "the seed gives no convs per block or FC sizes; these reproduce its parameter count and "
+     "FLOPs exactly (Table 2)"),
+    ("Optimizer", "SGD with momentum (no value)",
+     "0.9 is the usual CIFAR value; Nesterov is not mentioned, so plain momentum"),
+    ("Peak learning rate", "not stated",
+     "a common peak for SGD at batch 128 on CIFAR VGGs; not tuned here"),
+    ("Warm-up", "not stated", "keeps the first steps of a BN network at the peak rate stable"),
+    ("Schedule", "cosine annealing", "as stated; stepped per batch, down to 0"),
+    ("Weight decay", "not stated",
+     "5e-4 is the usual CIFAR value; BN and bias excluded, as is common practice"),
+    ("Loss", "cross-entropy with label smoothing (no value)",
+     "0.1 is the common value"),
+    ("Batch size", "128", "as stated; dropping the last partial batch keeps shapes fixed "
+     "(cuDNN autotuning, torch.compile)"),
+    ("Epochs", "50", "as stated"),
+    ("Split", "80% train / 20% validation",
+     "as stated; stratified by class, drawn with the run's random seed"),
+    ("Baseline augmentation", "none named", "the seed's baseline"),
+    ("The change", "random cropping and horizontal flipping",
+     "the seed gives no padding; 4 pixels is the standard CIFAR crop"),
+    ("Precision", "not stated (\"a GPU-enabled environment\")",
+     "bf16 autocast where the hardware has it (auto), for speed; bf16 and fp32 give different "
+     "numbers, so a study never mixes them"),
+    ("Seeds", "one run per model, seed not stated",
+     "one run per arm measures only test-image sampling, not training noise"),
+]
+
+
+CROP_FLIP = "4-pixel zero padding, random 32×32 crop, horizontal flip with p = 0.5"
+
+
+def recipe_rows(cfg: dict[str, Any], precision: Any = None, seeds: Any = None,
+                change: dict[str, Any] | None = None) -> list[list[str]]:
+    """RECIPE with a middle column 'cifarlens uses', read from a config (a study's, or the
+    `paper` preset's), so the table shows what ran, never a copy."""
+    def g(k: str) -> Any:
+        return cfg.get(k)
+
+    def f(k: str, fmt: str = "{:g}") -> str:
+        v = num(g(k))
+        return fmt.format(v) if v is not None else NA
+
+    ch = _d(change)
+    vf = num(g("val_fraction"))
+    split = (f"{(1 - vf) * 100:g}% / {vf * 100:g}%, stratified by class" if vf is not None
+             else NA)
+    n = len(seeds) if isinstance(seeds, list) else num(seeds)
+    used = {
+        "Model": (f"{_s(g('model'))}: 2, 3, 3, 3 convs per block, FC 1024 → 512 → classes"
+                  if g("model") == "baseline" else _s(g("model"))),
+        "Optimizer": f"SGD, momentum {f('momentum')}, no Nesterov",
+        "Peak learning rate": f("lr"),
+        "Warm-up": f"{f('warmup_epochs')} epoch(s), linear from 0",
+        "Schedule": "cosine to 0, per step, after the warm-up",
+        "Weight decay": f"{f('weight_decay')} on conv and linear weights, not on BN or bias",
+        "Loss": f"cross-entropy, label smoothing {f('label_smoothing')}",
+        "Batch size": f"{f('batch_size')}, last partial batch dropped",
+        "Epochs": f("epochs"),
+        "Split": split,
+        "Baseline augmentation": _s(g("augment")),
+        "The change": (f"{_s(ch.get('key'))}: {_s(ch.get('baseline'), UNSET)} → "
+                       f"{_s(ch.get('variant'), UNSET)}" if ch else "augment: none → crop-flip")
+        + (f" ({CROP_FLIP})" if not ch or ch.get("variant") == "crop-flip" else ""),
+        "Precision": _s(precision),
+        "Seeds": (f"{int(n)} per arm, paired by seed" if n is not None else NA),
+    }
+    return [[name, says, used[name], why] for name, says, why in RECIPE]
 
 
 # --------------------------------------------------------------------------- figures
@@ -597,6 +824,10 @@ class _View:
         self.mc = _d(comp.get("mcnemar"))
         seeds = comp.get("seeds")
         self.seeds_block: dict[str, Any] | None = seeds if isinstance(seeds, dict) else None
+        # The verdict about the change needs seed-to-seed variation: 2+ paired seeds.
+        self.n_seeds = _seed_n(self.seeds_block)
+        self.seed_level = self.n_seeds >= 2
+        self.pair_seed = comp.get("pair_seed", (_l(sm.get("seeds")) or [None])[0])
         self.fails = _d(sm.get("failures"))
         self.trk = _d(self.fails.get("tracking"))
         self.top = [_d(x) for x in _l(self.fails.get("top"))]
@@ -627,15 +858,29 @@ class _View:
                 f.number = counter
 
     def verdict(self) -> str:
+        """The one verdict the report states: from the seed-level t-test when the study ran
+        2+ seeds, else from the one pair's McNemar test and paired CI."""
+        if self.seed_level:
+            sb = _d(self.seeds_block)
+            lo, hi = _seed_ci(sb)
+            return change_verdict(sb.get("mean_diff"), lo, hi, sb.get("p_value"))
         return change_verdict(self.diff, self.acc.get("lo"), self.acc.get("hi"),
                               self.mc.get("p_value"))
 
     def accuracy_change(self, from_to: bool = True) -> str:
-        """The headline clause: test accuracy change with its CI and McNemar p-value."""
-        return describe_change(self.diff, self.acc.get("lo"), self.acc.get("hi"),
-                               self.mc.get("p_value"), level=self.acc.get("level", 0.95),
-                               before=self.bt.get("top1") if from_to else None,
-                               after=self.vt.get("top1") if from_to else None)
+        """The headline clause: the seed-level result, or one pair's result said as such."""
+        if self.seed_level:
+            return describe_seed_level(_d(self.seeds_block))
+        return describe_pair(self.acc, self.mc, self.pair_seed,
+                             self.bt.get("top1") if from_to else None,
+                             self.vt.get("top1") if from_to else None)
+
+    def noise_text(self) -> str:
+        if self.seed_level:
+            return (f"The seed-level interval and test cover {NOISE_SEEDS}. The per-seed "
+                    f"McNemar tests and paired intervals below cover {NOISE_PAIR} each: "
+                    "supporting detail, not the verdict.")
+        return ""  # describe_pair already says what its interval covers
 
     def figs(self, sid: str, *keys: str) -> list[Block]:
         """Figure blocks for a section (only `keys` if given), and a 'not produced' note for
@@ -649,12 +894,62 @@ class _View:
         return out
 
 
+def _sec_replication(v: _View) -> list[Block]:
+    """0 The seed report side by side: its numbers, this study's, and whether they agree."""
+    sr, sb = SEED_REPORT, _d(v.seeds_block)
+    why_not = replication_applies(v.sm)
+    if v.seed_level:
+        lo, hi = _seed_ci(sb)
+        a, b = fmt_pct(sb.get("mean_a")), fmt_pct(sb.get("mean_b"))
+        sd = [sb.get("std_a"), sb.get("std_b")]
+        a += f" ± {fmt_points(sd[0])}" if num(sd[0]) is not None else ""
+        b += f" ± {fmt_points(sd[1])}" if num(sd[1]) is not None else ""
+        ch = (f"{fmt_points(sb.get('mean_diff'), signed=True)} [{fmt_points(lo)}, "
+              f"{fmt_points(hi)}]" if num(lo) is not None else
+              fmt_points(sb.get("mean_diff"), signed=True))
+        col = f"This study (mean ± std over {v.n_seeds} seeds)"
+        how = (f"95% CI across {v.n_seeds} seeds (paired t): covers {NOISE_SEEDS}")
+        verdict = replication_verdict(lo, hi)
+    else:
+        a, b = fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))
+        ch = (f"{fmt_points(v.diff, signed=True)} [{fmt_points(v.acc.get('lo'))}, "
+              f"{fmt_points(v.acc.get('hi'))}]")
+        col = "This study (one trained pair)"
+        how = f"95% CI (paired Wald): covers {NOISE_PAIR}"
+        lo = hi = None
+        verdict = "not_judged"
+    if v.generated:
+        col += ", generated data"
+    rows = [
+        ["Baseline test accuracy", fmt_pct(sr["baseline_top1"]), a],
+        ["Crop + flip test accuracy" if not why_not else "Variant test accuracy",
+         fmt_pct(sr["variant_top1"]), b],
+        ["Change (points)", fmt_points(sr["diff"], signed=True), ch],
+        ["Interval of the change", "none (one run per model)", how],
+        ["Parameters", fmt_int(sr["params"]), fmt_int(v.base.get("params"))],
+        ["FLOPs per image", sr["flops_text"], fmt_flops(v.base.get("flops"))],
+    ]
+    out: list[Block] = [_table(["Quantity", "Seed report", col], rows, align="lrr",
+                               caption="The seed report's numbers next to this study's")]
+    out.append(_p(describe_replication(verdict, lo, hi, v.n_seeds, why_not),
+                  lead="Replication."))
+    if not why_not:
+        out.append(_note(
+            "Reproduced: the seed's +6.63 points lie inside the seed-level 95% CI, which excludes "
+            "0; exceeded: the whole CI lies above +6.63; smaller: the CI lies above 0 but below "
+            "+6.63; not reproduced: the CI lies below +6.63 and reaches 0; not decided: the CI "
+            "holds both 0 and +6.63. The seed report gives no interval, so its own run-to-run "
+            "noise is not counted. The training recipe differs where the seed is silent "
+            "(section Training setup)."))
+    return out
+
+
 def _sec_summary(v: _View) -> list[Block]:
     """1 Summary."""
     out: list[Block] = []
     summary_bits = [
         f"Changing one setting, {v.change_text}, and keeping every other setting fixed, "
-        f"{v.accuracy_change()}.",
+        f"{v.accuracy_change()}.", *filter(None, [v.noise_text()]),
         describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"), v.comp.get("ece_change")),
     ]
     if v.trk:
@@ -662,14 +957,20 @@ def _sec_summary(v: _View) -> list[Block]:
     if v.generated:
         summary_bits.append(f"All numbers come from generated data, not {v.dataset}.")
     out.append(_p(" ".join(summary_bits), lead="Headline."))
+    sb = _d(v.seeds_block)
+    mean_rows = ([[f"Test top-1, mean over {v.n_seeds} seeds", fmt_pct(sb.get("mean_a")),
+                   fmt_pct(sb.get("mean_b"))]] if v.seed_level else [])
+    one = f" (seed {_s(v.pair_seed)})" if v.pair_seed is not None else ""
     out.append(_table(
         ["Quantity", "Baseline", "Variant"],
-        [["Test top-1", fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))],
+        mean_rows +
+        [[f"Test top-1{one}", fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))],
          ["Test top-5", fmt_pct(v.bt.get("top5")), fmt_pct(v.vt.get("top5"))],
          ["Test macro-F1", fmt_pct(v.bt.get("macro_f1")), fmt_pct(v.vt.get("macro_f1"))],
          ["Test ECE", fmt_pct(v.bt.get("ece")), fmt_pct(v.vt.get("ece"))],
          ["Parameters", fmt_int(v.base.get("params")), fmt_int(v.var.get("params"))]],
-        caption="Key numbers"))
+        caption="Key numbers" + (f" (all rows but the first: the seed-{_s(v.pair_seed)} "
+                                 "models)" if v.seed_level else "")))
     return out
 
 
@@ -728,9 +1029,22 @@ def _sec_architecture(v: _View) -> list[Block]:
 def _sec_training_setup(v: _View) -> list[Block]:
     """4 Training setup."""
     out: list[Block] = []
+    seeds = _l(v.sm.get("seeds"))
     out.append(_p(
         f"The variant differs from the baseline in exactly one setting: {v.change_text} "
-        "(highlighted). Everything else, including the seed, is identical."))
+        "(highlighted). Everything else, including the seed, is identical"
+        + (f"; each arm ran with {len(seeds)} seeds ({', '.join(_s(x) for x in seeds)}), and "
+           "seed s of the baseline and of the variant share the split and the initialization."
+           if len(seeds) > 1 else ".")))
+    out.append(_h3("The seed report's recipe and what cifarlens adds"))
+    out.append(_p(
+        "The seed report names the optimizer, schedule, loss, batch size and epochs but not "
+        "their values; cifarlens fills the gaps with common choices. These are cifarlens' "
+        "choices, not the seed's recipe, and they can move the numbers."))
+    out.append(_table(
+        ["Setting", "Seed report says", "This study used", "Why"],
+        recipe_rows(v.cfg, v.env.get("precision"), seeds or None, v.change),
+        align="llll", caption="Seed report vs this study (Why: cifarlens' reason)"))
     crow, hl = [], set()
     keys = list(v.cfg) + ([v.ckey] if v.ckey not in v.cfg and v.ckey != NA else [])
     for i, k in enumerate(keys):
@@ -941,6 +1255,7 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
         f"The one change: {v.ckey} goes from {v.cbase} (baseline) to {v.cvar} (variant); no "
         "other setting, seed or data split differs, so any difference is attributable to it "
         "(up to training noise)."))
+    out.append(_p(_cap(v.accuracy_change()) + "."))
     tracked = [f for f in v.top if _d(f.get("variant"))]
     if v.trk or tracked:
         out.append(_p(describe_tracking(v.trk or {"tracked": len(tracked)})))
@@ -968,7 +1283,15 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
 def _sec_comparison(v: _View) -> list[Block]:
     """11 Comparison & statistics."""
     out: list[Block] = []
-    out.append(_p(_cap(v.accuracy_change(from_to=False)) + "."))
+    out.append(_p(" ".join(filter(None, [_cap(v.accuracy_change(from_to=False)) + ".",
+                                         v.noise_text()]))))
+    if v.seed_level:
+        out.append(_h3(f"One pair: seed {_s(v.pair_seed)} (supporting detail)"))
+        out.append(_p(
+            f"For the seed-{_s(v.pair_seed)} pair alone the difference is "
+            f"{fmt_points(v.acc.get('diff', v.diff), signed=True)} points (95% CI "
+            f"[{fmt_points(v.acc.get('lo'))}, {fmt_points(v.acc.get('hi'))}], "
+            f"McNemar's exact test {p_clause(v.mc.get('p_value'))}); it covers {NOISE_PAIR}."))
     if v.acc:
         lvl = num(v.acc.get("level")) or 0.95
         out.append(_table(
@@ -977,7 +1300,9 @@ def _sec_comparison(v: _View) -> list[Block]:
             [[fmt_points(v.acc.get("diff"), signed=True) + " points", fmt_points(v.acc.get("lo")),
               fmt_points(v.acc.get("hi")), fmt_points(v.acc.get("se")),
               METHOD_TEXT.get(str(v.acc.get("method")), _s(v.acc.get("method")))]],
-            align="rrrrl", caption="Paired accuracy difference on the test images"))
+            align="rrrrl", caption="Paired accuracy difference on the test images"
+            + (f" (seed-{_s(v.pair_seed)} pair; covers {NOISE_PAIR})"
+               if v.pair_seed is not None else f" (covers {NOISE_PAIR})")))
     else:
         out.append(_note("The accuracy-difference confidence interval was not computed."))
     if v.mc:
@@ -989,14 +1314,17 @@ def _sec_comparison(v: _View) -> list[Block]:
             caption=f"Paired outcomes on {fmt_int(v.mc.get('n'))} test images; "
                     f"{p_clause(v.mc.get('p_value'))} (two-sided exact binomial on the "
                     f"discordant images, statistic {fmt_int(v.mc.get('statistic'))})"))
+        sig = ("significant" if (num(v.mc.get("p_value")) is not None
+                                 and num(v.mc.get("p_value")) < ALPHA)  # type: ignore[operator]
+               else "not significant")
         out.append(_p(
             f"The variant fixed {fmt_int(v.mc.get('b_only'))} images the baseline got wrong and "
             f"broke {fmt_int(v.mc.get('a_only'))} it got right; only these discordant images "
-            f"carry evidence. McNemar's exact test: {p_clause(v.mc.get('p_value'))}, "
-            + ("significant" if (num(v.mc.get("p_value")) is not None
-                                 and num(v.mc.get("p_value")) < ALPHA)  # type: ignore[operator]
-               else "not significant")
-            + f" at the {_alpha_text(ALPHA)} level."))
+            f"carry evidence. McNemar's exact test: {p_clause(v.mc.get('p_value'))}"
+            # with several seeds the verdict is the seed-level test's alone: no second one here
+            + ("." if v.seed_level else
+               f", {sig} at the {_alpha_text(ALPHA)} level for these two trained models "
+               f"({NOISE_PAIR}).")))
     else:
         out.append(_note("McNemar's test was not computed."))
     pc = _d(v.comp.get("per_class"))
@@ -1033,10 +1361,15 @@ def _sec_comparison(v: _View) -> list[Block]:
     per_seed_mc = [_d(x) for x in _l(_d(v.seeds_block).get("mcnemar_per_seed"))]
     if per_seed_mc:
         out.append(_table(
-            ["Seed", "Baseline only right", "Variant only right", "McNemar p"],
-            [[_s(x.get("seed")), fmt_int(x.get("a_only")), fmt_int(x.get("b_only")),
+            ["Seed", "Difference (points)", "95% CI (paired Wald)", "Baseline only right",
+             "Variant only right", "McNemar p"],
+            [[_s(x.get("seed")), fmt_points(x.get("diff"), signed=True),
+              f"[{fmt_points(x.get('lo'))}, {fmt_points(x.get('hi'))}]"
+              if num(x.get("lo")) is not None else NA,
+              fmt_int(x.get("a_only")), fmt_int(x.get("b_only")),
               fmt_p(x.get("p_value"))] for x in per_seed_mc],
-            caption="McNemar's exact test within each seed"))
+            caption=f"Each seed's pair on the test images (supporting detail; covers "
+                    f"{NOISE_PAIR} each)"))
     if len(ps_a) > 1 or len(ps_b) > 1:
         out.append(_table(["Seed", "Baseline test top-1", "Variant test top-1"],
                           [[s, fmt_pct(ps_a.get(s)), fmt_pct(ps_b.get(s))]
@@ -1158,11 +1491,15 @@ def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str) -> str:
 def _reflection(v: _View) -> list[str]:
     """Observations generated from the numbers, in the seed report's reflection spirit."""
     bt, vt, fails, explain = v.bt, v.vt, v.fails, v.explain
-    lead = {"rose": "The change helped", "fell": "The change hurt",
-            "no_change": "The change made no significant difference",
-            "borderline": "The evidence on the change is borderline",
-            "unknown": "The change's effect could not be tested"}[v.verdict()]
-    out = [f"{lead}: with {v.change_text}, {v.accuracy_change()}."]
+    if v.seed_level:
+        lead = {"rose": "The change helped", "fell": "The change hurt",
+                "no_change": "The change made no significant difference",
+                "borderline": "The evidence on the change is borderline",
+                "unknown": "The change's effect could not be tested"}[v.verdict()]
+        out = [f"{lead}: with {v.change_text}, {v.accuracy_change()}."]
+    else:
+        out = [f"Nothing is concluded about the change yet: with {v.change_text}, "
+               f"{v.accuracy_change()}."]
     out.append(describe_calibration_change(bt.get("ece"), vt.get("ece"),
                                            v.comp.get("ece_change")))
     if v.trk:
@@ -1188,10 +1525,9 @@ def _reflection(v: _View) -> list[str]:
     sc = _d(bt.get("superclass"))
     if sc:
         out.append(describe_superclass("baseline", sc))
-    if not v.seeds_block:
-        out.append("Only one training run per model was compared, so the result includes the "
-                   "luck of one seed; repeat with several seeds before relying on a small "
-                   "difference.")
+    if v.n_seeds == 2:
+        out.append("With 2 seeds the t-test has 1 degree of freedom: its interval is wide and "
+                   "it rarely detects anything; 3 or more seeds give a usable test.")
     if v.generated:
         out.append(f"These results come from GENERATED data, not {v.dataset}: they show that the "
                    "pipeline works, not how the models behave on real images.")

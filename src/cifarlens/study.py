@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import sys
 import time
@@ -80,11 +81,17 @@ def one_change_guard(a: TrainConfig, b: TrainConfig) -> str:
 # --- the study ------------------------------------------------------------------------------------
 
 
-def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=crop-flip",
-              seeds: int = 1, overrides: dict[str, Any] | None = None, failures_top: int = 12,
-              progress: bool = True, log=None, command: str | None = None) -> dict[str, Any]:
-    out = Path(out)
-    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+# Three seeds per arm by default: the fewest that give the seed-level t-test 2 degrees of freedom.
+# One pair of trained models measures only which test images were drawn, not training noise.
+DEFAULT_SEEDS = 3
+
+
+def plan_study(preset: str = "paper", change: str = "augment=crop-flip",
+               seeds: int = DEFAULT_SEEDS, overrides: dict[str, Any] | None = None
+               ) -> tuple[dict[str, Any], dict[str, TrainConfig]]:
+    """What a study will train, without training anything: the plan written to study.json and
+    the two arms' configs. Seed s of the baseline and of the variant share split and
+    initialization (both derive from the seed), so the arms are paired by seed."""
     if seeds < 1:
         raise CifarlensError("--seeds must be at least 1")
     base = make_config(preset, **(overrides or {}))
@@ -96,24 +103,46 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=
                                          "variant": value},
             "seeds": [base.seed + i for i in range(seeds)],
             "baseline": dataclasses.asdict(base), "variant": dataclasses.asdict(variant)}
+    return plan, {"baseline": base, "variant": variant}
+
+
+def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=crop-flip",
+              seeds: int = DEFAULT_SEEDS, overrides: dict[str, Any] | None = None,
+              failures_top: int = 12, jobs: int = 1, progress: bool = True, log=None,
+              command: str | None = None) -> dict[str, Any]:
+    out = Path(out)
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    if jobs < 1:
+        raise CifarlensError("--jobs must be at least 1")
+    plan, arms = plan_study(preset, change, seeds, overrides)
     t0 = time.perf_counter()
     with RunLock(out):
         if (out / "study.json").exists():
             old = read_json(out / "study.json")
             same = {k: old.get(k) for k in ("change", "seeds")} == {k: plan[k] for k in ("change", "seeds")}
+            if old.get("seeds") != plan["seeds"] and old.get("change") == plan["change"]:
+                raise CifarlensError(f"{out} holds a study over seeds {old.get('seeds')}, not "
+                                     f"{plan['seeds']}; pass the same --seeds (and --seed) to "
+                                     "resume it, or use another --out")
             if not same or _learned(old["baseline"]) != _learned(plan["baseline"]):
                 raise CifarlensError(f"{out} holds a different study; use another --out")
             say(f"resuming the study in {out}")
         else:
             write_json(out / "study.json", plan)
-        arms = {"baseline": base, "variant": variant}
         runs: dict[str, dict[int, Path]] = {a: {} for a in arms}
+        todo: list[tuple[str, TrainConfig, Path]] = []
         for seed in plan["seeds"]:
             for arm, cfg in arms.items():
                 run = out / "runs" / f"{arm}-s{seed}"
                 runs[arm][seed] = run
-                _stage_train(dataclasses.replace(cfg, seed=seed), run, progress, say, arm)
+                todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+        if jobs == 1:
+            for arm, cfg, run in todo:
+                _stage_train(cfg, run, progress, say, arm)
                 _stage_evaluate(run, say)
+        else:
+            _run_parallel(todo, jobs, progress, say)
+        check_same_environment([run for _, _, run in todo])
         s0 = plan["seeds"][0]
         _stage_failures(runs["baseline"][s0], failures_top, say)
         summary = build_summary(out, plan, runs, failures_top, say)
@@ -147,6 +176,165 @@ def _stage_evaluate(run: Path, say) -> None:
     if (run / "metrics_test.json").exists() and (run / "metrics_val.json").exists():
         return
     evaluate(run, ("val", "test"), log=say)
+
+
+# --- parallel runs (--jobs) -----------------------------------------------------------------------
+
+
+def _gpu_count(device: str) -> int:
+    """GPUs a run with this --device would use (0: it runs on the CPU)."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return 0
+    return torch.cuda.device_count()
+
+
+def parallel_slots(jobs: int, device: str, threads: int) -> list[dict[str, Any]]:
+    """One slot per concurrent run: on GPUs one GPU each (at most one run per GPU), on the CPU
+    the threads divided between them (at least 1 each). Pure but for the GPU count."""
+    gpus = _gpu_count(device)
+    if gpus:
+        return [{"gpu": k, "threads": None} for k in range(min(jobs, gpus))]
+    per = max(1, threads // jobs)
+    return [{"gpu": None, "threads": per} for _ in range(jobs)]
+
+
+def _child(job: dict[str, Any], q) -> None:
+    """One study run (train + evaluate) in its own spawned process. Reports through `q`."""
+    import os
+
+    if job["gpu"] is not None:
+        # Before anything initialises CUDA in this process: the run sees only its GPU (cuda:0).
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(job["gpu"])
+    import torch
+
+    if job["threads"] is not None:
+        torch.set_num_threads(job["threads"])  # this process only: the slot's share of the cores
+    name = job["name"]
+
+    def log(m: str) -> None:
+        q.put(("log", name, m))
+
+    try:
+        _stage_train(TrainConfig(**job["config"]), Path(job["run"]), False, log, job["arm"])
+        _stage_evaluate(Path(job["run"]), log)
+    except CifarlensError as e:
+        q.put(("error", name, str(e)))
+        return
+    except BaseException as e:  # noqa: BLE001 - anything else still has to reach the parent
+        q.put(("error", name, f"{type(e).__name__}: {e}"))
+        return
+    q.put(("done", name, None))
+
+
+_EPOCH = re.compile(r"^epoch (\d+)/(\d+):")
+
+
+def _run_parallel(todo: list[tuple[str, TrainConfig, Path]], jobs: int, progress: bool,
+                  say) -> None:
+    """Train and evaluate the study's runs, up to `jobs` at once, each in a spawned process.
+
+    Each run's numbers depend only on its config and seed, not on what runs beside it; on the
+    CPU they are bit-identical to a sequential study when each process gets the same number of
+    threads. Finished runs are skipped, and a stopped run resumes from its checkpoint, exactly
+    as in a sequential study. Progress: one line per epoch of every run, prefixed with the run
+    and followed by its ETA, and a bar over the runs."""
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    import torch
+    from tqdm import tqdm
+
+    pending = [(arm, cfg, run) for arm, cfg, run in todo
+               if not ((run / "done.json").exists() and (run / "metrics_test.json").exists()
+                       and (run / "metrics_val.json").exists())]
+    if not pending:
+        return
+    slots = parallel_slots(jobs, todo[0][1].device, torch.get_num_threads())
+    where = (f"one per GPU ({len(slots)} GPUs)" if slots[0]["gpu"] is not None else
+             f"{len(slots)} CPU processes with {slots[0]['threads']} thread(s) each")
+    say(f"training {len(pending)} runs, up to {len(slots)} at once: {where}")
+    ctx = mp.get_context("spawn")  # fork would copy torch's threads and CUDA state
+    q = ctx.Queue()
+    free = list(range(len(slots)))
+    running: dict[str, tuple[Any, int, float]] = {}
+    bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="study runs", unit="run",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        while pending or running:
+            while pending and free:
+                arm, cfg, run = pending.pop(0)
+                slot = free.pop(0)
+                name = f"{arm} seed {cfg.seed}"
+                job = {"name": name, "arm": arm, "config": dataclasses.asdict(cfg),
+                       "run": str(run), **slots[slot]}
+                p = ctx.Process(target=_child, args=(job, q), name=f"cifarlens {name}")
+                p.start()
+                running[name] = (p, slot, time.perf_counter())
+                say(f"[{name}] started" + (f" on GPU {slots[slot]['gpu']}"
+                                           if slots[slot]["gpu"] is not None else ""))
+            try:
+                kind, name, msg = q.get(timeout=1.0)
+            except queue_mod.Empty:
+                for name, (p, _, _) in running.items():
+                    if not p.is_alive() and p.exitcode != 0:
+                        raise CifarlensError(f"run {name} stopped (exit code {p.exitcode}); "
+                                             "rerun the study to resume it") from None
+                continue
+            if kind == "log":
+                m = _EPOCH.match(msg)
+                if m and name in running:
+                    k, n = int(m.group(1)), int(m.group(2))
+                    el = time.perf_counter() - running[name][2]
+                    msg += f" | run ETA {_fmt_s(el / k * (n - k))}"
+                line = msg if msg.startswith(f"[{name}]") else f"[{name}] {msg}"
+                (bar.write if progress else say)(line)
+                continue
+            p, slot, _ = running.pop(name)
+            p.join()
+            free.append(slot)
+            if kind == "error":
+                raise CifarlensError(f"run {name} failed: {msg}")
+            bar.update(1)
+    finally:
+        bar.close()
+        for p, _, _ in running.values():  # only the processes this study started
+            if p.is_alive():
+                p.terminate()
+            p.join()
+        q.close()
+
+
+def _fmt_s(s: float) -> str:
+    s = max(0, int(round(s)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+# The resolved settings that change a run's numbers without being training settings: runs that
+# differ in any of them are not comparable (bf16 vs fp32 alone flipped right/wrong on 108 of
+# 1,000 test images of one baseline).
+ENV_KEYS = ("precision", "device", "device_name", "cpu_model", "gpu_model", "torch")
+
+
+def check_same_environment(runs: list[Path]) -> None:
+    """Refuse to compare runs that resolved precision, device or hardware differently."""
+    first = None
+    for run in runs:
+        env = read_json(run / "config.json").get("environment", {})
+        # cuda:0 vs cuda:1 is the same kind of device; old runs lack the newer keys
+        env = {k: (str(env[k]).split(":")[0] if k == "device" else env[k])
+               for k in ENV_KEYS if env.get(k) is not None}
+        if first is None:
+            first = (run, env)
+            continue
+        diffs = [f"{k} {first[1][k]!r} vs {env[k]!r}" for k in ENV_KEYS
+                 if k in env and k in first[1] and env[k] != first[1][k]]
+        if diffs:
+            raise CifarlensError(
+                f"refusing to compare: {first[0].name} and {run.name} ran differently "
+                f"({'; '.join(diffs)}); rerun them on one machine type with the same "
+                "--device and --precision")
 
 
 def _stage_failures(run: Path, top: int, say) -> None:
@@ -247,15 +435,25 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
     for arm in runs:
         models[arm]["per_seed"] = [{"seed": s, "test_top1": a}
                                    for s, a in zip(plan["seeds"], per_seed[arm], strict=True)]
+    for arm in runs:
+        models[arm]["seed"] = s0  # every single-model number in the block is this seed's
     seeds_block = None
     if len(plan["seeds"]) > 1:
+        # The verdict about the change: seed s of each arm is paired (same split and init).
         t = S.paired_seed_test(per_seed["baseline"], per_seed["variant"])
+        per_pair = []
+        for s in plan["seeds"]:
+            ca_s, cb_s = _correct_pair(runs, s)
+            ci = S.accuracy_difference_ci(ca_s, cb_s)
+            per_pair.append({"seed": s, **S.mcnemar_exact(ca_s, cb_s),
+                             "diff": ci["diff"], "lo": ci["lo"], "hi": ci["hi"]})
         seeds_block = {"n": t["n_seeds"], "mean_a": t["mean_a"], "std_a": t["std_a"],
                        "mean_b": t["mean_b"], "std_b": t["std_b"], "mean_diff": t["mean_diff"],
-                       "p_value": t["p_value"], "ci": [t["lo"], t["hi"]], "note": t.get("note"),
-                       "mcnemar_per_seed": [
-                           {"seed": s, **S.mcnemar_exact(*_correct_pair(runs, s))}
-                           for s in plan["seeds"]]}
+                       "std_diff": t["std_diff"], "t": t["t"], "df": t["df"],
+                       "p_value": t["p_value"], "ci": [t["lo"], t["hi"]], "level": t["level"],
+                       "method": t["method"], "note": t.get("note"),
+                       "covers": "training seeds and test-image sampling",
+                       "mcnemar_per_seed": per_pair}
     pcc = S.per_class_changes(cm_a, cm_b, data.class_names, k=10)
     faith = ex.get("faithfulness", {})
     explain_block = {
@@ -279,6 +477,9 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
         "change": plan["change"], "config": plan["baseline"], "seeds": plan["seeds"],
         "models": models,
         "comparison": {
+            # accuracy_difference and mcnemar: the seed-s0 pair only (test-image sampling)
+            "pair_seed": s0,
+            "verdict_basis": "seeds" if seeds_block else "one_pair",
             "accuracy_difference": S.accuracy_difference_ci(ca, cb),
             "mcnemar": S.mcnemar_exact(ca, cb),
             "per_class": {"improved": [_pc(r) for r in pcc["improved"]],
@@ -297,8 +498,8 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
         },
         "explain": explain_block, "figures": figs,
         "environment": {k: env.get(k) for k in ("cifarlens", "torch", "python", "device",
-                                                 "device_name", "precision", "git_commit",
-                                                 "threads")},
+                                                 "device_name", "cpu_model", "gpu_model",
+                                                 "precision", "git_commit", "threads")},
     }
 
 
@@ -387,8 +588,10 @@ def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Pa
     save_figure(fig, path)
 
 
-def demo(out: str | Path, *, progress: bool = True, log=None) -> dict[str, Any]:
-    """The smoke study on freshly generated data: offline, about two minutes on 2 CPU cores."""
+def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress: bool = True,
+         log=None) -> dict[str, Any]:
+    """The smoke study on freshly generated data, 3 seeds per arm: offline, a few minutes on
+    2 CPU cores."""
     from .synth import write_synthetic
 
     out = Path(out)
@@ -396,6 +599,8 @@ def demo(out: str | Path, *, progress: bool = True, log=None) -> dict[str, Any]:
     if not (data_root / "cifar-100-python").is_dir():
         write_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
                         label_noise=0.03)
+    cmd = f"cifarlens demo --out {shlex.quote(str(out))}"
+    cmd += f" --seeds {seeds}" if seeds != DEFAULT_SEEDS else ""
+    cmd += f" --jobs {jobs}" if jobs != 1 else ""
     return run_study(out / "study", preset="smoke", overrides={"data_dir": str(data_root)},
-                     progress=progress, log=log,
-                     command=f"cifarlens demo --out {shlex.quote(str(out))}")
+                     seeds=seeds, jobs=jobs, progress=progress, log=log, command=cmd)

@@ -311,11 +311,32 @@ def git_commit() -> str | None:
 
 
 def environment(device: torch.device, precision: str, d: Dist) -> dict[str, Any]:
+    def cpu_model() -> str:
+        """The CPU's model name with family/model/stepping: bf16 (and some fp32) kernels differ
+        between CPU generations, and under a hypervisor the name alone is often generic."""
+        try:
+            info: dict[str, str] = {}
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                k, _, v = line.partition(":")
+                info.setdefault(k.strip(), v.strip())
+                if not line.strip():
+                    break  # the first processor is enough
+            name = info.get("model name")
+            if name:
+                ids = ", ".join(f"{k.split()[-1]} {info[k]}" for k in ("cpu family", "model", "stepping")
+                                if info.get(k))
+                return f"{name} ({ids})" if ids else name
+        except OSError:
+            pass
+        return platform.processor() or platform.machine()
+
     return {
         "cifarlens": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
         "numpy": np.__version__, "platform": platform.platform(), "processor": platform.machine(),
         "device": str(device), "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "gpu_model": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "precision": precision, "threads": torch.get_num_threads(), "world_size": d.world,
         "git_commit": git_commit(),
     }
