@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as sps
 from scipy.special import log_softmax as sp_log_softmax
 from scipy.special import softmax as sp_softmax
 from sklearn import metrics as skm
@@ -279,6 +280,26 @@ def test_superclass_chance_share_with_unequal_groups() -> None:
     r = M.superclass_report([0, 1], [0, 1], [0, 0, 0, 1, 1], 2)
     assert r["chance_share"] == pytest.approx((2 + 2 + 2 + 1 + 1) / 5 / 4)
     assert r["errors"] == 0 and math.isnan(r["within_superclass_share"])
+
+
+def test_superclass_binomial_test_against_chance() -> None:
+    f2c = np.arange(100) % 20  # 5 classes per superclass: chance 4/99
+    # the case: 15 of 336 errors inside the superclass (4.46% vs 4.04%) is chance
+    labels = np.zeros(336, dtype=np.int64)
+    preds = np.r_[np.full(15, 20), np.full(321, 1)]  # 0 -> 20 shares superclass 0; 0 -> 1 not
+    r = M.superclass_report(labels, preds, f2c, 20)
+    assert r["errors"] == 336 and r["errors_within_superclass"] == 15
+    assert r["binomial_p"] == pytest.approx(sps.binomtest(15, 336, 4 / 99).pvalue)
+    assert r["binomial_p"] > 0.05
+    lo, hi = r["share_ci"]
+    assert lo < 4 / 99 < hi and lo < 15 / 336 < hi
+    # 60 of 336 (17.9%) is far above chance
+    preds = np.r_[np.full(60, 20), np.full(276, 1)]
+    r = M.superclass_report(labels, preds, f2c, 20)
+    assert r["binomial_p"] < 1e-20 and r["share_ci"][0] > 4 / 99
+    # no errors: nothing to test
+    r = M.superclass_report([0, 1], [0, 1], f2c, 20)
+    assert r["binomial_p"] is None and r["share_ci"] is None
 
 
 def test_top_confusions_order_and_ties() -> None:

@@ -330,7 +330,25 @@ def test_other_sentences_follow_the_numbers():
     sc = R.describe_superclass("baseline", {"coarse_accuracy": 0.74,
                                             "within_superclass_share": 0.41,
                                             "chance_share": 0.0404})
-    assert "10.1× as often as uniform chance" in sc
+    assert "numbers only" in sc and "favour" not in sc  # no test: no conclusion
+
+
+def test_superclass_sentence_says_favour_only_when_the_binomial_test_rejects():
+    base = {"coarse_accuracy": 0.5, "chance_share": 4 / 99, "errors": 336}
+    # the case: 4.46% vs 4.04%, p = 0.68 two-sided: numbers only
+    chance = R.describe_superclass("baseline", {**base, "errors_within_superclass": 15,
+                                                "within_superclass_share": 15 / 336,
+                                                "binomial_p": 0.676, "share_ci": [0.025, 0.072]})
+    assert "favour" not in chance and "not distinguishable from chance" in chance
+    assert "15 of 336" in chance and "p = 0.68" in chance and "test images" in chance
+    strong = R.describe_superclass("baseline", {**base, "errors_within_superclass": 60,
+                                                "within_superclass_share": 60 / 336,
+                                                "binomial_p": 1e-25, "share_ci": [0.14, 0.22]})
+    assert "errors favour related classes, 4.4× as often as chance" in strong
+    low = R.describe_superclass("baseline", {**base, "errors_within_superclass": 2,
+                                             "within_superclass_share": 2 / 336,
+                                             "binomial_p": 0.001})
+    assert "less often than chance" in low and "favour" not in low
 
 
 def test_report_sentences_flip_with_the_data(tmp_path, pngs):
@@ -416,7 +434,7 @@ def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
 SUMMARY_PATHS = _paths(make_summary())[1:]
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                  st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                 st.just([]), st.just({}), st.lists(st.integers(), max_size=3),
+                 st.builds(list), st.builds(dict), st.lists(st.integers(), max_size=3),
                  st.sampled_from(["../../etc/passwd", "/etc/passwd", "", ".", "figures"]))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.stats import binomtest
 
 from ._io import save_figure
 from .errors import CifarlensError
@@ -335,6 +336,11 @@ def superclass_report(
     lies in the true superclass (NaN with no errors). ``chance_share`` is what uniformly random
     wrong guesses would give: mean over fine classes of (superclass size - 1) / (C - 1), i.e.
     4/99 for CIFAR-100. ``coarse_confusion`` is a (num_coarse, num_coarse) int64 array.
+
+    Whether errors favour related classes is tested, not read off the two shares:
+    ``binomial_p`` is the two-sided exact binomial test of ``errors_within_superclass`` out of
+    ``errors`` against ``chance_share`` (the noise it covers is which test images were drawn),
+    and ``share_ci`` the 95% Clopper-Pearson interval of the share (None with no errors).
     """
     f2c = _as_labels(fine_to_coarse, "fine_to_coarse", num_coarse)
     num_classes = f2c.shape[0]
@@ -351,13 +357,24 @@ def superclass_report(
     errors = int(wrong.sum())
     within = int(np.sum(wrong & (cy == cp)))
     sizes = np.bincount(f2c, minlength=num_coarse)
+    chance = float(np.mean((sizes[f2c] - 1) / (num_classes - 1)))
+    p_value: float | None = None
+    ci: list[float] | None = None
+    if errors:
+        bt = binomtest(within, errors, chance) if 0 < chance < 1 else None
+        p_value = float(bt.pvalue) if bt is not None else None
+        if bt is not None:
+            lo_hi = bt.proportion_ci(0.95, method="exact")
+            ci = [float(lo_hi.low), float(lo_hi.high)]
     return {
         "n": int(y.size),
         "coarse_accuracy": float(np.mean(cy == cp)),
         "errors": errors,
         "errors_within_superclass": within,
         "within_superclass_share": within / errors if errors else float("nan"),
-        "chance_share": float(np.mean((sizes[f2c] - 1) / (num_classes - 1))),
+        "chance_share": chance,
+        "binomial_p": p_value,
+        "share_ci": ci,
         "coarse_confusion": confusion_matrix(cy, cp, num_coarse),
     }
 

@@ -396,23 +396,32 @@ def describe_tracking(tracking: dict[str, Any]) -> str:
             f"{other} to another wrong class.")
 
 
-def describe_superclass(name: str, sc: dict[str, Any]) -> str:
+def describe_superclass(name: str, sc: dict[str, Any], alpha: float = ALPHA) -> str:
+    """Superclass error share against chance. "Favour" only when the exact binomial test of the
+    within-superclass count against the chance share rejects at `alpha`; otherwise numbers only."""
     share, chance = num(sc.get("within_superclass_share")), num(sc.get("chance_share"))
     coarse = fmt_pct(sc.get("coarse_accuracy"))
     lead = f"The {name} puts the right superclass on {coarse} of test images"
     if share is None or chance is None:
         return lead + "; the within-superclass error share was not computed."
-    ratio = f"{share / chance:.1f}" if chance > 0 else NA
-    if fmt_pct(share) == fmt_pct(chance):
-        how = "exactly as often as chance"
-    elif share > chance:
-        how = (f"{ratio}× as often as uniform chance, so most confusions are between "
-               "semantically related classes" if share >= 0.5 else
-               f"{ratio}× as often as uniform chance, so errors favour related classes")
-    else:
-        how = "less often than uniform chance, so errors are not driven by class similarity"
-    return (f"{lead}. {fmt_pct(share)} of its errors stay inside the true superclass, against "
-            f"{fmt_pct(chance)} for a uniformly random wrong class: {how}.")
+    k, n = num(sc.get("errors_within_superclass")), num(sc.get("errors"))
+    count = f" ({fmt_int(k)} of {fmt_int(n)})" if k is not None and n else ""
+    ci = _l(sc.get("share_ci"))
+    ci_txt = (f", 95% CI {fmt_pct(ci[0])} to {fmt_pct(ci[1])}"
+              if len(ci) == 2 and None not in (num(ci[0]), num(ci[1])) else "")
+    facts = (f"{lead}. {fmt_pct(share)}{count} of its errors stay inside the true superclass"
+             f"{ci_txt}, against {fmt_pct(chance)} for a uniformly random wrong class")
+    p = num(sc.get("binomial_p"))
+    if p is None:
+        return (f"{facts}; no test of the difference was computed, so these are numbers only.")
+    test = f"exact binomial test {p_clause(p)}, over the sampling of test images"
+    if p >= alpha:
+        return (f"{facts} ({test}): not distinguishable from chance at the "
+                f"{_alpha_text(alpha)} level, so no preference for related classes is shown.")
+    ratio = f"{share / chance:.1f}× " if chance > 0 else ""
+    if share > chance:
+        return (f"{facts} ({test}): errors favour related classes, {ratio}as often as chance.")
+    return (f"{facts} ({test}): errors fall inside the true superclass less often than chance.")
 
 
 def describe_faithfulness(faith: dict[str, Any]) -> str:
@@ -790,10 +799,14 @@ def _sec_confusions(v: _View) -> list[Block]:
     scs = [(n, _d(t.get("superclass"))) for n, t in (("baseline", v.bt), ("variant", v.vt))]
     if any(sc for _, sc in scs):
         out.append(_table(
-            ["Model", "Coarse accuracy", "Errors within superclass", "Chance share"],
+            ["Model", "Coarse accuracy", "Errors within superclass", "Chance share",
+             "Binomial p"],
             [[_cap(n), fmt_pct(sc.get("coarse_accuracy")),
-              fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share"))]
-             for n, sc in scs if sc], align="lrrr"))
+              fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share")),
+              fmt_p(sc.get("binomial_p"))]
+             for n, sc in scs if sc], align="lrrrr",
+            caption="Errors whose prediction stays in the true superclass, against a uniformly "
+                    "random wrong class (two-sided exact binomial test over test images)"))
         for n, sc in scs:
             if sc:
                 out.append(_p(describe_superclass(n, sc)))

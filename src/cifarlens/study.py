@@ -174,7 +174,9 @@ def _model_block(run: Path) -> dict[str, Any]:
                                         "top_confusions": mt["top_confusions"][:10]}
     if "superclass" in mt:
         test["superclass"] = {k: mt["superclass"][k] for k in
-                              ("coarse_accuracy", "within_superclass_share", "chance_share")}
+                              ("coarse_accuracy", "within_superclass_share", "chance_share", "errors",
+                               "errors_within_superclass", "binomial_p", "share_ci")
+                              if k in mt["superclass"]}
     return {
         "run": str(run), "params": c["params"], "flops": c["flops"],
         "best_epoch": done["best_epoch"], "train_time_s": done.get("wall_time_s"),
