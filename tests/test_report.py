@@ -678,3 +678,38 @@ def test_chromium_renders_report(tmp_path, pngs):
     assert not _console(res.stderr), _console(res.stderr)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 30_000, len(data)
+
+
+def test_tracking_sentence_gives_the_base_rate_and_label_suspects_apart():
+    # the demo: 0 of 12 tracked fixed, 8 of them suspected label errors, while the
+    # variant fixed 22% of all baseline errors
+    trk = {"tracked": 12, "fixed": 0, "still_wrong": 9, "other_wrong": 3,
+           "label_suspects": {"tracked": 8, "fixed": 0, "still_wrong": 7, "other_wrong": 1},
+           "others": {"tracked": 4, "fixed": 0, "still_wrong": 2, "other_wrong": 2},
+           "all_errors": {"errors": 336, "fixed": 74, "share": 74 / 336}}
+    t = R.describe_tracking(trk)
+    assert "fixed 0 (0.00%)" in t
+    assert "74 of all 336 baseline test errors (22.02%), the base rate" in t
+    assert "8 of the 12 tracked are suspected label errors" in t
+    assert "agreeing with a probably wrong label" in t and "On the other 4 it fixed 0" in t
+    # a suspect "fixed" is counted apart, not as a success on the others
+    trk["label_suspects"]["fixed"] = 2
+    trk["fixed"] = 2
+    t = R.describe_tracking(trk)
+    assert "the variant did so for 2" in t and "On the other 4 it fixed 0 (0.00%)" in t
+    t = R.describe_tracking({"tracked": 3, "fixed": 1, "still_wrong": 1, "other_wrong": 1,
+                             "label_suspects": {"tracked": 0}, "others": {"tracked": 3}})
+    assert "None of them is a suspected label error" in t and "base rate" not in t
+
+
+def test_confident_errors_sentence_names_the_probabilities():
+    f = {"split": "test", "total_wrong": 336, "confident_wrong": 10, "confident_wrong_raw": 0,
+         "confident_threshold": 0.9, "temperature": 0.41,
+         "confidence_basis": "temperature-scaled probabilities (T fitted on val)"}
+    t = R.describe_confident_errors(f, 1000)
+    assert "10 of them (2.98% of its errors) with confidence ≥ 90.00%" in t
+    assert "temperature-scaled probabilities (T = 0.41" in t and "(0 on the raw" in t
+    f.pop("temperature")
+    f["confidence_basis"] = "raw softmax probabilities (no fitted temperature found)"
+    t = R.describe_confident_errors(f, 1000)
+    assert "raw softmax probabilities" in t and "on the raw" not in t

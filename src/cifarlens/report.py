@@ -37,6 +37,7 @@ __all__ = [
     "describe_border",
     "describe_calibration_change",
     "describe_change",
+    "describe_confident_errors",
     "describe_faithfulness",
     "describe_seeds",
     "describe_superclass",
@@ -93,7 +94,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "deletion_insertion": ("grad-cam", "Deletion and insertion curves: Grad-CAM vs random order"),
     "gradcam_tracking": (
         "constrained-improvement",
-        "The same failures side by side: baseline and variant Grad-CAM",
+        "The same failures side by side: baseline and variant Grad-CAM (each model on its own "
+        "colour scale, its 99th percentile; strengths do not compare across models)",
     ),
     "confusion_difference": ("comparison", "Confusion difference (variant minus baseline)"),
     "per_class_changes": ("comparison", "Per-class accuracy change (variant minus baseline)"),
@@ -386,14 +388,35 @@ def describe_calibration_change(ece_a: Any, ece_b: Any, ece_change: Any = None) 
 
 
 def describe_tracking(tracking: dict[str, Any]) -> str:
+    """Top-K tracking with its base rate and the suspected label errors apart. Numbers only:
+    nothing is tested here, so nothing is concluded."""
     n = num(tracking.get("tracked"))
     if not n:
         return "No baseline failures were tracked through the variant."
     fixed, still, other = (int(num(tracking.get(k)) or 0)
                            for k in ("fixed", "still_wrong", "other_wrong"))
-    return (f"Of the {int(n)} most confident baseline failures tracked, the variant fixed {fixed} "
-            f"({fmt_pct(fixed / n)}), kept the same wrong prediction for {still} and changed "
-            f"{other} to another wrong class.")
+    out = (f"Of the {int(n)} most confident baseline failures tracked, the variant fixed {fixed} "
+           f"({fmt_pct(fixed / n)}), kept the same wrong prediction for {still} and changed "
+           f"{other} to another wrong class.")
+    base = _d(tracking.get("all_errors"))
+    be, bf = num(base.get("errors")), num(base.get("fixed"))
+    if be and bf is not None:
+        out += (f" For comparison, it gets right {fmt_int(bf)} of all {fmt_int(be)} baseline "
+                f"test errors ({fmt_pct(bf / be)}), the base rate.")
+    ls, ot = _d(tracking.get("label_suspects")), _d(tracking.get("others"))
+    nl, no = num(ls.get("tracked")), num(ot.get("tracked"))
+    if nl:
+        out += (f" {fmt_int(nl)} of the {int(n)} tracked are suspected label errors, where "
+                f"\"fixed\" means agreeing with a probably wrong label: the variant did so for "
+                f"{fmt_int(ls.get('fixed'))}.")
+        if no:
+            of = int(num(ot.get("fixed")) or 0)
+            out += (f" On the other {fmt_int(no)} it fixed {of} ({fmt_pct(of / no)}).")
+        else:
+            out += " None of the tracked failures is free of that suspicion."
+    elif nl is not None and no:
+        out += " None of them is a suspected label error."
+    return out
 
 
 def describe_superclass(name: str, sc: dict[str, Any], alpha: float = ALPHA) -> str:
@@ -849,44 +872,73 @@ def _sec_calibration(v: _View) -> list[Block]:
     return out
 
 
+def confidence_basis(fails: dict[str, Any]) -> str:
+    """How "confidence" was measured: temperature-scaled (with T) or raw softmax."""
+    t = num(fails.get("temperature"))
+    if t is not None:
+        return (f"temperature-scaled probabilities (T = {fmt_float(t, 2)}, fitted on the "
+                "validation split)")
+    if fails.get("confidence_basis") is None:
+        return "softmax probabilities (whether temperature-scaled was not recorded)"
+    return "raw softmax probabilities (no fitted temperature was found)"
+
+
+def describe_confident_errors(fails: dict[str, Any], n_test: Any = None) -> str:
+    """Error counts and how many are confident, on which probabilities (raw count beside)."""
+    thr = fmt_pct(fails.get("confident_threshold"))
+    tw, cw = num(fails.get("total_wrong")), num(fails.get("confident_wrong"))
+    raw = num(fails.get("confident_wrong_raw"))
+    share = fmt_pct(cw / tw) if tw and cw is not None else NA
+    n = num(n_test)
+    text = (f"On the {_s(fails.get('split'), 'test')} split the baseline got {fmt_int(tw)}"
+            + (f" of {fmt_int(n)}" if n else "")
+            + f" images wrong; {fmt_int(cw)} of them ({share} of its errors) with confidence "
+            f"≥ {thr} on {confidence_basis(fails)}")
+    if raw is not None and num(fails.get("temperature")) is not None:
+        text += f" ({fmt_int(raw)} on the raw, unscaled probabilities)"
+    return text + (". These confident errors are the ones a user cannot catch from the "
+                   "model's own confidence.")
+
+
 def _sec_failure_cases(v: _View) -> list[Block]:
     """8 Failure cases."""
     out: list[Block] = []
+    tw = num(v.fails.get("total_wrong"))
     if v.fails:
-        thr = fmt_pct(v.fails.get("confident_threshold"))
-        tw, cw = num(v.fails.get("total_wrong")), num(v.fails.get("confident_wrong"))
-        n_test = num(v.mc.get("n")) or num(v.split.get("test"))
-        share = fmt_pct(cw / tw) if tw and cw is not None else NA
-        text = (f"On the {_s(v.fails.get('split'), 'test')} split the baseline got "
-                f"{fmt_int(tw)}" + (f" of {fmt_int(n_test)}" if n_test else "")
-                + f" images wrong; {fmt_int(cw)} of them ({share} of its errors) with "
-                f"confidence ≥ {thr}. These confident errors are the ones a user cannot catch "
-                "from the model's own confidence.")
-        out.append(_p(text))
+        out.append(_p(describe_confident_errors(v.fails, num(v.mc.get("n"))
+                                                or num(v.split.get("test")))))
         le = num(v.fails.get("label_error_suspects"))
         if le is not None:
             # The count is over all errors (failures.py applies the rule to every one).
             shown = [f for f in v.top if f.get("label_error_suspect")]
+            cl = num(v.fails.get("cleanlab_issues"))
             out.append(_p(
                 f"{fmt_int(le)} of the {fmt_int(tw)} errors are flagged as label-error suspects "
-                "(the confident-learning rule: the predicted class is as probable as that class "
-                "usually is on its own images, and the given label gets almost no probability), "
-                "so the image may be mislabelled rather than misclassified"
-                + (f"; {len(shown)} of the {len(v.top)} failures listed below are." if v.top
+                "(a confident-learning rule: the predicted class is as probable as that class "
+                "usually is on its own images, and the given label gets at most 2%), so the "
+                "image may be mislabelled rather than misclassified"
+                + (f"; {len(shown)} of the {len(v.top)} failures listed below are" if v.top
+                   else "")
+                + ". The rule is precise but misses most flips between confusable classes "
+                "(measured on generated data in docs/analysis.md)"
+                + (f"; cleanlab's wider confident-learning candidate list holds {fmt_int(cl)} of "
+                   "the errors, for review rather than as a verdict." if cl is not None
                    else ".")))
     else:
         out.append(_note("Failure analysis was not computed."))
     out += v.figs("failure-cases", "failure_gallery")
     if v.top:
         out.append(_table(
-            ["Rank", "Index", "True", "Predicted", "Confidence", "Margin", "P(true)",
-             "True rank", "Label-error suspect"],
+            ["Rank", "Index", "True", "Predicted", "Confidence", "Raw confidence", "Margin",
+             "P(true)", "True rank", "Label-error suspect"],
             [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
-              _s(f.get("pred_name")), fmt_pct(f.get("confidence")), fmt_pct(f.get("margin")),
+              _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
+              fmt_pct(f.get("raw_confidence")), fmt_pct(f.get("margin")),
               fmt_pct(f.get("true_prob")), _s(f.get("true_rank")),
               "yes" if f.get("label_error_suspect") else "no"] for f in v.top],
-            align="rrllrrrrl",
-            caption="The baseline's most confident failures, ranked by confidence (margin: "
+            align="rrllrrrrrl",
+            caption="The baseline's most confident failures, ranked by confidence on "
+                    f"{confidence_basis(v.fails)} (raw confidence: unscaled softmax; margin: "
                     "top-1 minus top-2 probability; P(true): probability of the given label)"))
     pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
     if pce:
@@ -956,15 +1008,17 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
         out.append(_p(describe_tracking(v.trk or {"tracked": len(tracked)})))
         out.append(_table(
             ["Rank", "Index", "True", "Baseline prediction", "Baseline confidence",
-             "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome"],
+             "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome",
+             "Label-error suspect"],
             [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
               _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
               _s(_d(f.get("variant")).get("pred_name")),
               fmt_pct(_d(f.get("variant")).get("confidence")),
               fmt_pct(_d(f.get("variant")).get("true_prob")),
               STATUS_TEXT.get(str(_d(f.get("variant")).get("status")),
-                              _s(_d(f.get("variant")).get("status")))] for f in tracked],
-            align="rrllrlrrl",
+                              _s(_d(f.get("variant")).get("status"))),
+              "yes" if f.get("label_error_suspect") else "no"] for f in tracked],
+            align="rrllrlrrll",
             highlight={i for i, f in enumerate(tracked)
                        if _d(f.get("variant")).get("status") == "fixed"},
             caption="Each tracked baseline failure, re-evaluated by the variant "
@@ -1176,12 +1230,13 @@ def _reflection(v: _View) -> list[str]:
     if tw and cw is not None:
         out.append(f"{fmt_pct(cw / tw)} of the baseline's errors ({fmt_int(cw)} of "
                    f"{fmt_int(tw)}) come with confidence ≥ "
-                   f"{fmt_pct(fails.get('confident_threshold'))}; these are the dangerous "
+                   f"{fmt_pct(fails.get('confident_threshold'))} on "
+                   f"{confidence_basis(fails)}; these are the dangerous "
                    "failures in deployment, because nothing in the output flags them.")
     if le is not None and tw:
         out.append(f"{fmt_int(le)} of the baseline's {fmt_int(tw)} errors ({fmt_pct(le / tw)}) "
-                   "look like label errors, so part of the measured error rate may be the "
-                   "dataset's, not the model's." if le else
+                   "are flagged as suspected label errors, so part of the measured error rate "
+                   "may be the dataset's, not the model's." if le else
                    f"None of the baseline's {fmt_int(tw)} errors was flagged as a likely label "
                    "error.")
     bs = _d(explain.get("border_share"))
