@@ -425,3 +425,14 @@ def test_plot_reliability_single_overlay_and_json_bins(tmp_path) -> None:
               ("T=2.5", M.calibration_bins(*M.confidences_and_correct(scaled, labels)), None)]
     M.plot_reliability(series, tmp_path / "two.png")
     assert_png(tmp_path / "two.png")
+
+
+def test_mce_comes_with_the_size_of_its_bin() -> None:
+    # 20 images at confidence 0.5, half right (gap 0); one image at 0.95, wrong (gap 0.95)
+    probs = np.array([[0.5, 0.5, 0.0]] * 20 + [[0.95, 0.05, 0.0]])
+    labels = np.array([0, 1] * 10 + [1])
+    m, k = M.mce_with_count(probs, labels)
+    assert m == pytest.approx(0.95) and k == 1
+    assert M.mce(probs, labels) == m
+    s = M.summarize(labels, probs, class_names=["a", "b", "c"])
+    assert s["mce"] == pytest.approx(0.95) and s["mce_count"] == 1

@@ -713,3 +713,31 @@ def test_confident_errors_sentence_names_the_probabilities():
     f["confidence_basis"] = "raw softmax probabilities (no fitted temperature found)"
     t = R.describe_confident_errors(f, 1000)
     assert "raw softmax probabilities" in t and "on the raw" not in t
+
+
+def test_mce_sentence_flags_a_tiny_bin():
+    from cifarlens import metrics as M
+
+    assert R.MCE_MIN_COUNT == M.MCE_MIN_COUNT
+    cal = {"mce_before": 0.935, "mce_count_before": 1, "mce_after": 0.12,
+           "mce_count_after": 250}
+    t = R.describe_mce([("baseline", cal, "before"), ("baseline", cal, "after")])
+    assert "the baseline's 93.50% before scaling (1 image)" in t and "as noise" in t
+    assert "12.00%" not in t
+    cal["mce_count_before"] = 40
+    assert "at least 30 images" in R.describe_mce([("baseline", cal, "before")])
+    assert "not recorded" in R.describe_mce([("baseline", {"mce_before": 0.2}, "before")])
+
+
+def test_calibration_table_carries_mce_and_brier_after_scaling(tmp_path, pngs):
+    s = make_summary()
+    for arm in ("baseline", "variant"):
+        s["models"][arm]["calibration"].update(mce_before=0.935, mce_after=0.1234,
+                                               brier_before=0.61, brier_after=0.5432,
+                                               mce_count_before=1, mce_count_after=77)
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in (h, m):
+        assert "12.34%" in doc and "0.543" in doc and "Images in the MCE" in doc
+        assert "not in this study's summary" not in doc
+        assert "(1 image)" in doc
+        assert "NLL (test cross-entropy, no label smoothing)" in doc

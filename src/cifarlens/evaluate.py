@@ -126,6 +126,7 @@ def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, chec
             "ece_before": m["ece"], "ece_after": M.ece(scaled, p["labels"]),
             "nll_before": m["loss"], "nll_after": M.nll(scaled, p["labels"]),
             "mce_after": M.mce(scaled, p["labels"]), "brier_after": M.brier(scaled, p["labels"]),
+            "mce_count_after": M.mce_with_count(scaled, p["labels"])[1],
         }
         figs = _figures(run, figdir, s, data, p, probs, scaled, m)
         m["figures"] = figs

@@ -279,9 +279,26 @@ def ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
 
 def mce(probs: Any, labels: Any, n_bins: int = 15) -> float:
     """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
-    b = calibration_bins(*confidences_and_correct(probs, labels), n_bins)
-    nonempty = b["count"] > 0
-    return float(np.max(np.abs(b["accuracy"][nonempty] - b["confidence"][nonempty])))
+    return mce_with_count(probs, labels, n_bins)[0]
+
+
+def _mce_from_bins(bins: dict[str, Any]) -> tuple[float, int]:
+    _, count, conf, acc = _bins_arrays(bins)
+    nonempty = np.flatnonzero(count > 0)
+    gaps = np.abs(acc[nonempty] - conf[nonempty])
+    k = int(np.argmax(gaps))  # first bin on ties
+    return float(gaps[k]), int(count[nonempty[k]])
+
+
+def mce_with_count(probs: Any, labels: Any, n_bins: int = 15) -> tuple[float, int]:
+    """MCE and the number of images in the bin it comes from. A maximum over 15 bins is often
+    set by a nearly empty bin (the demo's 93.5% MCE was one image), so report the two together
+    (`MCE_MIN_COUNT`: below it the report calls the MCE unreliable)."""
+    return _mce_from_bins(calibration_bins(*confidences_and_correct(probs, labels), n_bins))
+
+
+# Below this many images the MCE's bin accuracy has a standard error above ~9 points.
+MCE_MIN_COUNT = 30
 
 
 # --------------------------------------------------------------------------- temperature scaling
@@ -466,6 +483,7 @@ def summarize(
         "macro_f1": macro_f1(cm),
         "ece": float(np.sum(bins["count"][nonempty] / n * gaps)),
         "mce": float(np.max(gaps)),
+        "mce_count": _mce_from_bins(bins)[1],
         "brier": brier(p, y),
         "mean_confidence": float(np.mean(conf)),
         "per_class_accuracy": per_class_accuracy(cm),

@@ -39,6 +39,7 @@ __all__ = [
     "describe_change",
     "describe_confident_errors",
     "describe_faithfulness",
+    "describe_mce",
     "describe_seeds",
     "describe_superclass",
     "describe_temperature",
@@ -364,6 +365,28 @@ def describe_temperature(name: str, cal: dict[str, Any]) -> str:
                          else f"left {label} unchanged at {a}")
     effect = "; scaling " + " and ".join(parts) if parts else ""
     return f"For the {name}, the fitted temperature is {kind}{effect}."
+
+
+MCE_MIN_COUNT = 30  # = metrics.MCE_MIN_COUNT; report.py stays free of numpy imports
+
+
+def describe_mce(cases: list[tuple[str, dict[str, Any], str]]) -> str:
+    """Which MCEs rest on a bin too small to mean much (fewer than MCE_MIN_COUNT images)."""
+    small = []
+    for name, c, when in cases:
+        k = num(c.get(f"mce_count_{when}"))
+        m = num(c.get(f"mce_{when}"))
+        if k is not None and m is not None and k < MCE_MIN_COUNT:
+            small.append(f"the {name}'s {fmt_pct(m)} {when} scaling ({fmt_int(k)} image"
+                         f"{'' if k == 1 else 's'})")
+    lead = ("MCE is the largest accuracy-confidence gap over 15 bins, so it is set by a single "
+            "bin; the table gives that bin's size.")
+    if not any(num(c.get(f"mce_count_{w}")) is not None for _, c, w in cases):
+        return lead + " The bin sizes were not recorded, so the MCEs cannot be judged."
+    if not small:
+        return lead + f" Every MCE here comes from a bin of at least {MCE_MIN_COUNT} images."
+    return (lead + f" Read these as noise, not as calibration: {'; '.join(small)} come from "
+            f"a bin with fewer than {MCE_MIN_COUNT} images.")
 
 
 def describe_calibration_change(ece_a: Any, ece_b: Any, ece_change: Any = None) -> str:
@@ -853,7 +876,9 @@ def _sec_calibration(v: _View) -> list[Block]:
 
     crows = []
     for key, label, f in (("ece", "ECE", fmt_pct), ("mce", "MCE", fmt_pct),
-                          ("nll", "NLL", fmt_float), ("brier", "Brier", fmt_float)):
+                          ("mce_count", "Images in the MCE's bin", fmt_int),
+                          ("nll", "NLL (test cross-entropy, no label smoothing)", fmt_float),
+                          ("brier", "Brier", fmt_float)):
         crows.append([label] + [f(cal_val(m, c, key, w)) for m, c in ((v.base, bc), (v.var, vc))
                                 for w in ("before", "after")])
     crows.append(["Temperature", fmt_float(bc.get("temperature"), 2), "",
@@ -861,9 +886,11 @@ def _sec_calibration(v: _View) -> list[Block]:
     out.append(_table(
         ["Metric (test)", "Baseline before", "Baseline after", "Variant before", "Variant after"],
         crows, caption="Calibration before and after temperature scaling (fitted on validation)"))
-    if any(r[2] == NA or r[4] == NA for r in crows[:4]):
-        out.append(_note("n/a after scaling: that metric was not recomputed after "
-                         "temperature scaling."))
+    if any(r[2] == NA or r[4] == NA for r in crows[:5]):
+        out.append(_note("n/a: that number is not in this study's summary (older studies did "
+                         "not carry it)."))
+    out.append(_p(describe_mce([(n, c, w) for n, c in (("baseline", bc), ("variant", vc))
+                                for w in ("before", "after")])))
     for n, c in (("baseline", bc), ("variant", vc)):
         out.append(_p(describe_temperature(n, c)))
     out.append(_p(describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"),

@@ -181,7 +181,11 @@ def _model_block(run: Path) -> dict[str, Any]:
         "val": {k: mv[k] for k in keys} | {"nll": mv["loss"]}, "test": test,
         "calibration": {"temperature": ts["temperature"], "ece_before": ts["ece_before"],
                         "ece_after": ts["ece_after"], "nll_before": ts["nll_before"],
-                        "nll_after": ts["nll_after"]},
+                        "nll_after": ts["nll_after"], "mce_before": mt["mce"],
+                        "mce_after": ts.get("mce_after"), "brier_before": mt["brier"],
+                        "brier_after": ts.get("brier_after"),
+                        "mce_count_before": mt.get("mce_count"),
+                        "mce_count_after": ts.get("mce_count_after")},
     }
 
 
