@@ -315,16 +315,13 @@ def test_other_sentences_follow_the_numbers():
     t = R.describe_temperature("baseline", {"temperature": 0.8, "ece_before": 0.02,
                                             "ece_after": 0.03})
     assert "underconfident" in t and "raised test ECE" in t
+    # no test, no conclusion (old summaries)
     b = R.describe_border({"failures": 0.55, "correct": 0.48, "uniform": 0.61})
-    assert "7.00 points more attention on the border" in b
-    b = R.describe_border({"failures": 0.40, "correct": 0.48, "uniform": 0.61})
-    assert "less attention on the border" in b
+    assert "numbers only" in b and "more" not in b and "background reliance" in b
     good = {"gradcam": {"deletion_auc": 0.2, "insertion_auc": 0.6},
             "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
-    assert "better than random on both" in R.describe_faithfulness(good)
-    bad = {"gradcam": {"deletion_auc": 0.4, "insertion_auc": 0.3},
-           "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
-    assert "does not beat random" in R.describe_faithfulness(bad)
+    t = R.describe_faithfulness(good)
+    assert "do not show" in t and "do point at evidence" not in t
     assert "fixed 2 (50.00%)" in R.describe_tracking({"tracked": 4, "fixed": 2,
                                                       "still_wrong": 1, "other_wrong": 1})
     sc = R.describe_superclass("baseline", {"coarse_accuracy": 0.74,
@@ -741,3 +738,60 @@ def test_calibration_table_carries_mce_and_brier_after_scaling(tmp_path, pngs):
         assert "not in this study's summary" not in doc
         assert "(1 image)" in doc
         assert "NLL (test cross-entropy, no label smoothing)" in doc
+
+
+def _comp(name, d, dlo, dhi, i, ilo, ihi):
+    return {"name": name, "deletion_auc": 0.3, "insertion_auc": 0.5,
+            "deletion_diff": {"diff": d, "lo": dlo, "hi": dhi},
+            "insertion_diff": {"diff": i, "lo": ilo, "hi": ihi}}
+
+
+FAITH = {"gradcam": {"deletion_auc": 0.202, "insertion_auc": 0.55}}
+
+
+def test_faithfulness_sentence_concludes_only_what_the_intervals_support():
+    # the issue's smoke model: Grad-CAM 0.202, centre blob 0.223, i.i.d. random 0.341
+    tests = {"n": 200, "level": 0.95, "noise": "test-image sampling (paired bootstrap over "
+             "the 200 images)", "comparisons": {
+                 "random": _comp("i.i.d. random pixels", -0.139, -0.16, -0.12, 0.1, 0.08, 0.12),
+                 "smooth_random": _comp("smooth random map", -0.05, -0.07, -0.03, 0.04, 0.02,
+                                        0.06),
+                 "centre_prior": _comp("centre prior", -0.021, -0.045, 0.004, 0.01, -0.01,
+                                       0.03)}}
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "deletion AUC is 0.139 lower than with the i.i.d. random pixels" in t
+    assert "0.050 lower than with the smooth random map (95% CI [-0.070, -0.030])" in t
+    assert "not distinguishable from that with the centre prior (difference -0.021" in t
+    assert "does not show that the maps point at image-specific evidence" in t
+    assert "test-image sampling" in t and "200" in t
+    # every interval clear of 0 in the right direction: the strong claim
+    for c in tests["comparisons"].values():
+        c["deletion_diff"].update(lo=-0.06, hi=-0.01)
+        c["insertion_diff"].update(lo=0.01, hi=0.05)
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "beats every baseline on both measures" in t and "image-specific evidence" in t
+    # worse than the centre prior on deletion: no claim of faithfulness
+    tests["comparisons"]["centre_prior"]["deletion_diff"].update(diff=0.03, lo=0.01, hi=0.05)
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "0.030 higher than with the centre prior" in t and "beats every" not in t
+    # beats nothing
+    for c in tests["comparisons"].values():
+        c["deletion_diff"].update(diff=0.01, lo=-0.01, hi=0.03)
+        c["insertion_diff"].update(diff=0.0, lo=-0.02, hi=0.02)
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "does not beat even i.i.d. random pixels" in t
+
+
+def test_border_sentence_needs_a_test_and_a_resolving_layer():
+    bs = {"failures": 0.55, "correct": 0.48, "uniform": 0.4375, "centre_prior": 0.1,
+          "border_px": 4, "cells": [4, 4], "resolves_border": False, "p_value": 0.003}
+    t = R.describe_border(bs)
+    assert "7.00 points more of their mass there than correct predictions (p = 0.0030" in t
+    assert "permutation test" in t and "10.00% for the centre prior" in t
+    assert "not a measure of background reliance" in t and "4×4 cells" in t
+    bs["p_value"] = 0.4
+    t = R.describe_border(bs)
+    assert "not distinguishable (p = 0.40" in t and "more of their mass" not in t
+    bs.update(resolves_border=True, cells=[16, 16], p_value=0.01, failures=0.40)
+    t = R.describe_border(bs)
+    assert "8.00 points less" in t and "background reliance" not in t

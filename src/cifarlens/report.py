@@ -470,50 +470,127 @@ def describe_superclass(name: str, sc: dict[str, Any], alpha: float = ALPHA) -> 
     return (f"{facts} ({test}): errors fall inside the true superclass less often than chance.")
 
 
-def describe_faithfulness(faith: dict[str, Any]) -> str:
-    g, r = _d(faith.get("gradcam")), _d(faith.get("random"))
-    gd, rd, gi, ri = (num(x) for x in (g.get("deletion_auc"), r.get("deletion_auc"),
-                                       g.get("insertion_auc"), r.get("insertion_auc")))
-    if None in (gd, rd, gi, ri):
+def _ci_text(d: dict[str, Any], level: Any) -> str:
+    lvl = num(level) or 0.95
+    return (f"{lvl * 100:g}% CI [{fmt_auc(d.get('lo'))}, {fmt_auc(d.get('hi'))}]")
+
+
+def _faith_one(kind: str, comp: dict[str, Any], level: Any) -> tuple[str, str]:
+    """('better' | 'worse' | 'same' | 'untested', clause) for Grad-CAM vs one baseline on one
+    measure, decided by whether the CI of (Grad-CAM - baseline) excludes 0."""
+    d = _d(comp.get(f"{kind}_diff"))
+    diff, lo, hi = num(d.get("diff")), num(d.get("lo")), num(d.get("hi"))
+    name = _s(comp.get("name"))
+    if diff is None:
+        return "untested", f"its {kind} AUC against the {name} was not computed"
+    if lo is None or hi is None:
+        return "untested", (f"its {kind} AUC differs from that with the {name} by "
+                            f"{fmt_auc(diff)} (no interval: too few images)")
+    ci = _ci_text(d, level)
+    if lo > 0 or hi < 0:
+        lower = hi < 0
+        good = lower if kind == "deletion" else not lower
+        return ("better" if good else "worse",
+                f"its {kind} AUC is {fmt_auc(abs(diff))} {'lower' if lower else 'higher'} than "
+                f"with the {name} ({ci})")
+    return "same", (f"its {kind} AUC is not distinguishable from that with the {name} "
+                    f"(difference {fmt_auc(diff)}, {ci})")
+
+
+def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = None) -> str:
+    """Grad-CAM's deletion/insertion AUCs against i.i.d. noise, a smooth random map at the
+    layer's resolution and a centre prior, concluding only what the paired bootstrap CIs over
+    the images support (lower deletion and higher insertion are better)."""
+    g = _d(faith.get("gradcam"))
+    gd, gi = num(g.get("deletion_auc")), num(g.get("insertion_auc"))
+    t = _d(tests)
+    comps = _d(t.get("comparisons"))
+    if gd is None or gi is None:
         return "The deletion/insertion faithfulness check was not computed."
-    del_ok = fmt_auc(gd) != fmt_auc(rd) and gd < rd  # type: ignore[operator]
-    ins_ok = fmt_auc(gi) != fmt_auc(ri) and gi > ri  # type: ignore[operator]
-    verdict = {
-        2: "Grad-CAM ranks pixels better than random on both measures, so the maps do point "
-           "at evidence the model uses",
-        1: "Grad-CAM beats random on only one of the two measures, so the maps are only "
-           "partly faithful",
-        0: "Grad-CAM does not beat random ordering, so the maps should not be read as "
-           "explanations of these predictions",
-    }[int(del_ok) + int(ins_ok)]
-    return (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} against "
-            f"{fmt_auc(rd)} for random order (lower is better), and inserting them an insertion "
-            f"AUC of {fmt_auc(gi)} against {fmt_auc(ri)} (higher is better). {verdict}.")
-
-
-def describe_border(bs: dict[str, Any]) -> str:
-    f, c, u = (num(bs.get(k)) for k in ("failures", "correct", "uniform"))
-    px = bs.get("border_px")
-    band = f"the outer {fmt_int(px)}-pixel border" if num(px) is not None else "the border"
-    if f is None or c is None:
-        return "Background reliance (Grad-CAM mass on the border) was not computed."
-    fs, cs = fmt_pct(f), fmt_pct(c)
-    lead = (f"On failures, {fs} of the Grad-CAM mass lies in {band}, against {cs} on correct "
-            "predictions")
-    lead += f" and {fmt_pct(u)} for a uniform map" if u is not None else ""
-    if fs == cs:
-        cmp_ = "failures and correct predictions rely on the border equally"
-    elif f > c:
-        cmp_ = (f"failures put {fmt_points(f - c)} points more attention on the border, "
-                "consistent with background cues driving some confident mistakes")
+    lead = (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} (lower is "
+            f"better) and inserting them an insertion AUC of {fmt_auc(gi)} (higher is better)")
+    if not comps:
+        r = _d(faith.get("random"))
+        rd, ri = num(r.get("deletion_auc")), num(r.get("insertion_auc"))
+        vs = (f", against {fmt_auc(rd)} and {fmt_auc(ri)} for i.i.d. random pixels"
+              if rd is not None and ri is not None else "")
+        return (f"{lead}{vs}. No interval and no smooth or centred baseline was computed, so "
+                "these numbers do not show whether the maps point at evidence the model uses.")
+    n, level = t.get("n"), t.get("level")
+    verdicts: dict[str, dict[str, str]] = {}
+    clauses = []
+    for key in ("random", "smooth_random", "centre_prior"):
+        comp = _d(comps.get(key))
+        if not comp:
+            continue
+        verdicts[key] = {}
+        parts = []
+        for kind in ("deletion", "insertion"):
+            verdicts[key][kind], clause = _faith_one(kind, comp, level)
+            parts.append(clause)
+        clauses.append(f"against the {_s(comp.get('name'))}, " + "; ".join(parts))
+    noise = clean_text(t.get("noise")) if t.get("noise") else (
+        f"test-image sampling over {fmt_int(n)} images")
+    body = f"{lead}, on {fmt_int(n)} correctly classified test images. " + ". ".join(
+        _cap(c) for c in clauses) + f" (intervals cover {noise})."
+    strong = [k for k in ("smooth_random", "centre_prior") if k in verdicts]
+    beats = {k: all(v == "better" for v in verdicts[k].values()) for k in verdicts}
+    if not strong and beats.get("random"):
+        verdict = ("Grad-CAM beats i.i.d. random pixels, but no smooth or centred baseline was "
+                   "computed, so this check does not show that the maps point at "
+                   "image-specific evidence")
+    elif strong and all(beats[k] for k in strong) and beats.get("random", True):
+        verdict = ("Grad-CAM beats every baseline on both measures, including the "
+                   "input-independent centre prior, so these maps carry image-specific "
+                   "evidence the model uses")
+    elif beats.get("random") and not all(beats[k] for k in strong):
+        verdict = ("Grad-CAM beats i.i.d. random pixels, but not a smooth or centred map "
+                   "that knows nothing about the image on both measures, so this check does "
+                   "not show that the maps point at image-specific evidence")
+    elif any(v == "better" for d in verdicts.values() for v in d.values()):
+        verdict = ("the evidence is mixed, so the maps should not be read as faithful "
+                   "explanations on the strength of this check")
     else:
-        cmp_ = (f"failures put {fmt_points(c - f)} points less attention on the border, so "
-                "background reliance does not explain the failures")
+        verdict = ("Grad-CAM does not beat even i.i.d. random pixels, so the maps should not "
+                   "be read as explanations of these predictions")
+    return f"{body} {_cap(verdict)}."
+
+
+def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
+    """Grad-CAM mass near the image border, failures vs correct predictions, against a uniform
+    map and a centre prior. A difference is stated only when the permutation test rejects; it
+    is never called background reliance when the layer's cells are wider than the band."""
+    f, c, u, cp = (num(bs.get(k)) for k in ("failures", "correct", "uniform", "centre_prior"))
+    px = bs.get("border_px")
+    band = f"the outer {fmt_int(px)}-pixel band" if num(px) is not None else "the border band"
+    if f is None or c is None:
+        return "Grad-CAM mass near the image border was not computed."
+    refs = []
+    if u is not None:
+        refs.append(f"{fmt_pct(u)} for a uniform map")
+    if cp is not None:
+        refs.append(f"{fmt_pct(cp)} for the centre prior")
+    lead = (f"On failures, {fmt_pct(f)} of the Grad-CAM mass lies in {band}, against "
+            f"{fmt_pct(c)} on correct predictions" + (f" ({', '.join(refs)})" if refs else ""))
+    p = num(bs.get("p_value"))
+    if p is None:
+        cmp_ = "no test of the difference was computed, so these are numbers only"
+    elif p < alpha:
+        more = f > c
+        cmp_ = (f"failures put {fmt_points(abs(f - c))} points {'more' if more else 'less'} of "
+                f"their mass there than correct predictions ({p_clause(p)}, two-sided "
+                "permutation test over test images)")
+    else:
+        cmp_ = (f"failures and correct predictions are not distinguishable ({p_clause(p)}, "
+                "two-sided permutation test over test images)")
+    cells = _l(bs.get("cells"))
     tail = ""
-    if u is not None and fmt_pct(u) != fs:
-        tail = ("; failure maps concentrate on the border more than a uniform map would"
-                if f > u else "; failure maps are still more central than a uniform map")
-    return f"{lead}: {cmp_}{tail}."
+    if bs.get("resolves_border") is False or bs.get("resolves_border") is None:
+        grid = (f"{_s(cells[0])}×{_s(cells[1])} " if len(cells) == 2 else "")
+        tail = (f" This is not a measure of background reliance: the explained layer's "
+                f"{grid}cells are wider than the band and each sees the whole image, so the "
+                "share only says how much mass sits in the outer cells.")
+    return f"{lead}: {cmp_}.{tail}"
 
 
 def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
@@ -985,6 +1062,7 @@ def _sec_grad_cam(v: _View) -> list[Block]:
             f"{fmt_int(v.explain.get('explained'))} images."))
         out += v.figs("grad-cam", "gradcam_failures")
         faith = _d(v.explain.get("faithfulness"))
+        ft = _d(v.explain.get("faithfulness_tests"))
         if faith:
             labels = {"gradcam": "Grad-CAM order (reference images)",
                       "random": "Random order (same images)",
@@ -995,18 +1073,33 @@ def _sec_grad_cam(v: _View) -> list[Block]:
                 ["Pixel order", "Deletion AUC (lower = better)", "Insertion AUC (higher = better)"],
                 [[labels.get(k, k), fmt_auc(_d(r).get("deletion_auc")),
                   fmt_auc(_d(r).get("insertion_auc"))] for k, r in faith.items()]))
-            out.append(_p(describe_faithfulness(faith)))
+            comps = _d(ft.get("comparisons"))
+            if comps:
+                lvl = f"{(num(ft.get('level')) or 0.95) * 100:g}%"
+                out.append(_table(
+                    ["Baseline map (same images)", "Deletion AUC", f"Grad-CAM − baseline [{lvl} CI]",
+                     "Insertion AUC", f"Grad-CAM − baseline [{lvl} CI]"],
+                    [[_s(_d(c).get("name")), fmt_auc(_d(c).get("deletion_auc")),
+                      _diff_ci(_d(_d(c).get("deletion_diff"))),
+                      fmt_auc(_d(c).get("insertion_auc")),
+                      _diff_ci(_d(_d(c).get("insertion_diff")))] for c in comps.values()],
+                    caption="Grad-CAM against maps that know nothing about the image: i.i.d. "
+                            "random pixels, a smooth random map at the layer's resolution "
+                            "(upsampled like the CAM) and a fixed centred Gaussian; paired "
+                            "bootstrap CIs over the images"))
+            out.append(_p(describe_faithfulness(faith, ft)))
         else:
             out.append(_note("The faithfulness check was not computed."))
         out += v.figs("grad-cam", "deletion_insertion")
         bs = _d(v.explain.get("border_share"))
-        out.append(_h3("Background reliance"))
+        out.append(_h3("Grad-CAM mass near the border"))
         if bs:
             out.append(_table(
-                ["Group", "Grad-CAM mass on border"],
+                ["Group", "Grad-CAM mass in the border band"],
                 [["Failures", fmt_pct(bs.get("failures"))],
                  ["Correct predictions", fmt_pct(bs.get("correct"))],
-                 ["Uniform map (expected)", fmt_pct(bs.get("uniform"))]]))
+                 ["Uniform map (reference)", fmt_pct(bs.get("uniform"))],
+                 ["Centre prior (reference)", fmt_pct(bs.get("centre_prior"))]]))
         out.append(_p(describe_border(bs)))
         pg = _d(v.explain.get("pointing_game"))
         if pg:
@@ -1021,6 +1114,15 @@ def _sec_grad_cam(v: _View) -> list[Block]:
         out.append(_note("Grad-CAM explanations were not computed for this study."))
         out += [b for b in v.figs("grad-cam") if b["type"] == "figure"]
     return out
+
+
+def _diff_ci(d: dict[str, Any]) -> str:
+    diff = num(d.get("diff"))
+    if diff is None:
+        return NA
+    lo, hi = num(d.get("lo")), num(d.get("hi"))
+    ci = f" [{fmt_auc(lo)}, {fmt_auc(hi)}]" if lo is not None and hi is not None else ""
+    return f"{diff:+.3f}{ci}"
 
 
 def _sec_constrained_improvement(v: _View) -> list[Block]:

@@ -259,15 +259,20 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
                            for s in plan["seeds"]]}
     pcc = S.per_class_changes(cm_a, cm_b, data.class_names, k=10)
     faith = ex.get("faithfulness", {})
+    fc = faith.get("correct", {})
     explain_block = {
         "layer": ex.get("layer"), "explained": ex.get("explained"),
         "faithfulness": {
-            "gradcam": {k: faith.get("correct", {}).get(k) for k in ("deletion_auc", "insertion_auc")},
-            "random": {"deletion_auc": faith.get("correct", {}).get("random_deletion_auc"),
-                       "insertion_auc": faith.get("correct", {}).get("random_insertion_auc")},
+            "gradcam": {k: fc.get(k) for k in ("deletion_auc", "insertion_auc")},
+            "random": {"deletion_auc": fc.get("random_deletion_auc"),
+                       "insertion_auc": fc.get("random_insertion_auc")},
             "failures": {k: faith.get("failures", {}).get(k) for k in ("deletion_auc", "insertion_auc")},
-            "correct": {k: faith.get("correct", {}).get(k) for k in ("deletion_auc", "insertion_auc")},
+            "correct": {k: fc.get(k) for k in ("deletion_auc", "insertion_auc")},
         },
+        # Grad-CAM against each baseline on the reference (correct) images, with paired
+        # bootstrap CIs over the images: what describe_faithfulness concludes from
+        "faithfulness_tests": {k: fc.get(k) for k in ("n", "level", "noise", "cells",
+                                                       "comparisons")} if fc else None,
         "border_share": ex.get("border_share"), "pointing_game": ex.get("pointing_game"),
     }
     env = cfg_a["environment"]
