@@ -98,8 +98,15 @@ def make_summary() -> dict[str, Any]:
         "failures": {
             "split": "test", "total_wrong": 3709, "confident_threshold": 0.9,
             "confident_wrong": 412, "label_error_suspects": 37, "top": top,
-            "tracking": {"fixed": 1, "still_wrong": 1, "other_wrong": 1, "tracked": 3},
+            "tracking": {"fixed": 1, "still_wrong": 1, "other_wrong": 1, "tracked": 3,
+                         "label_suspects": {"tracked": 1, "fixed": 0, "still_wrong": 1,
+                                            "other_wrong": 0},
+                         "others": {"tracked": 2, "fixed": 1, "still_wrong": 0,
+                                    "other_wrong": 1},
+                         "all_errors": {"errors": 3709, "fixed": 1154, "share": 0.3111}},
             "per_class_confident_errors": [{"name": "boy", "count": 12}],
+            "confident_wrong_raw": 3, "temperature": 0.41, "cleanlab_issues": 1203,
+            "confidence_basis": "temperature-scaled probabilities (T fitted on val)",
         },
         "explain": {
             "layer": "features.31 (last conv ReLU, 4x4)", "explained": 12,
@@ -108,8 +115,22 @@ def make_summary() -> dict[str, Any]:
                 "random": {"deletion_auc": 0.3511, "insertion_auc": 0.4102},
                 "failures": {"deletion_auc": 0.3012, "insertion_auc": 0.5004},
                 "correct": {"deletion_auc": 0.2021, "insertion_auc": 0.6031}},
+            "faithfulness_tests": {
+                "n": 200, "level": 0.95, "cells": [4, 4],
+                "noise": "test-image sampling (paired bootstrap over the 200 images)",
+                "comparisons": {k: {"name": name, "deletion_auc": d, "insertion_auc": i,
+                                    "deletion_diff": {"diff": 0.2021 - d, "lo": 0.2021 - d - 0.02,
+                                                      "hi": 0.2021 - d + 0.02},
+                                    "insertion_diff": {"diff": 0.6031 - i,
+                                                       "lo": 0.6031 - i - 0.02,
+                                                       "hi": 0.6031 - i + 0.02}}
+                                for k, name, d, i in (
+                                    ("random", "i.i.d. random pixels", 0.3511, 0.4102),
+                                    ("smooth_random", "smooth random map", 0.3322, 0.4411),
+                                    ("centre_prior", "centre prior", 0.2123, 0.5911))}},
             "border_share": {"failures": 0.5512, "correct": 0.4788, "uniform": 0.6094,
-                             "border_px": 6},
+                             "border_px": 6, "centre_prior": 0.31, "cells": [4, 4],
+                             "resolves_border": False, "p_value": 0.012},
             "pointing_game": {"hit_rate": 0.9512, "n": 800},
         },
         "figures": {k: f"figures/{k}.png" for k in FIGURE_KEYS},
@@ -795,3 +816,16 @@ def test_border_sentence_needs_a_test_and_a_resolving_layer():
     bs.update(resolves_border=True, cells=[16, 16], p_value=0.01, failures=0.40)
     t = R.describe_border(bs)
     assert "8.00 points less" in t and "background reliance" not in t
+
+
+def test_report_states_the_tested_faithfulness_and_tracking_base_rate(tmp_path, pngs):
+    h, m, _ = render(tmp_path, pngs)
+    for doc in (h, m):
+        # centre prior: 0.2021 - 0.2123 = -0.010 with CI [-0.030, 0.010]: not distinguishable
+        assert "not distinguishable from that with the centre prior" in doc
+        assert "does not show that the maps point at image-specific evidence" in doc
+        assert "Grad-CAM − baseline" in doc
+        assert "1,154 of all 3,709 baseline test errors (31.11%), the base rate" in doc
+        assert "not a measure of background reliance" in doc
+        assert "(3 on the raw, unscaled probabilities)" in doc and "T = 0.41" in doc
+        assert "Raw confidence" in doc and "1,203" in doc
