@@ -780,9 +780,9 @@ def test_faithfulness_sentence_concludes_only_what_the_intervals_support():
                  "centre_prior": _comp("centre prior", -0.021, -0.045, 0.004, 0.01, -0.01,
                                        0.03)}}
     t = R.describe_faithfulness(FAITH, tests)
-    assert "deletion AUC is 0.139 lower than with the i.i.d. random pixels" in t
-    assert "0.050 lower than with the smooth random map (95% CI [-0.070, -0.030])" in t
-    assert "not distinguishable from that with the centre prior (difference -0.021" in t
+    assert "Against the i.i.d. random pixels: Grad-CAM's deletion AUC is 0.139 lower" in t
+    assert "smooth random map: Grad-CAM's deletion AUC is 0.050 lower (95% CI [-0.070, -0.030])" in t
+    assert "centre prior: Grad-CAM's deletion AUC is not distinguishable from it (difference -0.021" in t
     assert "does not show that the maps point at image-specific evidence" in t
     assert "test-image sampling" in t and "200" in t
     # every interval clear of 0 in the right direction: the strong claim
@@ -794,7 +794,7 @@ def test_faithfulness_sentence_concludes_only_what_the_intervals_support():
     # worse than the centre prior on deletion: no claim of faithfulness
     tests["comparisons"]["centre_prior"]["deletion_diff"].update(diff=0.03, lo=0.01, hi=0.05)
     t = R.describe_faithfulness(FAITH, tests)
-    assert "0.030 higher than with the centre prior" in t and "beats every" not in t
+    assert "centre prior: Grad-CAM's deletion AUC is 0.030 higher" in t and "beats every" not in t
     # beats nothing
     for c in tests["comparisons"].values():
         c["deletion_diff"].update(diff=0.01, lo=-0.01, hi=0.03)
@@ -822,7 +822,8 @@ def test_report_states_the_tested_faithfulness_and_tracking_base_rate(tmp_path, 
     h, m, _ = render(tmp_path, pngs)
     for doc in (h, m):
         # centre prior: 0.2021 - 0.2123 = -0.010 with CI [-0.030, 0.010]: not distinguishable
-        assert "not distinguishable from that with the centre prior" in doc
+        # only the centre prior's CI ([-0.030, 0.010]) includes 0
+        assert doc.count("deletion AUC is not distinguishable from it") == 1
         assert "does not show that the maps point at image-specific evidence" in doc
         assert "Grad-CAM − baseline" in doc
         assert "1,154 of all 3,709 baseline test errors (31.11%), the base rate" in doc

@@ -429,7 +429,8 @@ def describe_tracking(tracking: dict[str, Any]) -> str:
     ls, ot = _d(tracking.get("label_suspects")), _d(tracking.get("others"))
     nl, no = num(ls.get("tracked")), num(ot.get("tracked"))
     if nl:
-        out += (f" {fmt_int(nl)} of the {int(n)} tracked are suspected label errors, where "
+        out += (f" {fmt_int(nl)} of the {int(n)} tracked {'is a' if nl == 1 else 'are'} "
+                f"suspected label error{'' if nl == 1 else 's'}, where "
                 f"\"fixed\" means agreeing with a probably wrong label: the variant did so for "
                 f"{fmt_int(ls.get('fixed'))}.")
         if no:
@@ -480,20 +481,19 @@ def _faith_one(kind: str, comp: dict[str, Any], level: Any) -> tuple[str, str]:
     measure, decided by whether the CI of (Grad-CAM - baseline) excludes 0."""
     d = _d(comp.get(f"{kind}_diff"))
     diff, lo, hi = num(d.get("diff")), num(d.get("lo")), num(d.get("hi"))
-    name = _s(comp.get("name"))
     if diff is None:
-        return "untested", f"its {kind} AUC against the {name} was not computed"
+        return "untested", f"Grad-CAM's {kind} AUC against it was not computed"
     if lo is None or hi is None:
-        return "untested", (f"its {kind} AUC differs from that with the {name} by "
+        return "untested", (f"Grad-CAM's {kind} AUC differs from it by "
                             f"{fmt_auc(diff)} (no interval: too few images)")
     ci = _ci_text(d, level)
     if lo > 0 or hi < 0:
         lower = hi < 0
         good = lower if kind == "deletion" else not lower
         return ("better" if good else "worse",
-                f"its {kind} AUC is {fmt_auc(abs(diff))} {'lower' if lower else 'higher'} than "
-                f"with the {name} ({ci})")
-    return "same", (f"its {kind} AUC is not distinguishable from that with the {name} "
+                f"Grad-CAM's {kind} AUC is {fmt_auc(abs(diff))} "
+                f"{'lower' if lower else 'higher'} ({ci})")
+    return "same", (f"Grad-CAM's {kind} AUC is not distinguishable from it "
                     f"(difference {fmt_auc(diff)}, {ci})")
 
 
@@ -528,7 +528,7 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
         for kind in ("deletion", "insertion"):
             verdicts[key][kind], clause = _faith_one(kind, comp, level)
             parts.append(clause)
-        clauses.append(f"against the {_s(comp.get('name'))}, " + "; ".join(parts))
+        clauses.append(f"against the {_s(comp.get('name'))}: " + "; ".join(parts))
     noise = clean_text(t.get("noise")) if t.get("noise") else (
         f"test-image sampling over {fmt_int(n)} images")
     body = f"{lead}, on {fmt_int(n)} correctly classified test images. " + ". ".join(
