@@ -127,3 +127,40 @@ def test_bad_runs_give_one_clear_line(tmp_path, run_copy):
 def test_missing_predictions_are_explained(run_copy):
     with pytest.raises(CifarlensError, match="cifarlens evaluate"):
         load_predictions(run_copy, "test")
+
+
+def test_confident_means_temperature_scaled_and_raw_stays_visible(evaluated):
+    from cifarlens import metrics as M
+    from cifarlens.failures import CONFIDENT
+
+    f = json.loads((evaluated / "failures_test.json").read_text())
+    t = json.loads((evaluated / "metrics_test.json").read_text())["temperature_scaling"]
+    assert f["temperature"] == pytest.approx(t["temperature"])
+    assert "temperature-scaled" in f["confidence_basis"] and f["confident_threshold"] == CONFIDENT
+    p = load_predictions(evaluated, "test")
+    scaled = M.apply_temperature(p["logits"], t["temperature"])
+    raw = M.softmax(p["logits"])
+    wrong = p["pred"] != p["labels"]
+    assert f["confident_wrong"] == int((wrong & (scaled.max(1) >= CONFIDENT)).sum())
+    assert f["confident_wrong_raw"] == int((wrong & (raw.max(1) >= CONFIDENT)).sum())
+    top = f["failures"][0]
+    assert top["confidence"] == pytest.approx(scaled[top["position"]].max(), rel=1e-5)
+    assert top["raw_confidence"] == pytest.approx(raw[top["position"]].max(), rel=1e-5)
+    assert f["cleanlab_issues"] == sum(x["cleanlab_issue"] for x in f["failures"])
+
+
+def test_cleanlab_flags_a_confusable_flip_the_rule_misses():
+    from cifarlens.failures import label_issues
+
+    labels = np.repeat(np.arange(3), 30)
+    probs = np.full((90, 3), 0.02)
+    probs[np.arange(90), labels] = 0.96
+    # image 0 is labelled 0 but the model is as sure of class 1 as on real class-1 images, and
+    # leaves 3% on the given label (a confusable class): over the rule's 2% cut, not cleanlab's
+    probs[0] = [0.03, 0.97, 0.0]
+    rule = label_issues(labels, probs, method="rule")
+    cl = label_issues(labels, probs, method="cleanlab")
+    assert not rule[0] and cl[0]
+    assert cl.sum() == 1 and rule.sum() == 0
+    with pytest.raises(CifarlensError, match="unknown label-error method"):
+        label_issues(labels, probs, method="guess")

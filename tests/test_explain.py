@@ -562,3 +562,91 @@ def test_benchmark_own_vs_captum():  # pragma: no cover - measurement, not a che
             times[k].append(time.process_time() - t0)
     for k, v in times.items():
         print(f"{k:12s} cpu {sum(v):7.2f} s  median/batch {np.median(v):.3f} s")
+
+
+# --------------------------------------------------------------------------- faithfulness baselines
+
+
+def test_smooth_random_and_centre_prior_maps():
+    from cifarlens.explain import centre_prior_maps, smooth_random_maps
+
+    m = smooth_random_maps(3, 32, 32, (4, 4), seed=1)
+    assert m.shape == (3, 32, 32)
+    assert torch.equal(m, smooth_random_maps(3, 32, 32, (4, 4), seed=1))
+    # exactly a 4x4 random grid upsampled like the CAM: downsampling by 8 recovers its cells
+    low = torch.rand((3, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+    up = F.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(m, up)
+    c = centre_prior_maps(2, 32, 32)
+    assert torch.equal(c[0], c[1]) and torch.equal(c[0], c[0].flip(0)) and torch.equal(c[0], c[0].T)
+    assert c[0, 15:17, 15:17].min() == c.max() and c[0, 0, 0] == c.min()
+    with pytest.raises(CifarlensError):
+        smooth_random_maps(1, 8, 8, (0, 4))
+
+
+class _PatchModel(nn.Module):
+    """Class 1's logit is the top-left 8x8 patch of channel 0 against a checkerboard: evidence
+    off-centre that a blur destroys. Class 0's logit is constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)  # unused: deletion/insertion need no CAM layer
+        checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1
+        self.register_buffer("checker", checker)
+
+    def forward(self, x):
+        s = (x[:, 0, :8, :8] * self.checker).sum(dim=(1, 2)) * 0.5
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_evidence():
+    from cifarlens.explain import centre_prior_maps
+    from cifarlens.explanations import faithfulness
+
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    x = torch.randn((n, 3, 32, 32), generator=g) * 0.3
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1
+    x[:, 0, :8, :8] = checker * (1.0 + torch.rand((n, 1, 1), generator=g))
+    t = torch.ones(n, dtype=torch.long)
+    good = torch.zeros((n, 32, 32))
+    good[:, :8, :8] = 1.0  # the map that points at the evidence
+    model = _PatchModel()
+    res, curves = faithfulness(model, x, t, good, (4, 4), steps=8, batch_size=64, seed=0)
+    assert res["n"] == n and res["cells"] == [4, 4] and "test-image sampling" in res["noise"]
+    for k in ("random", "smooth_random", "centre_prior"):
+        c = res["comparisons"][k]
+        assert c["deletion_diff"]["hi"] < 0, k  # deletes the evidence sooner
+        assert c["insertion_diff"]["lo"] > 0, k  # reveals it sooner
+        assert c["deletion_diff"]["diff"] == pytest.approx(
+            np.mean(curves["gradcam"]["deletion_auc"] - curves[k]["deletion_auc"]))
+    # a map that IS the centre prior cannot beat the centre prior: no interval, no claim
+    res, _ = faithfulness(model, x, t, centre_prior_maps(n, 32, 32), (4, 4), steps=8,
+                          batch_size=64, seed=0)
+    d = res["comparisons"]["centre_prior"]["deletion_diff"]
+    assert d["diff"] == 0 and d["lo"] is None
+
+
+def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
+    from scipy import stats as sps
+
+    from cifarlens.explain import border_share, centre_prior_maps
+    from cifarlens.explanations import border_summary
+
+    rng = np.random.default_rng(0)
+    f = rng.uniform(0.5, 0.7, 20)
+    c = rng.uniform(0.3, 0.5, 40)
+    b = border_summary({"failures": f, "correct": c}, (4, 4))
+    assert b["failures"] == pytest.approx(f.mean()) and b["correct"] == pytest.approx(c.mean())
+    assert b["p_value"] < 0.001 and b["diff"] == pytest.approx(f.mean() - c.mean())
+    assert b["resolves_border"] is False and b["cell_px"] == 8  # 8 px cells, 4 px band
+    assert b["uniform"] == pytest.approx(0.4375)
+    assert b["centre_prior"] == pytest.approx(border_share(centre_prior_maps(1, 32, 32))[0])
+    same = border_summary({"failures": c[:20], "correct": c[20:]}, (16, 16))
+    ref = sps.permutation_test((c[:20], c[20:]), lambda a, b_, axis: a.mean(axis) - b_.mean(axis),
+                               n_resamples=9999, random_state=np.random.default_rng(0))
+    assert same["p_value"] == pytest.approx(ref.pvalue, abs=0.02) and same["p_value"] > 0.05
+    assert same["resolves_border"] is True
+    # NaN shares (all-zero maps) are left out; one failure is too few to test
+    one = border_summary({"failures": np.array([0.5, np.nan]), "correct": c}, (4, 4))
+    assert one["n_failures"] == 1 and "p_value" not in one

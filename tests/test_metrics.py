@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as sps
 from scipy.special import log_softmax as sp_log_softmax
 from scipy.special import softmax as sp_softmax
 from sklearn import metrics as skm
@@ -281,6 +282,26 @@ def test_superclass_chance_share_with_unequal_groups() -> None:
     assert r["errors"] == 0 and math.isnan(r["within_superclass_share"])
 
 
+def test_superclass_binomial_test_against_chance() -> None:
+    f2c = np.arange(100) % 20  # 5 classes per superclass: chance 4/99
+    # the case: 15 of 336 errors inside the superclass (4.46% vs 4.04%) is chance
+    labels = np.zeros(336, dtype=np.int64)
+    preds = np.r_[np.full(15, 20), np.full(321, 1)]  # 0 -> 20 shares superclass 0; 0 -> 1 not
+    r = M.superclass_report(labels, preds, f2c, 20)
+    assert r["errors"] == 336 and r["errors_within_superclass"] == 15
+    assert r["binomial_p"] == pytest.approx(sps.binomtest(15, 336, 4 / 99).pvalue)
+    assert r["binomial_p"] > 0.05
+    lo, hi = r["share_ci"]
+    assert lo < 4 / 99 < hi and lo < 15 / 336 < hi
+    # 60 of 336 (17.9%) is far above chance
+    preds = np.r_[np.full(60, 20), np.full(276, 1)]
+    r = M.superclass_report(labels, preds, f2c, 20)
+    assert r["binomial_p"] < 1e-20 and r["share_ci"][0] > 4 / 99
+    # no errors: nothing to test
+    r = M.superclass_report([0, 1], [0, 1], f2c, 20)
+    assert r["binomial_p"] is None and r["share_ci"] is None
+
+
 def test_top_confusions_order_and_ties() -> None:
     cm = np.array([[5, 3, 0, 3],
                    [2, 6, 1, 0],
@@ -404,3 +425,14 @@ def test_plot_reliability_single_overlay_and_json_bins(tmp_path) -> None:
               ("T=2.5", M.calibration_bins(*M.confidences_and_correct(scaled, labels)), None)]
     M.plot_reliability(series, tmp_path / "two.png")
     assert_png(tmp_path / "two.png")
+
+
+def test_mce_comes_with_the_size_of_its_bin() -> None:
+    # 20 images at confidence 0.5, half right (gap 0); one image at 0.95, wrong (gap 0.95)
+    probs = np.array([[0.5, 0.5, 0.0]] * 20 + [[0.95, 0.05, 0.0]])
+    labels = np.array([0, 1] * 10 + [1])
+    m, k = M.mce_with_count(probs, labels)
+    assert m == pytest.approx(0.95) and k == 1
+    assert M.mce(probs, labels) == m
+    s = M.summarize(labels, probs, class_names=["a", "b", "c"])
+    assert s["mce"] == pytest.approx(0.95) and s["mce_count"] == 1

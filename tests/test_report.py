@@ -98,8 +98,15 @@ def make_summary() -> dict[str, Any]:
         "failures": {
             "split": "test", "total_wrong": 3709, "confident_threshold": 0.9,
             "confident_wrong": 412, "label_error_suspects": 37, "top": top,
-            "tracking": {"fixed": 1, "still_wrong": 1, "other_wrong": 1, "tracked": 3},
+            "tracking": {"fixed": 1, "still_wrong": 1, "other_wrong": 1, "tracked": 3,
+                         "label_suspects": {"tracked": 1, "fixed": 0, "still_wrong": 1,
+                                            "other_wrong": 0},
+                         "others": {"tracked": 2, "fixed": 1, "still_wrong": 0,
+                                    "other_wrong": 1},
+                         "all_errors": {"errors": 3709, "fixed": 1154, "share": 0.3111}},
             "per_class_confident_errors": [{"name": "boy", "count": 12}],
+            "confident_wrong_raw": 3, "temperature": 0.41, "cleanlab_issues": 1203,
+            "confidence_basis": "temperature-scaled probabilities (T fitted on val)",
         },
         "explain": {
             "layer": "features.31 (last conv ReLU, 4x4)", "explained": 12,
@@ -108,8 +115,22 @@ def make_summary() -> dict[str, Any]:
                 "random": {"deletion_auc": 0.3511, "insertion_auc": 0.4102},
                 "failures": {"deletion_auc": 0.3012, "insertion_auc": 0.5004},
                 "correct": {"deletion_auc": 0.2021, "insertion_auc": 0.6031}},
+            "faithfulness_tests": {
+                "n": 200, "level": 0.95, "cells": [4, 4],
+                "noise": "test-image sampling (paired bootstrap over the 200 images)",
+                "comparisons": {k: {"name": name, "deletion_auc": d, "insertion_auc": i,
+                                    "deletion_diff": {"diff": 0.2021 - d, "lo": 0.2021 - d - 0.02,
+                                                      "hi": 0.2021 - d + 0.02},
+                                    "insertion_diff": {"diff": 0.6031 - i,
+                                                       "lo": 0.6031 - i - 0.02,
+                                                       "hi": 0.6031 - i + 0.02}}
+                                for k, name, d, i in (
+                                    ("random", "i.i.d. random pixels", 0.3511, 0.4102),
+                                    ("smooth_random", "smooth random map", 0.3322, 0.4411),
+                                    ("centre_prior", "centre prior", 0.2123, 0.5911))}},
             "border_share": {"failures": 0.5512, "correct": 0.4788, "uniform": 0.6094,
-                             "border_px": 6},
+                             "border_px": 6, "centre_prior": 0.31, "cells": [4, 4],
+                             "resolves_border": False, "p_value": 0.012},
             "pointing_game": {"hit_rate": 0.9512, "n": 800},
         },
         "figures": {k: f"figures/{k}.png" for k in FIGURE_KEYS},
@@ -315,22 +336,37 @@ def test_other_sentences_follow_the_numbers():
     t = R.describe_temperature("baseline", {"temperature": 0.8, "ece_before": 0.02,
                                             "ece_after": 0.03})
     assert "underconfident" in t and "raised test ECE" in t
+    # no test, no conclusion (old summaries)
     b = R.describe_border({"failures": 0.55, "correct": 0.48, "uniform": 0.61})
-    assert "7.00 points more attention on the border" in b
-    b = R.describe_border({"failures": 0.40, "correct": 0.48, "uniform": 0.61})
-    assert "less attention on the border" in b
+    assert "numbers only" in b and "more" not in b and "background reliance" in b
     good = {"gradcam": {"deletion_auc": 0.2, "insertion_auc": 0.6},
             "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
-    assert "better than random on both" in R.describe_faithfulness(good)
-    bad = {"gradcam": {"deletion_auc": 0.4, "insertion_auc": 0.3},
-           "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
-    assert "does not beat random" in R.describe_faithfulness(bad)
+    t = R.describe_faithfulness(good)
+    assert "do not show" in t and "do point at evidence" not in t
     assert "fixed 2 (50.00%)" in R.describe_tracking({"tracked": 4, "fixed": 2,
                                                       "still_wrong": 1, "other_wrong": 1})
     sc = R.describe_superclass("baseline", {"coarse_accuracy": 0.74,
                                             "within_superclass_share": 0.41,
                                             "chance_share": 0.0404})
-    assert "10.1× as often as uniform chance" in sc
+    assert "numbers only" in sc and "favour" not in sc  # no test: no conclusion
+
+
+def test_superclass_sentence_says_favour_only_when_the_binomial_test_rejects():
+    base = {"coarse_accuracy": 0.5, "chance_share": 4 / 99, "errors": 336}
+    # the issue's case: 4.46% vs 4.04%, p = 0.68 two-sided: numbers only
+    chance = R.describe_superclass("baseline", {**base, "errors_within_superclass": 15,
+                                                "within_superclass_share": 15 / 336,
+                                                "binomial_p": 0.676, "share_ci": [0.025, 0.072]})
+    assert "favour" not in chance and "not distinguishable from chance" in chance
+    assert "15 of 336" in chance and "p = 0.68" in chance and "test images" in chance
+    strong = R.describe_superclass("baseline", {**base, "errors_within_superclass": 60,
+                                                "within_superclass_share": 60 / 336,
+                                                "binomial_p": 1e-25, "share_ci": [0.14, 0.22]})
+    assert "errors favour related classes, 4.4× as often as chance" in strong
+    low = R.describe_superclass("baseline", {**base, "errors_within_superclass": 2,
+                                             "within_superclass_share": 2 / 336,
+                                             "binomial_p": 0.001})
+    assert "less often than chance" in low and "favour" not in low
 
 
 def test_report_sentences_flip_with_the_data(tmp_path, pngs):
@@ -573,7 +609,7 @@ def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
 SUMMARY_PATHS = _paths(make_summary())[1:]
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                  st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
-                 st.just([]), st.just({}), st.lists(st.integers(), max_size=3),
+                 st.builds(list), st.builds(dict), st.lists(st.integers(), max_size=3),
                  st.sampled_from(["../../etc/passwd", "/etc/passwd", "", ".", "figures"]))
 
 
@@ -817,3 +853,137 @@ def test_chromium_renders_report(tmp_path, pngs):
     assert not _console(res.stderr), _console(res.stderr)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 30_000, len(data)
+
+
+def test_tracking_sentence_gives_the_base_rate_and_label_suspects_apart():
+    # the issue's demo: 0 of 12 tracked fixed, 8 of them suspected label errors, while the
+    # variant fixed 22% of all baseline errors
+    trk = {"tracked": 12, "fixed": 0, "still_wrong": 9, "other_wrong": 3,
+           "label_suspects": {"tracked": 8, "fixed": 0, "still_wrong": 7, "other_wrong": 1},
+           "others": {"tracked": 4, "fixed": 0, "still_wrong": 2, "other_wrong": 2},
+           "all_errors": {"errors": 336, "fixed": 74, "share": 74 / 336}}
+    t = R.describe_tracking(trk)
+    assert "fixed 0 (0.00%)" in t
+    assert "74 of all 336 baseline test errors (22.02%), the base rate" in t
+    assert "8 of the 12 tracked are suspected label errors" in t
+    assert "agreeing with a probably wrong label" in t and "On the other 4 it fixed 0" in t
+    # a suspect "fixed" is counted apart, not as a success on the others
+    trk["label_suspects"]["fixed"] = 2
+    trk["fixed"] = 2
+    t = R.describe_tracking(trk)
+    assert "the variant did so for 2" in t and "On the other 4 it fixed 0 (0.00%)" in t
+    t = R.describe_tracking({"tracked": 3, "fixed": 1, "still_wrong": 1, "other_wrong": 1,
+                             "label_suspects": {"tracked": 0}, "others": {"tracked": 3}})
+    assert "None of them is a suspected label error" in t and "base rate" not in t
+
+
+def test_confident_errors_sentence_names_the_probabilities():
+    f = {"split": "test", "total_wrong": 336, "confident_wrong": 10, "confident_wrong_raw": 0,
+         "confident_threshold": 0.9, "temperature": 0.41,
+         "confidence_basis": "temperature-scaled probabilities (T fitted on val)"}
+    t = R.describe_confident_errors(f, 1000)
+    assert "10 of them (2.98% of its errors) with confidence ≥ 90.00%" in t
+    assert "temperature-scaled probabilities (T = 0.41" in t and "(0 on the raw" in t
+    f.pop("temperature")
+    f["confidence_basis"] = "raw softmax probabilities (no fitted temperature found)"
+    t = R.describe_confident_errors(f, 1000)
+    assert "raw softmax probabilities" in t and "on the raw" not in t
+
+
+def test_mce_sentence_flags_a_tiny_bin():
+    from cifarlens import metrics as M
+
+    assert R.MCE_MIN_COUNT == M.MCE_MIN_COUNT
+    cal = {"mce_before": 0.935, "mce_count_before": 1, "mce_after": 0.12,
+           "mce_count_after": 250}
+    t = R.describe_mce([("baseline", cal, "before"), ("baseline", cal, "after")])
+    assert "the baseline's 93.50% before scaling (1 image)" in t and "as noise" in t
+    assert "12.00%" not in t
+    cal["mce_count_before"] = 40
+    assert "at least 30 images" in R.describe_mce([("baseline", cal, "before")])
+    assert "not recorded" in R.describe_mce([("baseline", {"mce_before": 0.2}, "before")])
+
+
+def test_calibration_table_carries_mce_and_brier_after_scaling(tmp_path, pngs):
+    s = make_summary()
+    for arm in ("baseline", "variant"):
+        s["models"][arm]["calibration"].update(mce_before=0.935, mce_after=0.1234,
+                                               brier_before=0.61, brier_after=0.5432,
+                                               mce_count_before=1, mce_count_after=77)
+    h, m, _ = render(tmp_path, pngs, s)
+    for doc in (h, m):
+        assert "12.34%" in doc and "0.543" in doc and "Images in the MCE" in doc
+        assert "not in this study's summary" not in doc
+        assert "(1 image)" in doc
+        assert "NLL (test cross-entropy, no label smoothing)" in doc
+
+
+def _comp(name, d, dlo, dhi, i, ilo, ihi):
+    return {"name": name, "deletion_auc": 0.3, "insertion_auc": 0.5,
+            "deletion_diff": {"diff": d, "lo": dlo, "hi": dhi},
+            "insertion_diff": {"diff": i, "lo": ilo, "hi": ihi}}
+
+
+FAITH = {"gradcam": {"deletion_auc": 0.202, "insertion_auc": 0.55}}
+
+
+def test_faithfulness_sentence_concludes_only_what_the_intervals_support():
+    # the issue's smoke model: Grad-CAM 0.202, centre blob 0.223, i.i.d. random 0.341
+    tests = {"n": 200, "level": 0.95, "noise": "test-image sampling (paired bootstrap over "
+             "the 200 images)", "comparisons": {
+                 "random": _comp("i.i.d. random pixels", -0.139, -0.16, -0.12, 0.1, 0.08, 0.12),
+                 "smooth_random": _comp("smooth random map", -0.05, -0.07, -0.03, 0.04, 0.02,
+                                        0.06),
+                 "centre_prior": _comp("centre prior", -0.021, -0.045, 0.004, 0.01, -0.01,
+                                       0.03)}}
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "Against the i.i.d. random pixels: Grad-CAM's deletion AUC is 0.139 lower" in t
+    assert "smooth random map: Grad-CAM's deletion AUC is 0.050 lower (95% CI [-0.070, -0.030])" in t
+    assert "centre prior: Grad-CAM's deletion AUC is not distinguishable from it (difference -0.021" in t
+    assert "does not show that the maps point at image-specific evidence" in t
+    assert "test-image sampling" in t and "200" in t
+    # every interval clear of 0 in the right direction: the strong claim
+    for c in tests["comparisons"].values():
+        c["deletion_diff"].update(lo=-0.06, hi=-0.01)
+        c["insertion_diff"].update(lo=0.01, hi=0.05)
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "beats every baseline on both measures" in t and "image-specific evidence" in t
+    # worse than the centre prior on deletion: no claim of faithfulness
+    tests["comparisons"]["centre_prior"]["deletion_diff"].update(diff=0.03, lo=0.01, hi=0.05)
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "centre prior: Grad-CAM's deletion AUC is 0.030 higher" in t and "beats every" not in t
+    # beats nothing
+    for c in tests["comparisons"].values():
+        c["deletion_diff"].update(diff=0.01, lo=-0.01, hi=0.03)
+        c["insertion_diff"].update(diff=0.0, lo=-0.02, hi=0.02)
+    t = R.describe_faithfulness(FAITH, tests)
+    assert "does not beat even i.i.d. random pixels" in t
+
+
+def test_border_sentence_needs_a_test_and_a_resolving_layer():
+    bs = {"failures": 0.55, "correct": 0.48, "uniform": 0.4375, "centre_prior": 0.1,
+          "border_px": 4, "cells": [4, 4], "resolves_border": False, "p_value": 0.003}
+    t = R.describe_border(bs)
+    assert "7.00 points more of their mass there than correct predictions (p = 0.0030" in t
+    assert "permutation test" in t and "10.00% for the centre prior" in t
+    assert "not a measure of background reliance" in t and "4×4 cells" in t
+    bs["p_value"] = 0.4
+    t = R.describe_border(bs)
+    assert "not distinguishable (p = 0.40" in t and "more of their mass" not in t
+    bs.update(resolves_border=True, cells=[16, 16], p_value=0.01, failures=0.40)
+    t = R.describe_border(bs)
+    assert "8.00 points less" in t and "background reliance" not in t
+
+
+def test_report_states_the_tested_faithfulness_and_tracking_base_rate(tmp_path, pngs):
+    h, m, _ = render(tmp_path, pngs)
+    for doc in (h, m):
+        # centre prior: 0.2021 - 0.2123 = -0.010 with CI [-0.030, 0.010]: not distinguishable
+        # only the centre prior's CI ([-0.030, 0.010]) includes 0
+        assert doc.count("deletion AUC is not distinguishable from it") == 1
+        assert "does not show that the maps point at image-specific evidence" in doc
+        assert "Grad-CAM − baseline" in doc
+        assert "1,154 of all 3,709 baseline test errors (31.11%), the base rate" in doc
+        assert "not a measure of background reliance" in doc
+        assert "(3 on the raw, unscaled probabilities)" in doc and "T = 0.41" in doc
+        assert "Raw confidence" in doc and "1,203" in doc

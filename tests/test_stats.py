@@ -253,3 +253,30 @@ def test_comparison_figures_are_written(tmp_path) -> None:
     assert_png(tmp_path / "diff.png")
     S.plot_per_class_changes(cm_a, cm_b, names, tmp_path / "changes.png", k=8)
     assert_png(tmp_path / "changes.png")
+
+
+def test_paired_mean_diff_ci_keeps_the_pairing_and_covers_the_truth():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 200)  # large image-to-image spread, shared by both methods
+    x = base + 0.02 + rng.normal(0, 0.01, 200)
+    r = S.paired_mean_diff_ci(x, base)
+    assert r["diff"] == pytest.approx(np.mean(x - base))
+    assert 0 < r["lo"] < 0.02 < r["hi"] < 0.03  # paired: the shared spread cancels
+    # unpaired, the same shift would be buried in the spread: the pairing is what makes it tight
+    assert r["hi"] - r["lo"] < 0.01
+    same = S.paired_mean_diff_ci(base, base)
+    assert same["diff"] == 0 and same["lo"] is None
+    few = S.paired_mean_diff_ci([1.0, 2.0], [0.0, 0.0])
+    assert few["diff"] == 1.5 and few["lo"] is None
+    with pytest.raises(CifarlensError):
+        S.paired_mean_diff_ci([1.0, 2.0], [1.0])
+
+
+def test_paired_mean_diff_ci_coverage():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(100):
+        d = rng.normal(0.1, 0.5, 60)
+        r = S.paired_mean_diff_ci(d, np.zeros(60), n_boot=1000, seed=int(rng.integers(1 << 30)))
+        hits += r["lo"] <= 0.1 <= r["hi"]
+    assert 88 <= hits <= 100  # nominal 95%

@@ -93,6 +93,17 @@ def test_tracked_failures_match_the_variant_predictions(study):
         vp = names[int(p["pred"][row["index"]])]
         assert row["variant"]["pred_name"] == vp
         assert (row["variant"]["status"] == "fixed") == (vp == row["true_name"])
+    # the base rate: every baseline test error the variant gets right
+    tr = s["failures"]["tracking"]
+    a = np.load(study / "runs" / "baseline-s0" / "predictions_test.npz")
+    wrong_a = a["pred"] != a["labels"]
+    assert tr["all_errors"]["errors"] == int(wrong_a.sum())
+    assert tr["all_errors"]["fixed"] == int((wrong_a & (p["pred"] == p["labels"])).sum())
+    # tracked failures split into suspected label errors and the rest
+    ls, ot = tr["label_suspects"], tr["others"]
+    assert ls["tracked"] + ot["tracked"] == tr["tracked"]
+    assert ls["tracked"] == sum(r["label_error_suspect"] for r in s["failures"]["top"])
+    assert ls["fixed"] + ot["fixed"] == tr["fixed"]
 
 
 def test_report_has_every_section_and_rebuilds(study):

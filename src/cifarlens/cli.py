@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._defaults import CONFIDENT
 from .errors import CifarlensError
 
 
@@ -265,8 +266,9 @@ def _register_analysis(sub) -> None:
     f.add_argument("run")
     _split_arg(f)
     f.add_argument("--top", type=_positive_int, default=12, help="images in the gallery")
-    f.add_argument("--confident", type=_finite_float, default=0.9,
-                   help="confidence above which an error counts as confident (default 0.9)")
+    f.add_argument("--confident", type=_finite_float, default=CONFIDENT,
+                   help="temperature-scaled confidence above which an error counts as "
+                        f"confident (default {CONFIDENT})")
     f.set_defaults(func=cmd_failures)
 
     x = sub.add_parser("explain", help="Grad-CAM for failures (or chosen images) of a run")

@@ -178,6 +178,7 @@ def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: 
             "ece_before": m["ece"], "ece_after": M.ece(scaled, p["labels"]),
             "nll_before": m["loss"], "nll_after": M.nll(scaled, p["labels"]),
             "mce_after": M.mce(scaled, p["labels"]), "brier_after": M.brier(scaled, p["labels"]),
+            "mce_count_after": M.mce_with_count(scaled, p["labels"])[1],
         }
         figs = _figures(run, figdir, s, data, p, probs, scaled, m) if s in figures else {}
         m["figures"] = figs

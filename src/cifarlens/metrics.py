@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.stats import binomtest
 
 from ._io import save_figure
 from .errors import CifarlensError
@@ -278,9 +279,26 @@ def ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
 
 def mce(probs: Any, labels: Any, n_bins: int = 15) -> float:
     """Maximum calibration error: the largest |accuracy - confidence| over non-empty bins."""
-    b = calibration_bins(*confidences_and_correct(probs, labels), n_bins)
-    nonempty = b["count"] > 0
-    return float(np.max(np.abs(b["accuracy"][nonempty] - b["confidence"][nonempty])))
+    return mce_with_count(probs, labels, n_bins)[0]
+
+
+def _mce_from_bins(bins: dict[str, Any]) -> tuple[float, int]:
+    _, count, conf, acc = _bins_arrays(bins)
+    nonempty = np.flatnonzero(count > 0)
+    gaps = np.abs(acc[nonempty] - conf[nonempty])
+    k = int(np.argmax(gaps))  # first bin on ties
+    return float(gaps[k]), int(count[nonempty[k]])
+
+
+def mce_with_count(probs: Any, labels: Any, n_bins: int = 15) -> tuple[float, int]:
+    """MCE and the number of images in the bin it comes from. A maximum over 15 bins is often
+    set by a nearly empty bin (the demo's 93.5% MCE was one image), so report the two together
+    (`MCE_MIN_COUNT`: below it the report calls the MCE unreliable)."""
+    return _mce_from_bins(calibration_bins(*confidences_and_correct(probs, labels), n_bins))
+
+
+# Below this many images the MCE's bin accuracy has a standard error above ~9 points.
+MCE_MIN_COUNT = 30
 
 
 # --------------------------------------------------------------------------- temperature scaling
@@ -335,6 +353,11 @@ def superclass_report(
     lies in the true superclass (NaN with no errors). ``chance_share`` is what uniformly random
     wrong guesses would give: mean over fine classes of (superclass size - 1) / (C - 1), i.e.
     4/99 for CIFAR-100. ``coarse_confusion`` is a (num_coarse, num_coarse) int64 array.
+
+    Whether errors favour related classes is tested, not read off the two shares:
+    ``binomial_p`` is the two-sided exact binomial test of ``errors_within_superclass`` out of
+    ``errors`` against ``chance_share`` (the noise it covers is which test images were drawn),
+    and ``share_ci`` the 95% Clopper-Pearson interval of the share (None with no errors).
     """
     f2c = _as_labels(fine_to_coarse, "fine_to_coarse", num_coarse)
     num_classes = f2c.shape[0]
@@ -351,13 +374,24 @@ def superclass_report(
     errors = int(wrong.sum())
     within = int(np.sum(wrong & (cy == cp)))
     sizes = np.bincount(f2c, minlength=num_coarse)
+    chance = float(np.mean((sizes[f2c] - 1) / (num_classes - 1)))
+    p_value: float | None = None
+    ci: list[float] | None = None
+    if errors:
+        bt = binomtest(within, errors, chance) if 0 < chance < 1 else None
+        p_value = float(bt.pvalue) if bt is not None else None
+        if bt is not None:
+            lo_hi = bt.proportion_ci(0.95, method="exact")
+            ci = [float(lo_hi.low), float(lo_hi.high)]
     return {
         "n": int(y.size),
         "coarse_accuracy": float(np.mean(cy == cp)),
         "errors": errors,
         "errors_within_superclass": within,
         "within_superclass_share": within / errors if errors else float("nan"),
-        "chance_share": float(np.mean((sizes[f2c] - 1) / (num_classes - 1))),
+        "chance_share": chance,
+        "binomial_p": p_value,
+        "share_ci": ci,
         "coarse_confusion": confusion_matrix(cy, cp, num_coarse),
     }
 
@@ -449,6 +483,7 @@ def summarize(
         "macro_f1": macro_f1(cm),
         "ece": float(np.sum(bins["count"][nonempty] / n * gaps)),
         "mce": float(np.max(gaps)),
+        "mce_count": _mce_from_bins(bins)[1],
         "brier": brier(p, y),
         "mean_confidence": float(np.mean(conf)),
         "per_class_accuracy": per_class_accuracy(cm),

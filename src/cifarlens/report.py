@@ -39,7 +39,9 @@ __all__ = [
     "describe_border",
     "describe_calibration_change",
     "describe_change",
+    "describe_confident_errors",
     "describe_faithfulness",
+    "describe_mce",
     "describe_pair",
     "describe_replication",
     "describe_seed_level",
@@ -102,7 +104,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     "deletion_insertion": ("grad-cam", "Deletion and insertion curves: Grad-CAM vs random order"),
     "gradcam_tracking": (
         "constrained-improvement",
-        "The same failures side by side: baseline and variant Grad-CAM",
+        "The same failures side by side: baseline and variant Grad-CAM (each model on its own "
+        "colour scale, its 99th percentile; strengths do not compare across models)",
     ),
     "confusion_difference": ("comparison", "Confusion difference (variant minus baseline)"),
     "per_class_changes": ("comparison", "Per-class accuracy change (variant minus baseline)"),
@@ -374,6 +377,28 @@ def describe_temperature(name: str, cal: dict[str, Any]) -> str:
     return f"For the {name}, the fitted temperature is {kind}{effect}."
 
 
+MCE_MIN_COUNT = 30  # = metrics.MCE_MIN_COUNT; report.py stays free of numpy imports
+
+
+def describe_mce(cases: list[tuple[str, dict[str, Any], str]]) -> str:
+    """Which MCEs rest on a bin too small to mean much (fewer than MCE_MIN_COUNT images)."""
+    small = []
+    for name, c, when in cases:
+        k = num(c.get(f"mce_count_{when}"))
+        m = num(c.get(f"mce_{when}"))
+        if k is not None and m is not None and k < MCE_MIN_COUNT:
+            small.append(f"the {name}'s {fmt_pct(m)} {when} scaling ({fmt_int(k)} image"
+                         f"{'' if k == 1 else 's'})")
+    lead = ("MCE is the largest accuracy-confidence gap over 15 bins, so it is set by a single "
+            "bin; the table gives that bin's size.")
+    if not any(num(c.get(f"mce_count_{w}")) is not None for _, c, w in cases):
+        return lead + " The bin sizes were not recorded, so the MCEs cannot be judged."
+    if not small:
+        return lead + f" Every MCE here comes from a bin of at least {MCE_MIN_COUNT} images."
+    return (lead + f" Read these as noise, not as calibration: {'; '.join(small)} come from "
+            f"a bin with fewer than {MCE_MIN_COUNT} images.")
+
+
 def describe_calibration_change(ece_a: Any, ece_b: Any, ece_change: Any = None) -> str:
     """Whether the variant is better or worse calibrated than the baseline (lower ECE = better)."""
     a, b = fmt_pct(ece_a), fmt_pct(ece_b)
@@ -396,79 +421,186 @@ def describe_calibration_change(ece_a: Any, ece_b: Any, ece_change: Any = None) 
 
 
 def describe_tracking(tracking: dict[str, Any]) -> str:
+    """Top-K tracking with its base rate and the suspected label errors apart. Numbers only:
+    nothing is tested here, so nothing is concluded."""
     n = num(tracking.get("tracked"))
     if not n:
         return "No baseline failures were tracked through the variant."
     fixed, still, other = (int(num(tracking.get(k)) or 0)
                            for k in ("fixed", "still_wrong", "other_wrong"))
-    return (f"Of the {int(n)} most confident baseline failures tracked, the variant fixed {fixed} "
-            f"({fmt_pct(fixed / n)}), kept the same wrong prediction for {still} and changed "
-            f"{other} to another wrong class.")
+    out = (f"Of the {int(n)} most confident baseline failures tracked, the variant fixed {fixed} "
+           f"({fmt_pct(fixed / n)}), kept the same wrong prediction for {still} and changed "
+           f"{other} to another wrong class.")
+    base = _d(tracking.get("all_errors"))
+    be, bf = num(base.get("errors")), num(base.get("fixed"))
+    if be and bf is not None:
+        out += (f" For comparison, it gets right {fmt_int(bf)} of all {fmt_int(be)} baseline "
+                f"test errors ({fmt_pct(bf / be)}), the base rate.")
+    ls, ot = _d(tracking.get("label_suspects")), _d(tracking.get("others"))
+    nl, no = num(ls.get("tracked")), num(ot.get("tracked"))
+    if nl:
+        out += (f" {fmt_int(nl)} of the {int(n)} tracked {'is a' if nl == 1 else 'are'} "
+                f"suspected label error{'' if nl == 1 else 's'}, where "
+                f"\"fixed\" means agreeing with a probably wrong label: the variant did so for "
+                f"{fmt_int(ls.get('fixed'))}.")
+        if no:
+            of = int(num(ot.get("fixed")) or 0)
+            out += (f" On the other {fmt_int(no)} it fixed {of} ({fmt_pct(of / no)}).")
+        else:
+            out += " None of the tracked failures is free of that suspicion."
+    elif nl is not None and no:
+        out += " None of them is a suspected label error."
+    return out
 
 
-def describe_superclass(name: str, sc: dict[str, Any]) -> str:
+def describe_superclass(name: str, sc: dict[str, Any], alpha: float = ALPHA) -> str:
+    """Superclass error share against chance. "Favour" only when the exact binomial test of the
+    within-superclass count against the chance share rejects at `alpha`; otherwise numbers only."""
     share, chance = num(sc.get("within_superclass_share")), num(sc.get("chance_share"))
     coarse = fmt_pct(sc.get("coarse_accuracy"))
     lead = f"The {name} puts the right superclass on {coarse} of test images"
     if share is None or chance is None:
         return lead + "; the within-superclass error share was not computed."
-    ratio = f"{share / chance:.1f}" if chance > 0 else NA
-    if fmt_pct(share) == fmt_pct(chance):
-        how = "exactly as often as chance"
-    elif share > chance:
-        how = (f"{ratio}× as often as uniform chance, so most confusions are between "
-               "semantically related classes" if share >= 0.5 else
-               f"{ratio}× as often as uniform chance, so errors favour related classes")
-    else:
-        how = "less often than uniform chance, so errors are not driven by class similarity"
-    return (f"{lead}. {fmt_pct(share)} of its errors stay inside the true superclass, against "
-            f"{fmt_pct(chance)} for a uniformly random wrong class: {how}.")
+    k, n = num(sc.get("errors_within_superclass")), num(sc.get("errors"))
+    count = f" ({fmt_int(k)} of {fmt_int(n)})" if k is not None and n else ""
+    ci = _l(sc.get("share_ci"))
+    ci_txt = (f", 95% CI {fmt_pct(ci[0])} to {fmt_pct(ci[1])}"
+              if len(ci) == 2 and None not in (num(ci[0]), num(ci[1])) else "")
+    facts = (f"{lead}. {fmt_pct(share)}{count} of its errors stay inside the true superclass"
+             f"{ci_txt}, against {fmt_pct(chance)} for a uniformly random wrong class")
+    p = num(sc.get("binomial_p"))
+    if p is None:
+        return (f"{facts}; no test of the difference was computed, so these are numbers only.")
+    test = f"exact binomial test {p_clause(p)}, over the sampling of test images"
+    if p >= alpha:
+        return (f"{facts} ({test}): not distinguishable from chance at the "
+                f"{_alpha_text(alpha)} level, so no preference for related classes is shown.")
+    ratio = f"{share / chance:.1f}× " if chance > 0 else ""
+    if share > chance:
+        return (f"{facts} ({test}): errors favour related classes, {ratio}as often as chance.")
+    return (f"{facts} ({test}): errors fall inside the true superclass less often than chance.")
 
 
-def describe_faithfulness(faith: dict[str, Any]) -> str:
-    g, r = _d(faith.get("gradcam")), _d(faith.get("random"))
-    gd, rd, gi, ri = (num(x) for x in (g.get("deletion_auc"), r.get("deletion_auc"),
-                                       g.get("insertion_auc"), r.get("insertion_auc")))
-    if None in (gd, rd, gi, ri):
+def _ci_text(d: dict[str, Any], level: Any) -> str:
+    lvl = num(level) or 0.95
+    return (f"{lvl * 100:g}% CI [{fmt_auc(d.get('lo'))}, {fmt_auc(d.get('hi'))}]")
+
+
+def _faith_one(kind: str, comp: dict[str, Any], level: Any) -> tuple[str, str]:
+    """('better' | 'worse' | 'same' | 'untested', clause) for Grad-CAM vs one baseline on one
+    measure, decided by whether the CI of (Grad-CAM - baseline) excludes 0."""
+    d = _d(comp.get(f"{kind}_diff"))
+    diff, lo, hi = num(d.get("diff")), num(d.get("lo")), num(d.get("hi"))
+    if diff is None:
+        return "untested", f"Grad-CAM's {kind} AUC against it was not computed"
+    if lo is None or hi is None:
+        return "untested", (f"Grad-CAM's {kind} AUC differs from it by "
+                            f"{fmt_auc(diff)} (no interval: too few images)")
+    ci = _ci_text(d, level)
+    if lo > 0 or hi < 0:
+        lower = hi < 0
+        good = lower if kind == "deletion" else not lower
+        return ("better" if good else "worse",
+                f"Grad-CAM's {kind} AUC is {fmt_auc(abs(diff))} "
+                f"{'lower' if lower else 'higher'} ({ci})")
+    return "same", (f"Grad-CAM's {kind} AUC is not distinguishable from it "
+                    f"(difference {fmt_auc(diff)}, {ci})")
+
+
+def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = None) -> str:
+    """Grad-CAM's deletion/insertion AUCs against i.i.d. noise, a smooth random map at the
+    layer's resolution and a centre prior, concluding only what the paired bootstrap CIs over
+    the images support (lower deletion and higher insertion are better)."""
+    g = _d(faith.get("gradcam"))
+    gd, gi = num(g.get("deletion_auc")), num(g.get("insertion_auc"))
+    t = _d(tests)
+    comps = _d(t.get("comparisons"))
+    if gd is None or gi is None:
         return "The deletion/insertion faithfulness check was not computed."
-    del_ok = fmt_auc(gd) != fmt_auc(rd) and gd < rd  # type: ignore[operator]
-    ins_ok = fmt_auc(gi) != fmt_auc(ri) and gi > ri  # type: ignore[operator]
-    verdict = {
-        2: "Grad-CAM ranks pixels better than random on both measures, so the maps do point "
-           "at evidence the model uses",
-        1: "Grad-CAM beats random on only one of the two measures, so the maps are only "
-           "partly faithful",
-        0: "Grad-CAM does not beat random ordering, so the maps should not be read as "
-           "explanations of these predictions",
-    }[int(del_ok) + int(ins_ok)]
-    return (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} against "
-            f"{fmt_auc(rd)} for random order (lower is better), and inserting them an insertion "
-            f"AUC of {fmt_auc(gi)} against {fmt_auc(ri)} (higher is better). {verdict}.")
-
-
-def describe_border(bs: dict[str, Any]) -> str:
-    f, c, u = (num(bs.get(k)) for k in ("failures", "correct", "uniform"))
-    px = bs.get("border_px")
-    band = f"the outer {fmt_int(px)}-pixel border" if num(px) is not None else "the border"
-    if f is None or c is None:
-        return "Background reliance (Grad-CAM mass on the border) was not computed."
-    fs, cs = fmt_pct(f), fmt_pct(c)
-    lead = (f"On failures, {fs} of the Grad-CAM mass lies in {band}, against {cs} on correct "
-            "predictions")
-    lead += f" and {fmt_pct(u)} for a uniform map" if u is not None else ""
-    if fs == cs:
-        cmp_ = "failures and correct predictions rely on the border equally"
-    elif f > c:
-        cmp_ = (f"failures put {fmt_points(f - c)} points more attention on the border, "
-                "consistent with background cues driving some confident mistakes")
+    lead = (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} (lower is "
+            f"better) and inserting them an insertion AUC of {fmt_auc(gi)} (higher is better)")
+    if not comps:
+        r = _d(faith.get("random"))
+        rd, ri = num(r.get("deletion_auc")), num(r.get("insertion_auc"))
+        vs = (f", against {fmt_auc(rd)} and {fmt_auc(ri)} for i.i.d. random pixels"
+              if rd is not None and ri is not None else "")
+        return (f"{lead}{vs}. No interval and no smooth or centred baseline was computed, so "
+                "these numbers do not show whether the maps point at evidence the model uses.")
+    n, level = t.get("n"), t.get("level")
+    verdicts: dict[str, dict[str, str]] = {}
+    clauses = []
+    for key in ("random", "smooth_random", "centre_prior"):
+        comp = _d(comps.get(key))
+        if not comp:
+            continue
+        verdicts[key] = {}
+        parts = []
+        for kind in ("deletion", "insertion"):
+            verdicts[key][kind], clause = _faith_one(kind, comp, level)
+            parts.append(clause)
+        clauses.append(f"against the {_s(comp.get('name'))}: " + "; ".join(parts))
+    noise = clean_text(t.get("noise")) if t.get("noise") else (
+        f"test-image sampling over {fmt_int(n)} images")
+    body = f"{lead}, on {fmt_int(n)} correctly classified test images. " + ". ".join(
+        _cap(c) for c in clauses) + f" (intervals cover {noise})."
+    strong = [k for k in ("smooth_random", "centre_prior") if k in verdicts]
+    beats = {k: all(v == "better" for v in verdicts[k].values()) for k in verdicts}
+    if not strong and beats.get("random"):
+        verdict = ("Grad-CAM beats i.i.d. random pixels, but no smooth or centred baseline was "
+                   "computed, so this check does not show that the maps point at "
+                   "image-specific evidence")
+    elif strong and all(beats[k] for k in strong) and beats.get("random", True):
+        verdict = ("Grad-CAM beats every baseline on both measures, including the "
+                   "input-independent centre prior, so these maps carry image-specific "
+                   "evidence the model uses")
+    elif beats.get("random") and not all(beats[k] for k in strong):
+        verdict = ("Grad-CAM beats i.i.d. random pixels, but not a smooth or centred map "
+                   "that knows nothing about the image on both measures, so this check does "
+                   "not show that the maps point at image-specific evidence")
+    elif any(v == "better" for d in verdicts.values() for v in d.values()):
+        verdict = ("the evidence is mixed, so the maps should not be read as faithful "
+                   "explanations on the strength of this check")
     else:
-        cmp_ = (f"failures put {fmt_points(c - f)} points less attention on the border, so "
-                "background reliance does not explain the failures")
+        verdict = ("Grad-CAM does not beat even i.i.d. random pixels, so the maps should not "
+                   "be read as explanations of these predictions")
+    return f"{body} {_cap(verdict)}."
+
+
+def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
+    """Grad-CAM mass near the image border, failures vs correct predictions, against a uniform
+    map and a centre prior. A difference is stated only when the permutation test rejects; it
+    is never called background reliance when the layer's cells are wider than the band."""
+    f, c, u, cp = (num(bs.get(k)) for k in ("failures", "correct", "uniform", "centre_prior"))
+    px = bs.get("border_px")
+    band = f"the outer {fmt_int(px)}-pixel band" if num(px) is not None else "the border band"
+    if f is None or c is None:
+        return "Grad-CAM mass near the image border was not computed."
+    refs = []
+    if u is not None:
+        refs.append(f"{fmt_pct(u)} for a uniform map")
+    if cp is not None:
+        refs.append(f"{fmt_pct(cp)} for the centre prior")
+    lead = (f"On failures, {fmt_pct(f)} of the Grad-CAM mass lies in {band}, against "
+            f"{fmt_pct(c)} on correct predictions" + (f" ({', '.join(refs)})" if refs else ""))
+    p = num(bs.get("p_value"))
+    if p is None:
+        cmp_ = "no test of the difference was computed, so these are numbers only"
+    elif p < alpha:
+        more = f > c
+        cmp_ = (f"failures put {fmt_points(abs(f - c))} points {'more' if more else 'less'} of "
+                f"their mass there than correct predictions ({p_clause(p)}, two-sided "
+                "permutation test over test images)")
+    else:
+        cmp_ = (f"failures and correct predictions are not distinguishable ({p_clause(p)}, "
+                "two-sided permutation test over test images)")
+    cells = _l(bs.get("cells"))
     tail = ""
-    if u is not None and fmt_pct(u) != fs:
-        tail = ("; failure maps concentrate on the border more than a uniform map would"
-                if f > u else "; failure maps are still more central than a uniform map")
-    return f"{lead}: {cmp_}{tail}."
+    if bs.get("resolves_border") is False or bs.get("resolves_border") is None:
+        grid = (f"{_s(cells[0])}×{_s(cells[1])} " if len(cells) == 2 else "")
+        tail = (f" This is not a measure of background reliance: the explained layer's "
+                f"{grid}cells are wider than the band and each sees the whole image, so the "
+                "share only says how much mass sits in the outer cells.")
+    return f"{lead}: {cmp_}.{tail}"
 
 
 def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
@@ -1107,10 +1239,14 @@ def _sec_confusions(v: _View) -> list[Block]:
     scs = [(n, _d(t.get("superclass"))) for n, t in (("baseline", v.bt), ("variant", v.vt))]
     if any(sc for _, sc in scs):
         out.append(_table(
-            ["Model", "Coarse accuracy", "Errors within superclass", "Chance share"],
+            ["Model", "Coarse accuracy", "Errors within superclass", "Chance share",
+             "Binomial p"],
             [[_cap(n), fmt_pct(sc.get("coarse_accuracy")),
-              fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share"))]
-             for n, sc in scs if sc], align="lrrr"))
+              fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share")),
+              fmt_p(sc.get("binomial_p"))]
+             for n, sc in scs if sc], align="lrrrr",
+            caption="Errors whose prediction stays in the true superclass, against a uniformly "
+                    "random wrong class (two-sided exact binomial test over test images)"))
         for n, sc in scs:
             if sc:
                 out.append(_p(describe_superclass(n, sc)))
@@ -1134,7 +1270,9 @@ def _sec_calibration(v: _View) -> list[Block]:
 
     crows = []
     for key, label, f in (("ece", "ECE", fmt_pct), ("mce", "MCE", fmt_pct),
-                          ("nll", "NLL", fmt_float), ("brier", "Brier", fmt_float)):
+                          ("mce_count", "Images in the MCE's bin", fmt_int),
+                          ("nll", "NLL (test cross-entropy, no label smoothing)", fmt_float),
+                          ("brier", "Brier", fmt_float)):
         crows.append([label] + [f(cal_val(m, c, key, w)) for m, c in ((v.base, bc), (v.var, vc))
                                 for w in ("before", "after")])
     crows.append(["Temperature", fmt_float(bc.get("temperature"), 2), "",
@@ -1142,9 +1280,11 @@ def _sec_calibration(v: _View) -> list[Block]:
     out.append(_table(
         ["Metric (test)", "Baseline before", "Baseline after", "Variant before", "Variant after"],
         crows, caption="Calibration before and after temperature scaling (fitted on validation)"))
-    if any(r[2] == NA or r[4] == NA for r in crows[:4]):
-        out.append(_note("n/a after scaling: that metric was not recomputed after "
-                         "temperature scaling."))
+    if any(r[2] == NA or r[4] == NA for r in crows[:5]):
+        out.append(_note("n/a: that number is not in this study's summary (older studies did "
+                         "not carry it)."))
+    out.append(_p(describe_mce([(n, c, w) for n, c in (("baseline", bc), ("variant", vc))
+                                for w in ("before", "after")])))
     for n, c in (("baseline", bc), ("variant", vc)):
         out.append(_p(describe_temperature(n, c)))
     out.append(_p(describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"),
@@ -1153,44 +1293,73 @@ def _sec_calibration(v: _View) -> list[Block]:
     return out
 
 
+def confidence_basis(fails: dict[str, Any]) -> str:
+    """How "confidence" was measured: temperature-scaled (with T) or raw softmax."""
+    t = num(fails.get("temperature"))
+    if t is not None:
+        return (f"temperature-scaled probabilities (T = {fmt_float(t, 2)}, fitted on the "
+                "validation split)")
+    if fails.get("confidence_basis") is None:
+        return "softmax probabilities (whether temperature-scaled was not recorded)"
+    return "raw softmax probabilities (no fitted temperature was found)"
+
+
+def describe_confident_errors(fails: dict[str, Any], n_test: Any = None) -> str:
+    """Error counts and how many are confident, on which probabilities (raw count beside)."""
+    thr = fmt_pct(fails.get("confident_threshold"))
+    tw, cw = num(fails.get("total_wrong")), num(fails.get("confident_wrong"))
+    raw = num(fails.get("confident_wrong_raw"))
+    share = fmt_pct(cw / tw) if tw and cw is not None else NA
+    n = num(n_test)
+    text = (f"On the {_s(fails.get('split'), 'test')} split the baseline got {fmt_int(tw)}"
+            + (f" of {fmt_int(n)}" if n else "")
+            + f" images wrong; {fmt_int(cw)} of them ({share} of its errors) with confidence "
+            f"≥ {thr} on {confidence_basis(fails)}")
+    if raw is not None and num(fails.get("temperature")) is not None:
+        text += f" ({fmt_int(raw)} on the raw, unscaled probabilities)"
+    return text + (". These confident errors are the ones a user cannot catch from the "
+                   "model's own confidence.")
+
+
 def _sec_failure_cases(v: _View) -> list[Block]:
     """8 Failure cases."""
     out: list[Block] = []
+    tw = num(v.fails.get("total_wrong"))
     if v.fails:
-        thr = fmt_pct(v.fails.get("confident_threshold"))
-        tw, cw = num(v.fails.get("total_wrong")), num(v.fails.get("confident_wrong"))
-        n_test = num(v.mc.get("n")) or num(v.split.get("test"))
-        share = fmt_pct(cw / tw) if tw and cw is not None else NA
-        text = (f"On the {_s(v.fails.get('split'), 'test')} split the baseline got "
-                f"{fmt_int(tw)}" + (f" of {fmt_int(n_test)}" if n_test else "")
-                + f" images wrong; {fmt_int(cw)} of them ({share} of its errors) with "
-                f"confidence ≥ {thr}. These confident errors are the ones a user cannot catch "
-                "from the model's own confidence.")
-        out.append(_p(text))
+        out.append(_p(describe_confident_errors(v.fails, num(v.mc.get("n"))
+                                                or num(v.split.get("test")))))
         le = num(v.fails.get("label_error_suspects"))
         if le is not None:
             # The count is over all errors (failures.py applies the rule to every one).
             shown = [f for f in v.top if f.get("label_error_suspect")]
+            cl = num(v.fails.get("cleanlab_issues"))
             out.append(_p(
                 f"{fmt_int(le)} of the {fmt_int(tw)} errors are flagged as label-error suspects "
-                "(the confident-learning rule: the predicted class is as probable as that class "
-                "usually is on its own images, and the given label gets almost no probability), "
-                "so the image may be mislabelled rather than misclassified"
-                + (f"; {len(shown)} of the {len(v.top)} failures listed below are." if v.top
+                "(a confident-learning rule: the predicted class is as probable as that class "
+                "usually is on its own images, and the given label gets at most 2%), so the "
+                "image may be mislabelled rather than misclassified"
+                + (f"; {len(shown)} of the {len(v.top)} failures listed below are" if v.top
+                   else "")
+                + ". The rule is precise but misses most flips between confusable classes "
+                "(measured on generated data in docs/analysis.md)"
+                + (f"; cleanlab's wider confident-learning candidate list holds {fmt_int(cl)} of "
+                   "the errors, for review rather than as a verdict." if cl is not None
                    else ".")))
     else:
         out.append(_note("Failure analysis was not computed."))
     out += v.figs("failure-cases", "failure_gallery")
     if v.top:
         out.append(_table(
-            ["Rank", "Index", "True", "Predicted", "Confidence", "Margin", "P(true)",
-             "True rank", "Label-error suspect"],
+            ["Rank", "Index", "True", "Predicted", "Confidence", "Raw confidence", "Margin",
+             "P(true)", "True rank", "Label-error suspect"],
             [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
-              _s(f.get("pred_name")), fmt_pct(f.get("confidence")), fmt_pct(f.get("margin")),
+              _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
+              fmt_pct(f.get("raw_confidence")), fmt_pct(f.get("margin")),
               fmt_pct(f.get("true_prob")), _s(f.get("true_rank")),
               "yes" if f.get("label_error_suspect") else "no"] for f in v.top],
-            align="rrllrrrrl",
-            caption="The baseline's most confident failures, ranked by confidence (margin: "
+            align="rrllrrrrrl",
+            caption="The baseline's most confident failures, ranked by confidence on "
+                    f"{confidence_basis(v.fails)} (raw confidence: unscaled softmax; margin: "
                     "top-1 minus top-2 probability; P(true): probability of the given label)"))
     pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
     if pce:
@@ -1210,6 +1379,7 @@ def _sec_grad_cam(v: _View) -> list[Block]:
             f"{fmt_int(v.explain.get('explained'))} images."))
         out += v.figs("grad-cam", "gradcam_failures")
         faith = _d(v.explain.get("faithfulness"))
+        ft = _d(v.explain.get("faithfulness_tests"))
         if faith:
             labels = {"gradcam": "Grad-CAM order (reference images)",
                       "random": "Random order (same images)",
@@ -1220,18 +1390,33 @@ def _sec_grad_cam(v: _View) -> list[Block]:
                 ["Pixel order", "Deletion AUC (lower = better)", "Insertion AUC (higher = better)"],
                 [[labels.get(k, k), fmt_auc(_d(r).get("deletion_auc")),
                   fmt_auc(_d(r).get("insertion_auc"))] for k, r in faith.items()]))
-            out.append(_p(describe_faithfulness(faith)))
+            comps = _d(ft.get("comparisons"))
+            if comps:
+                lvl = f"{(num(ft.get('level')) or 0.95) * 100:g}%"
+                out.append(_table(
+                    ["Baseline map (same images)", "Deletion AUC", f"Grad-CAM − baseline [{lvl} CI]",
+                     "Insertion AUC", f"Grad-CAM − baseline [{lvl} CI]"],
+                    [[_s(_d(c).get("name")), fmt_auc(_d(c).get("deletion_auc")),
+                      _diff_ci(_d(_d(c).get("deletion_diff"))),
+                      fmt_auc(_d(c).get("insertion_auc")),
+                      _diff_ci(_d(_d(c).get("insertion_diff")))] for c in comps.values()],
+                    caption="Grad-CAM against maps that know nothing about the image: i.i.d. "
+                            "random pixels, a smooth random map at the layer's resolution "
+                            "(upsampled like the CAM) and a fixed centred Gaussian; paired "
+                            "bootstrap CIs over the images"))
+            out.append(_p(describe_faithfulness(faith, ft)))
         else:
             out.append(_note("The faithfulness check was not computed."))
         out += v.figs("grad-cam", "deletion_insertion")
         bs = _d(v.explain.get("border_share"))
-        out.append(_h3("Background reliance"))
+        out.append(_h3("Grad-CAM mass near the border"))
         if bs:
             out.append(_table(
-                ["Group", "Grad-CAM mass on border"],
+                ["Group", "Grad-CAM mass in the border band"],
                 [["Failures", fmt_pct(bs.get("failures"))],
                  ["Correct predictions", fmt_pct(bs.get("correct"))],
-                 ["Uniform map (expected)", fmt_pct(bs.get("uniform"))]]))
+                 ["Uniform map (reference)", fmt_pct(bs.get("uniform"))],
+                 ["Centre prior (reference)", fmt_pct(bs.get("centre_prior"))]]))
         out.append(_p(describe_border(bs)))
         pg = _d(v.explain.get("pointing_game"))
         if pg:
@@ -1248,6 +1433,15 @@ def _sec_grad_cam(v: _View) -> list[Block]:
     return out
 
 
+def _diff_ci(d: dict[str, Any]) -> str:
+    diff = num(d.get("diff"))
+    if diff is None:
+        return NA
+    lo, hi = num(d.get("lo")), num(d.get("hi"))
+    ci = f" [{fmt_auc(lo)}, {fmt_auc(hi)}]" if lo is not None and hi is not None else ""
+    return f"{diff:+.3f}{ci}"
+
+
 def _sec_constrained_improvement(v: _View) -> list[Block]:
     """10 Constrained improvement."""
     out: list[Block] = []
@@ -1261,15 +1455,17 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
         out.append(_p(describe_tracking(v.trk or {"tracked": len(tracked)})))
         out.append(_table(
             ["Rank", "Index", "True", "Baseline prediction", "Baseline confidence",
-             "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome"],
+             "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome",
+             "Label-error suspect"],
             [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
               _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
               _s(_d(f.get("variant")).get("pred_name")),
               fmt_pct(_d(f.get("variant")).get("confidence")),
               fmt_pct(_d(f.get("variant")).get("true_prob")),
               STATUS_TEXT.get(str(_d(f.get("variant")).get("status")),
-                              _s(_d(f.get("variant")).get("status")))] for f in tracked],
-            align="rrllrlrrl",
+                              _s(_d(f.get("variant")).get("status"))),
+              "yes" if f.get("label_error_suspect") else "no"] for f in tracked],
+            align="rrllrlrrll",
             highlight={i for i, f in enumerate(tracked)
                        if _d(f.get("variant")).get("status") == "fixed"},
             caption="Each tracked baseline failure, re-evaluated by the variant "
@@ -1509,12 +1705,13 @@ def _reflection(v: _View) -> list[str]:
     if tw and cw is not None:
         out.append(f"{fmt_pct(cw / tw)} of the baseline's errors ({fmt_int(cw)} of "
                    f"{fmt_int(tw)}) come with confidence ≥ "
-                   f"{fmt_pct(fails.get('confident_threshold'))}; these are the dangerous "
+                   f"{fmt_pct(fails.get('confident_threshold'))} on "
+                   f"{confidence_basis(fails)}; these are the dangerous "
                    "failures in deployment, because nothing in the output flags them.")
     if le is not None and tw:
         out.append(f"{fmt_int(le)} of the baseline's {fmt_int(tw)} errors ({fmt_pct(le / tw)}) "
-                   "look like label errors, so part of the measured error rate may be the "
-                   "dataset's, not the model's." if le else
+                   "are flagged as suspected label errors, so part of the measured error rate "
+                   "may be the dataset's, not the model's." if le else
                    f"None of the baseline's {fmt_int(tw)} errors was flagged as a likely label "
                    "error.")
     bs = _d(explain.get("border_share"))

@@ -25,12 +25,10 @@ import numpy as np
 
 from . import metrics as M
 from . import stats as S
+from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
 from .train import TRAINING_SETTINGS, TrainConfig, make_config, train
-
-CONFIDENT = 0.9
-
 
 # --- the one-change guard -------------------------------------------------------------------------
 
@@ -365,14 +363,20 @@ def _model_block(run: Path) -> dict[str, Any]:
                                         "top_confusions": mt["top_confusions"][:10]}
     if "superclass" in mt:
         test["superclass"] = {k: mt["superclass"][k] for k in
-                              ("coarse_accuracy", "within_superclass_share", "chance_share")}
+                              ("coarse_accuracy", "within_superclass_share", "chance_share", "errors",
+                               "errors_within_superclass", "binomial_p", "share_ci")
+                              if k in mt["superclass"]}
     return {
         "run": str(run), "params": c["params"], "flops": c["flops"],
         "best_epoch": done["best_epoch"], "train_time_s": done.get("wall_time_s"),
         "val": {k: mv[k] for k in keys} | {"nll": mv["loss"]}, "test": test,
         "calibration": {"temperature": ts["temperature"], "ece_before": ts["ece_before"],
                         "ece_after": ts["ece_after"], "nll_before": ts["nll_before"],
-                        "nll_after": ts["nll_after"]},
+                        "nll_after": ts["nll_after"], "mce_before": mt["mce"],
+                        "mce_after": ts.get("mce_after"), "brier_before": mt["brier"],
+                        "brier_after": ts.get("brier_after"),
+                        "mce_count_before": mt.get("mce_count"),
+                        "mce_count_after": ts.get("mce_count_after")},
     }
 
 
@@ -456,15 +460,20 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
                        "mcnemar_per_seed": per_pair}
     pcc = S.per_class_changes(cm_a, cm_b, data.class_names, k=10)
     faith = ex.get("faithfulness", {})
+    fc = faith.get("correct", {})
     explain_block = {
         "layer": ex.get("layer"), "explained": ex.get("explained"),
         "faithfulness": {
-            "gradcam": {k: faith.get("correct", {}).get(k) for k in ("deletion_auc", "insertion_auc")},
-            "random": {"deletion_auc": faith.get("correct", {}).get("random_deletion_auc"),
-                       "insertion_auc": faith.get("correct", {}).get("random_insertion_auc")},
+            "gradcam": {k: fc.get(k) for k in ("deletion_auc", "insertion_auc")},
+            "random": {"deletion_auc": fc.get("random_deletion_auc"),
+                       "insertion_auc": fc.get("random_insertion_auc")},
             "failures": {k: faith.get("failures", {}).get(k) for k in ("deletion_auc", "insertion_auc")},
-            "correct": {k: faith.get("correct", {}).get(k) for k in ("deletion_auc", "insertion_auc")},
+            "correct": {k: fc.get(k) for k in ("deletion_auc", "insertion_auc")},
         },
+        # Grad-CAM against each baseline on the reference (correct) images, with paired
+        # bootstrap CIs over the images: what describe_faithfulness concludes from
+        "faithfulness_tests": {k: fc.get(k) for k in ("n", "level", "noise", "cells",
+                                                       "comparisons")} if fc else None,
         "border_share": ex.get("border_share"), "pointing_game": ex.get("pointing_game"),
     }
     env = cfg_a["environment"]
@@ -491,7 +500,12 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
             "split": "test", "total_wrong": fails["total_wrong"],
             "confident_threshold": fails["confident_threshold"],
             "confident_wrong": fails["confident_wrong"],
+            "confident_wrong_raw": fails.get("confident_wrong_raw"),
+            "confidence_basis": fails.get("confidence_basis"),
+            "temperature": fails.get("temperature"),
             "label_error_suspects": fails["label_error_suspects"],
+            "label_error_method": fails.get("label_error_method"),
+            "cleanlab_issues": fails.get("cleanlab_issues"),
             "top": tracked, "tracking": tracking,
             "per_class_confident_errors": [{"name": r["name"], "count": r["confident_errors"]}
                                            for r in fails["top_confident_error_classes"]],
@@ -517,29 +531,50 @@ def _correct_pair(runs, seed) -> tuple[np.ndarray, np.ndarray]:
 
 
 def track_failures(ra: Path, rb: Path, fails: dict, top: int, data, fig_path: Path
-                   ) -> tuple[list[dict], dict[str, int]]:
-    """What the variant does on each of the baseline's top failures, with both Grad-CAMs."""
+                   ) -> tuple[list[dict], dict[str, Any]]:
+    """What the variant does on each of the baseline's top failures, with both Grad-CAMs.
+
+    The counts come with two references: `all_errors`, the share of ALL baseline test errors the
+    variant gets right (the base rate a top-K result is read against), and a split of the
+    tracked failures into suspected label errors (`label_suspects`, where "fixed" means the
+    variant agrees with a probably wrong label) and the rest (`others`). Confidences are
+    temperature-scaled with each model's own validation-fitted T, like failures.py's.
+    """
     import torch
 
     from . import explain as X
     from .data import normalize
     from .evaluate import load_predictions, split_arrays
+    from .failures import scaled_probs
     from .runs import load_model
 
-    pb = load_predictions(rb, "test")
-    probs_b = M.softmax(pb["logits"])
+    pa, pb = load_predictions(ra, "test"), load_predictions(rb, "test")
+    probs_b, _ = scaled_probs(rb, "test", pb["logits"])
     top_fails = fails["failures"][:top]
-    rows, counts = [], {"fixed": 0, "still_wrong": 0, "other_wrong": 0, "tracked": len(top_fails)}
+    statuses = ("fixed", "still_wrong", "other_wrong")
+    counts: dict[str, Any] = {k: 0 for k in statuses} | {"tracked": len(top_fails)}
+    groups = {g: {k: 0 for k in statuses} | {"tracked": 0} for g in ("label_suspects", "others")}
+    rows = []
     for f in top_fails:
         i = f["position"]
         vp = int(pb["pred"][i])
         status = "fixed" if vp == f["true"] else "still_wrong" if vp == f["pred"] else "other_wrong"
         counts[status] += 1
-        rows.append({**{k: f[k] for k in ("rank", "index", "true_name", "pred_name", "confidence",
-                                          "margin", "true_prob", "true_rank", "label_error_suspect")},
+        g = groups["label_suspects" if f.get("label_error_suspect") else "others"]
+        g[status] += 1
+        g["tracked"] += 1
+        rows.append({**{k: f.get(k) for k in ("rank", "index", "true_name", "pred_name",
+                                              "confidence", "raw_confidence", "margin",
+                                              "true_prob", "true_rank", "label_error_suspect")},
                      "variant": {"pred_name": data.class_names[vp],
                                  "confidence": float(probs_b[i, vp]),
                                  "true_prob": float(probs_b[i, f["true"]]), "status": status}})
+    wrong_a = pa["pred"] != pa["labels"]
+    right_b = pb["pred"] == pb["labels"]
+    n_err, n_fix = int(wrong_a.sum()), int((wrong_a & right_b).sum())
+    counts.update(groups)
+    counts["all_errors"] = {"errors": n_err, "fixed": n_fix,
+                            "share": n_fix / n_err if n_err else None}
     if top_fails:
         images, _, _ = split_arrays(ra, data, "test")
         pos = np.array([f["position"] for f in top_fails])
@@ -554,28 +589,41 @@ def track_failures(ra: Path, rb: Path, fails: dict, top: int, data, fig_path: Pa
     return rows, counts
 
 
+def model_scale(maps) -> float:
+    """One model's colour scale: the 99th percentile of its map values over the shown images.
+
+    Raw Grad-CAM magnitudes depend on each network's logits and activations, so two models'
+    maps are never put on one scale; within a model, images stay comparable (one scale for all
+    of them), and a single hot pixel cannot wash the rest out."""
+    a = np.asarray(maps, dtype=np.float64)
+    v = float(np.percentile(a, 99)) if a.size else 0.0
+    return v if v > 0 else max(float(a.max()) if a.size else 0.0, 1e-12)
+
+
 def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Path) -> None:
     """Per failure: image, baseline Grad-CAM (its prediction), variant Grad-CAM (its prediction).
-    Both maps of one image share one colour scale, so their strengths compare."""
+
+    Each model's maps are divided by that model's own scale (`model_scale`: 99th percentile over
+    these images): rows of one model compare, the two models' strengths do not."""
     from ._io import save_figure
     from .figures import new_figure, safe_text
 
     n = len(rows)
-    fig, axes = new_figure(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
+    va, vb = model_scale(maps_a), model_scale(maps_b)
+    fig, axes = new_figure(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False)
     for r, row in enumerate(rows):
-        a, b = np.asarray(maps_a[r]), np.asarray(maps_b[r])
-        vmax = max(float(a.max()), float(b.max()), 1e-12)
+        a, b = np.asarray(maps_a[r]) / va, np.asarray(maps_b[r]) / vb
         axes[r, 0].imshow(images[r], interpolation="bicubic")
         flag = " [label?]" if row["label_error_suspect"] else ""
         axes[r, 0].set_title(f"#{row['rank']} true: {safe_text(row['true_name'])}{flag}",
                              fontsize=7, color="#b00020" if flag else "black")
         axes[r, 1].imshow(images[r], interpolation="bicubic")
-        axes[r, 1].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
+        axes[r, 1].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=1)
         axes[r, 1].set_title(f"baseline: {safe_text(row['pred_name'])} "
                              f"({100 * row['confidence']:.0f}%)", fontsize=7)
         v = row["variant"]
         axes[r, 2].imshow(images[r], interpolation="bicubic")
-        axes[r, 2].imshow(b, cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
+        axes[r, 2].imshow(b, cmap="jet", alpha=0.5, vmin=0, vmax=1)
         axes[r, 2].set_title(f"variant: {safe_text(v['pred_name'])} ({100 * v['confidence']:.0f}%)"
                              f" [{v['status'].replace('_', ' ')}]", fontsize=7,
                              color={"fixed": "#1a7f37"}.get(v["status"], "#b00020"))
@@ -583,8 +631,9 @@ def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Pa
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
-    fig.suptitle("Baseline failures tracked in the variant (Grad-CAM of each model's prediction)",
-                 fontsize=9)
+    fig.suptitle("Baseline failures tracked in the variant (Grad-CAM of each model's prediction;"
+                 "\neach model scaled to its own 99th percentile: strengths do not compare "
+                 "across models)", fontsize=8)
     save_figure(fig, path)
 
 
