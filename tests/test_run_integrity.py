@@ -287,3 +287,71 @@ def test_arguments_are_refused_before_any_work(tmp_path, capsys, monkeypatch, ar
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+# --- the study refuses early and reuses only what came from the final best.pt ----------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ("dataset=cifar10", "paired tests do not apply"),
+    ("val_fraction=0.1", "paired tests do not apply"),
+])
+def test_guard_refuses_changes_that_break_the_pairing(change, message):
+    from cifarlens.study import plan_study
+
+    with pytest.raises(CifarlensError, match=message):
+        plan_study("smoke", change, seeds=1)
+
+
+def test_seed_range_is_checked_for_every_seed_before_training():
+    from cifarlens.study import plan_study
+
+    plan_study("smoke", seeds=1, overrides={"seed": 2**32 - 1})  # the largest seed alone is fine
+    with pytest.raises(CifarlensError, match="runs past the largest seed"):
+        plan_study("smoke", seeds=2, overrides={"seed": 2**32 - 1})
+
+
+def test_two_changes_are_refused_not_narrowed(tmp_path, capsys):
+    out = tmp_path / "s"
+    err = _one_line_error(capsys, ["study", "--out", str(out), "--change", "lr=0.1",
+                                   "--change", "label_smoothing=0"])
+    assert "one --change per study (got 2" in err
+    assert not out.exists()
+
+
+def test_explain_refuses_unknown_indices_before_writing(run_copy, capsys):
+    before = sorted(p.name for p in run_copy.rglob("*"))
+    err = _one_line_error(capsys, ["explain", str(run_copy), "--indices", "999999"])
+    assert "indices not in the test split: [999999]" in err
+    assert sorted(p.name for p in run_copy.rglob("*")) == before
+
+
+def test_failure_gallery_is_bounded(run_copy):
+    from PIL import Image
+
+    from cifarlens.failures import MAX_GALLERY, find_failures
+
+    predict(run_copy, ("test",), device="cpu")
+    notes: list[str] = []
+    find_failures(run_copy, "test", top=MAX_GALLERY, log=notes.append)
+    size = Image.open(run_copy / "figures" / "failures_test.png").size
+    r = find_failures(run_copy, "test", top=1000, log=notes.append)
+    assert Image.open(run_copy / "figures" / "failures_test.png").size == size
+    assert any(f"first {MAX_GALLERY} of the 1000" in n for n in notes)
+    assert len(r["failures"]) == r["total_wrong"] > MAX_GALLERY  # the JSON keeps every failure
+
+
+def test_study_stage_evaluates_again_when_best_changed(run_copy):
+    from cifarlens.study import _stage_evaluate
+
+    _stage_evaluate(run_copy, lambda m: None)
+    assert predictions_current(run_copy, "test") and predictions_current(run_copy, "val")
+    stamp = (run_copy / "metrics_test.json").stat().st_mtime_ns
+    _stage_evaluate(run_copy, lambda m: None)  # current: reused
+    assert (run_copy / "metrics_test.json").stat().st_mtime_ns == stamp
+    _replace_best(run_copy)
+    assert not predictions_current(run_copy, "test")
+    _stage_evaluate(run_copy, lambda m: None)  # made from another checkpoint: made again
+    assert predictions_current(run_copy, "test") and predictions_current(run_copy, "val")
+    metrics = json.loads((run_copy / "metrics_test.json").read_text())
+    assert metrics["checkpoint_sha256"] == checkpoint_sha256(run_copy)

@@ -213,7 +213,11 @@ def cmd_study(a: argparse.Namespace) -> int:
     from .study import run_study
 
     overrides = _train_overrides(a)
-    run_study(a.out, preset=a.preset, change=a.change, seeds=a.seeds, overrides=overrides,
+    changes = a.change or ["augment=crop-flip"]
+    if len(changes) > 1:  # argparse kept only the last one before: a study of the wrong change
+        raise CifarlensError(f"one --change per study (got {len(changes)}: {', '.join(changes)}); "
+                             "run one study per change")
+    run_study(a.out, preset=a.preset, change=changes[0], seeds=a.seeds, overrides=overrides,
               failures_top=a.top, jobs=a.jobs, progress=not a.no_progress, command=" ".join(
                   ["cifarlens", *sys.argv[1:]]) if sys.argv else None)
     print(f"report: {Path(a.out) / 'report.html'}")
@@ -289,9 +293,9 @@ def _register_analysis(sub) -> None:
     _add_data_args(s)
     _add_train_args(s)
     s.add_argument("--out", default="study", help="study folder (default: ./study)")
-    s.add_argument("--change", default="augment=crop-flip",
-                   help="the ONE training setting the variant changes, KEY=VALUE "
-                        "(default augment=crop-flip)")
+    s.add_argument("--change", action="append", metavar="KEY=VALUE",
+                   help="the ONE training setting the variant changes (default "
+                        "augment=crop-flip); given twice it is refused, not silently narrowed")
     _add_seeds_jobs(s)
     s.add_argument("--top", type=_positive_int, default=12, help="failures to explain and track")
     s.set_defaults(func=cmd_study)

@@ -24,13 +24,16 @@ TARGETS = ("predicted", "true", "both")
 
 
 def _ensure_failures(run: Path, split: str, log) -> dict:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, predictions_current
     from .failures import find_failures
+    from .runs import checkpoint_sha256
 
-    if not (run / f"predictions_{split}.npz").exists():
+    if not predictions_current(run, split):
         evaluate(run, (split,), log=log)
     path = run / f"failures_{split}.json"
-    return read_json(path) if path.exists() else find_failures(run, split, log=log)
+    if path.exists() and read_json(path).get("checkpoint_sha256") == checkpoint_sha256(run):
+        return read_json(path)
+    return find_failures(run, split, log=log)
 
 
 def object_boxes(run: Path, split: str, indices: np.ndarray) -> np.ndarray | None:
@@ -51,16 +54,26 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
                 layer: str | None = None, log=print) -> dict[str, Any]:
-    from .evaluate import analysis_index_update, load_predictions, run_data, split_arrays
+    from .evaluate import (
+        analysis_index_update,
+        require_current_predictions,
+        run_data,
+        split_arrays,
+    )
     from .runs import load_model, require_run
 
     run = require_run(run)
     if target not in TARGETS:
         raise CifarlensError(f"unknown target {target!r}; choose from: {', '.join(TARGETS)}")
-    fails = _ensure_failures(run, split, log)
-    p = load_predictions(run, split)
     data = run_data(run)
     images, labels, ds_idx = split_arrays(run, data, split)
+    if indices:  # refused before anything is written (evaluate, failures, gallery)
+        missing = sorted(set(indices) - set(ds_idx.tolist()))
+        if missing:
+            raise CifarlensError(f"indices not in the {split} split: {missing[:5]}")
+    fails = _ensure_failures(run, split, log)
+    # the maps below come from best.pt: the predictions must come from it too
+    p = require_current_predictions(run, split)
     model, _ = load_model(run, "best")
     cam_layer = resolve_layer(model, layer)
     norm = read_json(run / "norm.json")
@@ -154,7 +167,9 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         result["pointing_game"] = {"hit_rate": float(np.mean(hits)), "n": int(len(hits)),
                                    "on": "correctly classified images (generated data boxes)"}
     result["figures"] = figs
-    analysis_index_update(run, f"explain_{split}", {"file": f"explanations_{split}.npz", **result})
+    analysis_index_update(run, f"explain_{split}", {
+        "file": f"explanations_{split}.npz", "checkpoint_sha256": str(p["checkpoint_sha256"]),
+        **result})
     fa = faith.get("correct", {})
     log(f"explained {len(pos)} {split} images; Grad-CAM deletion AUC {fa.get('deletion_auc', float('nan')):.3f}"
         f" vs random {fa.get('random_deletion_auc', float('nan')):.3f} (lower is more faithful)"

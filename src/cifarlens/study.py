@@ -63,8 +63,18 @@ def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
     return [f"{k} ({da[k]!r} vs {db[k]!r})" for k in TRAINING_SETTINGS + ("seed",) if da[k] != db[k]]
 
 
+# Settings whose change breaks the pairing of the two arms: other test images (dataset) or
+# another split (val_fraction), so neither McNemar nor the seed-paired test would apply.
+PAIRING_SETTINGS = ("dataset", "val_fraction")
+
+
 def one_change_guard(a: TrainConfig, b: TrainConfig) -> str:
     """The seed's method rests on exactly one modification: refuse anything else."""
+    for key in PAIRING_SETTINGS:
+        if getattr(a, key) != getattr(b, key):
+            raise CifarlensError(f"--change {key} is refused: the two arms would not be compared "
+                                 f"on the same {'test images' if key == 'dataset' else 'split'}, "
+                                 "so the paired tests do not apply; run two studies instead")
     if a.seed != b.seed:
         raise CifarlensError(f"baseline and variant must share the seed ({a.seed} vs {b.seed}); "
                              "use --seeds N to repeat both arms over several seeds")
@@ -93,6 +103,9 @@ def plan_study(preset: str = "paper", change: str = "augment=crop-flip",
     if seeds < 1:
         raise CifarlensError("--seeds must be at least 1")
     base = make_config(preset, **(overrides or {}))
+    if base.seed + seeds - 1 >= 2**32:  # would fail only after hours of training otherwise
+        raise CifarlensError(f"--seed {base.seed} with --seeds {seeds} runs past the largest "
+                             "seed, 4294967295")
     key, value = parse_change(change)
     variant = dataclasses.replace(base, **{key: value})
     make_config(preset, **{**(overrides or {}), key: value})  # validates the changed value
@@ -169,9 +182,15 @@ def _stage_train(cfg: TrainConfig, run: Path, progress: bool, say, arm: str) -> 
 
 
 def _stage_evaluate(run: Path, say) -> None:
-    from .evaluate import evaluate
+    """Evaluate unless both splits' predictions and metrics come from the run's final best.pt
+    (an analysis made from any other checkpoint is made again, never reused)."""
+    from .evaluate import evaluate, predictions_current
+    from .runs import checkpoint_sha256
 
-    if (run / "metrics_test.json").exists() and (run / "metrics_val.json").exists():
+    best = checkpoint_sha256(run)
+    if all(predictions_current(run, s) and (run / f"metrics_{s}.json").exists()
+           and read_json(run / f"metrics_{s}.json").get("checkpoint_sha256") == best
+           for s in ("val", "test")):
         return
     evaluate(run, ("val", "test"), log=say)
 
@@ -338,11 +357,14 @@ def check_same_environment(runs: list[Path]) -> None:
 def _stage_failures(run: Path, top: int, say) -> None:
     from .explanations import explain_run
     from .failures import find_failures
+    from .runs import checkpoint_sha256
 
-    if not (run / "failures_test.json").exists():
+    best = checkpoint_sha256(run)
+    path = run / "failures_test.json"
+    if not path.exists() or read_json(path).get("checkpoint_sha256") != best:
         find_failures(run, "test", top=top, confident=CONFIDENT, log=say)
-    if not (run / "explanations_test.npz").exists() or "explain_test" not in read_json(
-            run / "analysis.json"):
+    done = read_json(run / "analysis.json").get("explain_test", {})
+    if not (run / "explanations_test.npz").exists() or done.get("checkpoint_sha256") != best:
         explain_run(run, "test", failures=top, log=say)
 
 
