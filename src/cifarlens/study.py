@@ -192,7 +192,7 @@ def _stage_evaluate(run: Path, say) -> None:
            and read_json(run / f"metrics_{s}.json").get("checkpoint_sha256") == best
            for s in ("val", "test")):
         return
-    evaluate(run, ("val", "test"), log=say)
+    evaluate(run, ("val", "test"), figures=("test",), log=say)  # the report shows test figures
 
 
 # --- parallel runs (--jobs) -----------------------------------------------------------------------
