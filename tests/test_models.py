@@ -72,7 +72,7 @@ def test_resnet18_cam_layer_is_the_last_4x4_map_and_registered_once():
 def test_resnet18_trains_a_few_steps_with_finite_falling_loss():
     torch.manual_seed(0)
     m = build_model("resnet18", 10).train()
-    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for _ in range(4):
@@ -229,3 +229,88 @@ def test_user_factory_broken_import_is_one_line(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(CifarlensError, match="importing 'userzoo_broken' failed: RuntimeError"):
         build_model("userzoo_broken:net", 10)
+
+
+# --- models as training settings, end to end ----------------------------------------------------
+
+
+def _tiny_cfg(data, **kw):
+    from cifarlens.train import make_config
+
+    base = dict(data_dir=str(data), dataset="cifar10", device="cpu", epochs=1, batch_size=32,
+                train_limit=64, precision="fp32")
+    return make_config("smoke", **{**base, **kw})
+
+
+def test_resnet18_trains_through_train_with_finite_loss(synth10, tmp_path):
+    from cifarlens.runs import load_model
+    from cifarlens.train import train
+
+    done = train(_tiny_cfg(synth10, model="resnet18"), tmp_path / "r", progress=False,
+                 log=lambda m: None)
+    assert np.isfinite(done["final"]["train_loss"]) and np.isfinite(done["final"]["val_loss"])
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["model_source"]["ref"] == "cifarlens.models:resnet18"
+    model, _ = load_model(tmp_path / "r")
+    assert type(model).__name__ == "ResNet"
+
+
+def test_user_model_run_records_provenance_and_refuses_a_changed_source(
+        synth10, tmp_path, user_module):
+    from cifarlens.runs import load_model
+    from cifarlens.train import train
+
+    name, path = user_module
+    cfg = _tiny_cfg(synth10, model=f"{name}:net", epochs=2)
+    train(cfg, tmp_path / "u", progress=False, log=lambda m: None)
+    rec = json.loads((tmp_path / "u" / "config.json").read_text())
+    assert rec["model"] == f"{name}:net" and rec["model_source"]["file"] == str(path.resolve())
+    model, _ = load_model(tmp_path / "u")
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    (tmp_path / "u" / "done.json").unlink()  # pretend it stopped, then edit the source
+    path.write_text(USER_MODULE.replace("nn.Conv2d(3, 8", "nn.Conv2d(3, 8 ") + "\n")
+    with pytest.raises(CifarlensError, match="changed since"):
+        train(cfg, tmp_path / "u", resume=True, progress=False, log=lambda m: None)
+    with pytest.raises(CifarlensError, match="changed since"):
+        load_model(tmp_path / "u")
+
+
+def test_a_bad_user_model_fails_before_any_file_is_written(tmp_path):
+    from cifarlens.train import make_config
+
+    with pytest.raises(CifarlensError, match="cannot import module"):
+        make_config("smoke", model="no_such_pkg_qq.models:net")
+    r = subprocess.run([sys.executable, "-m", "cifarlens", "train", "--preset", "smoke",
+                        "--model", "no_such_pkg_qq:net", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_model_is_a_one_change_setting():
+    import dataclasses
+
+    from cifarlens.study import one_change_guard, parse_change
+    from cifarlens.train import make_config
+
+    assert parse_change("model=resnet18") == ("model", "resnet18")
+    assert parse_change("model=mypkg.nets:wide") == ("model", "mypkg.nets:wide")
+    a = make_config("smoke")
+    assert one_change_guard(a, dataclasses.replace(a, model="resnet18")) == "model"
+    with pytest.raises(CifarlensError, match="2 settings"):
+        one_change_guard(a, dataclasses.replace(a, model="resnet18", lr=0.1))
+
+
+def test_study_compares_two_architectures(synth100, tmp_path, user_module):
+    from cifarlens.study import run_study
+
+    name, _ = user_module
+    s = run_study(tmp_path / "s", preset="smoke", change=f"model={name}:net", failures_top=2,
+                  overrides={"data_dir": str(synth100), "device": "cpu", "epochs": 1,
+                             "train_limit": 500}, progress=False, log=lambda m: None)
+    assert s["change"] == {"key": "model", "baseline": "small", "variant": f"{name}:net"}
+    assert s["models"]["baseline"]["params"] == 254_948
+    assert s["models"]["variant"]["params"] == 3 * 8 * 9 + 8 + 8 * 100 + 100
+    for arm, ref in (("baseline", "cifarlens.models:small"), ("variant", f"{name}:net")):
+        cfg = json.loads((tmp_path / "s" / "runs" / f"{arm}-s0" / "config.json").read_text())
+        assert cfg["model_source"]["ref"] == ref

@@ -317,7 +317,7 @@ def _register_analysis(sub) -> None:
     g.add_argument("--all", action="store_true", help="explain every image of the split")
     x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
     x.add_argument("--method", choices=["gradcam"], default="gradcam")
-    x.add_argument("--layer", metavar="NAME",
+    x.add_argument("--layer", "--cam-layer", dest="layer", metavar="NAME",
                    help="module to explain, e.g. features.20 (default: the last conv layer)")
     x.set_defaults(func=cmd_explain)
 

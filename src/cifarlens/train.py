@@ -37,7 +37,7 @@ from .data import (
     stratified_subset,
 )
 from .errors import CifarlensError
-from .models import MODELS, build_model
+from .models import MODELS, build_model, check_model_source, is_user_model, model_source
 from .runs import CKPT_DIR, latest_good_checkpoint, prune_checkpoints, save_checkpoint
 
 
@@ -94,7 +94,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
 
 def validate_config(cfg: TrainConfig) -> None:
     checks = [
-        (cfg.model in MODELS, f"unknown model {cfg.model!r}; choose from: {', '.join(MODELS)}"),
+        (cfg.model in MODELS or is_user_model(cfg.model), f"unknown model {cfg.model!r}; choose "
+         f"from: {', '.join(MODELS)}, or give your own as PACKAGE.MODULE:FACTORY"),
         (cfg.augment in AUGMENTS, f"unknown augment {cfg.augment!r}; choose from: {', '.join(AUGMENTS)}"),
         (cfg.epochs >= 1, "--epochs must be at least 1"),
         (0 <= cfg.seed < 2**32, "--seed must be an integer from 0 to 4294967295"),
@@ -114,6 +115,10 @@ def validate_config(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise CifarlensError(msg)
+    if is_user_model(cfg.model):  # import it now: a bad factory fails before any file is written
+        from .models import resolve_factory
+
+        resolve_factory(cfg.model)
 
 
 # --- hardware ------------------------------------------------------------------------------------
@@ -365,6 +370,7 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
         diffs = _diff_configs(old["config"], dataclasses.asdict(cfg))
         if diffs:
             raise CifarlensError(f"cannot resume {out} with different settings: {'; '.join(diffs)}")
+        check_model_source(old.get("model_source"), cfg.model, str(out))
         if (out / "done.json").exists():
             say(f"{out} is already finished; nothing to do")
             return read_json(out / "done.json")
@@ -384,7 +390,8 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
             save_npz(out / "split.npz", train=train_idx, val=val_idx, train_used=used)
             write_json(out / "norm.json", {"mean": mean, "std": std, "computed_on": "train_used"})
             write_json(out / "config.json", {
-                "config": dataclasses.asdict(cfg), "model": cfg.model, "dataset": cfg.dataset,
+                "config": dataclasses.asdict(cfg), "model": cfg.model,
+                "model_source": model_source(cfg.model), "dataset": cfg.dataset,
                 "num_classes": data.num_classes, "class_names": data.class_names,
                 "data_source": data.source, "data_dir": str(data.folder.parent),
                 "seed": cfg.seed, "environment": environment(device, precision, d),
