@@ -110,7 +110,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_finite_float)
     p.add_argument("--weight-decay", type=_finite_float)
     p.add_argument("--label-smoothing", type=_finite_float)
-    p.add_argument("--augment", choices=AUGMENTS)
+    p.add_argument("--augment", choices=AUGMENTS,
+                   help="none; crop-flip (4-px crop + flip); cutout, mixup, cutmix (each after "
+                        "crop-flip; docs/models.md)")
+    p.add_argument("--cutout-size", type=_positive_int, help="cutout square side (default 8)")
+    p.add_argument("--mixup-alpha", type=_finite_float, help="mixup Beta(a, a) (default 1.0)")
+    p.add_argument("--cutmix-alpha", type=_finite_float, help="cutmix Beta(a, a) (default 1.0)")
     p.add_argument("--seed", type=_nonneg_int)
     p.add_argument("--train-limit", type=_positive_int, help="use a class-balanced N-image subset")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -121,6 +126,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _train_overrides(a: argparse.Namespace) -> dict:
     keys = ["model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment",
+            "cutout_size", "mixup_alpha", "cutmix_alpha",
             "seed", "train_limit", "device", "precision", "compile", "dataset", "data_dir"]
     return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
 
