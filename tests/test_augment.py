@@ -191,3 +191,15 @@ def test_training_with_each_augment_gives_finite_loss_and_plain_evaluation(synth
     assert math.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 1
     # evaluation is the plain, unmixed cross-entropy on the validation images
     assert math.isfinite(row["val_loss"]) and 0 <= row["val_acc"] <= 1
+
+
+def test_a_run_recorded_before_the_augment_settings_existed_still_resumes():
+    import dataclasses
+
+    from cifarlens.train import _diff_configs, learned_settings, make_config
+
+    cfg = dataclasses.asdict(make_config("smoke"))
+    old = {k: v for k, v in cfg.items() if k not in ("cutout_size", "mixup_alpha", "cutmix_alpha")}
+    assert _diff_configs(old, cfg) == []  # the defaults are what the old run used
+    assert learned_settings(old)["mixup_alpha"] == 1.0
+    assert _diff_configs(old, {**cfg, "mixup_alpha": 0.2}) == ["mixup_alpha: 1.0 -> 0.2"]
