@@ -214,4 +214,4 @@ def test_unknown_dataset_and_augment():
         load_dataset("mnist", "/nonexistent")
     with pytest.raises(CifarlensError, match="crop-flip"):
         Batches(np.zeros((2, 3, 32, 32), np.uint8), np.zeros(2), 2, [0] * 3, [1] * 3,
-                device=torch.device("cpu"), augment="mixup")
+                device=torch.device("cpu"), augment="rotate")

@@ -50,7 +50,7 @@ def test_parse_change_types_and_errors():
 
 def test_study_refuses_an_invalid_changed_value(tmp_path, synth100):
     with pytest.raises(CifarlensError, match="augment"):
-        run_study(tmp_path / "s", preset="smoke", change="augment=mixup",
+        run_study(tmp_path / "s", preset="smoke", change="augment=rotate",
                   overrides={"data_dir": str(synth100)}, progress=False, log=lambda m: None)
     assert not (tmp_path / "s" / "study.json").exists()
 

@@ -72,6 +72,25 @@ def _finite_float(s: str) -> float:
     return v
 
 
+def _model_name(s: str) -> str:
+    from .models import check_model_name
+
+    try:
+        check_model_name(s)
+    except CifarlensError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
+def _add_model_arg(p: argparse.ArgumentParser, default: str | None) -> None:
+    from .models import MODELS
+
+    p.add_argument("--model", type=_model_name, default=default, metavar="MODEL",
+                   help=f"{', '.join(MODELS)}, or your own PACKAGE.MODULE:FACTORY, a function "
+                        "f(num_classes) -> nn.Module importable from your environment (e.g. "
+                        "PYTHONPATH=.)" + (f" (default {default})" if default else ""))
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     from .data import DATASETS, ENV_DATA_DIR
 
@@ -81,19 +100,23 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .data import AUGMENTS
-    from .models import MODELS
     from .train import PRESETS
 
     p.add_argument("--preset", choices=list(PRESETS), default="paper",
                    help="paper: the seed's recipe (50 epochs); quick: ~15 min on 2 CPU cores; "
                         "smoke: seconds, small model")
-    p.add_argument("--model", choices=list(MODELS))
+    _add_model_arg(p, None)
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=_finite_float)
     p.add_argument("--weight-decay", type=_finite_float)
     p.add_argument("--label-smoothing", type=_finite_float)
-    p.add_argument("--augment", choices=AUGMENTS)
+    p.add_argument("--augment", choices=AUGMENTS,
+                   help="none; crop-flip (4-px crop + flip); cutout, mixup, cutmix (each after "
+                        "crop-flip; docs/models.md)")
+    p.add_argument("--cutout-size", type=_positive_int, help="cutout square side (default 8)")
+    p.add_argument("--mixup-alpha", type=_finite_float, help="mixup Beta(a, a) (default 1.0)")
+    p.add_argument("--cutmix-alpha", type=_finite_float, help="cutmix Beta(a, a) (default 1.0)")
     p.add_argument("--seed", type=_nonneg_int)
     p.add_argument("--train-limit", type=_positive_int, help="use a class-balanced N-image subset")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -104,6 +127,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _train_overrides(a: argparse.Namespace) -> dict:
     keys = ["model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment",
+            "cutout_size", "mixup_alpha", "cutmix_alpha",
             "seed", "train_limit", "device", "precision", "compile", "dataset", "data_dir"]
     return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
 
@@ -124,18 +148,47 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_complexity(a: argparse.Namespace) -> int:
-    from .complexity import complexity
+    from .complexity import complexity, fmt_flops, layer_table
     from .data import dataset_spec
     from .models import build_model
 
-    c = complexity(build_model(a.model, dataset_spec(a.dataset)["num_classes"]))
+    model = build_model(a.model, dataset_spec(a.dataset)["num_classes"])
+    c = complexity(model)
+    if a.layers or a.depth is not None:
+        rows = layer_table(model, depth=a.depth)
+        if a.json:
+            print(json.dumps([{**r, "output_shape": list(r["output_shape"] or []) or None}
+                              for r in rows]))
+            return 0
+        print(_layer_text(rows, c))
+        return 0
     if a.json:
         print(json.dumps(c))
-    else:
-        print(f"model {a.model} ({a.dataset}): {c['params']:,} parameters "
-              f"({c['trainable_params']:,} trainable), {c['flops']:,} FLOPs per image "
-              f"({c['gflops']:.2f} GFLOPs, multiply-add = 2)")
+        return 0
+    print(f"model {a.model} ({a.dataset}): {c['params']:,} parameters "
+          f"({c['trainable_params']:,} trainable), {c['flops']:,} FLOPs per image "
+          f"({fmt_flops(c['flops'])}, multiply-add = 2)")
     return 0
+
+
+def _layer_text(rows: list[dict], totals: dict) -> str:
+    from .complexity import fmt_flops
+
+    def shape(r: dict) -> str:
+        return "x".join(map(str, r["output_shape"])) if r["output_shape"] else "-"
+
+    table = [("layer", "type", "output", "params", "FLOPs")]
+    table += [(_one_line(r["name"] or "(model)"), r["type"], shape(r), f"{r['params']:,}",
+               f"{r['flops']:,}") for r in rows]
+    table.append(("total", "", "", f"{totals['params']:,}", f"{totals['flops']:,}"))
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    lines = ["  ".join(v.ljust(w) if i < 3 else v.rjust(w)
+                       for i, (v, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    lines.append(f"(FLOPs per 3x32x32 image, multiply-add = 2: {fmt_flops(totals['flops'])})")
+    return "\n".join(lines)
 
 
 def cmd_data_synth(a: argparse.Namespace) -> int:
@@ -285,7 +338,7 @@ def _register_analysis(sub) -> None:
                    help="explain these dataset indices")
     g.add_argument("--all", action="store_true", help="explain every image of the split")
     x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
-    x.add_argument("--layer", metavar="NAME",
+    x.add_argument("--layer", "--cam-layer", dest="layer", metavar="NAME",
                    help="module to explain, e.g. features.20 (default: the last conv layer)")
     x.set_defaults(func=cmd_explain)
 
@@ -332,11 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("complexity", help="parameter and FLOP counts of a model")
     from .data import DATASETS
-    from .models import MODELS
 
-    c.add_argument("--model", choices=list(MODELS), default="baseline")
+    _add_model_arg(c, "baseline")
     c.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
-    c.add_argument("--json", action="store_true", help="print JSON (keys params, flops, ...)")
+    c.add_argument("--layers", action="store_true",
+                   help="a layer-by-layer table (layer, type, output shape, parameters, FLOPs); "
+                        "its rows sum to the totals")
+    c.add_argument("--depth", type=_positive_int, metavar="N",
+                   help="with --layers: merge rows into blocks of N name parts (1: features, "
+                        "classifier); implies --layers")
+    c.add_argument("--json", action="store_true",
+                   help="print JSON: the totals (keys params, flops, ...), or with --layers a "
+                        "list of rows (name, type, output_shape, params, flops, calls)")
     c.set_defaults(func=cmd_complexity)
 
     dp = sub.add_parser("data", help="dataset tools: synth, info, verify, download")

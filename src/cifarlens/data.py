@@ -323,22 +323,8 @@ def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
 
-AUGMENTS = ("none", "crop-flip")
-
-
-def random_crop(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Crop each image of a zero-padded batch at its own offset (dx, dy in [0, 2*pad])."""
-    n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-    bi = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    ci = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[bi, ci, rows, cols]
-
-
-def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+# The augmentations live in augment.py; re-exported here, where Batches applies them.
+from .augment import AUGMENTS, MIXING, random_crop, random_flip  # noqa: E402, F401
 
 
 class Batches:
@@ -351,9 +337,15 @@ class Batches:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean, std, *,
                  device: torch.device, augment: str = "none", seed: int = 0,
-                 dtype: torch.dtype = torch.float32, channels_last: bool = False):
+                 dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                 num_classes: int | None = None, cutout_size: int = 8, mixup_alpha: float = 1.0,
+                 cutmix_alpha: float = 1.0):
         if augment not in AUGMENTS:
             raise CifarlensError(f"unknown augment {augment!r}; choose from: {', '.join(AUGMENTS)}")
+        if augment in MIXING and not num_classes:
+            raise CifarlensError(f"augment {augment} mixes labels: Batches needs num_classes")
+        self.num_classes, self.cutout_size = num_classes, cutout_size
+        self.alpha = mixup_alpha if augment == "mixup" else cutmix_alpha
         self.x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size = min(batch_size, len(self.x))
@@ -366,20 +358,45 @@ class Batches:
         return len(self.x) // self.batch_size
 
     def epoch(self, epoch: int):
+        """Batches of (normalized images, labels): int64 labels, or for mixup/cutmix float soft
+        targets (batch, num_classes). Draw order: permutation, crop/flip, then the method's own
+        draws, so every augment sees the same batches as `none` and the same crops as
+        `crop-flip` (existing runs' numbers do not change)."""
+        from . import augment as A
+
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n = len(self.x)
+        n, steps, bs = len(self.x), len(self), self.batch_size
         perm = torch.randperm(n, generator=g)
-        if self.augment == "crop-flip":
+        if self.augment != "none":
             dx = torch.randint(0, 9, (n,), generator=g).to(self.device)
             dy = torch.randint(0, 9, (n,), generator=g).to(self.device)
             flip = (torch.rand(n, generator=g) < 0.5).to(self.device)
+        h, w = self.x.shape[-2:]
+        if self.augment == "cutout":  # one square centre per image
+            cy = torch.randint(0, h, (n,), generator=g).to(self.device)
+            cx = torch.randint(0, w, (n,), generator=g).to(self.device)
+        elif self.augment in A.MIXING:  # per batch: partners, lam (and a box centre for cutmix)
+            partners = torch.argsort(torch.rand(steps, bs, generator=g), dim=1).to(self.device)
+            lams = A.beta_draws(g, self.alpha, steps)
+            centres = torch.stack([torch.randint(0, h, (steps,), generator=g),
+                                   torch.randint(0, w, (steps,), generator=g)], 1).tolist()
         perm = perm.to(self.device)
-        for i in range(len(self)):
-            sel = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            xb = self.x[sel]
-            if self.augment == "crop-flip":
+        for i in range(steps):
+            sel = perm[i * bs:(i + 1) * bs]
+            xb, yb = self.x[sel], self.y[sel]
+            if self.augment != "none":
                 xb = random_flip(random_crop(xb, dx[sel], dy[sel]), flip[sel])
             xb = normalize(xb, self.mean, self.std, self.dtype)
+            if self.augment == "cutout":
+                xb = A.cutout(xb, cy[sel], cx[sel], self.cutout_size)
+            elif self.augment == "mixup":
+                lam = float(lams[i])
+                xb, yb = A.mixup(xb, partners[i], lam), A.mixed_targets(
+                    yb, partners[i], lam, self.num_classes)
+            elif self.augment == "cutmix":
+                box = A.cutmix_box(h, w, float(lams[i]), *centres[i])
+                xb, lam = A.cutmix(xb, partners[i], box)
+                yb = A.mixed_targets(yb, partners[i], lam, self.num_classes)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, self.y[sel]
+            yield xb, yb

@@ -273,8 +273,11 @@ def resolve_layer(model: torch.nn.Module, name: str | None) -> torch.nn.Module:
         return X.find_cam_layer(model)
     modules = dict(model.named_modules())
     if name not in modules or name == "":
-        convs = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d | torch.nn.ReLU)
-                 and n.startswith("features")]
+        # conv layers and their activations, and the model's own Grad-CAM layer (a block for
+        # resnet18); any module name works, these are the usual choices
+        default = _layer_name(model, X.find_cam_layer(model))
+        convs = [n for n, m in modules.items() if n and (
+            isinstance(m, torch.nn.Conv2d | torch.nn.ReLU) or n == default)]
         raise CifarlensError(f"no layer {name!r} in this model; choose from: {', '.join(convs)}")
     return modules[name]
 

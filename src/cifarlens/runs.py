@@ -231,7 +231,8 @@ def load_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.n
     else:
         raise CifarlensError(f"checkpoint must be 'best' or 'last', got {which!r}")
     _check_state(state, run / CKPT_DIR / f"{which}.pt", ("model",))
-    model = build_model(config["model"], config["num_classes"])
+    # a user model is imported again and must match the source file the run recorded
+    model = build_model(config["model"], config["num_classes"], source=config.get("model_source"))
     if state.get("model_name") != config["model"] or state.get("num_classes") != config["num_classes"]:
         raise CifarlensError(f"checkpoint in {run} does not match its config "
                              f"(model {state.get('model_name')}, {state.get('num_classes')} classes)")

@@ -37,7 +37,7 @@ from .data import (
     stratified_subset,
 )
 from .errors import CifarlensError
-from .models import MODELS, build_model
+from .models import MODELS, build_model, check_model_source, is_user_model, model_source
 from .runs import (
     CKPT_DIR,
     check_data_identity,
@@ -61,6 +61,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
     augment: str = "none"
+    # the augments' own settings (augment.py): used only by cutout, mixup, cutmix respectively
+    cutout_size: int = 8  # DeVries & Taylor's CIFAR-100 size (16 for CIFAR-10)
+    mixup_alpha: float = 1.0  # Zhang et al.'s CIFAR value
+    cutmix_alpha: float = 1.0  # Yun et al.'s CIFAR value
     seed: int = 0
     val_fraction: float = 0.2
     train_limit: int | None = None
@@ -74,7 +78,8 @@ class TrainConfig:
 
 # Settings that change what is learned; `study --change` may vary exactly one of them.
 TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                     "label_smoothing", "warmup_epochs", "augment", "val_fraction", "train_limit")
+                     "label_smoothing", "warmup_epochs", "augment", "val_fraction", "train_limit",
+                     "cutout_size", "mixup_alpha", "cutmix_alpha")
 RUNTIME_SETTINGS = ("device", "precision", "eval_batch_size", "compile", "data_dir")
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -102,7 +107,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
 
 def validate_config(cfg: TrainConfig) -> None:
     checks = [
-        (cfg.model in MODELS, f"unknown model {cfg.model!r}; choose from: {', '.join(MODELS)}"),
+        (cfg.model in MODELS or is_user_model(cfg.model), f"unknown model {cfg.model!r}; choose "
+         f"from: {', '.join(MODELS)}, or give your own as PACKAGE.MODULE:FACTORY"),
         (cfg.augment in AUGMENTS, f"unknown augment {cfg.augment!r}; choose from: {', '.join(AUGMENTS)}"),
         (cfg.epochs >= 1, "--epochs must be at least 1"),
         (0 <= cfg.seed < 2**32, "--seed must be an integer from 0 to 4294967295"),
@@ -114,6 +120,9 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
         (0 < cfg.val_fraction < 1, "val_fraction must be in (0, 1)"),
         (cfg.train_limit is None or cfg.train_limit >= 1, "--train-limit must be positive"),
+        (cfg.cutout_size >= 1, "--cutout-size must be at least 1"),
+        (cfg.mixup_alpha > 0 and math.isfinite(cfg.mixup_alpha), "--mixup-alpha must be > 0"),
+        (cfg.cutmix_alpha > 0 and math.isfinite(cfg.cutmix_alpha), "--cutmix-alpha must be > 0"),
         (cfg.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
         (cfg.compile in ("auto", "on", "off"), "--compile must be auto, on or off"),
@@ -122,6 +131,10 @@ def validate_config(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise CifarlensError(msg)
+    if is_user_model(cfg.model):  # import it now: a bad factory fails before any file is written
+        from .models import resolve_factory
+
+        resolve_factory(cfg.model)
 
 
 # --- hardware ------------------------------------------------------------------------------------
@@ -342,7 +355,15 @@ def environment(device: torch.device, precision: str, d: Dist) -> dict[str, Any]
     }
 
 
+def learned_settings(config: dict) -> dict[str, Any]:
+    """A recorded config's training settings (and seed); a setting added after the run was made
+    takes its default, which is what that run used."""
+    default = dataclasses.asdict(TrainConfig())
+    return {k: config.get(k, default[k]) for k in TRAINING_SETTINGS + ("seed",)}
+
+
 def _diff_configs(a: dict, b: dict) -> list[str]:
+    a, b = learned_settings(a), learned_settings(b)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in TRAINING_SETTINGS + ("seed",)
             if a.get(k) != b.get(k)]
 
@@ -395,6 +416,7 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
         if diffs:
             raise CifarlensError(f"cannot resume {out} with different settings: {'; '.join(diffs)}")
         check_data_identity(out, old, data)
+        check_model_source(old.get("model_source"), cfg.model, str(out))
         if (out / "done.json").exists():
             say(f"{out} is already finished; nothing to do")
             return read_json(out / "done.json")
@@ -414,7 +436,8 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
             save_npz(out / "split.npz", train=train_idx, val=val_idx, train_used=used)
             write_json(out / "norm.json", {"mean": mean, "std": std, "computed_on": "train_used"})
             write_json(out / "config.json", {
-                "config": dataclasses.asdict(cfg), "model": cfg.model, "dataset": cfg.dataset,
+                "config": dataclasses.asdict(cfg), "model": cfg.model,
+                "model_source": model_source(cfg.model), "dataset": cfg.dataset,
                 "num_classes": data.num_classes, "class_names": data.class_names,
                 "data_source": data.source, "data_dir": str(data.folder.resolve().parent),
                 "data_identity": data.identity,
@@ -441,7 +464,9 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
     channels_last = use_channels_last(device)
     batches = Batches(data.train_x[used], data.train_y[used], local_bs, mean, std, device=device,
                       augment=cfg.augment, seed=cfg.seed * 1000 + d.rank,
-                      channels_last=channels_last)
+                      channels_last=channels_last, num_classes=data.num_classes,
+                      cutout_size=cfg.cutout_size, mixup_alpha=cfg.mixup_alpha,
+                      cutmix_alpha=cfg.cutmix_alpha)
     steps = len(batches)
     if steps == 0:
         raise CifarlensError("training split is empty")
@@ -571,6 +596,10 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
 
 
 def _make_step(model, opt, sched, cfg: TrainConfig, device, precision, total_steps):
+    # yb is int64 labels, or for mixup/cutmix float soft targets lam*onehot(a)+(1-lam)*onehot(b):
+    # cross-entropy with those (label smoothing applied to them) is lam*CE(a) + (1-lam)*CE(b).
+    # Train accuracy counts a mixed image as right when the prediction is its larger-weight
+    # label (argmax of the target; an exact 0.5 tie goes to the lower class index).
     def step(xb: torch.Tensor, yb: torch.Tensor, sums: torch.Tensor) -> None:
         with autocast(device, precision):
             logits = model(xb)
@@ -580,9 +609,9 @@ def _make_step(model, opt, sched, cfg: TrainConfig, device, precision, total_ste
         opt.step()
         sched.step()
         with torch.no_grad():  # accumulate on the device: no host sync inside the loop
-            n = yb.numel()
+            n = yb.shape[0]
             sums[0] += loss.detach().double() * n
-            sums[1] += (logits.argmax(1) == yb).sum()
+            sums[1] += (logits.argmax(1) == (yb if yb.ndim == 1 else yb.argmax(1))).sum()
             sums[2] += n
 
     return step
