@@ -17,7 +17,7 @@ __all__ = ["load_model", "load_split", "__version__"]
 
 _SUBMODULES = {"data", "models", "train", "runs", "evaluate", "failures", "explain",
                "explanations", "metrics", "stats", "study", "report", "complexity", "synth",
-               "download"}
+               "download", "augment", "browse", "figures"}
 
 
 def __getattr__(name: str) -> Any:

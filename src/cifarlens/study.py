@@ -28,7 +28,7 @@ from . import stats as S
 from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
-from .train import TRAINING_SETTINGS, TrainConfig, make_config, train
+from .train import TRAINING_SETTINGS, TrainConfig, config_diff, learned_settings, make_config, train
 
 # --- the one-change guard -------------------------------------------------------------------------
 
@@ -58,9 +58,8 @@ def parse_change(text: str) -> tuple[str, Any]:
     return key, raw
 
 
-def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
-    return [f"{k} ({da[k]!r} vs {db[k]!r})" for k in TRAINING_SETTINGS + ("seed",) if da[k] != db[k]]
+def config_differences(a: TrainConfig, b: TrainConfig) -> list[tuple[str, Any, Any]]:
+    return config_diff(dataclasses.asdict(a), dataclasses.asdict(b))
 
 
 # Settings whose change breaks the pairing of the two arms: other test images (dataset) or
@@ -80,10 +79,11 @@ def one_change_guard(a: TrainConfig, b: TrainConfig) -> str:
                              "use --seeds N to repeat both arms over several seeds")
     diffs = config_differences(a, b)
     if len(diffs) != 1:
-        what = "no setting" if not diffs else f"{len(diffs)} settings: {'; '.join(diffs)}"
+        listed = "; ".join(f"{k} ({x!r} vs {y!r})" for k, x, y in diffs)
+        what = "no setting" if not diffs else f"{len(diffs)} settings: {listed}"
         raise CifarlensError(f"baseline and variant must differ in exactly one training setting, "
                              f"but they differ in {what}")
-    return diffs[0].split(" ", 1)[0]
+    return diffs[0][0]
 
 
 # --- the study ------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=
                 raise CifarlensError(f"{out} holds a study over seeds {old.get('seeds')}, not "
                                      f"{plan['seeds']}; pass the same --seeds (and --seed) to "
                                      "resume it, or use another --out")
-            if not same or _learned(old["baseline"]) != _learned(plan["baseline"]):
+            if not same or learned_settings(old["baseline"]) != learned_settings(plan["baseline"]):
                 raise CifarlensError(f"{out} holds a different study; use another --out")
             say(f"resuming the study in {out}")
         else:
@@ -168,10 +168,6 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=
         html, md = render_report(out, summary)
     say(f"report: {html}  (markdown: {md})")
     return summary
-
-
-def _learned(cfg: dict) -> dict:
-    return {k: cfg.get(k) for k in TRAINING_SETTINGS}
 
 
 def _stage_train(cfg: TrainConfig, run: Path, progress: bool, say, arm: str) -> None:

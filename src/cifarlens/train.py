@@ -362,10 +362,15 @@ def learned_settings(config: dict) -> dict[str, Any]:
     return {k: config.get(k, default[k]) for k in TRAINING_SETTINGS + ("seed",)}
 
 
-def _diff_configs(a: dict, b: dict) -> list[str]:
+def config_diff(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
+    """(setting, a's value, b's value) for each training setting or seed that differs: the one
+    comparison behind both the study's one-change guard and resume's same-settings check."""
     a, b = learned_settings(a), learned_settings(b)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in TRAINING_SETTINGS + ("seed",)
-            if a.get(k) != b.get(k)]
+    return [(k, a[k], b[k]) for k in TRAINING_SETTINGS + ("seed",) if a[k] != b[k]]
+
+
+def _diff_configs(a: dict, b: dict) -> list[str]:
+    return [f"{k}: {x!r} -> {y!r}" for k, x, y in config_diff(a, b)]
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True,
