@@ -386,13 +386,13 @@ def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Pa
 
 def demo(out: str | Path, *, progress: bool = True, log=None) -> dict[str, Any]:
     """The smoke study on freshly generated data: offline, about two minutes on 2 CPU cores."""
-    from .synth import write_synthetic
+    from .synth import ensure_synthetic
 
     out = Path(out)
     data_root = out / "data"
-    if not (data_root / "cifar-100-python").is_dir():
-        write_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
-                        label_noise=0.03)
+    # Kept when complete and the same; an incomplete or stale generated dataset is rewritten.
+    ensure_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
+                     label_noise=0.03)
     return run_study(out / "study", preset="smoke", overrides={"data_dir": str(data_root)},
                      progress=progress, log=log,
                      command=f"cifarlens demo --out {shlex.quote(str(out))}")
