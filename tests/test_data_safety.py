@@ -299,6 +299,22 @@ def test_reading_an_archive_writes_nothing(tiny10, tmp_path, capsys):
     assert len(info["boxes"]["test"]) == 20 and snapshot(root) == before
 
 
+def test_evaluate_of_a_copied_run_never_writes_into_its_data_folder(run_copy, synth100, tmp_path,
+                                                                   capsys):
+    from cifarlens.evaluate import evaluate
+
+    root = tmp_path / "archive-only"
+    root.mkdir()
+    shutil.copy(synth100 / "cifar-100-python.tar.gz", root)
+    before = snapshot(root)
+    evaluate(run_copy, ("test",), data_dir=str(root), log=lambda m: None)
+    assert (run_copy / "predictions_test.npz").is_file()
+    assert snapshot(root) == before  # the archive was read in memory, nothing extracted
+    rc = cli.main(["data", "verify", "--data-dir", str(root)])
+    assert rc == 0 and "(read in place)" in capsys.readouterr().out
+    assert snapshot(root) == before
+
+
 def test_data_dir_is_absolute_wherever_it_is_given(tiny10, tmp_path, monkeypatch):
     copy_root(tiny10, tmp_path / "rel" / "data")
     monkeypatch.chdir(tmp_path)

@@ -164,8 +164,9 @@ def cmd_data_info(a: argparse.Namespace) -> int:
 def cmd_data_verify(a: argparse.Namespace) -> int:
     from .data import load_dataset
 
-    d = load_dataset(a.dataset, a.data_dir, download=False)
-    print(f"{a.dataset} at {d.folder}: {d.source} data, checksums OK; {len(d.train_y)} train / "
+    d = load_dataset(a.dataset, a.data_dir, download=False)  # reads only: nothing is extracted
+    where = f"{d.extra['archive']} (read in place)" if "archive" in d.extra else d.folder
+    print(f"{a.dataset} at {where}: {d.source} data, checksums OK; {len(d.train_y)} train / "
           f"{len(d.test_y)} test images, {d.num_classes} classes")
     return 0
 
