@@ -119,7 +119,9 @@ _FORBIDDEN_OPCODES = frozenset({"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "
                                 "NEWOBJ", "NEWOBJ_EX", "BYTEARRAY8", "NEXT_BUFFER",
                                 "READONLY_BUFFER"})
 _MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
-_OPCODES = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+_OPCODE_AT: list[pickletools.OpcodeInfo | None] = [None] * 256
+for _op in pickletools.opcodes:
+    _OPCODE_AT[ord(_op.code)] = _op
 _COUNTED = {  # length-prefixed arguments: (width of the length, struct format)
     pickletools.TAKEN_FROM_ARGUMENT1: (1, "<B"),
     pickletools.TAKEN_FROM_ARGUMENT4: (4, "<i"),
@@ -135,41 +137,49 @@ def _scan_opcodes(data: bytes) -> None:
     CPython's unpickler allocates a counted string's declared length before reading it, and grows
     its memo table to the largest PUT index it sees: a few bytes could ask for gigabytes.
     """
-    f = io.BytesIO(data)
-    end, ops = len(data), 0
-    while True:
-        code = f.read(1)
-        if not code:
-            raise _Corrupt("truncated (no STOP opcode)")
-        op = _OPCODES.get(code)
+    end, pos, ops = len(data), 0, 0
+    while pos < end:
+        op = _OPCODE_AT[data[pos]]
         if op is None:
-            raise _Corrupt(f"unknown opcode {code!r} at byte {f.tell() - 1}")
-        if op.name in _FORBIDDEN_OPCODES:
-            raise _Refused(f"opcode {op.name} (never used by the format)")
-        ops += 1
-        arg = op.arg
-        if arg is not None:
-            if arg.n in _COUNTED:
-                width, fmt = _COUNTED[arg.n]
-                raw = f.read(width)
-                if len(raw) < width:
-                    raise _Corrupt("truncated")
-                (n,) = struct.unpack(fmt, raw)
-                if not 0 <= n <= end - f.tell():
-                    raise _Corrupt(f"{op.name} at byte {f.tell() - width - 1} declares {n} bytes "
-                                   f"but only {end - f.tell()} remain")
-                f.seek(n, 1)
-            else:
-                try:
-                    value = arg.reader(f)
-                except ValueError:
-                    raise _Corrupt(f"bad {op.name} argument") from None
-                if op.name == "FRAME" and value > end - f.tell():
-                    raise _Corrupt(f"a frame of {value} bytes but only {end - f.tell()} remain")
-                if op.name in _MEMO_PUT and not 0 <= value <= ops:
-                    raise _Refused(f"memo index {value} after {ops} opcodes")
-        if op.name == "STOP":
-            return
+            raise _Corrupt(f"unknown opcode {data[pos:pos + 1]!r} at byte {pos}")
+        name, arg = op.name, op.arg
+        if name in _FORBIDDEN_OPCODES:
+            raise _Refused(f"opcode {name} (never used by the format)")
+        start, pos, ops = pos, pos + 1, ops + 1
+        if arg is None:
+            if name == "STOP":
+                return
+            continue
+        value = None
+        if arg.n in _COUNTED:
+            width, fmt = _COUNTED[arg.n]
+            if pos + width > end:
+                raise _Corrupt("truncated")
+            (n,) = struct.unpack_from(fmt, data, pos)
+            pos += width
+            if not 0 <= n <= end - pos:
+                raise _Corrupt(f"{name} at byte {start} declares {n} bytes but only {end - pos} "
+                               "remain")
+            pos += n
+        elif arg.n >= 0:  # fixed width
+            if pos + arg.n > end:
+                raise _Corrupt("truncated")
+            if name in ("BINPUT", "LONG_BINPUT", "FRAME"):
+                value = int.from_bytes(data[pos:pos + arg.n], "little")
+            pos += arg.n
+        else:  # text arguments up to a newline (protocol 0; rare): pickletools reads them
+            f = io.BytesIO(data)
+            f.seek(pos)
+            try:
+                value = arg.reader(f)
+            except ValueError:
+                raise _Corrupt(f"bad {name} argument") from None
+            pos = f.tell()
+        if name == "FRAME" and value > end - pos:
+            raise _Corrupt(f"a frame of {value} bytes but only {end - pos} remain")
+        if name in _MEMO_PUT and not (isinstance(value, int) and 0 <= value <= ops):
+            raise _Refused(f"memo index {value} after {ops} opcodes")
+    raise _Corrupt("truncated (no STOP opcode)")
 
 
 _DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"})
@@ -290,10 +300,11 @@ def _labels(d: dict, key: bytes, n: int, k: int, source: str) -> np.ndarray:
     elif isinstance(y, list):
         if len(y) != n:
             raise CifarlensError(f"bad {what}: {len(y)} labels for {n} images")
-        for i, v in enumerate(y):
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
-                raise CifarlensError(f"bad {what}: label {i} is {_short(v, 30)} "
-                                     f"({type(v).__name__}); labels must be integers")
+        if not all(type(v) is int for v in y):  # the common case in one fast pass
+            for i, v in enumerate(y):
+                if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                    raise CifarlensError(f"bad {what}: label {i} is {_short(v, 30)} "
+                                         f"({type(v).__name__}); labels must be integers")
     else:
         raise CifarlensError(f"bad {what}: need a list of integers, got {type(y).__name__}")
     if len(y) != n:
