@@ -249,7 +249,7 @@ CASES = [
     (["study", "--out", "s", "--change", "seed=3"], 1, "'seed' is not a training setting"),
     (["data", "synth", "--out", "d", "--train-per-class", str(10**9)], 2, "from 1 to 10000"),
     (["data", "synth", "--out", "d", "--label-noise", "2"], 1, "label noise must be between"),
-    (["data", "verify", "--data-dir", "missing\nline"], 1, "cifar100 not found in missing\\nline"),
+    (["data", "verify", "--data-dir", "missing\nline"], 1, "/cwd/missing\\nline: put"),
     (["evaluate", "missing"], 1, "missing is not a cifarlens run (no config.json)"),
     (["explain", "missing", "--failures", "3", "--all"], 2, "not allowed with argument"),
     (["report", "missing"], 1, "missing is not a finished study (no summary.json)"),

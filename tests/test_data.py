@@ -112,12 +112,26 @@ def test_truncated_pickle_is_a_clear_error():
         safe_unpickle(good[: len(good) // 2])
 
 
-def test_archive_only_is_extracted_and_verified(synth100, tmp_path):
+def _snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in root.rglob("*"))
+
+
+def test_archive_only_is_read_in_memory_and_extracted_only_on_request(synth100, tmp_path):
     root = tmp_path / "d"
     root.mkdir()
     shutil.copy(synth100 / "cifar-100-python.tar.gz", root)
-    folder = locate("cifar100", root, download=False)
+    before = _snapshot(root)
+    d = load_dataset("cifar100", root, download=False)  # reading never writes
+    assert d.source == "generated" and d.train_x.shape == (5000, 3, 32, 32)
+    assert d.folder == root / "cifar-100-python"
+    assert d.extra["archive"] == root / "cifar-100-python.tar.gz"
+    assert _snapshot(root) == before
+    with pytest.raises(CifarlensError, match="not extracted.*data download"):
+        locate("cifar100", root, download=False)
+    folder = locate("cifar100", root, download=True)  # preparing may write: new names only
     assert folder == root / "cifar-100-python" and (folder / "train").exists()
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-100-python", "cifar-100-python.tar.gz"]
     assert load_dataset("cifar100", root, download=False).source == "generated"
 
 

@@ -326,41 +326,60 @@ def test_extract_synthetic_archive(archive: bytes, tmp_path: Path) -> None:
     assert len(info["md5"]) == 7
 
 
-def test_extract_replaces_old_folder(archive: bytes, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["folder", "file", "empty folder"])
+def test_extract_never_replaces_an_existing_entry(archive: bytes, tmp_path: Path, kind: str) -> None:
     src = tmp_path / "a.tar.gz"
     src.write_bytes(archive)
     old = tmp_path / "cifar-10-batches-py"
-    old.mkdir()
-    (old / "stale").write_text("half-extracted leftovers")
-    safe_extract(src, tmp_path)
-    assert not (old / "stale").exists() and (old / "test_batch").exists()
-    assert sorted(leftovers(tmp_path)) == ["a.tar.gz", "cifar-10-batches-py"]
+    if kind == "file":
+        old.write_text("not ours")
+    else:
+        old.mkdir()
+        if kind == "folder":
+            (old / "mine").write_text("keep me")
+    with pytest.raises(CifarlensError, match="already exists.*nothing is replaced"):
+        safe_extract(src, tmp_path)
+    if kind == "file":
+        assert old.read_text() == "not ours"
+    else:
+        assert sorted(p.name for p in old.iterdir()) == ([] if kind == "empty folder" else ["mine"])
+    assert sorted(leftovers(tmp_path)) == ["a.tar.gz", "cifar-10-batches-py"]  # no temp left
 
 
-def test_extract_keeps_old_folder_if_rename_fails(
-    archive: bytes, tmp_path: Path, monkeypatch
+def test_install_folder_writes_whole_and_never_replaces_unless_told(tmp_path: Path) -> None:
+    from cifarlens.download import install_folder
+
+    root = tmp_path / "root"
+    assert install_folder(root, "ds", {"a": b"1", "b": b"22"}) == root / "ds"
+    assert {p.name: p.read_bytes() for p in (root / "ds").iterdir()} == {"a": b"1", "b": b"22"}
+    with pytest.raises(CifarlensError, match="already exists; not replacing"):
+        install_folder(root, "ds", {"a": b"other"})
+    assert (root / "ds" / "a").read_bytes() == b"1"
+    install_folder(root, "ds", {"c": b"3"}, replace=True)  # the caller says the old one is its own
+    assert leftovers(root / "ds") == ["c"] and leftovers(root) == ["ds"]
+
+
+def test_install_folder_puts_the_old_folder_back_if_the_rename_fails(
+    tmp_path: Path, monkeypatch
 ) -> None:
     import cifarlens.download as dl
 
-    src = tmp_path / "a.tar.gz"
-    src.write_bytes(archive)
-    old = tmp_path / "cifar-10-batches-py"
-    old.mkdir()
-    (old / "mine").write_text("keep me")
-    real_replace, calls = dl.os.replace, []
+    root = tmp_path / "root"
+    dl.install_folder(root, "ds", {"mine": b"keep me"})
+    real_rename, calls = dl.os.rename, []
 
-    def flaky_replace(a, b):  # the second rename (new folder into place) fails
+    def flaky_rename(a, b):  # the second rename (new folder into place) fails
         calls.append(a)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real_replace(a, b)
+        return real_rename(a, b)
 
-    monkeypatch.setattr(dl.os, "replace", flaky_replace)
-    with pytest.raises(CifarlensError, match="cannot extract"):
-        safe_extract(src, tmp_path)
+    monkeypatch.setattr(dl.os, "rename", flaky_rename)
+    with pytest.raises(CifarlensError, match="cannot write .*disk full"):
+        dl.install_folder(root, "ds", {"new": b"x"}, replace=True)
     monkeypatch.undo()
-    assert (old / "mine").read_text() == "keep me"
-    assert sorted(leftovers(tmp_path)) == ["a.tar.gz", "cifar-10-batches-py"]
+    assert (root / "ds" / "mine").read_bytes() == b"keep me"
+    assert leftovers(root) == ["ds"]  # the temp folder is gone
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.9, 0.999])

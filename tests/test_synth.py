@@ -295,15 +295,6 @@ def test_rows_roundtrip() -> None:
     assert (synth.from_cifar_rows(rows) == img).all()
 
 
-def test_fast_enough() -> None:
-    import time
-
-    t = time.perf_counter()
-    synth.render_images(np.arange(10_000) % 100, 100, np.random.default_rng(0))
-    # Well under 2 s when idle; generous bound because CI machines are shared.
-    assert time.perf_counter() - t < 6.0
-
-
 def _quadrant_histograms(images: np.ndarray) -> np.ndarray:
     """Colour histograms (4 levels per channel) of each image quadrant: position-tolerant."""
     q = (images // 64).astype(np.int64)

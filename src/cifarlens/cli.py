@@ -192,11 +192,13 @@ def _layer_text(rows: list[dict], totals: dict) -> str:
 
 
 def cmd_data_synth(a: argparse.Namespace) -> int:
+    from .data import default_data_dir
     from .synth import write_synthetic
 
     kw = {k: v for k, v in (("train_per_class", a.train_per_class),
                             ("test_per_class", a.test_per_class)) if v is not None}
-    folder = write_synthetic(Path(a.out), a.dataset, seed=a.seed, label_noise=a.label_noise, **kw)
+    folder = write_synthetic(default_data_dir(a.data_dir), a.dataset, seed=a.seed,
+                             label_noise=a.label_noise, **kw)
     print(f"wrote generated {a.dataset} data to {folder} (and its archive beside it)")
     return 0
 
@@ -216,8 +218,9 @@ def cmd_data_info(a: argparse.Namespace) -> int:
 def cmd_data_verify(a: argparse.Namespace) -> int:
     from .data import load_dataset
 
-    d = load_dataset(a.dataset, a.data_dir, download=False)
-    print(f"{a.dataset} at {d.folder}: {d.source} data, checksums OK; {len(d.train_y)} train / "
+    d = load_dataset(a.dataset, a.data_dir, download=False)  # reads only: nothing is extracted
+    where = f"{d.extra['archive']} (read in place)" if "archive" in d.extra else d.folder
+    print(f"{a.dataset} at {where}: {d.source} data, checksums OK; {len(d.train_y)} train / "
           f"{len(d.test_y)} test images, {d.num_classes} classes")
     return 0
 
@@ -402,14 +405,33 @@ def build_parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("data", help="dataset tools: synth, info, verify, download")
     dsub = dp.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     dsub.required = True
-    s = dsub.add_parser("synth", help="write a small generated dataset in the official format")
-    s.add_argument("--out", required=True, help="folder to write into")
-    s.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
-    s.add_argument("--train-per-class", type=_int_range(1, 10_000))
-    s.add_argument("--test-per-class", type=_int_range(1, 10_000))
-    s.add_argument("--seed", type=_nonneg_int, default=0)
+    from .synth import DATASETS as SYNTH
+
+    per_class = "; ".join(f"{k}: {v['train_per_class']} train / {v['test_per_class']} test"
+                          for k, v in sorted(SYNTH.items()))
+    s = dsub.add_parser(
+        "synth", help="write a small generated dataset in the official format",
+        description="Write a small generated dataset (coloured shapes on clutter, with object "
+                    "boxes) in the official CIFAR python format, plus its archive. Only writes "
+                    "into an empty folder or over data cifarlens generated; official data and "
+                    f"foreign files are never overwritten. Default images per class: {per_class}.")
+    s.add_argument("--data-dir", "--out", dest="data_dir", metavar="DIR",
+                   help="data folder to write into (default: $CIFARLENS_DATA or the user cache); "
+                        "--out is the older name")
+    s.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100",
+                   help="format to write (default cifar100)")
+    s.add_argument("--train-per-class", type=_int_range(1, 10_000),
+                   help="training images per class (default: "
+                        + ", ".join(f"{v['train_per_class']} for {k}" for k, v in sorted(SYNTH.items()))
+                        + ")")
+    s.add_argument("--test-per-class", type=_int_range(1, 10_000),
+                   help="test images per class (default: "
+                        + ", ".join(f"{v['test_per_class']} for {k}" for k, v in sorted(SYNTH.items()))
+                        + ")")
+    s.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     s.add_argument("--label-noise", type=_finite_float, default=0.0,
-                   help="fraction of test labels to corrupt (recorded), for label-error checks")
+                   help="fraction of test labels to corrupt (recorded), for label-error checks "
+                        "(default 0)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("info", help="where the data lives and what is there")
     i.add_argument("--data-dir")

@@ -1,8 +1,17 @@
 """CIFAR-10/100 from the official python-format files: locate, download, verify, read, split, batch.
 
-Data never runs code: every pickle is MD5-checked first (against the official checksums, or the
-manifest of a dataset `cifarlens data synth` generated) and then read with an unpickler that only
-allows the few numpy globals the format needs.
+Data never runs code and never costs more than its size: every pickle is MD5-checked first
+(against the official checksums, or the validated manifest of a dataset `cifarlens data synth`
+generated), its opcodes are scanned before unpickling (no declared length beyond the file's end,
+no memo index out of proportion, no object-building opcodes), and it is read with an unpickler
+that allows only the few numpy globals the format needs, each checked so that an array is only
+ever as large as the bytes that carry it.
+
+Reading never writes: `load_dataset(..., download=False)` reads an extracted folder, or the
+members of a verified archive in memory. Only a caller that asks to prepare the data
+(`download=True`: `cifarlens data download`, `train`) writes, and then only new names (the
+archive, then the dataset folder renamed into place from a temp folder once every file in it
+verified); nothing that exists is replaced or deleted.
 """
 
 from __future__ import annotations
@@ -11,6 +20,9 @@ import hashlib
 import io
 import os
 import pickle
+import pickletools
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +71,11 @@ DATASETS: dict[str, dict] = {
     },
 }
 
+# A manifest lists a few small fields and one box (and at most one flipped label) per image:
+# anything larger than this per image the data files can hold is not a manifest.
+MANIFEST_BYTES_PER_IMAGE = 160
+MANIFEST_BASE_BYTES = 64 * 1024
+
 
 def dataset_spec(name: str) -> dict:
     if name not in DATASETS:
@@ -67,17 +84,147 @@ def dataset_spec(name: str) -> dict:
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """--data-dir, else $CIFARLENS_DATA, else the user's cache folder."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(ENV_DATA_DIR):
-        return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    import platformdirs
+    """--data-dir, else $CIFARLENS_DATA, else the user's cache folder; always absolute.
 
-    return Path(platformdirs.user_cache_dir("cifarlens")) / "data"
+    Absolute and resolved, so a run records where its data really was, not a path relative to
+    the folder it happened to be started from.
+    """
+    if data_dir:
+        root = Path(data_dir).expanduser()
+    elif os.environ.get(ENV_DATA_DIR):
+        root = Path(os.environ[ENV_DATA_DIR]).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("cifarlens")) / "data"
+    try:
+        return root.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable parent
+        raise CifarlensError(f"cannot use data folder {root}: {e}") from None
 
 
 # --- safe reading ------------------------------------------------------------------------------
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _Corrupt(pickle.UnpicklingError):
+    pass
+
+
+# Object-building and out-of-band opcodes the format never uses.
+_FORBIDDEN_OPCODES = frozenset({"PERSID", "BINPERSID", "EXT1", "EXT2", "EXT4", "INST", "OBJ",
+                                "NEWOBJ", "NEWOBJ_EX", "BYTEARRAY8", "NEXT_BUFFER",
+                                "READONLY_BUFFER"})
+_MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_OPCODE_AT: list[pickletools.OpcodeInfo | None] = [None] * 256
+for _op in pickletools.opcodes:
+    _OPCODE_AT[ord(_op.code)] = _op
+_COUNTED = {  # length-prefixed arguments: (width of the length, struct format)
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, "<B"),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, "<i"),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, "<I"),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, "<Q"),
+}
+
+
+def _scan_opcodes(data: bytes) -> None:
+    """Walk the pickle's opcodes without building anything; refuse what would cost more than the
+    file's own size once unpickled.
+
+    CPython's unpickler allocates a counted string's declared length before reading it, and grows
+    its memo table to the largest PUT index it sees: a few bytes could ask for gigabytes.
+    """
+    end, pos, ops = len(data), 0, 0
+    while pos < end:
+        op = _OPCODE_AT[data[pos]]
+        if op is None:
+            raise _Corrupt(f"unknown opcode {data[pos:pos + 1]!r} at byte {pos}")
+        name, arg = op.name, op.arg
+        if name in _FORBIDDEN_OPCODES:
+            raise _Refused(f"opcode {name} (never used by the format)")
+        start, pos, ops = pos, pos + 1, ops + 1
+        if arg is None:
+            if name == "STOP":
+                return
+            continue
+        value = None
+        if arg.n in _COUNTED:
+            width, fmt = _COUNTED[arg.n]
+            if pos + width > end:
+                raise _Corrupt("truncated")
+            (n,) = struct.unpack_from(fmt, data, pos)
+            pos += width
+            if not 0 <= n <= end - pos:
+                raise _Corrupt(f"{name} at byte {start} declares {n} bytes but only {end - pos} "
+                               "remain")
+            pos += n
+        elif arg.n >= 0:  # fixed width
+            if pos + arg.n > end:
+                raise _Corrupt("truncated")
+            if name in ("BINPUT", "LONG_BINPUT", "FRAME"):
+                value = int.from_bytes(data[pos:pos + arg.n], "little")
+            pos += arg.n
+        else:  # text arguments up to a newline (protocol 0; rare): pickletools reads them
+            f = io.BytesIO(data)
+            f.seek(pos)
+            try:
+                value = arg.reader(f)
+            except ValueError:
+                raise _Corrupt(f"bad {name} argument") from None
+            pos = f.tell()
+        if name == "FRAME" and value > end - pos:
+            raise _Corrupt(f"a frame of {value} bytes but only {end - pos} remain")
+        if name in _MEMO_PUT and not (isinstance(value, int) and 0 <= value <= ops):
+            raise _Refused(f"memo index {value} after {ops} opcodes")
+    raise _Corrupt("truncated (no STOP opcode)")
+
+
+_DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"})
+
+
+def _guarded(module: str, name: str, real):
+    """The allowed globals, each refusing arguments that would build something bigger than the
+    bytes that describe it (numpy itself writes exactly these forms)."""
+    if name == "_reconstruct":
+        def reconstruct(subtype, shape, dtype):
+            # numpy pickles an array as an empty (0,) array plus its state (shape and raw bytes,
+            # whose length numpy checks); a declared shape here would allocate with no bytes.
+            if subtype is not np.ndarray or type(shape) is not tuple or shape != (0,):
+                raise _Refused(f"an array declared with shape {_short(shape)} before its data")
+            return real(subtype, shape, dtype)
+        return reconstruct
+    if name == "dtype":
+        def dtype(obj, align=False, copy=False):
+            key = obj.decode("latin-1") if isinstance(obj, bytes) else obj
+            if not isinstance(key, str) or key not in _DTYPES:
+                raise _Refused(f"dtype {_short(obj)} (the format uses plain numbers only)")
+            return real(key, bool(align), bool(copy))
+        return dtype
+    if name == "scalar":
+        def scalar(dt, obj=None):
+            if not (isinstance(dt, np.dtype) and dt.kind in "biuf" and isinstance(obj, bytes)
+                    and len(obj) == dt.itemsize):
+                raise _Refused(f"a numpy scalar of {_short(dt)}")
+            return real(dt, obj)
+        return scalar
+    if (module, name) == ("_codecs", "encode"):
+        def encode(obj, encoding="utf-8", errors="strict"):
+            if not (isinstance(obj, str) and encoding in ("latin1", "latin-1")
+                    and errors == "strict"):
+                raise _Refused(f"_codecs.encode with {_short(encoding)}")
+            return obj.encode("latin-1")
+        return encode
+    return real  # numpy.ndarray: only ever passed to _reconstruct
+
+
+def _short(obj: object, limit: int = 60) -> str:
+    r = repr(obj) if not isinstance(obj, tuple | list) or len(obj) < 16 else \
+        f"<{type(obj).__name__} of {len(obj)} items>"
+    return r if len(r) <= limit else r[:limit] + "..."
+
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -100,15 +247,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):  # noqa: D401
         if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
+            return _guarded(module, name, super().find_class(module, name))
         raise _ForbiddenGlobal(f"forbidden global {module}.{name}")
 
 
 def safe_unpickle(data: bytes, source: str = "data file") -> dict:
     try:
+        _scan_opcodes(data)
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except _ForbiddenGlobal as e:
+    except (_ForbiddenGlobal, _Refused) as e:
         raise CifarlensError(f"refusing to load {source}: {e} (tampered or not a CIFAR file)") from None
+    except _Corrupt as e:
+        raise CifarlensError(f"cannot read {source}: corrupt pickle ({e})") from None
     except Exception as e:  # truncated or garbage pickles raise many types
         raise CifarlensError(f"cannot read {source}: corrupt pickle ({type(e).__name__})") from None
     if not isinstance(obj, dict):
@@ -120,60 +270,72 @@ def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _expected_md5s(folder: Path, spec: dict) -> tuple[dict[str, str], str]:
-    """Official checksums, or a generated dataset's own manifest (which says it is generated)."""
-    manifest = folder / SYNTH_MANIFEST
-    if manifest.exists():
-        from ._io import read_json
-
-        m = read_json(manifest)
-        if not isinstance(m.get("md5"), dict):
-            raise CifarlensError(f"corrupt manifest {manifest}: no md5 table")
-        return {str(k): str(v) for k, v in m["md5"].items()}, "generated"
-    return spec["md5"], "official"
-
-
-def _read_verified(folder: Path, name: str, md5s: dict[str, str]) -> dict:
-    from ._io import read_bytes
-
-    path = folder / name
-    data = read_bytes(path)
+def _check_md5(data: bytes, name: str, md5s: dict[str, str], where: str) -> None:
     want = md5s.get(name)
     got = md5_bytes(data)
     if want is None or got != want:
-        raise CifarlensError(f"checksum mismatch for {path}: expected MD5 {want}, got {got}; "
+        raise CifarlensError(f"checksum mismatch for {where}: expected MD5 {want}, got {got}; "
                              "the file is corrupt or was modified (delete it and download again)")
-    return safe_unpickle(data, str(path))
 
 
-def _images(d: dict, source: str) -> np.ndarray:
+def _images(d: dict, source: str, file_bytes: int) -> np.ndarray:
     x = d.get(b"data")
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
         raise CifarlensError(f"bad image array in {source}: need uint8 (N, 3072)")
+    if x.nbytes > file_bytes:  # unreachable through the guarded unpickler; kept as the rule
+        raise CifarlensError(f"{source} declares {len(x)} images ({x.nbytes} bytes) but holds "
+                             f"only {file_bytes} bytes")
     return x.reshape(-1, 3, 32, 32)
 
 
 def _labels(d: dict, key: bytes, n: int, k: int, source: str) -> np.ndarray:
+    """Exactly n integer labels in [0, k): a list of ints or a 1-D integer array, nothing else
+    (floats would be truncated silently, nested lists could expand shared objects)."""
+    what = f"labels {key.decode()} in {source}"
     y = d.get(key)
+    if isinstance(y, np.ndarray):
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise CifarlensError(f"bad {what}: need integers, got a {y.dtype} array of shape "
+                                 f"{y.shape}")
+    elif isinstance(y, list):
+        if len(y) != n:
+            raise CifarlensError(f"bad {what}: {len(y)} labels for {n} images")
+        if not all(type(v) is int for v in y):  # the common case in one fast pass
+            for i, v in enumerate(y):
+                if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                    raise CifarlensError(f"bad {what}: label {i} is {_short(v, 30)} "
+                                         f"({type(v).__name__}); labels must be integers")
+    else:
+        raise CifarlensError(f"bad {what}: need a list of integers, got {type(y).__name__}")
+    if len(y) != n:
+        raise CifarlensError(f"bad {what}: {len(y)} labels for {n} images")
     try:
         y = np.asarray(y, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise CifarlensError(f"bad labels {key.decode()} in {source}") from None
-    if y.shape != (n,) or (n and (y.min() < 0 or y.max() >= k)):
-        raise CifarlensError(f"bad labels {key.decode()} in {source}: need {n} ints in [0, {k})")
+    except OverflowError:
+        raise CifarlensError(f"bad {what}: need {n} ints in [0, {k})") from None
+    if n and (y.min() < 0 or y.max() >= k):
+        raise CifarlensError(f"bad {what}: need {n} ints in [0, {k})")
     return y
 
 
-def _names(d: dict, key: bytes, k: int, source: str) -> list[str]:
+def _names(d: dict, key: bytes, k: int, source: str, file_bytes: int) -> list[str]:
     v = d.get(key)
     if not isinstance(v, list) or len(v) != k or not all(isinstance(s, bytes | str) for s in v):
         raise CifarlensError(f"bad {key.decode()} in {source}: need {k} names")
+    # One long name referenced k times costs k copies once decoded: names must fit in the file.
+    if sum(len(s) for s in v) > file_bytes:
+        raise CifarlensError(f"bad {key.decode()} in {source}: the names are longer than the file")
     return [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in v]
 
 
 @dataclass
 class CifarData:
-    """A whole dataset in memory: uint8 NCHW images and int64 labels."""
+    """A whole dataset in memory: uint8 NCHW images and int64 labels.
+
+    `folder` is absolute (where the dataset is, or would be once extracted when it was read
+    from its archive: `extra["archive"]` then names the archive). Generated data carries its
+    validated manifest in `extra["manifest"]`.
+    """
 
     name: str
     source: str  # "official" or "generated"
@@ -197,46 +359,207 @@ class CifarData:
         return len(self.class_names)
 
 
-def read_folder(folder: Path, name: str) -> CifarData:
-    """Read an extracted official-format folder, verifying every file before unpickling it."""
+def manifest_size_limit(data_bytes: int) -> int:
+    """The most bytes a manifest may have beside data files of `data_bytes` bytes in all."""
+    return MANIFEST_BASE_BYTES + MANIFEST_BYTES_PER_IMAGE * (data_bytes // 3072)
+
+
+def parse_manifest(raw: bytes, where: str, name: str | None, data_bytes: int) -> dict:
+    """A generated dataset's manifest, validated; or a one-line error naming the file."""
+    from .synth import validate_manifest
+
+    limit = manifest_size_limit(data_bytes)
+    if len(raw) > limit:
+        raise CifarlensError(f"bad manifest {where}: {len(raw)} bytes, more than a manifest of "
+                             f"these data files can have ({limit})")
+    import json
+
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise CifarlensError(f"bad manifest {where}: not JSON ({type(e).__name__})") from None
+    return validate_manifest(obj, where, dataset=name)
+
+
+def _data_files(spec: dict) -> list[str]:
+    return [spec["meta"], *spec["train"], *spec["test"]]
+
+
+def _build(name: str, source: str, folder: Path, get: Callable[[str], bytes],
+           where: Callable[[str], str], manifest: dict | None) -> CifarData:
+    """Decode verified file bytes into a CifarData, checking every field against the format.
+
+    `get(file)` returns a file's verified bytes; it is called once per file, so only one raw
+    file is held at a time beside the decoded arrays."""
     spec = dataset_spec(name)
-    md5s, source = _expected_md5s(folder, spec)
     k = spec["num_classes"]
-    meta = _read_verified(folder, spec["meta"], md5s)
-    parts: dict[str, list[dict]] = {
-        split: [_read_verified(folder, f, md5s) for f in spec[split]] for split in ("train", "test")
-    }
-    out: dict = {"identity": {"dataset": name, "source": source, "md5": {
-        f: md5s[f] for f in [spec["meta"], *spec["train"], *spec["test"]]}}}
+    meta_bytes = get(spec["meta"])
+    meta = safe_unpickle(meta_bytes, where(spec["meta"]))
+    # The data's identity by content (MD5 of every file), recorded by runs at creation.
+    md5: dict[str, str] = {spec["meta"]: md5_bytes(meta_bytes)}
+    out: dict = {"identity": {"dataset": name, "source": source, "md5": md5}}
     fine_key = b"fine_labels" if name == "cifar100" else b"labels"
-    for split, dicts in parts.items():
+    for split in ("train", "test"):
         xs, ys, cs = [], [], []
-        for f, d in zip(spec[split], dicts, strict=True):
-            x = _images(d, str(folder / f))
+        for f in spec[split]:
+            raw = get(f)
+            md5[f] = md5_bytes(raw)
+            d = safe_unpickle(raw, where(f))
+            x = _images(d, where(f), len(raw))
+            del raw
             xs.append(x)
-            ys.append(_labels(d, fine_key, len(x), k, str(folder / f)))
+            ys.append(_labels(d, fine_key, len(x), k, where(f)))
             if name == "cifar100":
-                cs.append(_labels(d, b"coarse_labels", len(x), 20, str(folder / f)))
+                cs.append(_labels(d, b"coarse_labels", len(x), 20, where(f)))
+            del d
         out[f"{split}_x"] = np.concatenate(xs)
         out[f"{split}_y"] = np.concatenate(ys)
         if cs:
             out[f"{split}_coarse"] = np.concatenate(cs)
+    extra: dict = {}
+    if manifest is not None:
+        sizes = manifest["sizes"]
+        got = {"train": len(out["train_y"]), "test": len(out["test_y"])}
+        if got != sizes:
+            raise CifarlensError(f"bad manifest {where(SYNTH_MANIFEST)}: it lists {sizes['train']} "
+                                 f"train / {sizes['test']} test images, the data files hold "
+                                 f"{got['train']} / {got['test']}")
+        extra["manifest"] = manifest
     if name == "cifar100":
-        class_names = _names(meta, b"fine_label_names", 100, str(folder / spec["meta"]))
-        coarse_names = _names(meta, b"coarse_label_names", 20, str(folder / spec["meta"]))
-        f2c = np.full(100, -1, dtype=np.int64)
-        f2c[out["train_y"]] = out["train_coarse"]
-        if (f2c < 0).any():
-            raise CifarlensError(f"{folder}: some fine classes have no training images")
+        class_names = _names(meta, b"fine_label_names", 100, where(spec["meta"]), len(meta_bytes))
+        coarse_names = _names(meta, b"coarse_label_names", 20, where(spec["meta"]),
+                              len(meta_bytes))
+        f2c = _fine_to_coarse(out, class_names, coarse_names, str(folder))
         return CifarData(name, source, folder, class_names=class_names, coarse_names=coarse_names,
-                         fine_to_coarse=f2c, **out)
-    class_names = _names(meta, b"label_names", 10, str(folder / spec["meta"]))
-    return CifarData(name, source, folder, class_names=class_names, **out)
+                         fine_to_coarse=f2c, extra=extra, **out)
+    class_names = _names(meta, b"label_names", 10, where(spec["meta"]), len(meta_bytes))
+    return CifarData(name, source, folder, class_names=class_names, extra=extra, **out)
+
+
+def _fine_to_coarse(out: dict, fine_names: list[str], coarse_names: list[str], where: str
+                    ) -> np.ndarray:
+    """The fine->coarse table, refusing a fine class labelled with two coarse classes (in either
+    split) or coarse labels that do not form 20 groups."""
+    missing = np.flatnonzero(np.bincount(out["train_y"], minlength=100) == 0).tolist()
+    if missing:
+        raise CifarlensError(f"{where}: fine classes {_classes(missing, fine_names)} have no "
+                             "training images")
+    fine = np.concatenate([out["train_y"], out["test_y"]])
+    coarse = np.concatenate([out["train_coarse"], out["test_coarse"]])
+    pairs = np.unique(fine * 20 + coarse)
+    f_of, c_of = pairs // 20, pairs % 20
+    counts = np.bincount(f_of, minlength=100)
+    if (counts > 1).any():
+        c = int(np.flatnonzero(counts > 1)[0])
+        both = c_of[f_of == c].tolist()
+        raise CifarlensError(
+            f"{where}: inconsistent coarse labels: fine class {_classes([c], fine_names)} is "
+            f"labelled coarse {_classes(both, coarse_names)} ({int((counts > 1).sum())} fine "
+            "classes with more than one coarse class)")
+    f2c = np.empty(100, dtype=np.int64)
+    f2c[f_of] = c_of
+    unused = sorted(set(range(20)) - set(f2c.tolist()))
+    if unused:
+        raise CifarlensError(f"{where}: coarse labels form {20 - len(unused)} groups, need 20: "
+                             f"coarse classes {_classes(unused, coarse_names)} have no fine class")
+    return f2c
+
+
+def _classes(ids: list[int], names: list[str]) -> str:
+    shown = [f"{i} ({names[i][:40]})" for i in ids[:5]]
+    return ", ".join(shown) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
+def read_folder(folder: Path, name: str) -> CifarData:
+    """Read an extracted official-format folder, verifying every file before unpickling it."""
+    from ._io import read_bytes
+
+    spec = dataset_spec(name)
+    folder = Path(folder).absolute()
+    names = _data_files(spec)
+    sizes = {}
+    for f in names:
+        try:
+            sizes[f] = (folder / f).stat().st_size
+        except FileNotFoundError:
+            raise CifarlensError(f"missing data file {folder / f}") from None
+        except OSError as e:
+            raise CifarlensError(f"cannot read data file {folder / f}: {e.strerror or e}") from None
+    manifest = None
+    if (folder / SYNTH_MANIFEST).exists():
+        raw = read_bytes(folder / SYNTH_MANIFEST, "manifest")
+        manifest = parse_manifest(raw, str(folder / SYNTH_MANIFEST), name, sum(sizes.values()))
+        md5s, source = manifest["md5"], "generated"
+    else:
+        md5s, source = spec["md5"], "official"
+
+    def get(f: str) -> bytes:
+        raw = read_bytes(folder / f, "data file")
+        _check_md5(raw, f, md5s, str(folder / f))
+        return raw
+
+    return _build(name, source, folder, get, lambda f: str(folder / f), manifest)
+
+
+def read_archive_files(archive: Path, name: str) -> tuple[dict[str, bytes], str, dict | None]:
+    """The verified files of a dataset archive, read in memory: {name: bytes} (with the raw
+    manifest of generated data under its own name), the source, and the parsed manifest.
+
+    An archive is accepted when its MD5 is the official one, or when it is exactly a generated
+    dataset: only the dataset folder, its data files and its manifest, regular files only, no
+    more bytes than 16 times the archive's size, a valid manifest, and every data file matching
+    the manifest's MD5. Anything else is refused before a byte of it is used or written.
+    """
+    from .download import md5_file, read_members
+
+    spec = dataset_spec(name)
+    archive = Path(archive)
+    wanted = _data_files(spec)
+    official = md5_file(archive) == spec["archive_md5"]
+    if official:
+        members = read_members(archive, spec["folder"], set(wanted), allowed=None, max_total=None)
+        md5s, manifest = spec["md5"], None
+    else:
+        allowed = {*wanted, SYNTH_MANIFEST}
+        limit = 16 * archive.stat().st_size + (1 << 20)
+        members = read_members(archive, spec["folder"], allowed, allowed=allowed, max_total=limit,
+                               not_verified=f"expected MD5 {spec['archive_md5']}")
+        if SYNTH_MANIFEST not in members:
+            raise CifarlensError(f"checksum mismatch for {archive}: expected MD5 "
+                                 f"{spec['archive_md5']} (and it is not a dataset cifarlens "
+                                 "generated: no manifest); delete it and download again")
+        data_bytes = sum(len(members.get(f, b"")) for f in wanted)
+        manifest = parse_manifest(members[SYNTH_MANIFEST], f"{archive} ({SYNTH_MANIFEST})",
+                                  name, data_bytes)
+        md5s = manifest["md5"]
+    for f in wanted:
+        if f not in members:
+            raise CifarlensError(f"{archive} has no {spec['folder']}/{f}")
+        _check_md5(members[f], f, md5s, f"{archive} (member {spec['folder']}/{f})")
+    return members, ("official" if official else "generated"), manifest
+
+
+def read_archive(archive: Path, name: str) -> CifarData:
+    """Read a dataset straight from its archive, in memory: nothing is extracted or written."""
+    spec = dataset_spec(name)
+    archive = Path(archive).absolute()
+    files, source, manifest = read_archive_files(archive, name)
+    data = _build(name, source, archive.parent / spec["folder"], files.pop,
+                  lambda f: f"{archive} (member {spec['folder']}/{f})", manifest)
+    data.extra["archive"] = archive
+    return data
 
 
 def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
            progress: bool = True) -> Path:
-    """Find (or extract, or download) the dataset's folder under `data_dir`."""
+    """The dataset's extracted folder under `data_dir` (absolute).
+
+    With `download` (the caller asked to prepare the data), a missing archive is downloaded and
+    a missing folder is extracted from the verified archive: into a fresh temp folder, renamed
+    into place only once every file verified, never over anything that exists. Without it
+    nothing is written: a folder that is not there is an error (`load_dataset` then reads the
+    archive in memory).
+    """
     spec = dataset_spec(name)
     root = default_data_dir(data_dir)
     if root.name == spec["folder"] and root.is_dir():  # pointed straight at the folder
@@ -245,39 +568,36 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
     if folder.is_dir():
         return folder
     archive = root / spec["archive"]
-    from .download import fetch, md5_file, safe_extract
-
-    if archive.exists():
-        manifest_ok = md5_file(archive) == spec["archive_md5"] or _is_generated_archive(archive)
-        if not manifest_ok:
-            raise CifarlensError(f"checksum mismatch for {archive}: expected MD5 {spec['archive_md5']};"
-                                 " delete it and download again")
-    elif download:
-        fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
-    else:
+    if not download:
+        if archive.is_file():
+            raise CifarlensError(f"{name} in {root} is not extracted (only {spec['archive']}); "
+                                 f"`cifarlens data download --data-dir {root}` extracts it")
         raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
                              f"{spec['folder']}/ folder there, or allow downloading")
-    safe_extract(archive, root)
-    if not folder.is_dir():
-        raise CifarlensError(f"{archive} did not contain {spec['folder']}/")
+    from .download import fetch, install_folder
+
+    if not archive.exists():
+        fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
+    files, _, _ = read_archive_files(archive, name)
+    install_folder(root, spec["folder"], files)
     return folder
-
-
-def _is_generated_archive(archive: Path) -> bool:
-    """A generated archive carries its own manifest; its files are still MD5-checked on read."""
-    import tarfile
-
-    try:
-        with tarfile.open(archive) as t:
-            return any(n.endswith("/" + SYNTH_MANIFEST) for n in t.getnames())
-    except (tarfile.TarError, OSError, EOFError):
-        return False
 
 
 def load_dataset(name: str = "cifar100", data_dir: str | os.PathLike | None = None, *,
                  download: bool = True, progress: bool = True) -> CifarData:
-    folder = locate(name, data_dir, download=download, progress=progress)
-    return read_folder(folder, name)
+    """Read a dataset, verified. Only with `download` may the data folder be written to."""
+    if download:
+        return read_folder(locate(name, data_dir, download=True, progress=progress), name)
+    spec = dataset_spec(name)
+    root = default_data_dir(data_dir)
+    if root.name == spec["folder"] and root.is_dir():
+        return read_folder(root, name)
+    if (root / spec["folder"]).is_dir():
+        return read_folder(root / spec["folder"], name)
+    if (root / spec["archive"]).is_file():
+        return read_archive(root / spec["archive"], name)
+    raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
+                         f"{spec['folder']}/ folder there, or allow downloading")
 
 
 # --- split and normalization -------------------------------------------------------------------
@@ -300,20 +620,62 @@ def stratified_split(labels: np.ndarray, val_fraction: float = 0.2, seed: int = 
 
 
 def stratified_subset(labels: np.ndarray, indices: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """A seeded, class-balanced subset of `indices` of size n (proportional per class)."""
-    if n >= len(indices):
-        return indices
+    """Exactly n of `indices` (all of them if n >= their number), seeded and class-balanced.
+
+    Every class keeps at least one image and the rest is shared in proportion to the class
+    sizes (largest remainders, ties broken by the seed), so no class is dropped and the count is
+    what was asked for. n below one image per class is refused: the subset could not be
+    stratified.
+    """
+    indices = np.asarray(indices)
     if n <= 0:
         raise CifarlensError(f"--train-limit must be positive, got {n}")
-    frac = n / len(indices)
-    keep, _ = stratified_split(labels[indices], val_fraction=1 - frac, seed=seed + 7919)
-    return np.sort(indices[keep])
+    if n >= len(indices):
+        return indices
+    rng = np.random.default_rng([seed, 7919])
+    classes, inverse, sizes = np.unique(labels[indices], return_inverse=True, return_counts=True)
+    k = len(classes)
+    if n < k:
+        raise CifarlensError(f"--train-limit {n} is below one image per class: the training split "
+                             f"has {k} classes, so use at least {k}")
+    # One image per class, then the remaining n - k by largest remainder over the other images.
+    spare, rest = sizes - 1, n - k
+    share = rest * spare / spare.sum()
+    quota = np.floor(share).astype(np.int64)
+    left = rest - int(quota.sum())
+    if left:
+        order = np.lexsort((rng.permutation(k), -(share - quota)))  # biggest remainder first
+        quota[order[:left]] += 1
+    quota += 1
+    keep = []
+    for c in range(k):
+        idx = indices[inverse == c]
+        keep.append(idx[rng.permutation(len(idx))[:quota[c]]])
+    return np.sort(np.concatenate(keep))
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0-1 scale (computed in float64 for exactness)."""
+    """Per-channel mean and std on the 0-1 scale (computed in float64 for exactness).
+
+    Refuses images whose colour channel is (nearly) constant: normalizing divides by the std, so
+    training on them would blow up and end in a misleading "diverged ... lower --lr".
+    """
+    if len(images) == 0:
+        raise CifarlensError("cannot compute normalization statistics: no training images")
     x = images.astype(np.float64) / 255.0
-    return x.mean(axis=(0, 2, 3)).tolist(), x.std(axis=(0, 2, 3)).tolist()
+    mean, std = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
+    for c, s in enumerate(std):
+        # 1e-3 is a quarter of one grey level: such a channel carries no usable signal, and
+        # normalizing would scale its stray pixels by more than 1000.
+        if not s >= 1e-3:
+            name = ("red", "green", "blue")[c] if len(std) == 3 else str(c)
+            ch = images[:, c]
+            kind = "constant" if ch.min() == ch.max() else "nearly constant"
+            raise CifarlensError(
+                f"colour channel {c} ({name}) is {kind} over the {len(images)} training images "
+                f"(value {255 * mean[c]:.1f}/255, std {255 * s:.2g} grey levels): it cannot be "
+                "normalized; the dataset is not usable as CIFAR images")
+    return mean.tolist(), std.tolist()
 
 
 def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

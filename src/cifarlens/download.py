@@ -286,14 +286,130 @@ def _check_member(m: tarfile.TarInfo, archive: Path) -> None:
         raise CifarlensError(f"refusing to extract {archive}: {kind} {name!r} in the archive")
 
 
-def safe_extract(archive: Path, dest_dir: Path) -> None:
-    """Extract a tar(.gz) into `dest_dir` (like ``tar -C dest_dir -xf archive``), safely.
+def _parts(name: str) -> list[str]:
+    return [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+
+
+def read_members(
+    archive: Path,
+    folder: str,
+    wanted: set[str],
+    *,
+    allowed: set[str] | None,
+    max_total: int | None,
+    not_verified: str = "",
+) -> dict[str, bytes]:
+    """Read the regular files `folder/NAME` (NAME in `wanted`) of a tar(.gz) into memory.
+
+    Nothing is written. Every member must be safe (no absolute paths, ``..``, links or devices)
+    and inside `folder`; with `allowed`, every member must be `folder` itself or one of
+    `folder/NAME` for NAME in `allowed`, and with `max_total` the members may declare no more
+    bytes than that in all (checked header by header, before any data is read, so a small
+    archive cannot make us decompress gigabytes). `not_verified` says why the archive is being
+    checked this strictly (it failed the MD5 check), for the message.
+    """
+    archive = Path(archive)
+    why = f" (it failed verification: {not_verified}, and is not a dataset cifarlens generated)" \
+        if not_verified else ""
+    out: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for m in tar:
+                try:
+                    _check_member(m, archive)
+                except CifarlensError as e:
+                    raise CifarlensError(f"{e}{why}") from None
+                parts = _parts(m.name)
+                rel = "/".join(parts[1:])
+                if not parts or parts[0] != folder or (
+                    allowed is not None and not (rel in allowed and m.isfile()
+                                                 or rel == "" and m.isdir())
+                ):
+                    raise CifarlensError(
+                        f"refusing {archive}: unexpected member {m.name!r}{why}"
+                    )
+                total += m.size
+                if max_total is not None and total > max_total:
+                    raise CifarlensError(
+                        f"refusing {archive}: its members hold more than {max_total} bytes, "
+                        f"far more than the archive's size could{why}"
+                    )
+                if m.isfile() and rel in wanted:
+                    if rel in out:
+                        raise CifarlensError(f"refusing {archive}: {m.name!r} appears twice{why}")
+                    f = tar.extractfile(m)
+                    assert f is not None  # noqa: S101 - a regular file always has data
+                    out[rel] = f.read()
+    except _CORRUPT as e:
+        raise CifarlensError(
+            f"{archive} is corrupt or truncated ({_one_line(e) or type(e).__name__}); delete it "
+            "and download it again (or generate it again)"
+        ) from None
+    except OSError as e:
+        raise CifarlensError(f"cannot read {archive}: {e.strerror or e}") from None
+    return out
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def install_folder(root: Path, name: str, files: dict[str, bytes], *, replace: bool = False) -> Path:
+    """Write `files` into a fresh temp folder inside `root`, then rename it to ``root/name``.
+
+    A crash leaves either no ``root/name`` or a complete one (and a hidden ``.cifarlens-*`` temp
+    folder). An existing ``root/name`` is never replaced unless `replace` says the caller has
+    established it is its own; even then it is moved aside first and deleted only once the new
+    folder is in place (and put back if that rename fails).
+    """
+    root = Path(root)
+    target = root / name
+    if _exists(target) and not replace:
+        raise CifarlensError(f"{target} already exists; not replacing it")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".cifarlens-", dir=root))
+    except OSError as e:
+        raise CifarlensError(f"cannot write into {root}: {e.strerror or e}") from None
+    try:
+        new = tmp / name
+        new.mkdir()
+        for fname, data in files.items():
+            with open(new / fname, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        old = None
+        if _exists(target):
+            if not replace:
+                raise CifarlensError(f"{target} appeared meanwhile; not replacing it")
+            old = tmp / (".old-" + name)
+            os.rename(target, old)
+        try:
+            os.rename(new, target)  # a non-empty folder there (a race) makes this fail
+        except OSError:
+            if old is not None:
+                os.rename(old, target)
+            raise
+    except OSError as e:
+        msg = "disk full" if e.errno == errno.ENOSPC else _one_line(e.strerror or e)
+        raise CifarlensError(f"cannot write {target}: {msg}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def safe_extract(archive: Path, dest_dir: Path) -> list[str]:
+    """Extract a tar(.gz) into `dest_dir` (like ``tar -C dest_dir -xf archive``), safely; return
+    the top-level names it created.
 
     Every member is checked first (no absolute paths, no ``..``, no links or device files) and
     the archive is read to its end, so a truncated download fails before anything is written.
     Members are extracted into a temp folder inside `dest_dir`; each top-level entry is then
-    renamed into place, replacing an older entry of the same name, so a crash never leaves a
-    half-extracted dataset folder.
+    renamed into place. Nothing that exists is replaced: if any top-level name is taken, nothing
+    is moved at all. This function does not verify content: callers verify first (the dataset
+    code reads verified members with `read_members` and installs them with `install_folder`).
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     if not archive.is_file():
@@ -307,6 +423,7 @@ def safe_extract(archive: Path, dest_dir: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".cifarlens-extract-", dir=dest_dir))
     except OSError as e:
         raise CifarlensError(f"cannot extract into {dest_dir}: {e.strerror or e}") from None
+    done: list[str] = []
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -315,6 +432,13 @@ def safe_extract(archive: Path, dest_dir: Path) -> None:
                     raise CifarlensError(bad.format("no files in it"))
                 for m in members:
                     _check_member(m, archive)
+                tops = sorted({_top(m.name) for m in members} - {"", "."})
+                taken = [t for t in tops if _exists(dest_dir / t)]
+                if taken:
+                    raise CifarlensError(
+                        f"not extracting {archive}: {dest_dir / taken[0]} already exists "
+                        "(nothing is replaced)"
+                    )
                 if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # our own member checks above are the guard here
@@ -326,27 +450,22 @@ def safe_extract(archive: Path, dest_dir: Path) -> None:
         except OSError as e:
             msg = "disk full" if e.errno == errno.ENOSPC else _one_line(e.strerror or e)
             raise CifarlensError(f"cannot extract {archive} into {dest_dir}: {msg}") from None
-        tops = sorted({_top(m.name) for m in members} - {"", "."})
         for name in tops:
-            target = dest_dir / name
-            old = None
-            if target.exists() or target.is_symlink():
-                old = tmp / (".old-" + name)
-                os.replace(target, old)  # moved aside, deleted with tmp below
-            try:
-                os.replace(tmp / name, target)
-            except OSError:
-                if old is not None:  # put the previous version back rather than lose it
-                    os.replace(old, target)
-                raise
+            src, target = tmp / name, dest_dir / name
+            if src.is_dir():
+                os.rename(src, target)  # fails over a non-empty folder: never replaces one
+            else:
+                os.link(src, target)  # fails if the name exists (a race): never replaces
+            done.append(name)
     except OSError as e:
         raise CifarlensError(
             f"cannot extract {archive} into {dest_dir}: {e.strerror or e}"
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return done
 
 
 def _top(name: str) -> str:
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    parts = _parts(name)
     return parts[0] if parts else ""

@@ -659,13 +659,13 @@ def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress
          log=None) -> dict[str, Any]:
     """The smoke study on freshly generated data, 3 seeds per arm: offline, a few minutes on
     2 CPU cores."""
-    from .synth import write_synthetic
+    from .synth import ensure_synthetic
 
     out = Path(out)
     data_root = out / "data"
-    if not (data_root / "cifar-100-python").is_dir():
-        write_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
-                        label_noise=0.03)
+    # Kept when complete and the same; an incomplete or stale generated dataset is rewritten.
+    ensure_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
+                     label_noise=0.03)
     cmd = f"cifarlens demo --out {shlex.quote(str(out))}"
     cmd += f" --seeds {seeds}" if seeds != DEFAULT_SEEDS else ""
     cmd += f" --jobs {jobs}" if jobs != 1 else ""

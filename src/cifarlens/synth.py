@@ -22,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import io
+import json
 import pickle
 import tarfile
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from ._io import write_bytes, write_json
+from ._io import write_bytes
+from .download import install_folder
 from .errors import CifarlensError
 
 # Bump when the rendering changes, so cached synthetic data is recognisably stale.
@@ -344,6 +346,8 @@ def write_synthetic(
     if not 0.0 <= label_noise <= 1.0:
         raise CifarlensError(f"label noise must be between 0 and 1, got {label_noise}")
     num_classes: int = spec["num_classes"]
+    root = _absolute(out)
+    _check_ours(root, dataset, archive)  # before the work; checked again just before writing
 
     # Independent streams per split: the test set does not change with the train size.
     rng_train = np.random.default_rng([seed, 0])
@@ -441,34 +445,261 @@ def write_synthetic(
         "flipped_labels": {"train": [], "test": flipped},
     }
 
-    folder = Path(out) / spec["folder"]
-    for name, data in files.items():
-        write_bytes(folder / name, data)
-    write_json(folder / SIDE_FILE, info)
+    replace = _check_ours(root, dataset, archive)
+    manifest = (json.dumps(info, indent=2) + "\n").encode()
     if archive:
-        side = (folder / SIDE_FILE).read_bytes()
-        write_bytes(
-            Path(out) / spec["archive"], _tar_gz(spec["folder"], {**files, SIDE_FILE: side})
-        )
-    return folder
+        write_bytes(root / spec["archive"], _tar_gz(spec["folder"], {**files, SIDE_FILE: manifest}))
+    # Written whole into a temp folder and renamed into place: a kill never leaves a half dataset
+    # under the final name (a rerun then finds no folder, or an old complete one, and rewrites).
+    return install_folder(root, spec["folder"], {**files, SIDE_FILE: manifest}, replace=replace)
+
+
+def _absolute(path: str | Path) -> Path:
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as e:
+        raise CifarlensError(f"cannot use data folder {path}: {e}") from None
+
+
+def _official_spec(dataset: str) -> dict[str, Any]:
+    from .data import dataset_spec
+
+    return dataset_spec(dataset)
+
+
+def _generated_names(dataset: str) -> set[str]:
+    from .data import _data_files
+
+    return {*_data_files(_official_spec(dataset)), SIDE_FILE}
+
+
+def _check_ours(root: Path, dataset: str, with_archive: bool = True) -> bool:
+    """Refuse to write where something cifarlens did not generate would be overwritten.
+
+    Returns whether the dataset folder exists (and is ours, so it may be replaced). Ours means:
+    the folder holds only the names `data synth` writes and either a valid manifest (a complete
+    generated dataset) or no manifest and no file with an official checksum (a generated dataset
+    an older cifarlens was killed while writing); the archive must be exactly a generated
+    dataset's archive. Official data, foreign files, links: refused, nothing written.
+    """
+    from .data import md5_bytes
+    from .download import md5_file
+
+    spec = _official_spec(dataset)
+    folder, archive = root / spec["folder"], root / spec["archive"]
+    hint = "choose another --data-dir (or move it away yourself)"
+    if root.exists() and not root.is_dir():
+        raise CifarlensError(f"cannot write generated data into {root}: not a folder")
+    if with_archive and (archive.exists() or archive.is_symlink()):
+        if archive.is_symlink() or not archive.is_file():
+            raise CifarlensError(f"refusing to overwrite {archive}: not a regular file; {hint}")
+        if md5_file(archive) == spec["archive_md5"]:
+            raise CifarlensError(f"refusing to overwrite {archive}: it is the official {dataset} "
+                                 f"archive; {hint}")
+        try:
+            _read_archive_manifest(archive, dataset)
+        except CifarlensError as e:
+            raise CifarlensError(f"refusing to overwrite {archive}: not an archive cifarlens "
+                                 f"generated ({e}); {hint}") from None
+    if not (folder.exists() or folder.is_symlink()):
+        return False
+    if folder.is_symlink() or not folder.is_dir():
+        raise CifarlensError(f"refusing to overwrite {folder}: not a folder cifarlens made; {hint}")
+    names = {p.name for p in folder.iterdir()}
+    temp = {n for n in names if n.startswith(".") and n.endswith(".tmp")}  # atomic_write leftovers
+    foreign = sorted(names - temp - _generated_names(dataset))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise CifarlensError(f"refusing to overwrite {folder}: it holds files cifarlens does not "
+                             f"write ({shown}); {hint}")
+    if SIDE_FILE in names:
+        try:
+            read_synth_info(folder, verify=False)
+        except CifarlensError as e:
+            raise CifarlensError(f"refusing to overwrite {folder}: {e}; {hint}") from None
+        return True
+    for name, want in spec["md5"].items():
+        p = folder / name
+        if p.is_file() and md5_bytes(p.read_bytes()) == want:
+            raise CifarlensError(f"refusing to overwrite {folder}: it holds official {dataset} "
+                                 f"files ({name}); {hint}")
+    return True  # an incomplete generated dataset (no manifest, only our names): rewritten
+
+
+def _read_archive_manifest(archive: Path, dataset: str) -> dict[str, Any]:
+    """The validated manifest of a generated archive (whose member list must be exactly that of
+    a generated dataset); the data members are not read."""
+    from .data import parse_manifest
+    from .download import read_members
+
+    spec = _official_spec(dataset)
+    allowed = _generated_names(dataset)
+    size = archive.stat().st_size
+    raw = read_members(archive, spec["folder"], {SIDE_FILE}, allowed=allowed,
+                       max_total=16 * size + (1 << 20))
+    if SIDE_FILE not in raw:
+        raise CifarlensError(f"{archive} has no {SIDE_FILE}")
+    return parse_manifest(raw[SIDE_FILE], f"{archive} ({SIDE_FILE})", dataset, 16 * size)
+
+
+def ensure_synthetic(out: Path, dataset: str = "cifar100", **kwargs: Any) -> Path:
+    """The generated dataset under `out` with these settings: kept when it is complete (valid
+    manifest, every file's MD5 matching) and was made with the same arguments, else written
+    again (an incomplete or different generated dataset is replaced; anything else is refused
+    by `write_synthetic`)."""
+    spec = DATASETS.get(dataset)
+    if spec is not None:
+        folder = _absolute(out) / spec["folder"]
+        if (folder / SIDE_FILE).is_file():
+            try:
+                info = read_synth_info(folder, verify=True)
+            except CifarlensError:
+                info = None
+            want = {
+                "version": SYNTH_VERSION,
+                "seed": kwargs.get("seed", 0),
+                "train_per_class": kwargs.get("train_per_class") or spec["train_per_class"],
+                "test_per_class": kwargs.get("test_per_class") or spec["test_per_class"],
+                "label_noise": kwargs.get("label_noise", 0.0),
+            }
+            if info is not None and all(info.get(k) == v for k, v in want.items()):
+                return folder
+    return write_synthetic(out, dataset, **kwargs)
 
 
 def read_synth_info(folder: Path, *, verify: bool = True) -> dict[str, Any]:
-    """Read a synthetic dataset's side file; with `verify`, check every data file's MD5."""
-    from ._io import read_json
+    """A generated dataset's manifest, validated against its schema; with `verify`, every data
+    file's MD5 is checked too. Reads `folder`, or (read-only, in memory) the dataset's archive
+    beside it when only the archive is there."""
+    from ._io import read_bytes
+    from .data import parse_manifest, read_archive_files
 
     folder = Path(folder)
-    info = read_json(folder / SIDE_FILE)
+    dataset = next((k for k, v in DATASETS.items() if v["folder"] == folder.name), None)
+    if not folder.is_dir() and dataset is not None:
+        archive = folder.parent / DATASETS[dataset]["archive"]
+        if archive.is_file():
+            _, source, info = read_archive_files(archive, dataset)  # verifies every MD5
+            if info is None:
+                raise CifarlensError(f"{archive} is official data, not a generated dataset")
+            return info
+    path = folder / SIDE_FILE
+    try:
+        data_bytes = sum(p.stat().st_size for p in folder.iterdir()
+                         if p.name != SIDE_FILE and p.is_file())
+    except OSError as e:
+        raise CifarlensError(f"cannot read {folder}: {e.strerror or e}") from None
+    info = parse_manifest(read_bytes(path, "manifest"), str(path), dataset, data_bytes)
     if verify:
-        for name, expected in info.get("md5", {}).items():
-            path = folder / name
+        for name, expected in info["md5"].items():
+            p = folder / name
             try:
-                got = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+                got = hashlib.md5(p.read_bytes(), usedforsecurity=False).hexdigest()
             except FileNotFoundError:
                 raise CifarlensError(f"synthetic dataset {folder} is missing {name}") from None
             if got != expected:
                 raise CifarlensError(
-                    f"synthetic dataset file {path} is corrupt (MD5 {got}, expected {expected}); "
+                    f"synthetic dataset file {p} is corrupt (MD5 {got}, expected {expected}); "
                     "delete the folder and generate it again"
                 )
     return info
+
+
+# --- the manifest's schema ------------------------------------------------------------------------
+
+_MD5_HEX = frozenset("0123456789abcdef")
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def validate_manifest(obj: Any, where: str, dataset: str | None = None) -> dict[str, Any]:
+    """Check a manifest (parsed JSON) against the schema `write_synthetic` writes; return it.
+
+    Every field a reader uses is checked here, once, so a reader gets a valid manifest or a
+    one-line error naming the file and the field, never a KeyError later (after training).
+    """
+
+    def bad(msg: str) -> CifarlensError:
+        return CifarlensError(f"bad manifest {where}: {msg}")
+
+    if not isinstance(obj, dict):
+        raise bad(f"expected a JSON object, got {type(obj).__name__}")
+    need = ["generator", "version", "seed", "dataset", "num_classes", "train_per_class",
+            "test_per_class", "sizes", "label_noise", "md5", "classes", "boxes", "flipped_labels"]
+    missing = [k for k in need if k not in obj]
+    if missing:
+        raise bad(f"missing {', '.join(missing)} (a generated dataset's manifest has them all; "
+                  "generate the data again)")
+    if obj["generator"] != "cifarlens.synth":
+        raise bad(f"generator is {str(obj['generator'])[:40]!r}, not 'cifarlens.synth'")
+    if not _is_int(obj["version"]) or not 1 <= obj["version"] <= SYNTH_VERSION:
+        raise bad(f"version {str(obj['version'])[:20]} (this cifarlens reads 1 to {SYNTH_VERSION})")
+    if not _is_int(obj["seed"]) or obj["seed"] < 0:
+        raise bad("seed must be an integer >= 0")
+    name = obj["dataset"]
+    if name not in DATASETS or (dataset is not None and name != dataset):
+        raise bad(f"dataset is {str(name)[:40]!r}, expected {dataset or ' or '.join(DATASETS)!r}")
+    k = DATASETS[name]["num_classes"]
+    if obj["num_classes"] != k or not _is_int(obj["num_classes"]):
+        raise bad(f"num_classes must be {k} for {name}")
+    for key in ("train_per_class", "test_per_class"):
+        if not _is_int(obj[key]) or obj[key] < 1:
+            raise bad(f"{key} must be a positive integer")
+    sizes = obj["sizes"]
+    want_sizes = {"train": k * obj["train_per_class"], "test": k * obj["test_per_class"]}
+    if sizes != want_sizes or not all(_is_int(v) for v in sizes.values()):
+        raise bad(f"sizes must be {want_sizes} (classes x images per class)")
+    noise = obj["label_noise"]
+    if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
+        raise bad("label_noise must be a number from 0 to 1")
+    files = _generated_names(name) - {SIDE_FILE}
+    md5 = obj["md5"]
+    if not isinstance(md5, dict) or set(md5) != files:
+        raise bad(f"md5 must list exactly {', '.join(sorted(files))}")
+    for f, h in md5.items():
+        if not (isinstance(h, str) and len(h) == 32 and set(h) <= _MD5_HEX):
+            raise bad(f"md5 of {f} is not 32 lowercase hex digits")
+    classes = obj["classes"]
+    if not isinstance(classes, list) or len(classes) != k or \
+            not all(isinstance(c, str) for c in classes):
+        raise bad(f"classes must be {k} strings")
+    boxes = obj["boxes"]
+    if not isinstance(boxes, dict) or set(boxes) != {"train", "test"}:
+        raise bad("boxes must have a train and a test list")
+    for split in ("train", "test"):
+        _check_boxes(boxes[split], sizes[split], f"boxes.{split}", bad)
+    flips = obj["flipped_labels"]
+    if not isinstance(flips, dict) or set(flips) != {"train", "test"}:
+        raise bad("flipped_labels must have a train and a test list")
+    for split in ("train", "test"):
+        rows = flips[split]
+        if not isinstance(rows, list) or len(rows) > sizes[split]:
+            raise bad(f"flipped_labels.{split} must be a list of at most {sizes[split]} entries")
+        for i, r in enumerate(rows):
+            if not (isinstance(r, dict) and set(r) == {"index", "original", "noisy"}
+                    and all(_is_int(v) for v in r.values())
+                    and 0 <= r["index"] < sizes[split] and 0 <= r["original"] < k
+                    and 0 <= r["noisy"] < k and r["original"] != r["noisy"]):
+                raise bad(f"flipped_labels.{split}[{i}] must be {{index, original, noisy}}: an "
+                          f"image index below {sizes[split]} and two different classes below {k}")
+        idx = [r["index"] for r in rows]
+        if idx != sorted(set(idx)):
+            raise bad(f"flipped_labels.{split} indices must be increasing and distinct")
+    return obj
+
+
+def _check_boxes(boxes: Any, n: int, what: str, bad) -> None:
+    if not isinstance(boxes, list) or len(boxes) != n:
+        raise bad(f"{what} must be a list of {n} boxes (one per image)")
+    if not all(isinstance(b, list) and len(b) == 4 and all(_is_int(v) for v in b) for b in boxes):
+        raise bad(f"{what} entries must be [x0, y0, x1, y1] integer lists")
+    if n:
+        a = np.asarray(boxes, dtype=np.int64)
+        ok = (a[:, 0] >= 0) & (a[:, 1] >= 0) & (a[:, 0] < a[:, 2]) & (a[:, 1] < a[:, 3]) \
+            & (a[:, 2] <= IMAGE_SIZE) & (a[:, 3] <= IMAGE_SIZE)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise bad(f"{what}[{i}] = {a[i].tolist()} is not a box inside the "
+                      f"{IMAGE_SIZE}x{IMAGE_SIZE} image")
