@@ -222,7 +222,8 @@ def test_train_throughput_bench_runs_and_reports_ratios(bench_modules, tmp_path)
     assert len(c["ours"]["rounds_img_s"]) == 2 and c["ours"]["median_img_s"] > 0
     assert len(c["ours"]["ratio_vs_ref_per_round"]) == 2
     assert "channels_last" in c["ours"]["description"]  # train.py's CPU layout
-    assert "fp32, contiguous, 1 thread" in c["ours-fp32-nocl-1t"]["description"]
+    assert "fp32, contiguous, step mode eager, 1 thread" in c["ours-fp32-nocl-1t"]["description"]
+    assert c["ours"]["step_mode"] == "eager"  # what --compile auto trains with on the CPU
     assert 0 < c["ours"]["data_share_of_step"] < 1
 
 
@@ -230,7 +231,10 @@ def test_train_throughput_variant_names(bench_modules):
     tt, _ = bench_modules
     assert tt.parse_variant("ours-compile-ro-1t") == {"ref": False, "compile": "reduce-overhead",
                                                       "threads": 1}
-    for bad in ("theirs", "ref-fp32", "ours-fast"):
+    assert tt.parse_variant("ours-graphs") == {"ref": False, "step_mode": "graphs"}
+    assert tt.parse_variant("ours-det-eager") == {"ref": False, "deterministic": True,
+                                                  "step_mode": "eager"}
+    for bad in ("theirs", "ref-fp32", "ours-fast", "ref-graphs"):
         with pytest.raises(ValueError):
             tt.parse_variant(bad)
 
