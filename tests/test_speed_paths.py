@@ -248,3 +248,38 @@ def test_roofline_bench_counts_three_forward_passes(bench_modules, tmp_path):
     assert r["forward_flops_per_image"] == 650_612_736  # the seed report's 0.65 GFLOPs
     assert r["train_flops_per_image"] == 3 * 650_612_736
     assert r["matmul_gflops"]["bf16"]["median"] > 0
+
+
+def test_graphs_path_of_train_resumes_exactly_and_equals_eager(synth10, tmp_path, monkeypatch):
+    """train()'s CUDA-graph path, run on the CPU with the warm-up stand-in: graphing at the start
+    of every process (fresh or resumed) changes nothing, so an interrupted and resumed graphs run
+    equals an uninterrupted one and the eager run, bit for bit (on CUDA: up to floating-point
+    reordering, docs/benchmarks.md)."""
+    from cifarlens.runs import epoch_checkpoints, load_checkpoint
+
+    cfg = T.make_config("smoke", data_dir=str(synth10), dataset="cifar10", device="cpu",
+                        precision="fp32", epochs=3, batch_size=50, train_limit=200)
+    quiet = lambda m: None  # noqa: E731
+    T.train(cfg, tmp_path / "eager", progress=False, log=quiet)
+    real = T.graph_model
+    calls = []
+    monkeypatch.setattr(T, "resolve_graphs", lambda mode, dev, world=1: True)
+    monkeypatch.setattr(T, "graph_model", lambda m, x, dev, prec: real(
+        m, x, dev, prec, grapher=_warmup_grapher(calls)))
+    done = T.train(cfg, tmp_path / "graphs", progress=False, log=quiet)
+    assert done["step_mode"] == "graphs" and len(calls) == 1
+
+    def stop_after_epoch_2(msg):
+        if msg.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "part", progress=False, log=stop_after_epoch_2)
+    T.train(cfg, tmp_path / "part", resume=True, progress=False, log=quiet)
+    assert len(calls) == 3  # graphed again by the resumed process
+    ref = load_checkpoint(epoch_checkpoints(tmp_path / "eager")[0])
+    for run in ("graphs", "part"):
+        ck = load_checkpoint(epoch_checkpoints(tmp_path / run)[0])
+        assert ck["epoch"] == 3
+        for k in ref["model"]:
+            assert torch.equal(ref["model"][k], ck["model"][k]), (run, k)
