@@ -253,3 +253,15 @@ def test_threads_option_sets_and_records_the_thread_count(synth10, tmp_path):
         assert p.parse_args([*argv, "--threads", "2"]).threads == 2
     with pytest.raises(SystemExit):
         p.parse_args(["train", "--out", "x", "--threads", "0"])
+
+
+def test_metrics_csv_takes_rows_without_the_newer_timing_columns(tmp_path):
+    # a run resumed from a checkpoint written before val_time/other_time existed
+    from cifarlens.train import write_history
+
+    old = {"epoch": 1, "train_loss": 2.0, "epoch_time": 3.0}
+    new = {"epoch": 2, "train_loss": 1.5, "epoch_time": 3.0, "val_time": 0.5, "other_time": 0.1}
+    write_history(tmp_path, [old, new], plot=False)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,train_loss,epoch_time,val_time,other_time", "1,2.0,3.0,,",
+                     "2,1.5,3.0,0.5,0.1"]

@@ -318,8 +318,8 @@ def init_distributed(device_name: str) -> Dist:
 
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
-        # The device first: NCCL binds each process's communicator to the current device, and
-        # created before set_device every rank would first touch GPU 0.
+        # The device first: NCCL binds a communicator to the current device; in the other order
+        # a rank's first collective (the barrier) could be set up on GPU 0 for every rank.
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -560,11 +560,11 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
     val_y = torch.from_numpy(np.asarray(data.train_y[val_idx], dtype=np.int64)).to(device)
     run_start = time.perf_counter()
     last_plot = -math.inf
-    writer = EpochWriter(background=WRITE_IN_BACKGROUND) if d.main else None
     say(f"training {cfg.model} on {cfg.dataset} ({data.source} data): {len(split['train_used'])} "
         f"train / {len(split['val'])} val images, {cfg.epochs} epochs x {steps} steps of "
         f"{cfg.batch_size}, {device} {precision}" + (f", {d.world} processes" if d.world > 1 else "")
         + (f", {step_mode}" if device.type == "cuda" else ""))
+    writer = EpochWriter(background=WRITE_IN_BACKGROUND) if d.main else None
     t_mark = time.perf_counter()  # end of the previous epoch's row: epoch_time runs from here
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -801,7 +801,9 @@ def write_history(out: Path, history: list[dict], plot: bool = True) -> None:
 
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    # every key of every row: a run resumed from an older version's checkpoint has rows without
+    # the newer timing columns (left empty)
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in history for k in r)), restval="")
     w.writeheader()
     w.writerows(history)
     write_text(out / "metrics.csv", buf.getvalue())
