@@ -196,8 +196,12 @@ def main(argv=None) -> int:
     work = Path(a.work or Path(tempfile.gettempdir()) / "gpu_suite-work").resolve()
     if work == out or out in work.parents:
         ap.error("--work must not be inside --out (only two files go back from a device)")
-    shutil.rmtree(work, ignore_errors=True)
+    marker = work / ".gpu_suite-work"
+    if work.is_dir() and any(work.iterdir()) and not marker.exists():
+        ap.error(f"--work {work} is not empty and not a previous suite's working folder")
+    shutil.rmtree(work, ignore_errors=True)  # only ever a folder this suite made
     work.mkdir(parents=True)
+    marker.write_text("made by bench/gpu_suite.py; removed by its next run\n")
     s = Suite(out, work, a.budget_s or budget)
     s.res.update(dry_run=a.dry_run, plan=a.plan, stages_planned=todo)
 

@@ -112,3 +112,12 @@ def test_a_stage_over_its_limit_is_recorded_and_the_archive_kept(suite, tmp_path
     with tarfile.open(s.out / "gpu_suite.tar.gz") as tar:
         assert "gpu_suite/slow.log" in tar.getnames()
     assert s.run("late", [sys.executable, "-c", "pass"], limit_s=100, min_s=100)["skipped"]
+
+
+def test_work_folder_of_something_else_is_never_removed(suite, tmp_path):
+    work = tmp_path / "precious"
+    work.mkdir()
+    (work / "thesis.tex").write_text("x")
+    with pytest.raises(SystemExit):
+        suite.main(["--dry-run", "--out", str(tmp_path / "out"), "--work", str(work)])
+    assert (work / "thesis.tex").exists()
