@@ -163,7 +163,7 @@ DRY = {"device": "cpu", "synth": ["--train-per-class", "5", "--test-per-class", 
                 "--precisions", "fp32"],
        "roofline": ["--rounds", "1", "--n", "256", "--reps", "1", "--train-steps", "0"]}
 # Per-stage limits (s) and the least time worth starting a stage with.
-LIMITS = {"data": (120, 20), "eager": (120, 20), "paper": (200, 60), "study": (230, 60),
+LIMITS = {"data": (120, 20), "eager": (150, 20), "paper": (200, 60), "study": (230, 60),
           "compiled": (200, 90), "eval": (60, 20), "roofline": (45, 15)}
 
 
