@@ -2,18 +2,20 @@
 """Training throughput of the baseline model at batch 128: cifarlens's path vs a common recipe.
 
   ours  cifarlens's path, built as train.py builds it: the split held as a uint8 tensor on the
-        device, `Batches` (seeded permutation, batched 4-px crop + flip, normalize; channels_last
-        on CUDA) and train._make_step (bf16 autocast where supported, SGD momentum 0.9 with
-        weight decay on weights only, label smoothing 0.1, LambdaLR; device-side metric sums;
-        fused SGD on CUDA).
+        device, `Batches` (seeded permutation, batched 4-px crop + flip, normalize; channels_last)
+        and train._make_step (bf16 autocast where supported, SGD momentum 0.9 with weight decay
+        on weights only, label smoothing 0.1, LambdaLR; device-side metric sums; fused SGD on
+        CUDA), in the step mode `--compile auto` picks for one process on this device
+        (train.resolve_graphs: CUDA graphs on a GPU, eager on the CPU). This is the headline.
   ref   the common recipe, written here without torchvision: a Dataset returning one image at a
         time with a per-image random crop (4-px zero pad) and flip in numpy, ToTensor + Normalize
         by hand, DataLoader(num_workers=2, shuffle=True, batch_size=128), fp32, the same model,
         optimizer, schedule and loss; `loss.item()` each step, as training loops usually log.
 
 Other contenders isolate one factor each: ours-fp32, ours-cl / ours-nocl (channels_last on/off),
-ours-1t / ref-1t (one CPU thread in the training process), ours-compile / ours-compile-ro (torch.compile default /
-reduce-overhead).
+ours-1t / ref-1t (one CPU thread in the training process), ours-eager / ours-graphs (step mode
+forced), ours-det (cuDNN deterministic, no autotuning, deterministic algorithms: the cost of
+bit-exact CUDA runs), ours-compile / ours-compile-ro (torch.compile default / reduce-overhead).
 
 Method: every contender is built and warmed up first (compilation happens there), then the
 contenders run --rounds rounds of --steps steps each, alternating within each round (order
@@ -55,8 +57,8 @@ from cifarlens import train as T  # noqa: E402
 from cifarlens.data import Batches, channel_stats  # noqa: E402
 from cifarlens.models import build_model  # noqa: E402
 
-VARIANTS = ("ours", "ours-fp32", "ours-cl", "ours-nocl", "ours-1t", "ours-compile",
-            "ours-compile-ro", "ref", "ref-1t")  # examples; suffixes combine, e.g. ours-fp32-1t
+VARIANTS = ("ours", "ours-fp32", "ours-cl", "ours-nocl", "ours-1t", "ours-eager", "ours-graphs",
+            "ours-det", "ours-compile", "ours-compile-ro", "ref", "ref-1t")  # examples; suffixes combine, e.g. ours-fp32-1t
 
 
 def parse_variant(name: str) -> dict[str, Any]:
@@ -76,6 +78,10 @@ def parse_variant(name: str) -> dict[str, Any]:
             v["channels_last"] = o == "cl"
         elif o.endswith("t") and o[:-1].isdigit() and int(o[:-1]) >= 1:
             v["threads"] = int(o[:-1])
+        elif o in ("eager", "graphs") and base == "ours":
+            v["step_mode"] = o
+        elif o == "det" and base == "ours":
+            v["deterministic"] = True
         elif o == "compile" and base == "ours":
             ro = i + 1 < len(opts) and opts[i + 1] == "ro"
             v["compile"] = "reduce-overhead" if ro else "default"
@@ -106,6 +112,7 @@ class Contender:
     threads: int | None = None
     batches: Batches | None = None  # ours: for the data-only timing
     warmup_s: float = 0.0
+    step_mode: str | None = None  # ours: eager, graphs or compile
     img_s: list[float] = field(default_factory=list)
     data_s: list[float] = field(default_factory=list)
     total_s: list[float] = field(default_factory=list)
@@ -115,7 +122,8 @@ class Contender:
 
 
 def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision="auto",
-               channels_last=None, compile=None, threads=None) -> Contender:
+               channels_last=None, compile=None, threads=None, step_mode=None,
+               deterministic=False) -> Contender:
     cfg = T.make_config("paper", model=model, augment="crop-flip", batch_size=bs,
                         device=device.type)
     precision = T.resolve_precision(precision, device)
@@ -128,7 +136,17 @@ def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt, sched, total = make_optimizer(model, cfg, device, fused=device.type == "cuda")
-    train_model = torch.compile(model, dynamic=False, mode=compile) if compile else model
+    if compile:
+        step_mode = "compile"
+    elif step_mode is None:  # what train.py's --compile auto does for one process here
+        step_mode = "graphs" if T.resolve_graphs("auto", device.type, 1) else "eager"
+    if step_mode == "compile":
+        train_model = torch.compile(model, dynamic=False, mode=compile)
+    elif step_mode == "graphs":
+        sample, _ = next(iter(batches.epoch(10**6)))
+        train_model = T.graph_model(model, sample, device, precision)
+    else:
+        train_model = model
     step = T._make_step(train_model, opt, sched, cfg, device, precision, total)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     state = {"epoch": 0, "it": batches.epoch(0)}
@@ -142,6 +160,19 @@ def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision
             return next(state["it"])
 
     def run_steps(n: int):
+        if deterministic:  # per call: the other contenders keep train.py's settings
+            prev = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+                    torch.are_deterministic_algorithms_enabled())
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            try:
+                return _run_steps(n)
+            finally:
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[:2]
+                torch.use_deterministic_algorithms(prev[2])
+        return _run_steps(n)
+
+    def _run_steps(n: int):
         data = 0.0
         sync(device)
         t0 = now()
@@ -155,9 +186,11 @@ def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision
         return now() - t0, data if device.type == "cpu" else None
 
     desc = (f"Batches(uint8 on {device.type}, crop-flip) + train._make_step, {precision}, "
-            f"{'channels_last' if cl else 'contiguous'}"
-            + (f", torch.compile({compile})" if compile else "") + (f", {threads} thread(s)" if threads else ""))
-    return Contender(name, desc, run_steps, threads, batches)
+            f"{'channels_last' if cl else 'contiguous'}, step mode {step_mode}"
+            + (f", torch.compile({compile})" if compile else "")
+            + (", deterministic" if deterministic else "")
+            + (f", {threads} thread(s)" if threads else ""))
+    return Contender(name, desc, run_steps, threads, batches, step_mode=step_mode)
 
 
 # --- (b) the reference recipe ----------------------------------------------------------------------
@@ -296,7 +329,8 @@ def main(argv=None) -> int:
                 c = build_ours(n, x, y, mean, std, device, a.batch_size, model=a.model,
                                precision=v.get("precision", "auto"),
                                channels_last=v.get("channels_last"), compile=v.get("compile"),
-                               threads=v.get("threads"))
+                               threads=v.get("threads"), step_mode=v.get("step_mode"),
+                               deterministic=v.get("deterministic", False))
             torch.set_num_threads(c.threads or base_threads)
             t0 = now()
             c.run_steps(a.warmup)
@@ -337,7 +371,7 @@ def main(argv=None) -> int:
     for c in cs:
         med = median(c.img_s)
         d: dict[str, Any] = {
-            "description": c.desc, "warmup_s": round(c.warmup_s, 2),
+            "description": c.desc, "step_mode": c.step_mode, "warmup_s": round(c.warmup_s, 2),
             "rounds_img_s": [round(v, 2) for v in c.img_s], "median_img_s": round(med, 2),
             "epoch_equivalent_s": round(TRAIN_SPLIT_IMAGES / med, 1),
             "paper_50_epochs_train_only_s": round(50 * TRAIN_SPLIT_IMAGES / med, 0),

@@ -54,6 +54,92 @@ def test_compile_on_and_off_are_forced():
             assert T.resolve_compile("off", dev, est) is False
     with pytest.raises(CifarlensError, match="--compile"):
         T.resolve_compile("yes", "cuda", 1e6)
+    assert T.resolve_compile("graphs", "cuda", 1e6) is False  # graphs are not torch.compile
+
+
+# --- CUDA graphs (--compile graphs / auto on one GPU) ----------------------------------------------
+
+
+def test_graphs_decision():
+    assert T.resolve_graphs("auto", "cuda", 1) is True  # what the GPU suite's headline measures
+    assert T.resolve_graphs("auto", "cuda", 2) is False  # DDP: eager (+ the compile probe)
+    assert T.resolve_graphs("auto", "cpu", 1) is False  # the CPU ignores auto cleanly
+    for mode in ("off", "on"):
+        assert T.resolve_graphs(mode, "cuda", 1) is False
+    assert T.resolve_graphs("graphs", "cuda", 1) is True
+    with pytest.raises(CifarlensError, match="needs a CUDA GPU; this run is on cpu"):
+        T.resolve_graphs("graphs", "cpu", 1)
+    with pytest.raises(CifarlensError, match="one process only"):
+        T.resolve_graphs("graphs", "cuda", 2)
+    with pytest.raises(CifarlensError, match="--compile must be"):
+        T.resolve_graphs("cudagraphs", "cuda", 1)
+
+
+def test_graphs_asked_for_on_the_cpu_is_refused_before_any_work(tmp_path, capsys):
+    from cifarlens import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--data-dir", str(tmp_path / "no-data"), "--preset", "smoke",
+                   "--device", "cpu", "--compile", "graphs", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "--compile graphs needs a CUDA GPU" in err
+    assert not out.exists()
+
+
+def _warmup_grapher(calls: list):
+    """A CPU stand-in for torch.cuda.make_graphed_callables: like it, it runs warm-up passes in
+    train mode under the caller's autocast (moving BatchNorm statistics), takes gradients with
+    autograd.grad (never into .grad) and returns the module."""
+
+    def grapher(model, args):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        for _ in range(3):
+            out = model(*args)
+            torch.autograd.grad(out.float().sum(), [p for p in model.parameters()])
+        return model
+
+    return grapher
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_model_changes_nothing_the_run_computes(precision):
+    """graph_model restores what its warm-up moved: the graphed model's first step gives the
+    same loss, gradients, BatchNorm statistics and weights as the eager model's."""
+    from cifarlens.models import build_model
+
+    torch.manual_seed(0)
+    eager = build_model("small", 10).train()
+    graphed_src = build_model("small", 10).train()
+    graphed_src.load_state_dict(eager.state_dict())
+    x = torch.randn(16, 3, 32, 32)
+    y = torch.randint(0, 10, (16,))
+    calls: list = []
+    g = T.graph_model(graphed_src, x * 3 + 1, CPU, precision, grapher=_warmup_grapher(calls))
+    assert calls == [precision == "bf16"]  # captured under the training precision
+    for (k, a), b in zip(eager.state_dict().items(), graphed_src.state_dict().values(), strict=True):
+        assert torch.equal(a, b), f"{k} moved by the warm-up"
+    cfg = T.make_config("smoke", device="cpu")
+    results = []
+    for model in (eager, g):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        sums = torch.zeros(3, dtype=torch.float64)
+        torch.manual_seed(1)  # the epoch seed: dropout draws alike
+        T._make_step(model, opt, sched, cfg, CPU, precision, 10)(x, y, sums)
+        results.append((sums.clone(), {k: v.clone() for k, v in model.state_dict().items()}))
+    assert torch.equal(results[0][0], results[1][0])  # loss sum, correct, n
+    for k in results[0][1]:
+        assert torch.equal(results[0][1][k], results[1][1][k]), k
+
+
+def test_the_stand_in_warmup_really_moves_batchnorm_statistics():
+    # Guards the test above: without graph_model's restore its check would fail.
+    from cifarlens.models import build_model
+
+    m = build_model("small", 10).train()
+    before = {k: v.clone() for k, v in m.named_buffers()}
+    _warmup_grapher([])(m, (torch.randn(8, 3, 32, 32) * 3 + 1,))
+    assert any(not torch.equal(before[k], v) for k, v in m.named_buffers())
 
 
 def test_compile_probe_times_after_warmup_and_decides_once(monkeypatch):
@@ -136,7 +222,8 @@ def test_train_throughput_bench_runs_and_reports_ratios(bench_modules, tmp_path)
     assert len(c["ours"]["rounds_img_s"]) == 2 and c["ours"]["median_img_s"] > 0
     assert len(c["ours"]["ratio_vs_ref_per_round"]) == 2
     assert "channels_last" in c["ours"]["description"]  # train.py's CPU layout
-    assert "fp32, contiguous, 1 thread" in c["ours-fp32-nocl-1t"]["description"]
+    assert "fp32, contiguous, step mode eager, 1 thread" in c["ours-fp32-nocl-1t"]["description"]
+    assert c["ours"]["step_mode"] == "eager"  # what --compile auto trains with on the CPU
     assert 0 < c["ours"]["data_share_of_step"] < 1
 
 
@@ -144,7 +231,10 @@ def test_train_throughput_variant_names(bench_modules):
     tt, _ = bench_modules
     assert tt.parse_variant("ours-compile-ro-1t") == {"ref": False, "compile": "reduce-overhead",
                                                       "threads": 1}
-    for bad in ("theirs", "ref-fp32", "ours-fast"):
+    assert tt.parse_variant("ours-graphs") == {"ref": False, "step_mode": "graphs"}
+    assert tt.parse_variant("ours-det-eager") == {"ref": False, "deterministic": True,
+                                                  "step_mode": "eager"}
+    for bad in ("theirs", "ref-fp32", "ours-fast", "ref-graphs"):
         with pytest.raises(ValueError):
             tt.parse_variant(bad)
 
@@ -158,3 +248,38 @@ def test_roofline_bench_counts_three_forward_passes(bench_modules, tmp_path):
     assert r["forward_flops_per_image"] == 650_612_736  # the seed report's 0.65 GFLOPs
     assert r["train_flops_per_image"] == 3 * 650_612_736
     assert r["matmul_gflops"]["bf16"]["median"] > 0
+
+
+def test_graphs_path_of_train_resumes_exactly_and_equals_eager(synth10, tmp_path, monkeypatch):
+    """train()'s CUDA-graph path, run on the CPU with the warm-up stand-in: graphing at the start
+    of every process (fresh or resumed) changes nothing, so an interrupted and resumed graphs run
+    equals an uninterrupted one and the eager run, bit for bit (on CUDA: up to floating-point
+    reordering, docs/benchmarks.md)."""
+    from cifarlens.runs import epoch_checkpoints, load_checkpoint
+
+    cfg = T.make_config("smoke", data_dir=str(synth10), dataset="cifar10", device="cpu",
+                        precision="fp32", epochs=3, batch_size=50, train_limit=200)
+    quiet = lambda m: None  # noqa: E731
+    T.train(cfg, tmp_path / "eager", progress=False, log=quiet)
+    real = T.graph_model
+    calls = []
+    monkeypatch.setattr(T, "resolve_graphs", lambda mode, dev, world=1: True)
+    monkeypatch.setattr(T, "graph_model", lambda m, x, dev, prec: real(
+        m, x, dev, prec, grapher=_warmup_grapher(calls)))
+    done = T.train(cfg, tmp_path / "graphs", progress=False, log=quiet)
+    assert done["step_mode"] == "graphs" and len(calls) == 1
+
+    def stop_after_epoch_2(msg):
+        if msg.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "part", progress=False, log=stop_after_epoch_2)
+    T.train(cfg, tmp_path / "part", resume=True, progress=False, log=quiet)
+    assert len(calls) == 3  # graphed again by the resumed process
+    ref = load_checkpoint(epoch_checkpoints(tmp_path / "eager")[0])
+    for run in ("graphs", "part"):
+        ck = load_checkpoint(epoch_checkpoints(tmp_path / run)[0])
+        assert ck["epoch"] == 3
+        for k in ref["model"]:
+            assert torch.equal(ref["model"][k], ck["model"][k]), (run, k)

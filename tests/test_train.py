@@ -136,3 +136,132 @@ def test_infer_logits_is_batch_size_independent():
     b = infer_logits(m, x, [0.5] * 3, [0.25] * 3, device=torch.device("cpu"), batch_size=100)
     assert a.shape == (37, 10) and torch.allclose(a, b, atol=1e-5)
     assert m.training  # restored
+
+
+# --- per-epoch bookkeeping (issue 14): timings, background writes, curves when due ----------------
+
+
+def test_rows_split_each_epoch_into_train_val_and_other_time(smoke_run):
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["train_time"] > 0 and r["val_time"] > 0 and r["other_time"] >= 0
+        assert r["epoch_time"] == pytest.approx(r["train_time"] + r["val_time"] + r["other_time"])
+    done = json.loads((smoke_run / "done.json").read_text())
+    assert done["final_write_s"] >= 0 and done["step_mode"] == "eager"
+    assert done["val_precision"] in ("bf16", "fp32")
+    header = (smoke_run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_time", "val_time", "other_time"} <= set(header)
+
+
+def test_background_writes_equal_synchronous_ones(synth10, tmp_path, monkeypatch):
+    """The writer thread saves a copy taken at the epoch's end: training on meanwhile must not
+    leak into it (a missing copy would save later weights), and best.pt is that epoch's copy."""
+    from cifarlens import train as T
+
+    cfg = _cfg(synth10, dataset="cifar10")
+    train(cfg, tmp_path / "bg", progress=False, log=lambda m: None)
+    monkeypatch.setattr(T, "WRITE_IN_BACKGROUND", False)
+    train(cfg, tmp_path / "sync", progress=False, log=lambda m: None)
+    for name in ("ckpt-e0003.pt", "ckpt-e0002.pt", "best.pt"):
+        a, b = (load_checkpoint(tmp_path / r / "checkpoints" / name) for r in ("bg", "sync"))
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (name, k)
+        if "optimizer" in a:
+            for i, st in a["optimizer"]["state"].items():
+                assert torch.equal(st["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+    best = load_checkpoint(tmp_path / "bg" / "checkpoints" / "best.pt")
+    done = json.loads((tmp_path / "bg" / "done.json").read_text())
+    assert best["epoch"] == done["best_epoch"] and best["val_acc"] == done["best_val_acc"]
+    last = load_checkpoint(tmp_path / "bg" / "checkpoints" / f"ckpt-e{best['epoch']:04d}.pt") \
+        if best["epoch"] >= 2 else None
+    if last is not None:  # the best epoch's checkpoint is still kept: same weights
+        for k in best["model"]:
+            assert torch.equal(best["model"][k], last["model"][k])
+
+
+def test_curves_are_drawn_when_due_and_at_the_end(synth10, tmp_path, monkeypatch):
+    from cifarlens import train as T
+
+    drawn = []
+    monkeypatch.setattr(T, "plot_curves", lambda runs, path: drawn.append(len(runs[""])))
+    monkeypatch.setattr(T, "PLOT_EVERY_S", 1e9)  # nobody looks twice within a run
+    train(_cfg(synth10, dataset="cifar10", epochs=3), tmp_path / "r", progress=False,
+          log=lambda m: None)
+    assert drawn == [1, 3]  # the first epoch (something to look at) and the last
+    drawn.clear()
+    monkeypatch.setattr(T, "PLOT_EVERY_S", 0.0)
+    train(_cfg(synth10, dataset="cifar10", epochs=3), tmp_path / "r2", progress=False,
+          log=lambda m: None)
+    assert drawn == [1, 2, 3]
+
+
+def test_epoch_writer_runs_jobs_in_order_and_reports_the_first_error_once():
+    import threading
+    import time
+
+    from cifarlens.train import EpochWriter
+
+    done, main = [], threading.get_ident()
+    w = EpochWriter()
+    for k in range(4):
+        w.submit(lambda k=k: (time.sleep(0.01), done.append((k, threading.get_ident() != main))))
+    w.flush()
+    assert done == [(k, True) for k in range(4)]  # in order, off the calling thread
+
+    def fail():
+        raise CifarlensError("cannot write x: disk full")
+
+    w.submit(fail)
+    w.submit(lambda: done.append("after the failure"))  # skipped: must not overtake the lost one
+    with pytest.raises(CifarlensError, match="disk full"):
+        w.flush()
+    w.flush()  # raised once
+    w.close()
+    assert "after the failure" not in done
+    s = EpochWriter(background=False)  # the synchronous twin raises at once
+    with pytest.raises(CifarlensError, match="disk full"):
+        s.submit(fail)
+
+
+def test_cpu_copy_is_frozen():
+    from cifarlens.train import cpu_copy
+
+    t = torch.ones(3)
+    state = {"a": t, "b": [t, {"c": t}], "n": 4}
+    c = cpu_copy(state)
+    t.add_(1)
+    assert torch.equal(c["a"], torch.ones(3)) and torch.equal(c["b"][1]["c"], torch.ones(3))
+    assert c["n"] == 4 and c["b"] is not state["b"]
+
+
+def test_threads_option_sets_and_records_the_thread_count(synth10, tmp_path):
+    from cifarlens import cli
+
+    before = torch.get_num_threads()
+    try:
+        rc = cli.main(["train", "--data-dir", str(synth10), "--dataset", "cifar10", "--preset",
+                       "smoke", "--device", "cpu", "--train-limit", "100", "--batch-size", "50",
+                       "--epochs", "1", "--no-progress", "--threads", "1", "--out",
+                       str(tmp_path / "r")])
+        assert rc == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    env = json.loads((tmp_path / "r" / "config.json").read_text())["environment"]
+    assert env["threads"] == 1
+    p = cli.build_parser()
+    for argv in (["evaluate", "RUN"], ["failures", "RUN"], ["explain", "RUN"], ["study"], ["demo"]):
+        assert p.parse_args([*argv, "--threads", "2"]).threads == 2
+    with pytest.raises(SystemExit):
+        p.parse_args(["train", "--out", "x", "--threads", "0"])
+
+
+def test_metrics_csv_takes_rows_without_the_newer_timing_columns(tmp_path):
+    # a run resumed from a checkpoint written before val_time/other_time existed
+    from cifarlens.train import write_history
+
+    old = {"epoch": 1, "train_loss": 2.0, "epoch_time": 3.0}
+    new = {"epoch": 2, "train_loss": 1.5, "epoch_time": 3.0, "val_time": 0.5, "other_time": 0.1}
+    write_history(tmp_path, [old, new], plot=False)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines == ["epoch,train_loss,epoch_time,val_time,other_time", "1,2.0,3.0,,",
+                     "2,1.5,3.0,0.5,0.1"]

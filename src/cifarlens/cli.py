@@ -121,8 +121,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=_positive_int, help="use a class-balanced N-image subset")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--compile", choices=["auto", "on", "off"])
+    p.add_argument("--compile", choices=["auto", "off", "graphs", "on"],
+                   help="off: eager; graphs: CUDA graphs (seconds to set up); on: torch.compile "
+                        "(~50 s); auto (default): graphs on one GPU, eager on the CPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads_arg(p)
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads for torch in this command (default: torch's, one per core; "
+                        "on a shared machine 1 is steadier, docs/benchmarks.md section 2)")
 
 
 def _train_overrides(a: argparse.Namespace) -> dict:
@@ -320,6 +329,7 @@ def _register_analysis(sub) -> None:
     e.add_argument("--checkpoint", choices=["best", "last"], default="best")
     e.add_argument("--data-dir", help="where the run's dataset is (default: as recorded)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_threads_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     f = sub.add_parser("failures", help="rank wrong predictions by confidence; flag label errors")
@@ -329,6 +339,7 @@ def _register_analysis(sub) -> None:
     f.add_argument("--confident", type=_finite_float, default=CONFIDENT,
                    help="temperature-scaled confidence above which an error counts as "
                         f"confident (default {CONFIDENT})")
+    _add_threads_arg(f)
     f.set_defaults(func=cmd_failures)
 
     x = sub.add_parser("explain", help="Grad-CAM for failures (or chosen images) of a run")
@@ -343,6 +354,7 @@ def _register_analysis(sub) -> None:
     x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
     x.add_argument("--layer", "--cam-layer", dest="layer", metavar="NAME",
                    help="module to explain, e.g. features.20 (default: the last conv layer)")
+    _add_threads_arg(x)
     x.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("study", help="baseline vs one change: train, evaluate, explain, compare, report")
@@ -365,6 +377,7 @@ def _register_analysis(sub) -> None:
     d.add_argument("--out", default="cifarlens-demo", help="folder (default ./cifarlens-demo)")
     _add_seeds_jobs(d)
     d.add_argument("--no-progress", action="store_true")
+    _add_threads_arg(d)
     d.set_defaults(func=cmd_demo)
 
 
@@ -472,6 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)  # asked for by this command: its process only
     try:
         return int(args.func(args) or 0)
     except CifarlensError as e:

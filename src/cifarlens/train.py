@@ -13,9 +13,12 @@ import io
 import math
 import os
 import platform
+import queue
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +128,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.cutmix_alpha > 0 and math.isfinite(cfg.cutmix_alpha), "--cutmix-alpha must be > 0"),
         (cfg.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         (cfg.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
-        (cfg.compile in ("auto", "on", "off"), "--compile must be auto, on or off"),
+        (cfg.compile in COMPILE_MODES, "--compile must be auto, off, graphs or on"),
         (cfg.eval_batch_size >= 1, "eval batch size must be at least 1"),
     ]
     for ok, msg in checks:
@@ -177,17 +180,65 @@ def autocast(device: torch.device, precision: str):
 # paper run on an H200 (about a minute) therefore stays eager; "on"/"off" force the choice.
 COMPILE_COST_S = 50.0
 COMPILE_MAX_SHARE = 0.10
+# off: eager; graphs: CUDA graphs of the eager model (seconds to set up); on: torch.compile.
+COMPILE_MODES = ("auto", "off", "graphs", "on")
 
 
 def resolve_compile(mode: str, device_type: str, est_run_s: float | None = None) -> bool:
-    """Whether to compile the training model. Pure: `est_run_s` is the estimated (eager) time of
-    the rest of the run, None while it is unknown (then "auto" says no)."""
-    if mode not in ("auto", "on", "off"):
-        raise CifarlensError(f"--compile must be auto, on or off, got {mode!r}")
+    """Whether to torch.compile the training model. Pure: `est_run_s` is the estimated (eager)
+    time of the rest of the run, None while it is unknown (then "auto" says no)."""
+    if mode not in COMPILE_MODES:
+        raise CifarlensError(f"--compile must be auto, off, graphs or on, got {mode!r}")
     if mode != "auto":
         return mode == "on"
     return (device_type == "cuda" and est_run_s is not None
             and COMPILE_COST_S <= COMPILE_MAX_SHARE * est_run_s)
+
+
+def resolve_graphs(mode: str, device_type: str, world: int = 1) -> bool:
+    """Whether to train through CUDA graphs (`graph_model`). Pure, decided before any work.
+
+    "auto" takes them for one CUDA process: they remove the ~220 kernel launches of an eager step
+    for seconds of set-up, where torch.compile needs ~50 s. Under DDP "auto" stays eager (DDP's
+    gradient hooks run inside backward and are not captured; the compile probe decides there).
+    "graphs" asked for where they cannot work is a one-line error, never a silent fallback."""
+    if mode not in COMPILE_MODES:
+        raise CifarlensError(f"--compile must be auto, off, graphs or on, got {mode!r}")
+    if mode == "graphs":
+        if device_type != "cuda":
+            raise CifarlensError(f"--compile graphs needs a CUDA GPU; this run is on {device_type} "
+                                 "(use --compile auto or off)")
+        if world > 1:
+            raise CifarlensError("--compile graphs works for one process only; under torchrun use "
+                                 "--compile auto, off or on")
+        return True
+    return mode == "auto" and device_type == "cuda" and world == 1
+
+
+def graph_model(model: torch.nn.Module, sample_x: torch.Tensor, device: torch.device,
+                precision: str, *, grapher: Callable | None = None) -> torch.nn.Module:
+    """The training model with its forward and backward captured as CUDA graphs
+    (`torch.cuda.make_graphed_callables`); eval mode still runs the eager forward (validation).
+
+    Set-up is a few warm-up passes plus one capture: seconds. The warm-up passes run the model in
+    train mode on `sample_x`, which moves BatchNorm's running statistics: they are restored, so
+    graphing changes nothing the run computes (parameters are untouched: the warm-up takes
+    gradients with autograd.grad, not into .grad; dropout draws are re-seeded every epoch).
+    Input shape, dtype and layout are fixed from here on, as Batches guarantees. `grapher` stands
+    in for make_graphed_callables in tests on the CPU."""
+    grapher = grapher or torch.cuda.make_graphed_callables
+    saved = {k: v.detach().clone() for k, v in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    # autocast's weight-cast cache must be off while capturing (make_graphed_callables' rule)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                        cache_enabled=False):
+        graphed = grapher(model, (sample_x.detach().clone(),))
+    with torch.no_grad():
+        for k, v in model.named_buffers():
+            v.copy_(saved[k])
+    model.train(was_training)
+    return graphed
 
 
 def use_channels_last(device: torch.device) -> bool:
@@ -249,18 +300,50 @@ class Dist:
         return self.rank == 0
 
 
+def _env_int(name: str, default: int, lo: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = lo - 1
+    if value < lo:
+        raise CifarlensError(f"environment variable {name}={raw!r} must be an integer >= {lo} "
+                             "(torchrun sets it; unset it to train in one process)")
+    return value
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(world, rank, local_rank) from torchrun's variables, checked before any work: a bad value
+    is a one-line error here, never a traceback later (cmd_train reads RANK after training)."""
+    world = _env_int("WORLD_SIZE", 1, 1)
+    rank = _env_int("RANK", 0, 0)
+    local_rank = _env_int("LOCAL_RANK", 0, 0)
+    if world > 1:
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v)]
+        if missing:
+            raise CifarlensError(f"WORLD_SIZE={world} but {', '.join(missing)} "
+                                 f"{'is' if len(missing) == 1 else 'are'} not set: start "
+                                 "multi-process training with torchrun (or unset WORLD_SIZE)")
+    if rank >= world:
+        raise CifarlensError(f"environment variable RANK={rank} must be below WORLD_SIZE={world}")
+    return world, rank, local_rank
+
+
 def init_distributed(device_name: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world, _, local_rank = dist_env()
     if world <= 1:
         return Dist()
     import torch.distributed as dist
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        # The device first: NCCL binds a communicator to the current device; in the other order
+        # a rank's first collective (the barrier) could be set up on GPU 0 for every rank.
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
@@ -379,6 +462,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     validate_config(cfg)
     out = Path(out)
     d = init_distributed(cfg.device)
+    resolve_graphs(cfg.compile, resolve_device(cfg.device, d.local_rank).type, d.world)  # up front
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if not d.main:
         say = lambda msg: None  # noqa: E731
@@ -401,6 +485,11 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
 
     device = resolve_device(cfg.device, d.local_rank)
     precision = resolve_precision(cfg.precision, device)
+    graphs = resolve_graphs(cfg.compile, device.type, d.world)  # refuses bad choices up front
+    # Best-epoch choice on the numbers `evaluate` reports (fp32): on CUDA that costs little; on the
+    # CPU fp32 validation would cost ~1.8x the bf16 one (docs/benchmarks.md), so there it runs in
+    # the training precision and done.json says so (val_precision).
+    val_precision = "fp32" if device.type == "cuda" else precision
     if device.type == "cuda":
         # Batch shapes are fixed (the last partial batch is dropped), so cuDNN's autotuner pays for
         # itself after the first steps; TF32 for fp32 matmuls ("high") when precision is fp32.
@@ -505,18 +594,39 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
 
         train_model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
     compiled = resolve_compile(cfg.compile, device.type)  # "auto" decides after timing (probe)
+    step_mode = "compile" if compiled else "eager"
+    if graphs:
+        t_graph = time.perf_counter()
+        sample_x, _ = next(iter(batches.epoch(0)))
+        try:
+            train_model = graph_model(model, sample_x, device, precision)
+            step_mode = "graphs"
+            say(f"CUDA graphs captured in {time.perf_counter() - t_graph:.1f} s")
+        except Exception as e:  # noqa: BLE001 - any capture failure: eager still trains correctly
+            if cfg.compile == "graphs":
+                raise CifarlensError(f"--compile graphs: capturing CUDA graphs failed: "
+                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                                     ) from None
+            say(f"note: CUDA graphs failed ({type(e).__name__}); training eagerly")
+        del sample_x
     step_fn = _make_step(compile_model(train_model) if compiled else train_model, opt, sched, cfg,
                          device, precision, total_steps)
     probe = _CompileProbe(steps, total_steps - start_epoch * steps, device, d) \
-        if cfg.compile == "auto" and device.type == "cuda" else None
+        if cfg.compile == "auto" and device.type == "cuda" and step_mode == "eager" else None
 
     ckpt_dir = out / CKPT_DIR
-    val_x, val_y = data.train_x[val_idx], torch.from_numpy(data.train_y[val_idx])
+    # Validation images live on the device as uint8 (copied once, not every epoch: 30 MB for the
+    # paper split) and are normalized batch by batch there.
+    val_x = torch.from_numpy(np.ascontiguousarray(data.train_x[val_idx])).to(device)
+    val_y = torch.from_numpy(np.asarray(data.train_y[val_idx], dtype=np.int64)).to(device)
     run_start = time.perf_counter()
     last_plot = -math.inf
     say(f"training {cfg.model} on {cfg.dataset} ({data.source} data): {len(split['train_used'])} "
         f"train / {len(split['val'])} val images, {cfg.epochs} epochs x {steps} steps of "
-        f"{cfg.batch_size}, {device} {precision}" + (f", {d.world} processes" if d.world > 1 else ""))
+        f"{cfg.batch_size}, {device} {precision}" + (f", {d.world} processes" if d.world > 1 else "")
+        + (f", {step_mode}" if device.type == "cuda" else ""))
+    writer = EpochWriter(background=WRITE_IN_BACKGROUND) if d.main else None
+    t_mark = time.perf_counter()  # end of the previous epoch's row: epoch_time runs from here
     try:
         for epoch in range(start_epoch, cfg.epochs):
             # dropout draws: same with or without resume; each rank its own (rank 0 = single process)
@@ -534,6 +644,7 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
                             f"{_fmt_time(probe.est_s or 0)}, compile ~{COMPILE_COST_S:.0f} s)")
                         step_fn = _make_step(compile_model(train_model), opt, sched, cfg, device,
                                              precision, total_steps)
+                        step_mode = "compile"
                     probe = None
                 bar.update(1)
                 if epoch == start_epoch and i == min(9, steps - 1):
@@ -551,53 +662,164 @@ def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool
                 raise CifarlensError(
                     f"training diverged: loss became {tr_loss} in epoch {epoch + 1}; the last good "
                     f"checkpoint is kept in {ckpt_dir} (try a lower --lr)")
-            train_time = time.perf_counter() - t0
-            vl = _validate(model, val_x, val_y, mean, std, cfg, device, precision, d)
+            t_val = time.perf_counter()
+            train_time = t_val - t0
+            vl = _validate(model, val_x, val_y, mean, std, cfg, device, val_precision, d)
             if not math.isfinite(vl["val_loss"]):  # the epoch's last steps broke the weights
                 raise CifarlensError(
                     f"training diverged: validation loss became {vl['val_loss']} in epoch "
                     f"{epoch + 1}; the last good checkpoint is kept in {ckpt_dir} (try a lower --lr)")
+            now = time.perf_counter()
+            val_time, epoch_time, t_mark = now - t_val, now - t_mark, now
+            # other_time: everything but training steps and validation since the previous row,
+            # i.e. the previous epoch's bookkeeping (checkpoint hand-off, logs) and this one's setup.
             row = {"epoch": epoch + 1, "train_loss": tr_loss / tr_n, "train_acc": tr_correct / tr_n,
-                   **vl, "lr": opt.param_groups[0]["lr"], "epoch_time": time.perf_counter() - t0,
-                   "train_time": train_time, "images_per_s": tr_n / train_time}
+                   **vl, "lr": opt.param_groups[0]["lr"], "epoch_time": epoch_time,
+                   "train_time": train_time, "val_time": val_time,
+                   "other_time": max(0.0, epoch_time - train_time - val_time),
+                   "images_per_s": tr_n / train_time}
             history.append(row)
             improved = row["val_acc"] > best_acc
             if improved:
                 best_acc, best_epoch = row["val_acc"], epoch + 1
             if d.main:
+                assert writer is not None
                 base = {"model_name": cfg.model, "num_classes": data.num_classes,
                         "dataset": cfg.dataset, "epoch": epoch + 1, "val_acc": row["val_acc"]}
-                if improved:
-                    save_checkpoint({**base, "model": model.state_dict()}, ckpt_dir / "best.pt")
-                save_checkpoint({**base, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "history": history,
-                                 "best_val_acc": best_acc, "best_epoch": best_epoch},
-                                ckpt_dir / f"ckpt-e{epoch + 1:04d}.pt")
-                prune_checkpoints(out)
-                # The curve figure costs ~0.4 s: on a GPU epoch of ~1 s redraw it at most every
-                # 30 s (and always after the last epoch); the metrics files are written every epoch.
-                plot = epoch + 1 == cfg.epochs or time.perf_counter() - last_plot >= 30.0
-                write_history(out, history, plot=plot)
-                last_plot = time.perf_counter() if plot else last_plot
+                # A CPU copy of the state, taken now: training goes on while the writer saves it.
+                # The best weights are this same copy, written (best.pt) with this checkpoint.
+                snap = cpu_copy({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict()})
+                hist = [dict(r) for r in history]
+                # The curve figure costs ~0.4 s of CPU: redraw it at most every PLOT_EVERY_S (a
+                # person glancing at it) and always after the last epoch; metrics every epoch.
+                plot = epoch + 1 == cfg.epochs or now - last_plot >= PLOT_EVERY_S
+                last_plot = now if plot else last_plot
+                writer.submit(lambda e=epoch + 1, b=({**base, "model": snap["model"]}
+                                                     if improved else None),
+                              c={**base, **snap, "history": hist, "best_val_acc": best_acc,
+                                 "best_epoch": best_epoch}, h=hist, pl=plot:
+                              write_epoch(out, e, b, c, h, pl))
                 say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.3f} acc "
                     f"{row['train_acc']:.3f} | val loss {row['val_loss']:.3f} acc "
                     f"{row['val_acc']:.3f} | {row['images_per_s']:.0f} img/s, "
                     f"{_fmt_time(row['epoch_time'])}")
             barrier(d)
+        t_flush = time.perf_counter()
+        if writer is not None:
+            writer.flush()  # the last epoch's files are complete before done.json (or its error)
+        final_write_s = time.perf_counter() - t_flush
     except KeyboardInterrupt:
         say(f"interrupted: {out} keeps every complete epoch; continue with --resume")
         raise
+    finally:
+        if writer is not None:
+            writer.close()  # waits for queued epochs: every completed epoch is kept
     if d.main and history and start_epoch >= cfg.epochs:
         # killed after the last checkpoint, before the files that follow it: finish those
         prune_checkpoints(out)
         write_history(out, history)
     summary = {"finished": True, "epochs": cfg.epochs, "best_epoch": best_epoch,
                "best_val_acc": best_acc, "final": history[-1] if history else None,
-               "wall_time_s": time.perf_counter() - run_start}
+               "wall_time_s": time.perf_counter() - run_start, "final_write_s": final_write_s,
+               "step_mode": step_mode, "val_precision": val_precision}
     if d.main:
         write_json(out / "done.json", summary)
     barrier(d)
     return summary
+
+
+# --- per-epoch files, written off the training thread ------------------------------------------------
+
+# Off for a synchronous comparison in bench/epoch_overhead.py; training always uses the thread.
+WRITE_IN_BACKGROUND = True
+PLOT_EVERY_S = 30.0
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A CPU copy of nested state (tensors copied, containers rebuilt): what a checkpoint holds,
+    frozen at this moment while training keeps changing the originals."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+def write_epoch(out: Path, epoch: int, best: dict | None, ckpt: dict, history: list[dict],
+                plot: bool) -> None:
+    """One epoch's files in crash-safe order: best.pt (if this epoch improved), the resume
+    checkpoint (each with its checksum last), pruning, metrics, curves (when due)."""
+    ckpt_dir = out / CKPT_DIR
+    if best is not None:
+        save_checkpoint(best, ckpt_dir / "best.pt")
+    save_checkpoint(ckpt, ckpt_dir / f"ckpt-e{epoch:04d}.pt")
+    prune_checkpoints(out)
+    write_history(out, history, plot=plot)
+
+
+class EpochWriter:
+    """Runs write jobs one at a time, in order, on one background thread.
+
+    At most one job waits while one runs: a training thread that outpaces the disk blocks in
+    submit() (that wait shows in other_time) instead of piling up copies of the state. After a
+    failed job the rest are skipped (a later epoch's files must not overtake a missing one) and
+    the error is raised on the training thread at the next submit() or flush(). A SIGKILL at any
+    moment leaves what atomic_write promises: complete files or none; a resume takes the newest
+    checkpoint whose checksum verifies, and each epoch is seeded, so it replays exactly."""
+
+    def __init__(self, background: bool = True):
+        self._error: BaseException | None = None  # raised once on the training thread
+        self._failed = False
+        self._q: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._loop, name="cifarlens-writer", daemon=True) \
+            if background else None
+        if self._thread:
+            self._thread.start()
+
+    def _run(self, job: Callable[[], None]) -> None:
+        if not self._failed:
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the training thread
+                self._error, self._failed = e, True
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            try:
+                if job is None:
+                    return
+                self._run(job)
+            finally:
+                self._q.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            e, self._error = self._error, None
+            raise e
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        if self._thread is None:
+            self._run(job)
+            self._raise()
+        else:
+            self._q.put(job)
+
+    def flush(self) -> None:
+        """Wait until every submitted job is done; raise the first error."""
+        if self._thread is not None:
+            self._q.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Finish the queued jobs and stop the thread (errors are left to flush())."""
+        if self._thread is not None and self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
 
 
 def _make_step(model, opt, sched, cfg: TrainConfig, device, precision, total_steps):
@@ -644,7 +866,9 @@ def write_history(out: Path, history: list[dict], plot: bool = True) -> None:
 
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    # every key of every row: a run resumed from an older version's checkpoint has rows without
+    # the newer timing columns (left empty)
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in history for k in r)), restval="")
     w.writeheader()
     w.writerows(history)
     write_text(out / "metrics.csv", buf.getvalue())
