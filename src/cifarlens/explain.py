@@ -235,7 +235,10 @@ def _forward_capture(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Ten
     try:
         with torch.no_grad():
             logits = model(x)
-    except (RuntimeError, ValueError) as e:  # e.g. a 64x64 or 1-channel batch for a 32x32 RGB model
+    except (RuntimeError, ValueError) as e:
+        if tuple(x.shape[1:]) == (3, 32, 32):
+            raise  # CIFAR-shaped input: the model's own error, not ours to reword
+        # e.g. a 64x64 or 1-channel batch for a 32x32 RGB model
         raise CifarlensError(f"the model cannot take images of shape {tuple(x.shape[1:])}: "
                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
