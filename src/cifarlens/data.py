@@ -94,9 +94,12 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     elif os.environ.get(ENV_DATA_DIR):
         root = Path(os.environ[ENV_DATA_DIR]).expanduser()
     else:
-        import platformdirs
-
-        root = Path(platformdirs.user_cache_dir("cifarlens")) / "data"
+        try:
+            import platformdirs
+        except ImportError:  # e.g. a bare GPU image: fall back to the Linux convention
+            root = Path("~/.cache/cifarlens/data").expanduser()
+        else:
+            root = Path(platformdirs.user_cache_dir("cifarlens")) / "data"
     try:
         return root.resolve()
     except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable parent

@@ -1209,9 +1209,10 @@ def _sec_metrics(v: _View) -> list[Block]:
             mrows.append([mname, split_name, fmt_float(r.get("loss")), fmt_pct(r.get("top1")),
                           fmt_pct(r.get("top5")), fmt_pct(r.get("macro_f1")),
                           fmt_pct(r.get("ece"))])
-    out.append(_table(["Model", "Split", "Loss", "Top-1", "Top-5", "Macro-F1", "ECE"],
+    out.append(_table(["Model", "Split", "NLL", "Top-1", "Top-5", "Macro-F1", "ECE"],
                       mrows, align="llrrrrr",
-                      caption="Validation and test metrics (best checkpoint)"))
+                      caption="Validation and test metrics (best checkpoint; NLL: cross-entropy "
+                              "without label smoothing, unlike the training curves' loss)"))
     out.append(_p(
         f"The baseline reaches {fmt_pct(v.bt.get('top1'))} top-1 and "
         f"{fmt_pct(v.bt.get('top5'))} top-5 test accuracy; the variant "
@@ -1338,7 +1339,8 @@ def _sec_failure_cases(v: _View) -> list[Block]:
                 "(a confident-learning rule: the predicted class is as probable as that class "
                 "usually is on its own images, and the given label gets at most 2%), so the "
                 "image may be mislabelled rather than misclassified"
-                + (f"; {len(shown)} of the {len(v.top)} failures listed below are" if v.top
+                + (f"; {len(shown)} of the {len(v.top)} failures listed below "
+                   f"{'is' if len(shown) == 1 else 'are'}" if v.top
                    else "")
                 + ". The rule is precise but misses most flips between confusable classes "
                 "(measured on generated data in docs/analysis.md)"
