@@ -355,3 +355,11 @@ def test_study_stage_evaluates_again_when_best_changed(run_copy):
     assert predictions_current(run_copy, "test") and predictions_current(run_copy, "val")
     metrics = json.loads((run_copy / "metrics_test.json").read_text())
     assert metrics["checkpoint_sha256"] == checkpoint_sha256(run_copy)
+
+
+def test_a_refused_run_leaves_no_empty_folder(synth100, tmp_path, capsys):
+    out = tmp_path / "r"
+    err = _one_line_error(capsys, ["train", "--out", str(out), "--preset", "smoke", "--device",
+                                   "cpu", "--data-dir", str(synth100), "--train-limit", "50"])
+    assert "below one image per class" in err
+    assert not out.exists()

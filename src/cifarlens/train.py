@@ -467,6 +467,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     if not d.main:
         say = lambda msg: None  # noqa: E731
     lock = RunLock(out) if d.main else None
+    created = not out.exists()
     if lock:
         if (out / "config.json").exists() and not resume:
             raise CifarlensError(f"{out} already holds a run; use --resume to continue it or "
@@ -477,6 +478,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     finally:
         if lock:
             lock.release()
+            # refused before its first file (bad data, a too-small --train-limit): leave no
+            # empty run folder behind that a later --resume or a reader would trip over
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
 
 
 def _train(cfg: TrainConfig, out: Path, d: Dist, *, resume: bool, progress: bool,
