@@ -987,3 +987,17 @@ def test_report_states_the_tested_faithfulness_and_tracking_base_rate(tmp_path, 
         assert "not a measure of background reliance" in doc
         assert "(3 on the raw, unscaled probabilities)" in doc and "T = 0.41" in doc
         assert "Raw confidence" in doc and "1,203" in doc
+
+
+def test_headline_printed_by_study_is_the_reports_verdict(tmp_path, pngs):
+    """`cifarlens study` prints one sentence at the end: the report's own verdict clause."""
+    h, _, study = render(tmp_path, pngs)
+    line = R.headline(json.loads((study / "summary.json").read_text()), study)
+    prefix = "augment: none \u2192 crop-flip: "
+    assert line.startswith(prefix)
+    clause = line[len(prefix):].replace(" (generated data, not CIFAR-100)", "").rstrip(".")
+    assert len(clause) > 40 and in_html(clause, h)
+    assert "augment" in line  # names the change
+    summary = make_summary()
+    summary["data_source"] = "generated"
+    assert R.headline(summary, study).endswith("(generated data, not CIFAR-100)")

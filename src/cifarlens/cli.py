@@ -282,11 +282,20 @@ def cmd_study(a: argparse.Namespace) -> int:
     if len(changes) > 1:  # argparse kept only the last one before: a study of the wrong change
         raise CifarlensError(f"one --change per study (got {len(changes)}: {', '.join(changes)}); "
                              "run one study per change")
-    run_study(a.out, preset=a.preset, change=changes[0], seeds=a.seeds, overrides=overrides,
-              failures_top=a.top, jobs=a.jobs, progress=not a.no_progress, command=" ".join(
-                  ["cifarlens", *sys.argv[1:]]) if sys.argv else None)
-    print(f"report: {Path(a.out) / 'report.html'}")
+    summary = run_study(a.out, preset=a.preset, change=changes[0], seeds=a.seeds,
+                        overrides=overrides, failures_top=a.top, jobs=a.jobs,
+                        progress=not a.no_progress,
+                        command=" ".join(["cifarlens", *sys.argv[1:]]) if sys.argv else None)
+    _print_result(summary, Path(a.out))
     return 0
+
+
+def _print_result(summary: dict, study: Path) -> None:
+    """The verdict once, in the report's words, then where the report is (stdout: results)."""
+    from .report import headline
+
+    print(headline(summary, study))
+    print(f"report: {study / 'report.html'}")
 
 
 def cmd_report(a: argparse.Namespace) -> int:
@@ -303,8 +312,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from .study import demo
 
-    demo(a.out, seeds=a.seeds, jobs=a.jobs, progress=not a.no_progress)
-    print(f"report: {Path(a.out) / 'study' / 'report.html'} (generated data, not CIFAR-100)")
+    summary = demo(a.out, seeds=a.seeds, jobs=a.jobs, progress=not a.no_progress)
+    _print_result(summary, Path(a.out) / "study")
     return 0
 
 

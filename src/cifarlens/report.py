@@ -50,6 +50,7 @@ __all__ = [
     "describe_temperature",
     "describe_tracking",
     "fmt_auc",
+    "headline",
     "fmt_flops",
     "fmt_float",
     "fmt_int",
@@ -1074,6 +1075,16 @@ def _sec_replication(v: _View) -> list[Block]:
             "noise is not counted. The training recipe differs where the seed is silent "
             "(section Training setup)."))
     return out
+
+
+def headline(summary: dict[str, Any], study_dir: Path) -> str:
+    """The study's verdict in one sentence, the same words as the report's headline: what
+    `cifarlens study` and `demo` print when they finish."""
+    v = _View(summary, study_dir)
+    text = f"{v.change_text}: {v.accuracy_change()}."
+    if v.generated:
+        text += f" (generated data, not {v.dataset})"
+    return clean_text(text)
 
 
 def _sec_summary(v: _View) -> list[Block]:

@@ -166,7 +166,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=
         from .report import render_report
 
         html, md = render_report(out, summary)
-    say(f"report: {html}  (markdown: {md})")
+    say(f"markdown report: {md}")
     return summary
 
 
