@@ -1062,7 +1062,7 @@ def _sec_replication(v: _View) -> list[Block]:
         ["Parameters", fmt_int(sr["params"]), fmt_int(v.base.get("params"))],
         ["FLOPs per image", sr["flops_text"], fmt_flops(v.base.get("flops"))],
     ]
-    out: list[Block] = [_table(["Quantity", "Seed report", col], rows, align="lrr",
+    out: list[Block] = [_table(["Quantity", "Seed report", col], rows, align="lll",
                                caption="The seed report's numbers next to this study's")]
     out.append(_p(describe_replication(verdict, lo, hi, v.n_seeds, why_not),
                   lead="Replication."))
