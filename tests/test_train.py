@@ -104,8 +104,12 @@ def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(synth10, tm
     bad = _cfg(synth10, dataset="cifar10", epochs=2, lr=1e30)
     with pytest.raises(CifarlensError, match="diverged"):
         train(bad, tmp_path / "bad", progress=False, log=lambda m: None)
-    assert epoch_checkpoints(tmp_path / "bad") == []  # nothing non-finite saved
-    assert epoch_checkpoints(tmp_path / "r") == good
+    bad_run = tmp_path / "bad"
+    assert epoch_checkpoints(bad_run) == []  # nothing non-finite saved
+    assert not (bad_run / "checkpoints" / "best.pt").exists()
+    assert not (bad_run / "done.json").exists()  # never taken for a finished run
+    assert (bad_run / "config.json").exists()  # what was asked for stays on record
+    assert len(good) == 1 and load_checkpoint(good[0])["epoch"] == 1  # the good run is whole
 
 
 def test_lr_schedule_warms_up_then_anneals_to_zero():
