@@ -36,7 +36,7 @@ def complexity(model: nn.Module, input_shape=(1, 3, 32, 32)) -> dict[str, int | 
 
 
 def fmt_flops(flops: float | int | None) -> str:
-    """One rule for every place that prints FLOPs (report.py's fmt_flops has the same rule):
+    """One rule for every place that prints FLOPs (report.fmt_flops uses it too):
     GFLOPs when >= 0.1 G (the seed's unit, '0.65 GFLOPs'), else MFLOPs, so a tiny model does
     not print '0.01 GFLOPs'; plain FLOPs below 0.1 M."""
     if flops is None:

@@ -18,6 +18,7 @@ import torch
 
 from . import explain as X
 from ._io import locked, read_json, save_npz
+from .data import CifarData
 from .errors import CifarlensError
 
 TARGETS = ("predicted", "true", "both")
@@ -36,15 +37,16 @@ def _ensure_failures(run: Path, split: str, log) -> dict:
     return find_failures(run, split, log=log)
 
 
-def object_boxes(run: Path, split: str, indices: np.ndarray) -> np.ndarray | None:
-    """Object boxes of generated data (None for real CIFAR, which has none)."""
-    from .evaluate import run_data
-    from .synth import read_synth_info
-
-    data = run_data(run)
+def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray | None:
+    """Object boxes of generated data (None for real CIFAR, which has none), from the manifest
+    the data was read and verified with (no second read of the dataset)."""
     if data.source != "generated":
         return None
-    info = read_synth_info(data.folder, verify=False)
+    info = data.extra.get("manifest")
+    if info is None:
+        from .synth import read_synth_info
+
+        info = read_synth_info(data.folder, verify=False)
     boxes = np.asarray(info["boxes"]["test" if split == "test" else "train"])
     return boxes[indices]
 
@@ -161,7 +163,7 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                                   random_result=c["random"],
                                   baselines={BASELINE_NAMES[k]: c[k]
                                              for k in ("smooth_random", "centre_prior")})
-    boxes = object_boxes(run, split, ds_idx[correct_pos]) if len(correct_pos) else None
+    boxes = object_boxes(data, split, ds_idx[correct_pos]) if len(correct_pos) else None
     if boxes is not None:
         hits = X.pointing_game(groups["correct"][1], boxes)
         result["pointing_game"] = {"hit_rate": float(np.mean(hits)), "n": int(len(hits)),

@@ -223,16 +223,12 @@ def fmt_params_m(x: Any) -> str:
 
 
 def fmt_flops(x: Any) -> str:
-    """FLOPs in the largest unit that keeps a leading digit: '0.65 GFLOPs' is shown as GFLOPs
-    when >= 0.1 G (the seed's unit), else MFLOPs, so a tiny smoke model is not '0.00'."""
+    """FLOPs by the one rule `cifarlens complexity` prints them with (complexity.fmt_flops):
+    GFLOPs from 0.1 G (the seed's '0.65 GFLOPs'), else MFLOPs, so a tiny model is not '0.00'."""
+    from .complexity import fmt_flops as rule
+
     f = num(x)
-    if f is None:
-        return NA
-    if f >= 1e8:
-        return f"{f / 1e9:.2f} GFLOPs"
-    if f >= 1e5:
-        return f"{f / 1e6:.2f} MFLOPs"
-    return f"{f:,.0f} FLOPs"
+    return NA if f is None else rule(f)
 
 
 def _alpha_text(alpha: float) -> str:
