@@ -363,3 +363,20 @@ def test_a_refused_run_leaves_no_empty_folder(synth100, tmp_path, capsys):
                                    "cpu", "--data-dir", str(synth100), "--train-limit", "50"])
     assert "below one image per class" in err
     assert not out.exists()
+
+
+def test_explain_points_with_the_boxes_of_the_data_it_verified(run_copy, synth100):
+    """Generated data carries object boxes; explain takes them from the manifest read with the
+    data (no second read), so the pointing game is computed and equals a recount from the boxes
+    in the dataset's own manifest file."""
+    from cifarlens.explain import pointing_game
+    from cifarlens.explanations import explain_run, object_boxes
+    from cifarlens.synth import read_synth_info
+
+    r = explain_run(run_copy, "test", failures=4, correct_sample=40, steps=4, log=lambda m: None)
+    assert r["pointing_game"]["n"] == 40 and 0 <= r["pointing_game"]["hit_rate"] <= 1
+    data = run_data(run_copy)
+    idx = np.arange(10)
+    want = np.asarray(read_synth_info(data.folder, verify=False)["boxes"]["test"])[idx]
+    assert np.array_equal(object_boxes(data, "test", idx), want)
+    assert pointing_game(np.ones((1, 32, 32)), want[:1]).tolist() == [False]  # flat map: miss
