@@ -95,35 +95,82 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     from .data import DATASETS, ENV_DATA_DIR
 
     p.add_argument("--data-dir", help=f"dataset folder (default: ${ENV_DATA_DIR} or the user cache)")
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100", help="which dataset")
+
+
+_NO_LIMIT = "none"  # --train-limit none: every training image (undoes the quick preset's limit)
+
+
+def _limit(s: str) -> int | str:
+    if s.strip().lower() in ("none", "all"):
+        return _NO_LIMIT
+    return _positive_int(s)
+
+
+def _setting_kwargs(name: str, kind: object) -> dict:
+    """argparse type/choices for one TrainConfig field, from its annotation (a few fields have
+    a closed set of values or a richer check)."""
+    from .data import AUGMENTS, DATASETS
+    from .train import COMPILE_MODES
+
+    special: dict[str, dict] = {
+        "model": {"type": _model_name, "metavar": "MODEL"},
+        "dataset": {"choices": sorted(DATASETS)},
+        "augment": {"choices": AUGMENTS},
+        "device": {"choices": ["auto", "cpu", "cuda"]},
+        "precision": {"choices": ["auto", "fp32", "bf16"]},
+        "compile": {"choices": list(COMPILE_MODES)},
+        "seed": {"type": _nonneg_int},
+        "train_limit": {"type": _limit, "metavar": "N"},
+        "data_dir": {"metavar": "DIR"},
+    }
+    if name in special:
+        return special[name]
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if kind is int:
+        return {"type": _positive_int}
+    if kind is float:
+        return {"type": _finite_float}
+    return {}
+
+
+def _setting_default_text(name: str) -> str:
+    """The paper default and what each preset sets instead: the flags' defaults are None so
+    that the preset decides, and the help says what it decides."""
+    from .train import PRESETS, TrainConfig
+
+    def show(v: object) -> str:
+        return "none" if v is None else str(v)
+
+    if name == "data_dir":
+        return ""
+    text = f"default {show(getattr(TrainConfig(), name))}"
+    presets = [f"{p} preset {show(v[name])}" for p, v in PRESETS.items() if name in v]
+    return f" ({text}{'; ' + ', '.join(presets) if presets else ''})"
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .data import AUGMENTS
-    from .train import PRESETS
+    """One flag per TrainConfig field, generated from it (so no setting lacks a flag), plus the
+    preset and the progress/threads switches."""
+    import dataclasses
+    import typing
+
+    from .train import PRESETS, SETTING_HELP, TrainConfig
 
     p.add_argument("--preset", choices=list(PRESETS), default="paper",
-                   help="paper: the seed's recipe (50 epochs); quick: ~15 min on 2 CPU cores; "
-                        "smoke: seconds, small model")
-    _add_model_arg(p, None)
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=_finite_float)
-    p.add_argument("--weight-decay", type=_finite_float)
-    p.add_argument("--label-smoothing", type=_finite_float)
-    p.add_argument("--augment", choices=AUGMENTS,
-                   help="none; crop-flip (4-px crop + flip); cutout, mixup, cutmix (each after "
-                        "crop-flip; docs/models.md)")
-    p.add_argument("--cutout-size", type=_positive_int, help="cutout square side (default 8)")
-    p.add_argument("--mixup-alpha", type=_finite_float, help="mixup Beta(a, a) (default 1.0)")
-    p.add_argument("--cutmix-alpha", type=_finite_float, help="cutmix Beta(a, a) (default 1.0)")
-    p.add_argument("--seed", type=_nonneg_int)
-    p.add_argument("--train-limit", type=_positive_int, help="use a class-balanced N-image subset")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--compile", choices=["auto", "off", "graphs", "on"],
-                   help="off: eager; graphs: CUDA graphs (seconds to set up); on: torch.compile "
-                        "(~50 s); auto (default): graphs on one GPU, eager on the CPU")
+                   help="paper: the seed's recipe, 50 epochs; quick: the paper model on 10,000 "
+                        "images for 10 epochs; smoke: a small model for 6 epochs, for tests and the "
+                        "demo (times: README, 'How long it takes'); every setting it fixes can be "
+                        "overridden by the flags below")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        if typing.get_origin(kind) is not None:  # X | None: the X
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                       help=SETTING_HELP[f.name] + _setting_default_text(f.name),
+                       **_setting_kwargs(f.name, kind))
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads_arg(p)
 
@@ -135,10 +182,16 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _train_overrides(a: argparse.Namespace) -> dict:
-    keys = ["model", "epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment",
-            "cutout_size", "mixup_alpha", "cutmix_alpha",
-            "seed", "train_limit", "device", "precision", "compile", "dataset", "data_dir"]
-    return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
+    """The TrainConfig fields given on the command line (None: left to the preset)."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    out = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)
+           if getattr(a, f.name, None) is not None}
+    if out.get("train_limit") == _NO_LIMIT:
+        out["train_limit"] = None
+    return out
 
 
 # --- commands ---------------------------------------------------------------------------------------
@@ -318,7 +371,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _split_arg(p: argparse.ArgumentParser, choices=("val", "test"), default="test") -> None:
-    p.add_argument("--split", choices=choices, default=default)
+    p.add_argument("--split", choices=choices, default=default,
+                   help="which predictions: val (held out from training), test" +
+                        (", all (both)" if "all" in choices else ""))
 
 
 def _add_seeds_jobs(p: argparse.ArgumentParser) -> None:
@@ -331,18 +386,28 @@ def _add_seeds_jobs(p: argparse.ArgumentParser) -> None:
                         "CPU processes sharing the threads (no gain on a 2-core CPU); default 1")
 
 
+def _change_keys() -> list[str]:
+    """The settings `study --change` accepts, read from the code that checks them."""
+    from .study import PAIRING_SETTINGS
+    from .train import TRAINING_SETTINGS
+
+    return [k for k in TRAINING_SETTINGS if k not in PAIRING_SETTINGS]
+
+
 def _register_analysis(sub) -> None:
     e = sub.add_parser("evaluate", help="predictions, metrics, calibration and figures of a run")
     e.add_argument("run", help="run folder made by `cifarlens train`")
     _split_arg(e, ("val", "test", "all"), "all")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best: the epoch with the highest validation accuracy; last: the final one")
     e.add_argument("--data-dir", help="where the run's dataset is (default: as recorded)")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: a CUDA GPU if there is one, else the CPU")
     _add_threads_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     f = sub.add_parser("failures", help="rank wrong predictions by confidence; flag label errors")
-    f.add_argument("run")
+    f.add_argument("run", help="run folder made by `cifarlens train` (evaluated first if needed)")
     _split_arg(f)
     f.add_argument("--top", type=_positive_int, default=12, help="images in the gallery")
     f.add_argument("--confident", type=_finite_float, default=CONFIDENT,
@@ -352,7 +417,7 @@ def _register_analysis(sub) -> None:
     f.set_defaults(func=cmd_failures)
 
     x = sub.add_parser("explain", help="Grad-CAM for failures (or chosen images) of a run")
-    x.add_argument("run")
+    x.add_argument("run", help="run folder made by `cifarlens train`")
     _split_arg(x)
     g = x.add_mutually_exclusive_group()
     g.add_argument("--failures", type=_positive_int, default=12, metavar="K",
@@ -360,37 +425,85 @@ def _register_analysis(sub) -> None:
     g.add_argument("--indices", type=_nonneg_int, nargs="+", metavar="I",
                    help="explain these dataset indices")
     g.add_argument("--all", action="store_true", help="explain every image of the split")
-    x.add_argument("--target", choices=["predicted", "true", "both"], default="both")
+    x.add_argument("--target", choices=["predicted", "true", "both"], default="both",
+                   help="explain the predicted class, the true class, or both")
     x.add_argument("--layer", "--cam-layer", dest="layer", metavar="NAME",
                    help="module to explain, e.g. features.20 (default: the last conv layer)")
     _add_threads_arg(x)
     x.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("study", help="baseline vs one change: train, evaluate, explain, compare, report")
-    _add_data_args(s)
     _add_train_args(s)
     s.add_argument("--out", default="study", help="study folder (default: ./study)")
     s.add_argument("--change", action="append", metavar="KEY=VALUE",
                    help="the ONE training setting the variant changes (default "
-                        "augment=crop-flip); given twice it is refused, not silently narrowed")
+                        "augment=crop-flip); given twice it is refused, not silently narrowed. "
+                        f"KEY is one of: {', '.join(_change_keys())}")
     _add_seeds_jobs(s)
     s.add_argument("--top", type=_positive_int, default=12, help="failures to explain and track")
     s.set_defaults(func=cmd_study)
 
     r = sub.add_parser("report", help="rebuild a study's report from its saved artifacts")
-    r.add_argument("study")
+    r.add_argument("study", help="study folder made by `cifarlens study` (with summary.json)")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the smoke study on generated data, 3 seeds, offline "
                                      "(a few minutes on CPU)")
     d.add_argument("--out", default="cifarlens-demo", help="folder (default ./cifarlens-demo)")
     _add_seeds_jobs(d)
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads_arg(d)
     d.set_defaults(func=cmd_demo)
 
 
 # --- parser -----------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written (line breaks kept); option help wrapped."""
+
+
+# One example per command, shown under its --help (every command must have one: a test checks).
+_EXAMPLES: dict[str, str] = {
+    "": "cifarlens demo --out cifarlens-demo",
+    "train": "cifarlens train --preset smoke --data-dir data --out runs/smoke\n"
+             "cifarlens train --preset paper --momentum 0.95 --out runs/paper-m95",
+    "complexity": "cifarlens complexity --model resnet18 --layers --depth 1",
+    "data": "cifarlens data info",
+    "data synth": "cifarlens data synth --dataset cifar10 --data-dir data",
+    "data info": "cifarlens data info --data-dir data",
+    "data verify": "cifarlens data verify --dataset cifar100 --data-dir data",
+    "data download": "cifarlens data download --dataset cifar100",
+    "evaluate": "cifarlens evaluate runs/smoke --split test",
+    "failures": "cifarlens failures runs/smoke --top 12",
+    "explain": "cifarlens explain runs/smoke --failures 6 --target both",
+    "study": "cifarlens study --preset quick --change augment=cutout --seeds 3 --out studies/cutout",
+    "report": "cifarlens report studies/cutout",
+    "demo": "cifarlens demo --out cifarlens-demo --seeds 3",
+}
+
+
+def _document(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Give every (sub-)command the same --help shape: its one-line description, an example
+    (from _EXAMPLES) and each option's default. Done after building, so commands that others
+    register get it too."""
+    parser.formatter_class = _Formatter
+    example = _EXAMPLES.get(path)
+    if example and not parser.epilog:
+        parser.epilog = "example:\n" + "\n".join(f"  {line}" for line in example.splitlines())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {c.dest: c.help for c in action._choices_actions}
+            for name, sp in action.choices.items():
+                if not sp.description and helps.get(name):
+                    h = helps[name]
+                    sp.description = h[0].upper() + h[1:] + ("" if h.endswith(".") else ".")
+                _document(sp, f"{path} {name}".strip())
+            continue
+        has_default = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if action.help and has_default and "default" not in action.help:
+            action.help += " (default: %(default)s)"
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -402,7 +515,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train one model into a run folder")
-    _add_data_args(t)
     _add_train_args(t)
     t.add_argument("--out", required=True, help="run folder to create (or continue with --resume)")
     t.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
@@ -412,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
 
     _add_model_arg(c, "baseline")
-    c.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100")
+    c.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100",
+                   help="sets the number of classes (the last layer's size)")
     c.add_argument("--layers", action="store_true",
                    help="a layer-by-layer table (layer, type, output shape, parameters, FLOPs); "
                         "its rows sum to the totals")
@@ -456,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("info", help="where the data lives and what is there")
-    i.add_argument("--data-dir")
+    i.add_argument("--data-dir", help="data folder (default: $CIFARLENS_DATA or the user cache)")
     i.set_defaults(func=cmd_data_info)
     v = dsub.add_parser("verify", help="check every data file's checksum and format")
     _add_data_args(v)
@@ -467,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _EXTRA_COMMANDS:
         register(sub)
+    _document(p)
     return p
 
 

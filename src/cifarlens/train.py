@@ -85,6 +85,35 @@ TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "lr", "momentum
                      "cutout_size", "mixup_alpha", "cutmix_alpha")
 RUNTIME_SETTINGS = ("device", "precision", "eval_batch_size", "compile", "data_dir")
 
+# One line of help per TrainConfig field: the CLI makes a flag of every field from this table
+# (cli._add_train_args), so a new setting gets its flag and its help in one place.
+SETTING_HELP: dict[str, str] = {
+    "dataset": "dataset to train on",
+    "model": "architecture: a built-in name or your own PACKAGE.MODULE:FACTORY, a function "
+             "f(num_classes) -> nn.Module importable from your environment (e.g. PYTHONPATH=.)",
+    "epochs": "training epochs",
+    "batch_size": "images per SGD step (over all processes under torchrun)",
+    "lr": "peak learning rate (after the linear warm-up; cosine to 0 after it)",
+    "momentum": "SGD momentum",
+    "weight_decay": "L2 weight decay on conv/linear weights (not on BatchNorm or biases)",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "warmup_epochs": "epochs of linear learning-rate warm-up (may be fractional)",
+    "augment": "none; crop-flip (4-px crop + flip); cutout, mixup, cutmix (each after "
+               "crop-flip; docs/models.md)",
+    "cutout_size": "cutout square side in pixels (used by --augment cutout)",
+    "mixup_alpha": "mixup Beta(a, a) parameter (used by --augment mixup)",
+    "cutmix_alpha": "cutmix Beta(a, a) parameter (used by --augment cutmix)",
+    "seed": "random seed: split, initialisation, batch order, augmentation",
+    "val_fraction": "fraction of the training set held out for validation (class-balanced)",
+    "train_limit": "train on a class-balanced subset of N images (none: all)",
+    "device": "auto: a CUDA GPU if there is one, else the CPU",
+    "precision": "auto: bf16 on a GPU or a CPU with native bf16, else fp32",
+    "eval_batch_size": "images per batch when validating",
+    "compile": "off: eager; graphs: CUDA graphs (seconds to set up); on: torch.compile (tens of "
+               "seconds); auto: graphs on one GPU, eager on the CPU",
+    "data_dir": "dataset folder (default: $CIFARLENS_DATA or the user cache)",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # ~15 min on a 2-core CPU: the paper model and recipe on a 10k-image class-balanced subset.
