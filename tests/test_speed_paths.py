@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cifarlens import runtime as R
 from cifarlens import train as T
 from cifarlens.data import Batches
 from cifarlens.errors import CifarlensError
@@ -19,9 +20,9 @@ CPU = torch.device("cpu")
 
 
 def test_precision_auto_follows_the_cpu_and_explicit_choices_win(monkeypatch):
-    monkeypatch.setattr(T, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(R, "cpu_has_bf16", lambda: True)
     assert T.resolve_precision("auto", CPU) == "bf16"
-    monkeypatch.setattr(T, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(R, "cpu_has_bf16", lambda: False)
     assert T.resolve_precision("auto", CPU) == "fp32"
     for name in ("fp32", "bf16"):
         assert T.resolve_precision(name, CPU) == name

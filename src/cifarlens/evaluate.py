@@ -62,7 +62,7 @@ def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
             data: CifarData | None = None, device: str = "auto", precision: str = "fp32",
             batch_size: int = 1000) -> dict[str, dict[str, np.ndarray]]:
     """Run the checkpoint (loaded once) over each split and save predictions_<split>.npz."""
-    from .train import infer_logits, resolve_device
+    from .runtime import infer_logits, resolve_device
 
     run = require_run(run)
     data = data or run_data(run)
