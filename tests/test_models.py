@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -314,3 +315,40 @@ def test_study_compares_two_architectures(synth100, tmp_path, user_module):
     for arm, ref in (("baseline", "cifarlens.models:small"), ("variant", f"{name}:net")):
         cfg = json.loads((tmp_path / "s" / "runs" / f"{arm}-s0" / "config.json").read_text())
         assert cfg["model_source"]["ref"] == ref
+
+
+def test_seed_architecture_is_vgg_and_baseline_stays_an_alias():
+    """`vgg` names the seed's architecture; `baseline` (its older name) builds the same model,
+    is recorded as `vgg`, and a run recorded as `baseline` compares equal to one as `vgg`."""
+    from cifarlens.models import MODELS, canonical_model_name, check_model_name, model_source
+    from cifarlens.train import TrainConfig, config_diff, learned_settings, make_config
+
+    assert "vgg" in MODELS and "baseline" not in MODELS
+    assert TrainConfig().model == "vgg"
+    check_model_name("baseline")
+    a, b = build_model("baseline", 100), build_model("vgg", 100)
+    assert type(a) is type(b)
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert complexity(a)["params"] == 10_462_756
+    assert make_config("paper", model="baseline").model == "vgg"
+    assert model_source("baseline") == model_source("vgg")
+    assert canonical_model_name("small") == "small" and canonical_model_name(3) == 3
+    old = {**dataclasses.asdict(TrainConfig()), "model": "baseline"}  # an older run's config.json
+    assert learned_settings(old)["model"] == "vgg"
+    assert config_diff(old, dataclasses.asdict(make_config("paper"))) == []
+    assert config_diff(old, dataclasses.asdict(make_config("paper", model="small"))) == \
+        [("model", "vgg", "small")]
+
+
+def test_replication_check_accepts_either_name_of_the_seed_model():
+    from cifarlens.report import replication_applies
+
+    def why(model: str) -> list[str]:
+        return replication_applies({"data_source": "official", "dataset": "cifar100",
+                                    "change": {"key": "augment", "baseline": "none",
+                                               "variant": "crop-flip"},
+                                    "config": {"model": model, "epochs": 50}})
+
+    assert why("baseline") == why("vgg")
+    assert not any("model" in w for w in why("vgg"))
+    assert any("model" in w for w in why("resnet18"))

@@ -83,10 +83,11 @@ def _model_name(s: str) -> str:
 
 
 def _add_model_arg(p: argparse.ArgumentParser, default: str | None) -> None:
-    from .models import MODELS
+    from .models import ALIASES, MODELS
 
+    aliases = "".join(f" ({a} = {n})" for a, n in ALIASES.items())
     p.add_argument("--model", type=_model_name, default=default, metavar="MODEL",
-                   help=f"{', '.join(MODELS)}, or your own PACKAGE.MODULE:FACTORY, a function "
+                   help=f"{', '.join(MODELS)}{aliases}, or your own PACKAGE.MODULE:FACTORY, a function "
                         "f(num_classes) -> nn.Module importable from your environment (e.g. "
                         "PYTHONPATH=.)" + (f" (default {default})" if default else ""))
 
@@ -523,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("complexity", help="parameter and FLOP counts of a model")
     from .data import DATASETS
 
-    _add_model_arg(c, "baseline")
+    _add_model_arg(c, "vgg")
     c.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100",
                    help="sets the number of classes (the last layer's size)")
     c.add_argument("--layers", action="store_true",

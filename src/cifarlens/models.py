@@ -1,7 +1,8 @@
 """Models, one page top to bottom. `build_model(name, num_classes)` is the registry entry point.
 
-`baseline` is the seed report's VGG-style CNN, reconstructed from its numbers: with 100 classes
+`vgg` is the seed report's VGG-style CNN, reconstructed from its numbers: with 100 classes
 it has exactly 10,462,756 parameters and 650,612,736 FLOPs per 3x32x32 image (multiply-add = 2).
+It was first called `baseline`; that name still works everywhere (ALIASES), so old runs load.
 `resnet18` is the CIFAR-style ResNet-18 of pytorch-cifar100 (3x3 stem, no max-pool, four stages
 of two basic blocks, 64-128-256-512 channels): 11,220,132 parameters with 100 classes.
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._defaults import MODEL_ALIASES, canonical_model_name
 from .errors import CifarlensError
 
 # --- the seed's VGG -------------------------------------------------------------------------------
@@ -118,12 +120,17 @@ class ResNet(nn.Module):
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     # The seed report's model.
-    "baseline": lambda n: VGG(n),
-    # A quarter-width sibling with the same shape, for fast tests and CPU smoke runs.
+    "vgg": lambda n: VGG(n),
+    # A smaller VGG (quarter width, one conv per stage, one hidden layer): fast tests and CPU
+    # smoke runs.
     "small": lambda n: VGG(n, widths=(16, 32, 64, 128), depths=(1, 1, 1, 1), hidden=(256,)),
     # The field's common CIFAR reference (pytorch-cifar100: 75.61% top-1 after 200 epochs).
     "resnet18": lambda n: ResNet(n),
 }
+
+
+# Older names of built-ins (`baseline` -> `vgg`), defined in _defaults.
+ALIASES = MODEL_ALIASES
 
 
 # --- the user's own model: PACKAGE.MODULE:FACTORY ---------------------------------------------------
@@ -137,7 +144,7 @@ def is_user_model(name: str) -> bool:
 
 def check_model_name(name: str) -> None:
     """A built-in name or the form MODULE:FACTORY (no import yet)."""
-    if name not in MODELS and not is_user_model(name):
+    if name not in MODELS and name not in ALIASES and not is_user_model(name):
         raise CifarlensError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}, or give "
                              "your own as PACKAGE.MODULE:FACTORY")
 
@@ -190,6 +197,7 @@ def model_source(name: str) -> dict[str, Any]:
     from . import __version__
 
     check_model_name(name)
+    name = canonical_model_name(name)
     if name in MODELS:
         return {"kind": "builtin", "ref": f"cifarlens.models:{name}", "cifarlens": __version__}
     path = _source_file(resolve_factory(name), name)
@@ -213,6 +221,7 @@ def build_model(name: str, num_classes: int, *, source: dict[str, Any] | None = 
     """A fresh model. `source` (a run's recorded `model_source`) makes a user model refuse a
     changed source file. A user model is checked with one forward pass on a zero image."""
     check_model_name(name)
+    name = canonical_model_name(name)
     if name in MODELS:
         return MODELS[name](num_classes)
     check_model_source(source, name)

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
+from ._defaults import canonical_model_name
 from ._io import locked, read_json, write_text
 from .errors import CifarlensError
 
@@ -687,7 +688,7 @@ def describe_pair(acc: dict[str, Any], mc: dict[str, Any], seed: Any = None,
 SEED_REPORT: dict[str, Any] = {
     "baseline_top1": 0.6291, "variant_top1": 0.6954, "diff": 0.0663,
     "params": 10_462_756, "flops_text": "0.65 GFLOPs",
-    "dataset": "cifar100", "change": ("augment", "none", "crop-flip"), "model": "baseline",
+    "dataset": "cifar100", "change": ("augment", "none", "crop-flip"), "model": "vgg",
     "epochs": 50,
 }
 
@@ -709,7 +710,7 @@ def replication_applies(sm: dict[str, Any]) -> list[str]:
         why.append(f"the change is {_s(ch.get('key'))}: {_s(ch.get('baseline'), UNSET)} → "
                    f"{_s(ch.get('variant'), UNSET)}, not the seed's augment: none → crop-flip")
     cfg = _d(sm.get("config"))
-    if cfg.get("model", SEED_REPORT["model"]) != SEED_REPORT["model"]:
+    if canonical_model_name(cfg.get("model", SEED_REPORT["model"])) != SEED_REPORT["model"]:
         why.append(f"the model is {_s(cfg.get('model'))}, not the seed's baseline CNN")
     if cfg.get("epochs", SEED_REPORT["epochs"]) != SEED_REPORT["epochs"]:
         why.append(f"it trained {_s(cfg.get('epochs'))} epochs, not the seed's 50")
@@ -823,7 +824,7 @@ def recipe_rows(cfg: dict[str, Any], precision: Any = None, seeds: Any = None,
     n = len(seeds) if isinstance(seeds, list) else num(seeds)
     used = {
         "Model": (f"{_s(g('model'))}: 2, 3, 3, 3 convs per block, FC 1024 → 512 → classes"
-                  if g("model") == "baseline" else _s(g("model"))),
+                  if canonical_model_name(g("model")) == "vgg" else _s(g("model"))),
         "Optimizer": f"SGD, momentum {f('momentum')}, no Nesterov",
         "Peak learning rate": f("lr"),
         "Warm-up": f"{f('warmup_epochs')} epoch(s), linear from 0",

@@ -36,7 +36,14 @@ from .data import (
     stratified_subset,
 )
 from .errors import CifarlensError
-from .models import MODELS, build_model, check_model_source, is_user_model, model_source
+from .models import (
+    MODELS,
+    build_model,
+    canonical_model_name,
+    check_model_source,
+    is_user_model,
+    model_source,
+)
 from .runs import (
     CKPT_DIR,
     check_data_identity,
@@ -73,7 +80,7 @@ from .runtime import (  # noqa: F401 - re-exported: `train.infer_logits` etc. ke
 @dataclass
 class TrainConfig:
     dataset: str = "cifar100"
-    model: str = "baseline"
+    model: str = "vgg"
     epochs: int = 50
     batch_size: int = 128
     lr: float = 0.05
@@ -151,13 +158,14 @@ def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
         if k not in {f.name for f in dataclasses.fields(TrainConfig)}:
             raise CifarlensError(f"unknown setting {k!r}")
         setattr(cfg, k, v)
+    cfg.model = canonical_model_name(cfg.model)  # "baseline" -> "vgg": one name in config.json
     validate_config(cfg)
     return cfg
 
 
 def validate_config(cfg: TrainConfig) -> None:
     checks = [
-        (cfg.model in MODELS or is_user_model(cfg.model), f"unknown model {cfg.model!r}; choose "
+        (canonical_model_name(cfg.model) in MODELS or is_user_model(cfg.model), f"unknown model {cfg.model!r}; choose "
          f"from: {', '.join(MODELS)}, or give your own as PACKAGE.MODULE:FACTORY"),
         (cfg.augment in AUGMENTS, f"unknown augment {cfg.augment!r}; choose from: {', '.join(AUGMENTS)}"),
         (cfg.epochs >= 1, "--epochs must be at least 1"),
@@ -231,7 +239,10 @@ def learned_settings(config: dict) -> dict[str, Any]:
     """A recorded config's training settings (and seed); a setting added after the run was made
     takes its default, which is what that run used."""
     default = dataclasses.asdict(TrainConfig())
-    return {k: config.get(k, default[k]) for k in TRAINING_SETTINGS + ("seed",)}
+    out = {k: config.get(k, default[k]) for k in TRAINING_SETTINGS + ("seed",)}
+    # a run recorded as "baseline" (the VGG's older name) trained the same model as "vgg"
+    out["model"] = canonical_model_name(out["model"])
+    return out
 
 
 def config_diff(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
