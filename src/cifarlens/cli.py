@@ -300,7 +300,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     splits = ("val", "test") if a.split == "all" else (a.split,)
-    evaluate(a.run, splits, checkpoint=a.checkpoint, data_dir=a.data_dir, device=a.device)
+    evaluate(a.run, splits, checkpoint=a.checkpoint, data_dir=a.data_dir, device=a.device,
+             progress=not a.no_progress)
     print(f"wrote predictions, metrics and figures to {a.run}")
     return 0
 
@@ -313,8 +314,9 @@ def cmd_failures(a: argparse.Namespace) -> int:
         from .runs import require_run
 
         require_run(a.run)
-        evaluate(a.run, (a.split,))
-    r = find_failures(Path(a.run), a.split, top=a.top, confident=a.confident)
+        evaluate(a.run, (a.split,), progress=not a.no_progress)
+    r = find_failures(Path(a.run), a.split, top=a.top, confident=a.confident,
+                      progress=not a.no_progress)
     print(f"wrote {a.run}/failures_{a.split}.json and {a.run}/{r['figures']['gallery']}")
     return 0
 
@@ -404,6 +406,7 @@ def _register_analysis(sub) -> None:
     e.add_argument("--data-dir", help="where the run's dataset is (default: as recorded)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: a CUDA GPU if there is one, else the CPU")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -414,6 +417,7 @@ def _register_analysis(sub) -> None:
     f.add_argument("--confident", type=_finite_float, default=CONFIDENT,
                    help="temperature-scaled confidence above which an error counts as "
                         f"confident (default {CONFIDENT})")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_arg(f)
     f.set_defaults(func=cmd_failures)
 

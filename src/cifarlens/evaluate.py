@@ -7,6 +7,7 @@ confidence) and `metrics_<split>.json`, plus figures under `figures/`, and recor
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from ._io import RunLock, read_json, save_npz, write_json
+from ._io import RunLock, read_json, save_npz, write_json, write_text
 from .data import CifarData, load_dataset
 from .errors import CifarlensError
 from .runs import (
@@ -29,6 +30,22 @@ from .runs import (
 )
 
 SPLITS = ("val", "test")
+# A bar appears only for work that lasts longer than this (seconds), as the CLI promises.
+PROGRESS_DELAY_S = 2.0
+
+
+def _stderr(msg: str) -> None:
+    """Logs go to stderr: stdout holds only a command's result lines."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _progress(total: int, desc: str, enabled: bool, unit: str = "step"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, delay=PROGRESS_DELAY_S,
+                leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def analysis_index_update(run: Path, key: str, entry: dict[str, Any]) -> None:
@@ -60,8 +77,9 @@ def split_arrays(run: Path, data: CifarData, split: str) -> tuple[np.ndarray, np
 
 def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
             data: CifarData | None = None, device: str = "auto", precision: str = "fp32",
-            batch_size: int = 1000) -> dict[str, dict[str, np.ndarray]]:
-    """Run the checkpoint (loaded once) over each split and save predictions_<split>.npz."""
+            batch_size: int = 1000, bar=None) -> dict[str, dict[str, np.ndarray]]:
+    """Run the checkpoint (loaded once) over each split and save predictions_<split>.npz (and
+    .csv). `bar`, a tqdm bar, advances by one per image."""
     from .runtime import infer_logits, resolve_device
 
     run = require_run(run)
@@ -78,7 +96,8 @@ def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
     for split in splits:
         x, y, idx = split_arrays(run, data, split)
         logits = infer_logits(model, x, norm["mean"], norm["std"], device=dev,
-                              precision=precision, batch_size=batch_size).cpu().numpy()
+                              precision=precision, batch_size=batch_size,
+                              on_batch=bar.update if bar is not None else None).cpu().numpy()
         probs = M.softmax(logits)
         pred = probs.argmax(1)
         out = {"indices": idx.astype(np.int64), "labels": y.astype(np.int64),
@@ -86,8 +105,28 @@ def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
                "confidence": probs[np.arange(len(pred)), pred].astype(np.float32),
                "checkpoint": np.array(checkpoint), "checkpoint_sha256": np.array(sha)}
         save_npz(run / f"predictions_{split}.npz", **out)
+        write_text(run / f"predictions_{split}.csv", predictions_csv(out, data.class_names))
         results[split] = out
     return results
+
+
+PREDICTION_CSV_COLUMNS = ("index", "true", "pred", "confidence", "true_name", "pred_name")
+
+
+def predictions_csv(p: dict[str, np.ndarray], class_names: list[str]) -> str:
+    """predictions_<split>.npz as CSV, one row per image (for a spreadsheet or pandas): dataset
+    index, true and predicted class (number and name), top softmax probability. Names are
+    quoted by the csv module where they hold commas, quotes or line breaks."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PREDICTION_CSV_COLUMNS)
+    for i, t, k, c in zip(p["indices"].tolist(), p["labels"].tolist(), p["pred"].tolist(),
+                          p["confidence"].tolist(), strict=True):
+        w.writerow([i, t, k, f"{c:.6f}", class_names[t], class_names[k]])
+    return buf.getvalue()
 
 
 def model_classes(model: torch.nn.Module) -> int:
@@ -144,23 +183,41 @@ def require_current_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
 
 def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, checkpoint: str = "best",
              data_dir: str | None = None, device: str = "auto", precision: str = "fp32",
-             figures: tuple[str, ...] | None = None, log=print) -> dict[str, dict]:
+             figures: tuple[str, ...] | None = None, log=_stderr,
+             progress: bool = False) -> dict[str, dict]:
     """Predictions, metrics and figures for each split (figures only for the splits in
     `figures`, default all: a study draws test only, since drawing is most of the cost).
-    Test calibration uses a temperature fitted on val, so val is always predicted too."""
+    Test calibration uses a temperature fitted on val, so val is always predicted too.
+    `progress`: a bar with an ETA on stderr (images predicted, then figures drawn) when the work
+    lasts more than a couple of seconds."""
     run = require_run(run)
     with RunLock(run):
         return _evaluate(run, splits, checkpoint=checkpoint, data_dir=data_dir, device=device,
                          precision=precision, figures=splits if figures is None else figures,
-                         log=log)
+                         log=log, progress=progress)
 
 
 def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: str | None,
-              device: str, precision: str, figures: tuple[str, ...], log) -> dict[str, dict]:
+              device: str, precision: str, figures: tuple[str, ...], log,
+              progress: bool = False) -> dict[str, dict]:
     data = run_data(run, data_dir)
     todo = list(dict.fromkeys(("val",) + tuple(splits) if "test" in splits else splits))
-    preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
-                    precision=precision)
+    n_images = sum(len(split_arrays(run, data, s)[1]) for s in todo)
+    with _progress(n_images, "predicting", progress, unit="img") as bar:
+        preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
+                        precision=precision, bar=bar)
+    # drawing the figures is most of evaluate's time (the 100x100 confusion matrix): one step each
+    draws = [s for s in splits if s in figures]
+    with _progress(len(draws) * _figure_count(data), "figures", progress) as fig_bar:
+        return _summarize(run, splits, preds, data, checkpoint, draws, log, fig_bar)
+
+
+def _figure_count(data: CifarData) -> int:
+    return 4 if data.fine_to_coarse is not None else 3  # + the superclass confusion
+
+
+def _summarize(run: Path, splits: tuple[str, ...], preds: dict, data: CifarData, checkpoint: str,
+               figures: list[str], log, fig_bar) -> dict[str, dict]:
     temperature = M.fit_temperature(preds["val"]["logits"], preds["val"]["labels"])
     figdir = run / "figures"
     results = {}
@@ -180,11 +237,13 @@ def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: 
             "mce_after": M.mce(scaled, p["labels"]), "brier_after": M.brier(scaled, p["labels"]),
             "mce_count_after": M.mce_with_count(scaled, p["labels"])[1],
         }
-        figs = _figures(run, figdir, s, data, p, probs, scaled, m) if s in figures else {}
+        figs = _figures(run, figdir, s, data, p, probs, scaled, m, fig_bar) \
+            if s in figures else {}
         m["figures"] = figs
         write_json(run / f"metrics_{s}.json", m)
         analysis_index_update(run, f"evaluate_{s}", {
-            "predictions": f"predictions_{s}.npz", "metrics": f"metrics_{s}.json", "figures": figs,
+            "predictions": f"predictions_{s}.npz", "predictions_csv": f"predictions_{s}.csv",
+            "metrics": f"metrics_{s}.json", "figures": figs,
             "checkpoint_sha256": m["checkpoint_sha256"],
             "numbers": {k: m[k] for k in ("n", "loss", "top1", "top5", "macro_f1", "ece", "mce",
                                           "brier")} | {"temperature": temperature}})
@@ -196,7 +255,7 @@ def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: 
 
 
 def _figures(run: Path, figdir: Path, s: str, data: CifarData, p: dict, probs: np.ndarray,
-             scaled: np.ndarray, m: dict) -> dict[str, str]:
+             scaled: np.ndarray, m: dict, bar) -> dict[str, str]:
     cm = np.asarray(m["confusion_matrix"])
     figs = {"confusion": f"figures/confusion_{s}.png",
             "reliability": f"figures/reliability_{s}.png",
@@ -204,6 +263,7 @@ def _figures(run: Path, figdir: Path, s: str, data: CifarData, p: dict, probs: n
     M.plot_confusion(cm, data.class_names, run / figs["confusion"],
                      group_names=data.coarse_names, group_of=data.fine_to_coarse,
                      top_pairs=m["top_confusions"][:15], title=f"Confusion matrix ({s})")
+    bar.update(1)
     conf, correct = M.confidences_and_correct(probs, p["labels"])
     sconf, scorrect = M.confidences_and_correct(scaled, p["labels"])
     ts = m["temperature_scaling"]
@@ -211,10 +271,13 @@ def _figures(run: Path, figdir: Path, s: str, data: CifarData, p: dict, probs: n
                         (f"temperature-scaled (T={ts['temperature']:.2f})",
                          M.calibration_bins(sconf, scorrect), ts["ece_after"])],
                        run / figs["reliability"], title=f"Reliability ({s})")
+    bar.update(1)
     M.plot_confidence_hist(conf, correct, run / figs["confidence_hist"],
                            title=f"Confidence of right and wrong predictions ({s})")
+    bar.update(1)
     if "superclass" in m:
         figs["confusion_superclass"] = f"figures/confusion_superclass_{s}.png"
         M.plot_superclass_confusion(np.asarray(m["superclass"]["coarse_confusion"]),
                                     data.coarse_names, run / figs["confusion_superclass"])
+        bar.update(1)
     return figs

@@ -139,16 +139,28 @@ MAX_GALLERY = 48
 @locked
 def find_failures(run: Path, split: str = "test", *, top: int = 12, confident: float = CONFIDENT,
                   max_true_prob: float = 0.02, method: str = "rule",
-                  log=print) -> dict[str, Any]:
+                  log=None, progress: bool = False) -> dict[str, Any]:
+    """Rank the split's errors, flag likely label errors, draw the gallery, write
+    failures_<split>.json. `progress`: a bar with an ETA on stderr (reading the data, ranking,
+    drawing, writing) when that lasts more than a couple of seconds. Logs go to stderr."""
+    from .evaluate import _progress, _stderr
+
+    log = log or _stderr
+    with _progress(4, f"failures ({split})", progress) as bar:
+        return _find_failures(Path(run), split, top, confident, max_true_prob, method, log, bar)
+
+
+def _find_failures(run: Path, split: str, top: int, confident: float, max_true_prob: float,
+                   method: str, log, bar) -> dict[str, Any]:
     from .evaluate import analysis_index_update, load_predictions, run_data, split_arrays
 
     if top < 1:
         raise CifarlensError("--top must be at least 1")
     if not 0.0 <= confident <= 1.0:
         raise CifarlensError(f"--confident must lie in [0, 1], got {confident}")
-    run = Path(run)
     p = load_predictions(run, split)
     data = run_data(run)
+    bar.update(1)
     raw = M.softmax(p["logits"])
     probs, temperature = scaled_probs(run, split, p["logits"])
     basis = ("temperature-scaled probabilities (T fitted on val)" if temperature is not None
@@ -172,6 +184,7 @@ def find_failures(run: Path, split: str = "test", *, top: int = 12, confident: f
         "top_confident_error_classes": [r for r in per_class if r["confident_errors"]][:10],
         "failures": fails,
     }
+    bar.update(1)
     images, _, _ = split_arrays(run, data, split)
     gallery = f"figures/failures_{split}.png"
     if top > MAX_GALLERY:  # every failure is in the JSON; the picture stays readable and bounded
@@ -181,6 +194,7 @@ def find_failures(run: Path, split: str = "test", *, top: int = 12, confident: f
                  title=f"Most confident failures ({split}, ranked"
                        + (f"; confidence after temperature scaling, T = {temperature:.2f})"
                           if temperature is not None else "; raw confidence)"))
+    bar.update(1)
     result["figures"] = {"gallery": gallery}
     write_json(run / f"failures_{split}.json", result)
     analysis_index_update(run, f"failures_{split}", {
@@ -189,6 +203,7 @@ def find_failures(run: Path, split: str = "test", *, top: int = 12, confident: f
         "numbers": {k: result[k] for k in ("n", "total_wrong", "confident_wrong",
                                           "confident_wrong_raw", "label_error_suspects",
                                           "confident_threshold", "temperature")}})
+    bar.update(1)
     log(f"{split}: {len(fails)} wrong of {result['n']}; {n_conf} with confidence >= "
         f"{confident:.0%} on {basis} ({n_conf_raw} on raw probabilities); "
         f"{result['label_error_suspects']} flagged as likely label errors ({method}; cleanlab "

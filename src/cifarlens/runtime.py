@@ -229,8 +229,10 @@ def barrier(d: Dist) -> None:
 
 @torch.no_grad()
 def infer_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, mean, std, *,
-                 device: torch.device, precision: str = "fp32", batch_size: int = 1000) -> torch.Tensor:
-    """float32 logits for uint8 NCHW images, in eval mode, on `device`."""
+                 device: torch.device, precision: str = "fp32", batch_size: int = 1000,
+                 on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """float32 logits for uint8 NCHW images, in eval mode, on `device`. `on_batch(n)` is
+    called after each batch of n images (a progress bar's update)."""
     was_training = model.training
     model.eval()
     x = torch.as_tensor(images)
@@ -244,6 +246,8 @@ def infer_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, mean
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 out.append(model(xb).float())
+            if on_batch is not None:
+                on_batch(len(xb))
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -256,6 +256,14 @@ def _diff_configs(a: dict, b: dict) -> list[str]:
     return [f"{k}: {x!r} -> {y!r}" for k, x, y in config_diff(a, b)]
 
 
+def _stderr_log(msg: str) -> None:
+    """Logs on stderr, through tqdm so that a line (the ETA, an epoch's numbers) printed while
+    the epoch's bar is drawn goes above the bar, not into the middle of it."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True,
           data: CifarData | None = None, log=None) -> dict[str, Any]:
     """Train one model into run folder `out`; returns the final summary (also done.json)."""
@@ -263,7 +271,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     out = Path(out)
     d = init_distributed(cfg.device)
     resolve_graphs(cfg.compile, resolve_device(cfg.device, d.local_rank).type, d.world)  # up front
-    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = log or _stderr_log
     if not d.main:
         say = lambda msg: None  # noqa: E731
     lock = RunLock(out) if d.main else None
