@@ -110,3 +110,19 @@ def test_study_help_lists_the_settings_change_accepts():
     assert " ".join(parser.format_help().split()).count(", ".join(listed[:3])) == 1
     for key in listed:  # each listed key is one the study accepts
         parse_change(f"{key}={'cutout' if key == 'augment' else 'resnet18' if key == 'model' else 1}")
+
+
+def test_help_states_no_times_of_its_own_and_its_reference_exists():
+    """Times live in one measured README table; --help only points there."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "\n### How long it takes\n" in readme
+    duration = re.compile(r"~?\d+(\.\d+)?\s*(s|sec|seconds?|min|minutes?|h|hours?)\b")
+    pointers = 0
+    for words, parser in COMMANDS:
+        text = " ".join(parser.format_help().split())
+        assert not duration.search(text), (words, duration.search(text))
+        pointers += "'How long it takes'" in text
+    assert pointers >= 2  # at least train (--preset) and demo refer to the table

@@ -453,7 +453,7 @@ def _register_analysis(sub) -> None:
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the smoke study on generated data, 3 seeds, offline "
-                                     "(a few minutes on CPU)")
+                                     "(time: README, 'How long it takes')")
     d.add_argument("--out", default="cifarlens-demo", help="folder (default ./cifarlens-demo)")
     _add_seeds_jobs(d)
     d.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -134,8 +134,8 @@ SETTING_HELP: dict[str, str] = {
     "device": "auto: a CUDA GPU if there is one, else the CPU",
     "precision": "auto: bf16 on a GPU or a CPU with native bf16, else fp32",
     "eval_batch_size": "images per batch when validating",
-    "compile": "off: eager; graphs: CUDA graphs (seconds to set up); on: torch.compile (tens of "
-               "seconds); auto: graphs on one GPU, eager on the CPU",
+    "compile": "off: eager; graphs: CUDA graphs (quick to set up); on: torch.compile (slow to set "
+               "up: README, 'How long it takes'); auto: graphs on one GPU, eager on the CPU",
     "data_dir": "dataset folder (default: $CIFARLENS_DATA or the user cache)",
 }
 
