@@ -126,3 +126,11 @@ def test_help_states_no_times_of_its_own_and_its_reference_exists():
         assert not duration.search(text), (words, duration.search(text))
         pointers += "'How long it takes'" in text
     assert pointers >= 2  # at least train (--preset) and demo refer to the table
+
+
+def test_data_synth_takes_data_dir_like_every_command_and_out_as_its_older_name():
+    parser = cli.build_parser()
+    for flag in ("--data-dir", "--out"):
+        assert parser.parse_args(["data", "synth", flag, "d1"]).data_dir == "d1"
+    for words in (["train", "--out", "r"], ["study"], ["data", "verify"], ["data", "info"]):
+        assert parser.parse_args([*words, "--data-dir", "d2"]).data_dir == "d2", words
