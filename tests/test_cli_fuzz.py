@@ -231,7 +231,7 @@ CASES = [
     (["train"], 2, "the following arguments are required: --out"),
     (["trian"], 2, "invalid choice: 'trian' (choose from 'train', 'complexity', 'data'"),
     (["data"], 2, "the following arguments are required: ACTION"),
-    (["train", "--out", "r", "--model", "resnet"], 2, "choose from: baseline, small, resnet18"),
+    (["train", "--out", "r", "--model", "resnet"], 2, "choose from: vgg, small, resnet18"),
     (["train", "--out", "r", "--model", "no_such_mod_q:f"], 1, "cannot import module 'no_such_mod_q'"),
     (["train", "--out", "r", "--lr", "nan"], 2, "expected a finite number, got 'nan'"),
     (["train", "--out", "r", "--lr", "1e400"], 2, "expected a finite number, got '1e400'"),

@@ -32,7 +32,7 @@ def test_baseline_shape_and_cam_layer():
 
 def test_cifar10_head_and_unknown_model():
     assert complexity(build_model("baseline", 10))["params"] == 10_462_756 - 90 * 512 - 90
-    with pytest.raises(CifarlensError, match="choose from: baseline, small, resnet18"):
+    with pytest.raises(CifarlensError, match="choose from: vgg, small, resnet18"):
         build_model("resnet999", 100)
 
 
@@ -206,7 +206,7 @@ def test_user_factory_errors_are_one_line(user_module):
         f"{name}:boom": "the factory raised ValueError: no such width",
         f"{name}:not_a_module": "returned a int, not a torch.nn.Module",
         f"{name}:wrong_shape": r"gave output \(1, 8\), expected \(1, 7\)",
-        "not a model": "choose from: baseline, small, resnet18",
+        "not a model": "choose from: vgg, small, resnet18",
     }
     for ref, msg in cases.items():
         with pytest.raises(CifarlensError, match=msg) as e:
