@@ -11,20 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlens import explain
-from cifarlens.errors import CifarlensError
-from cifarlens.explain import (
+from cifarlens import cam_figures, cam_metrics
+from cifarlens.cam_figures import plot_deletion_insertion, plot_explanations
+from cifarlens.cam_metrics import (
     border_area_fraction,
     border_share,
     deletion_insertion,
-    find_cam_layer,
-    gradcam,
-    gradcam_pair,
-    plot_deletion_insertion,
-    plot_explanations,
     pointing_game,
     random_maps,
 )
+from cifarlens.errors import CifarlensError
+from cifarlens.gradcam import find_cam_layer, gradcam, gradcam_pair
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -156,7 +153,7 @@ def gradcam_hooks_reference(model, images, targets, layer, upsample=True):
 
 
 def gradcam_captum(model, images, targets, layer):
-    """The library alternative the production code was measured against (see explain.py)."""
+    """The library alternative the production code was measured against (see gradcam.py)."""
     from captum.attr import LayerGradCam
 
     a = LayerGradCam(model, layer).attribute(images, target=list(map(int, targets)),
@@ -374,7 +371,7 @@ def test_deletion_insertion_gradcam_beats_random(baseline):
 
     with torch.no_grad():
         p_full = model(x).softmax(1)[:, 0].numpy()
-        base = torch.zeros_like(x) if baseline == "zero" else explain._gaussian_blur(x, 2.0)
+        base = torch.zeros_like(x) if baseline == "zero" else cam_metrics._gaussian_blur(x, 2.0)
         p_base = model(base).softmax(1)[:, 0].numpy()
     np.testing.assert_allclose(res["deletion"][:, 0], p_full, rtol=1e-5)
     np.testing.assert_allclose(res["insertion"][:, 0], p_base, rtol=1e-5)
@@ -416,7 +413,7 @@ def test_blur_is_a_gaussian():
 
     g = np.random.default_rng(0)
     img = g.normal(size=(2, 3, 32, 32)).astype(np.float32)
-    got = explain._gaussian_blur(torch.from_numpy(img), 2.0).numpy()
+    got = cam_metrics._gaussian_blur(torch.from_numpy(img), 2.0).numpy()
     want = gaussian_filter(img, sigma=(0, 0, 2.0, 2.0), mode="mirror", truncate=3.0)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -481,13 +478,13 @@ NASTY = ["$x^2$", "<script>alert(1)</script>", "\x1b[31mred\x1b[0m", "a\nb\u202e
 
 def test_plot_explanations_png_and_plain_text(tmp_path, monkeypatch):
     texts: list = []
-    real_save = explain.save_figure
+    real_save = cam_figures.save_figure
 
     def spy(fig, path, **kw):
         texts.extend(t for t in fig.findobj(lambda o: hasattr(o, "get_parse_math")) if t.get_text())
         real_save(fig, path, **kw)
 
-    monkeypatch.setattr(explain, "save_figure", spy)
+    monkeypatch.setattr(cam_figures, "save_figure", spy)
     g = np.random.default_rng(0)
     imgs = g.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
     mp = torch.rand(4, 32, 32)
@@ -542,7 +539,7 @@ def test_batched_equals_unbatched():
 
 @pytest.mark.skipif(not os.environ.get("CIFARLENS_BENCH"), reason="set CIFARLENS_BENCH=1")
 def test_benchmark_own_vs_captum():  # pragma: no cover - measurement, not a check
-    """The measurement behind explain.py's choice (full-size VGG, 2048 images, batch 256)."""
+    """The measurement behind gradcam.py's choice (full-size VGG, 2048 images, batch 256)."""
     n, bs = int(os.environ.get("CIFARLENS_BENCH_N", 2048)), 256
     model = VGGLike().eval()
     x, t, t2 = torch.randn(n, 3, 32, 32), torch.randint(0, 100, (n,)), torch.randint(0, 100, (n,))
@@ -568,7 +565,7 @@ def test_benchmark_own_vs_captum():  # pragma: no cover - measurement, not a che
 
 
 def test_smooth_random_and_centre_prior_maps():
-    from cifarlens.explain import centre_prior_maps, smooth_random_maps
+    from cifarlens.cam_metrics import centre_prior_maps, smooth_random_maps
 
     m = smooth_random_maps(3, 32, 32, (4, 4), seed=1)
     assert m.shape == (3, 32, 32)
@@ -600,8 +597,7 @@ class _PatchModel(nn.Module):
 
 
 def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_evidence():
-    from cifarlens.explain import centre_prior_maps
-    from cifarlens.explanations import faithfulness
+    from cifarlens.cam_metrics import centre_prior_maps, faithfulness
 
     g = torch.Generator().manual_seed(0)
     n = 16
@@ -630,8 +626,7 @@ def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_eviden
 def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
     from scipy import stats as sps
 
-    from cifarlens.explain import border_share, centre_prior_maps
-    from cifarlens.explanations import border_summary
+    from cifarlens.cam_metrics import border_share, border_summary, centre_prior_maps
 
     rng = np.random.default_rng(0)
     f = rng.uniform(0.5, 0.7, 20)
@@ -650,3 +645,29 @@ def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
     # NaN shares (all-zero maps) are left out; one failure is too few to test
     one = border_summary({"failures": np.array([0.5, np.nan]), "correct": c}, (4, 4))
     assert one["n_failures"] == 1 and "p_value" not in one
+
+
+# --------------------------------------------------------------------------- module split
+
+
+def test_split_keeps_the_old_import_paths():
+    """The method, measures and figures moved to gradcam / cam_metrics / cam_figures; every
+    public name `cifarlens.explain` and `cifarlens.explanations` held before is still there and
+    is the same object as in its new home."""
+    from cifarlens import explain, explanations
+    from cifarlens import gradcam as G
+
+    for mod in (explain, explanations, G, cam_metrics, cam_figures):
+        assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), mod.__name__
+    assert explain.gradcam is G.gradcam and explain.gradcam_pair is G.gradcam_pair
+    assert explain.find_cam_layer is G.find_cam_layer
+    for name in ("random_maps", "smooth_random_maps", "centre_prior_maps", "deletion_insertion",
+                 "pointing_game", "border_area_fraction", "border_share", "DEFAULT_BORDER"):
+        assert getattr(explain, name) is getattr(cam_metrics, name)
+    for name in ("plot_explanations", "plot_deletion_insertion"):
+        assert getattr(explain, name) is getattr(cam_figures, name)
+    for name in ("faithfulness", "border_summary", "BORDER", "BASELINE_NAMES"):
+        assert getattr(explanations, name) is getattr(cam_metrics, name)
+    assert explanations.explain_run is explain.explain_run
+    assert explanations.object_boxes is explain.object_boxes
+    assert explanations.resolve_layer is G.resolve_layer

@@ -1,0 +1,154 @@
+"""Grad-CAM figures and the one overlay style they share.
+
+Every map is drawn with one colormap (`CAM_CMAP`, inferno: perceptually uniform, and dark for
+"no evidence"), resized with one interpolation (`CAM_INTERPOLATION`, bilinear, as `gradcam`
+upsamples its maps) and explained by a colour bar; `overlay` is the same blend as an RGB array
+for notebooks (like pytorch-grad-cam's `show_cam_on_image`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+from torch import Tensor
+
+from ._io import save_figure
+from .cam_metrics import _as_maps
+from .errors import CifarlensError
+
+__all__ = ["plot_deletion_insertion", "plot_explanations"]
+
+
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def _plain(s: object, max_len: int = 40) -> str:
+    """Label text safe to draw: control/format characters (ANSI escapes, bidi overrides) dropped,
+    whitespace runs collapsed, long names shortened. Drawn with parse_math=False, so `$` stays `$`.
+    """
+    text = _ANSI.sub("", str(s))  # whole escape sequences, not just their ESC byte
+    text = "".join(
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+    )
+    text = " ".join(text.split())
+    return text if len(text) <= max_len else text[: max_len - 1] + "\u2026"
+
+
+_TEXT = {"parse_math": False, "usetex": False}  # label names are data, never markup
+
+
+def plot_explanations(
+    images_uint8: np.ndarray,
+    maps_pred: Tensor | np.ndarray,
+    maps_true: Tensor | np.ndarray,
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    pred_names: Sequence[str],
+    true_names: Sequence[str],
+    confidences: Sequence[float] | np.ndarray,
+) -> None:
+    """One row per image: image | CAM(pred) | overlay | CAM(true) | overlay, saved as PNG.
+
+    For display only, both maps of a row are divided by the larger of their two maxima, so the
+    predicted- and true-class evidence of one image are on one scale (rows are not comparable).
+    """
+    import matplotlib
+
+    from .figures import new_figure
+
+    imgs = np.asarray(images_uint8)
+    mp, mt = _as_maps(maps_pred), _as_maps(maps_true)
+    n = len(imgs)
+    if imgs.ndim != 4 or imgs.shape[-1] != 3:
+        raise CifarlensError(f"images_uint8 must be (N, H, W, 3), got {imgs.shape}")
+    for name, seq in (("maps_pred", mp), ("maps_true", mt), ("titles", titles),
+                      ("pred_names", pred_names), ("true_names", true_names),
+                      ("confidences", confidences)):
+        if len(seq) != n:
+            raise CifarlensError(f"{name} has {len(seq)} entries for {n} images")
+    if n == 0:
+        raise CifarlensError("no images to plot")
+    h, w = imgs.shape[1:3]
+    if mp.shape[1:] != (h, w) or mt.shape[1:] != (h, w):
+        raise CifarlensError("maps must have the images' height and width")
+
+    scale = max(1, round(128 / max(h, w)))  # nearest-neighbour upscale to ~128 px: crisp pixels
+    fig, axes = new_figure(n, 5, figsize=(5 * 1.55, n * 1.75 + 0.5), squeeze=False)
+    cmap = matplotlib.colormaps["inferno"]
+    for i in range(n):
+        img = np.clip(imgs[i], 0, 255).astype(np.uint8).repeat(scale, 0).repeat(scale, 1)
+        vmax = float(max(mp[i].max(), mt[i].max()))
+        norm = vmax if vmax > 0 else 1.0
+        pred, true = _plain(pred_names[i]), _plain(true_names[i])
+        row = axes[i]
+        row[0].imshow(img, interpolation="nearest")
+        row[0].set_title(f"{_plain(titles[i], 60)}\n{pred} ({float(confidences[i]):.0%})",
+                         fontsize=7, **_TEXT)
+        for j, (m, head) in enumerate(((mp[i], f"why it said {pred}"),
+                                       (mt[i], f"evidence for {true}"))):
+            big = (m / norm).repeat(scale, 0).repeat(scale, 1)
+            row[1 + 2 * j].imshow(big, cmap=cmap, vmin=0, vmax=1, interpolation="bilinear")
+            row[1 + 2 * j].set_title(head, fontsize=7, **_TEXT)
+            row[2 + 2 * j].imshow(img, interpolation="nearest")
+            row[2 + 2 * j].imshow(big, cmap=cmap, vmin=0, vmax=1, alpha=0.5,
+                                  interpolation="bilinear")
+            row[2 + 2 * j].set_title("overlay" + (" (no positive evidence)" if vmax <= 0 else ""),
+                                     fontsize=7, **_TEXT)
+        for ax in row:
+            ax.set_axis_off()
+    sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
+    cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=min(1.0, 3 / n) if n > 3 else 0.9,
+                      pad=0.01)
+    cb.set_label("Grad-CAM / max of the row's two maps (pred and true share one scale)",
+                 fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_deletion_insertion(
+    result: dict[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    random_result: dict[str, np.ndarray] | None = None,
+    baselines: dict[str, dict[str, np.ndarray]] | None = None,
+) -> None:
+    """Mean deletion and insertion curves (+- 1 standard error), mean AUCs in the legend.
+
+    `baselines`: further maps to draw, by label (e.g. the smooth random map, the centre prior).
+    """
+    import matplotlib
+
+    from .figures import COLORS, new_figure
+
+    fig, axes = new_figure(1, 2, figsize=(8, 3.4))
+    runs = [("Grad-CAM", result, COLORS["variant"])]
+    if random_result is not None:
+        runs.append(("i.i.d. random pixels", random_result, COLORS["neutral"]))
+    extra = matplotlib.colormaps["tab10"]
+    for j, (label, res) in enumerate((baselines or {}).items()):
+        runs.append((_plain(label), res, extra((2, 4, 8)[j % 3])))  # not red or grey
+    for ax, kind, better in ((axes[0], "deletion", "lower AUC is better"),
+                             (axes[1], "insertion", "higher AUC is better")):
+        for label, res, color in runs:
+            f = np.asarray(res["fractions"])
+            y = np.asarray(res[kind])
+            if y.ndim != 2 or y.shape[1] != len(f):
+                raise CifarlensError(f"{kind} curves must be (N, {len(f)}), got {y.shape}")
+            mean = y.mean(axis=0)
+            se = y.std(axis=0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros_like(mean)
+            auc = float(np.mean(res[f"{kind}_auc"]))
+            ax.plot(f, mean, color=color, label=f"{label} (AUC {auc:.3f}, n={len(y)})")
+            ax.fill_between(f, mean - se, mean + se, color=color, alpha=0.2, linewidth=0)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"))
+        ax.set_ylabel("target-class probability")
+        ax.set_title(f"{kind} ({better})")
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
