@@ -671,3 +671,94 @@ def test_split_keeps_the_old_import_paths():
     assert explanations.explain_run is explain.explain_run
     assert explanations.object_boxes is explain.object_boxes
     assert explanations.resolve_layer is G.resolve_layer
+
+
+# --------------------------------------------------------------------------- the notebook API
+
+
+def test_targets_none_explains_the_predicted_class():
+    model = ColourNet()  # red square: class 0, blue square: class 1
+    x = torch.stack([colour_image(red=(i, 2 * i, 8)) if i % 3 else colour_image(blue=(i, i, 9))
+                     for i in range(9)])
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert pred.tolist() == [1, 0, 0] * 3  # both classes, mixed within each batch of 4
+    got = gradcam(model, x, batch_size=4)  # the argmax is taken per batch
+    torch.testing.assert_close(got, gradcam(model, x, pred), rtol=0, atol=0)
+    assert all(got[i].max() > 0 for i in range(9))
+    other = 1 - pred
+    assert not torch.allclose(got, gradcam(model, x, other))
+    mp, mt = gradcam_pair(model, x, None, other)
+    torch.testing.assert_close(mp, got, rtol=0, atol=0)
+    torch.testing.assert_close(mt, gradcam(model, x, other), rtol=0, atol=0)
+
+
+def test_layer_by_name_equals_layer_by_module_and_unknown_names_are_refused():
+    model = small_vgg(seed=23)
+    x = torch.randn(3, 3, 32, 32)
+    names = dict(model.named_modules())
+    for name in ("features.4", "features.6"):  # a conv and a ReLU (16x16 maps)
+        by_name = gradcam(model, x, [0, 1, 2], layer=name)
+        torch.testing.assert_close(by_name, gradcam(model, x, [0, 1, 2], layer=names[name]),
+                                   rtol=0, atol=0)
+    # and the name picks that layer, not the default one
+    assert not torch.allclose(gradcam(model, x, [0, 1, 2], layer="features.4"),
+                              gradcam(model, x, [0, 1, 2]))
+    default = next(n for n, m in names.items() if m is find_cam_layer(model))
+    with pytest.raises(CifarlensError) as e:
+        gradcam(model, x, layer="features.99")
+    msg = str(e.value)
+    # the default layer first, then the last five convs (of six), not a list of every module
+    assert "'features.99'" in msg and f"{default} (default), features.18," in msg
+    assert "features.4" in msg and "features.0" not in msg and "1 more" in msg
+    with pytest.raises(CifarlensError, match="layer must be"):
+        gradcam(model, x, layer=3)
+
+
+def test_overlay_is_an_rgb_uint8_blend_with_the_figure_colormap():
+    import matplotlib
+
+    from cifarlens.cam_figures import CAM_CMAP, overlay
+    from cifarlens.gradcam import resize_maps
+
+    g = np.random.default_rng(3)
+    img = g.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cam = g.uniform(0, 1, (32, 32))
+    out = overlay(img, cam)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    # a zero map: the image blended with the colormap's colour for 0 (inferno's near-black)
+    zero = matplotlib.colormaps[CAM_CMAP](0.0)[:3]
+    for alpha in (0.5, 0.3):
+        want = np.rint(((1 - alpha) * img / 255 + alpha * np.asarray(zero)) * 255)
+        assert np.array_equal(overlay(img, np.zeros((32, 32)), alpha=alpha), want.astype(np.uint8))
+    # alpha 0 is the image, alpha 1 the colour-mapped map alone
+    assert np.array_equal(overlay(img, cam, alpha=0), img)
+    one = np.rint(matplotlib.colormaps[CAM_CMAP](cam)[..., :3] * 255)
+    assert np.abs(overlay(img, cam, alpha=1).astype(int) - one).max() <= 1
+    # float images in [0, 1] give the same pixels as their uint8 form
+    assert np.array_equal(overlay(img / 255.0, cam), out)
+    assert np.array_equal(overlay(torch.from_numpy(img / 255.0), torch.from_numpy(cam)), out)
+    # a map at the layer's 4x4 resolution is upsampled like gradcam(upsample=True) does it
+    low = g.uniform(0, 1, (4, 4))
+    assert np.array_equal(overlay(img, low), overlay(img, resize_maps(low, (32, 32)).numpy()))
+    assert not np.array_equal(overlay(img, low), overlay(img, low.repeat(8, 0).repeat(8, 1)))
+    for bad, match in ((np.full((32, 32), 2.0), r"\[0, 1\].*cam.max"),
+                       (np.full((32, 32), np.nan), "NaN"), (np.zeros((1, 32, 32)), "one")):
+        with pytest.raises(CifarlensError, match=match):
+            overlay(img, bad)
+    with pytest.raises(CifarlensError, match="RGB"):
+        overlay(img.transpose(2, 0, 1), cam)
+    with pytest.raises(CifarlensError, match=r"\[0, 1\]"):
+        overlay(img.astype(np.float32), cam)  # 0-255 floats: not an image in [0, 1]
+
+
+def test_overlay_of_a_real_gradcam():
+    """The README's notebook lines on a tiny model: gradcam of the prediction, scaled, overlaid."""
+    from cifarlens.cam_figures import overlay
+
+    model = small_vgg(seed=24)
+    x = torch.randn(2, 3, 32, 32)
+    cam = gradcam(model, x, layer="features.6")[0]
+    img = ((x[0] - x[0].min()) / (x[0].max() - x[0].min())).permute(1, 2, 0)
+    out = overlay(img, cam / cam.max())
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8 and 0 < out.mean() < 255

@@ -19,8 +19,67 @@ from torch import Tensor
 from ._io import save_figure
 from .cam_metrics import _as_maps
 from .errors import CifarlensError
+from .gradcam import INTERPOLATION, resize_maps
 
-__all__ = ["plot_deletion_insertion", "plot_explanations"]
+__all__ = ["CAM_CMAP", "CAM_INTERPOLATION", "IMAGE_INTERPOLATION", "overlay",
+           "plot_deletion_insertion", "plot_explanations"]
+
+# The one Grad-CAM style (issue 12 found inferno/nearest in one figure, jet/bicubic without a
+# colour bar in the other). inferno: perceptually uniform, readable in grey, and black for 0.
+CAM_CMAP = "inferno"
+# How a map gets from its grid to the drawn pixels: the method's own upsampling (gradcam.py),
+# used for the arrays and named to imshow for the last display resampling.
+CAM_INTERPOLATION = INTERPOLATION
+# Photos are 32x32: drawn with their own pixels (integer upscale), never smoothed into detail
+# they do not have.
+IMAGE_INTERPOLATION = "nearest"
+
+
+def _as_rgb01(image: np.ndarray | Tensor) -> np.ndarray:
+    """An (H, W, 3) image as float64 in [0, 1]: uint8 is divided by 255, floats must be in
+    [0, 1] already (as pytorch-grad-cam's show_cam_on_image asks)."""
+    img = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise CifarlensError(f"image must be (H, W, 3) RGB, got shape {img.shape} "
+                             "(a (3, H, W) tensor needs .permute(1, 2, 0))")
+    if img.dtype == np.uint8:
+        return img.astype(np.float64) / 255.0
+    if not np.issubdtype(img.dtype, np.floating):
+        raise CifarlensError(f"image must be uint8 or float in [0, 1], got dtype {img.dtype}")
+    if not np.isfinite(img).all() or img.min() < 0 or img.max() > 1:
+        raise CifarlensError("a float image must lie in [0, 1] (a normalized tensor must be "
+                             "un-normalized first)")
+    return img.astype(np.float64)
+
+
+def overlay(image: np.ndarray | Tensor, cam: np.ndarray | Tensor, alpha: float = 0.5) -> np.ndarray:
+    """The map drawn over the image: (H, W, 3) uint8 RGB, for `plt.imshow` or saving.
+
+    `image`: (H, W, 3), uint8 or float in [0, 1]. `cam`: (h, w) in [0, 1] at any size (divide a
+    raw Grad-CAM by its maximum first), resized to (H, W) bilinearly like every cifarlens figure.
+    Each pixel is (1 - alpha) * image + alpha * CAM_CMAP(cam), rounded: the blend the figures
+    show, like pytorch-grad-cam's show_cam_on_image (its image_weight is 1 - alpha).
+    """
+    import matplotlib
+
+    img = _as_rgb01(image)
+    m = cam.detach().cpu().double().numpy() if isinstance(cam, Tensor) else np.asarray(
+        cam, dtype=np.float64)
+    if m.ndim != 2:
+        raise CifarlensError(f"cam must be one (H, W) map, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise CifarlensError("cam contains NaN or inf")
+    if m.size and (m.min() < 0 or m.max() > 1 + 1e-6):
+        raise CifarlensError(f"cam must lie in [0, 1], got [{m.min():.3g}, {m.max():.3g}]; "
+                             "divide a raw Grad-CAM by its maximum (cam / cam.max())")
+    if not 0 <= alpha <= 1:
+        raise CifarlensError(f"alpha must be in [0, 1], got {alpha}")
+    h, w = img.shape[:2]
+    if m.shape != (h, w):
+        m = resize_maps(m, (h, w)).double().numpy()
+    heat = matplotlib.colormaps[CAM_CMAP](np.clip(m, 0, 1))[..., :3]
+    out = (1 - alpha) * img + alpha * heat
+    return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
 _ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")

@@ -15,7 +15,7 @@ images and models; only the figures rescale, and they say how.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,9 +27,13 @@ from torch import Tensor, nn
 from .errors import CifarlensError
 
 __all__ = ["find_cam_layer", "gradcam", "gradcam_pair", "layer_name", "resolve_layer",
-           "TargetsLike"]
+           "INTERPOLATION", "LayerLike", "TargetsLike", "resize_maps"]
 
 TargetsLike = Tensor | np.ndarray | Sequence[int] | int
+LayerLike = nn.Module | str | None
+
+# How a map is resized from the layer's grid to pixels, here and in every figure (cam_figures).
+INTERPOLATION = "bilinear"
 
 
 # --------------------------------------------------------------------------- layer choice
@@ -122,50 +126,59 @@ def _check_targets_range(t: Tensor, n_classes: int, name: str) -> None:
 def gradcam(
     model: nn.Module,
     images: Tensor,
-    targets: TargetsLike,
-    layer: nn.Module | None = None,
+    targets: TargetsLike | None = None,
+    layer: LayerLike = None,
     *,
     batch_size: int = 256,
     upsample: bool = True,
+    progress: Callable[[int], object] | None = None,
 ) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017) of the raw target-class logit: (N, H, W) float32 on CPU.
 
     alpha_k = spatial mean of d logit_target / d A_k,  map = ReLU(sum_k alpha_k A_k), where A is
-    the output of `layer` (default: `find_cam_layer(model)`). With `upsample` the map is resized
-    bilinearly (align_corners=False) to the input size, otherwise it stays at the layer's
-    resolution. No per-image rescaling. If `layer` runs several times in one forward pass, its
-    last call is explained.
+    the output of `layer`. `targets`: one class index per image (or one int for all); None
+    explains each image's predicted class (the argmax of the same forward pass), as
+    pytorch-grad-cam does. `layer`: a module of `model`, its name as in `model.named_modules()`
+    (e.g. "features.10", like the CLI's --layer), or None for `find_cam_layer(model)`. With
+    `upsample` the map is resized bilinearly (align_corners=False) to the input size, otherwise
+    it stays at the layer's resolution. No per-image rescaling. If `layer` runs several times in
+    one forward pass, its last call is explained. `progress`, if given, is called with the number
+    of images after each batch (e.g. a tqdm bar's `update`).
     """
-    return _gradcam_multi(model, images, [targets], layer, batch_size, upsample, ["targets"])[0]
+    return _gradcam_multi(model, images, [targets], layer, batch_size, upsample, ["targets"],
+                          progress)[0]
 
 
 def gradcam_pair(
     model: nn.Module,
     images: Tensor,
-    pred: TargetsLike,
+    pred: TargetsLike | None,
     true: TargetsLike,
-    layer: nn.Module | None = None,
+    layer: LayerLike = None,
     *,
     batch_size: int = 256,
     upsample: bool = True,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Grad-CAM for the predicted and the true class from ONE forward pass per batch.
 
-    Equal to `(gradcam(..., pred), gradcam(..., true))`, at about half the cost.
+    Equal to `(gradcam(..., pred), gradcam(..., true))`, at about half the cost; `pred=None`
+    takes the model's own prediction.
     """
     maps = _gradcam_multi(model, images, [pred, true], layer, batch_size, upsample,
-                          ["pred", "true"])
+                          ["pred", "true"], progress)
     return maps[0], maps[1]
 
 
 def _gradcam_multi(
     model: nn.Module,
     images: Tensor,
-    target_sets: list[TargetsLike],
-    layer: nn.Module | None,
+    target_sets: list[TargetsLike | None],
+    layer: LayerLike,
     batch_size: int,
     upsample: bool,
     names: list[str],
+    progress: Callable[[int], object] | None = None,
 ) -> list[Tensor]:
     # Own implementation, not captum's LayerGradCam (kept in the tests as the independent check),
     # for two measured reasons. CPU seconds (2 shared cores, fp32, batch 256) for 2048 random
@@ -180,9 +193,11 @@ def _gradcam_multi(
     if batch_size < 1:
         raise CifarlensError(f"batch_size must be >= 1, got {batch_size}")
     n, _, h_in, w_in = x_all.shape
-    tsets = [_as_targets(t, n, nm) for t, nm in zip(target_sets, names, strict=True)]
-    if layer is None:
-        layer = find_cam_layer(model)
+    # None: the predicted class, taken per batch from the forward pass that is explained
+    tsets = [None if t is None else _as_targets(t, n, nm)
+             for t, nm in zip(target_sets, names, strict=True)]
+    if not isinstance(layer, nn.Module):
+        layer = resolve_layer(model, layer)
     if not any(m is layer for m in model.modules()):
         raise CifarlensError(f"layer {type(layer).__name__} is not a submodule of the model")
     device = _device_of(model)
@@ -192,8 +207,11 @@ def _gradcam_multi(
             x = x_all[start:start + batch_size].to(device=device, dtype=torch.float32)
             act, logits = _forward_capture(model, layer, x)
             for k, t_all in enumerate(tsets):
-                _check_targets_range(t_all, logits.shape[1], names[k])
-                t = t_all[start:start + batch_size].to(device)
+                if t_all is None:
+                    t = logits.detach().argmax(dim=1)
+                else:
+                    _check_targets_range(t_all, logits.shape[1], names[k])
+                    t = t_all[start:start + batch_size].to(device)
                 # Summing over the batch is exact: in eval mode image i's logit depends on image
                 # i's activation only, so d(sum)/dA_i = d logit_i / dA_i. enable_grad: the
                 # caller may be under no_grad, where gather() would drop the graph.
@@ -203,10 +221,12 @@ def _gradcam_multi(
                 alpha = grad.mean(dim=(2, 3), keepdim=True)
                 cam = F.relu((alpha * act.detach()).sum(dim=1, keepdim=True))
                 if upsample:
-                    cam = F.interpolate(cam, size=(h_in, w_in), mode="bilinear",
+                    cam = F.interpolate(cam, size=(h_in, w_in), mode=INTERPOLATION,
                                         align_corners=False)
                 outs[k].append(cam[:, 0].float().cpu())
             del act, logits
+            if progress is not None:
+                progress(len(x))
     if n == 0:
         return [torch.zeros((0, h_in, w_in) if upsample else (0, 0, 0)) for _ in tsets]
     return [torch.cat(o) for o in outs]
@@ -255,18 +275,38 @@ def _forward_capture(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Ten
     return captured[-1], logits
 
 
-def resolve_layer(model: torch.nn.Module, name: str | None) -> torch.nn.Module:
+def resize_maps(maps: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor:
+    """(N, h, w) or (h, w) maps resized to `size` exactly as `gradcam(upsample=True)` does it
+    (bilinear, align_corners=False); float32 on CPU, same leading shape."""
+    m = torch.as_tensor(np.asarray(maps) if not isinstance(maps, Tensor) else maps)
+    m = m.detach().to("cpu", torch.float32)
+    if m.ndim not in (2, 3):
+        raise CifarlensError(f"maps must be (H, W) or (N, H, W), got shape {tuple(m.shape)}")
+    four = m.reshape(-1, 1, *m.shape[-2:])
+    out = F.interpolate(four, size=tuple(int(s) for s in size), mode=INTERPOLATION,
+                        align_corners=False)
+    return out.reshape(*m.shape[:-2], *out.shape[-2:])
+
+
+def resolve_layer(model: nn.Module, name: str | None) -> nn.Module:
     """A layer by its module name (e.g. `features.10`); None means the model's Grad-CAM layer."""
     if name is None:
         return find_cam_layer(model)
+    if not isinstance(name, str):
+        raise CifarlensError(
+            f"layer must be a module of the model, its name or None, got {type(name).__name__}")
     modules = dict(model.named_modules())
     if name not in modules or name == "":
-        # conv layers and their activations, and the model's own Grad-CAM layer (a block for
-        # resnet18); any module name works, these are the usual choices
+        # the model's own Grad-CAM layer (a block for resnet18) first, then the conv layers from
+        # the last one back; any module name works, these are the usual choices
         default = layer_name(model, find_cam_layer(model))
-        convs = [n for n, m in modules.items() if n and (
-            isinstance(m, torch.nn.Conv2d | torch.nn.ReLU) or n == default)]
-        raise CifarlensError(f"no layer {name!r} in this model; choose from: {', '.join(convs)}")
+        convs = [n for n, m in modules.items() if n and n != default
+                 and isinstance(m, nn.Conv2d)][::-1]
+        few = [f"{default} (default)"] + convs[:5]
+        more = len(convs) - 5
+        raise CifarlensError(
+            f"no layer {name!r} in this model; valid names include: {', '.join(few)}"
+            + (f" and {more} more (any name in model.named_modules())" if more > 0 else ""))
     return modules[name]
 
 
