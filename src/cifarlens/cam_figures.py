@@ -12,6 +12,8 @@ import os
 import re
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
@@ -21,8 +23,12 @@ from .cam_metrics import _as_maps
 from .errors import CifarlensError
 from .gradcam import INTERPOLATION, resize_maps
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["CAM_CMAP", "CAM_INTERPOLATION", "IMAGE_INTERPOLATION", "overlay",
-           "plot_deletion_insertion", "plot_explanations"]
+           "model_scale",
+           "plot_deletion_insertion", "plot_explanations", "plot_tracking"]
 
 # The one Grad-CAM style (issue 12 found inferno/nearest in one figure, jet/bicubic without a
 # colour bar in the other). inferno: perceptually uniform, readable in grey, and black for 0.
@@ -118,8 +124,6 @@ def plot_explanations(
     For display only, both maps of a row are divided by the larger of their two maxima, so the
     predicted- and true-class evidence of one image are on one scale (rows are not comparable).
     """
-    import matplotlib
-
     from .figures import new_figure
 
     imgs = np.asarray(images_uint8)
@@ -138,36 +142,55 @@ def plot_explanations(
     if mp.shape[1:] != (h, w) or mt.shape[1:] != (h, w):
         raise CifarlensError("maps must have the images' height and width")
 
-    scale = max(1, round(128 / max(h, w)))  # nearest-neighbour upscale to ~128 px: crisp pixels
+    scale = _display_scale(h, w)
+    size = (h * scale, w * scale)
     fig, axes = new_figure(n, 5, figsize=(5 * 1.55, n * 1.75 + 0.5), squeeze=False)
-    cmap = matplotlib.colormaps["inferno"]
     for i in range(n):
-        img = np.clip(imgs[i], 0, 255).astype(np.uint8).repeat(scale, 0).repeat(scale, 1)
+        img = _upscale(imgs[i], scale)
         vmax = float(max(mp[i].max(), mt[i].max()))
         norm = vmax if vmax > 0 else 1.0
         pred, true = _plain(pred_names[i]), _plain(true_names[i])
         row = axes[i]
-        row[0].imshow(img, interpolation="nearest")
+        row[0].imshow(img, interpolation=IMAGE_INTERPOLATION)
         row[0].set_title(f"{_plain(titles[i], 60)}\n{pred} ({float(confidences[i]):.0%})",
                          fontsize=7, **_TEXT)
         for j, (m, head) in enumerate(((mp[i], f"why it said {pred}"),
                                        (mt[i], f"evidence for {true}"))):
-            big = (m / norm).repeat(scale, 0).repeat(scale, 1)
-            row[1 + 2 * j].imshow(big, cmap=cmap, vmin=0, vmax=1, interpolation="bilinear")
+            big = np.clip(resize_maps(m / norm, size).double().numpy(), 0, 1)
+            row[1 + 2 * j].imshow(big, cmap=CAM_CMAP, vmin=0, vmax=1,
+                                  interpolation=CAM_INTERPOLATION)
             row[1 + 2 * j].set_title(head, fontsize=7, **_TEXT)
-            row[2 + 2 * j].imshow(img, interpolation="nearest")
-            row[2 + 2 * j].imshow(big, cmap=cmap, vmin=0, vmax=1, alpha=0.5,
-                                  interpolation="bilinear")
-            row[2 + 2 * j].set_title("overlay" + (" (no positive evidence)" if vmax <= 0 else ""),
-                                     fontsize=7, **_TEXT)
+            row[2 + 2 * j].imshow(overlay(img, big), interpolation=IMAGE_INTERPOLATION)
+            # an all-black map is a finding (no evidence for that class), not a broken image
+            row[2 + 2 * j].set_title("overlay" + ("\n(black = no evidence)" if m.max() <= 0
+                                                  else ""), fontsize=7, **_TEXT)
         for ax in row:
             ax.set_axis_off()
-    sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
+    _colorbar(fig, axes, "Grad-CAM / max of the row's two maps (pred and true share one scale)")
+    save_figure(fig, path)
+
+
+def _display_scale(h: int, w: int) -> int:
+    """Integer upscale of a photo to about 128 px: crisp pixels at the figures' size."""
+    return max(1, round(128 / max(h, w)))
+
+
+def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    return img.repeat(scale, 0).repeat(scale, 1)
+
+
+def _colorbar(fig: Figure, axes: np.ndarray, label: str) -> None:
+    """The one colour bar of a map figure: CAM_CMAP over [0, 1], beside all its panels."""
+    import matplotlib
+
+    n = axes.shape[0]
+    sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=CAM_CMAP)
     cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=min(1.0, 3 / n) if n > 3 else 0.9,
                       pad=0.01)
-    cb.set_label("Grad-CAM / max of the row's two maps (pred and true share one scale)",
-                 fontsize=7)
-    save_figure(fig, path)
+    cb.set_label(label, fontsize=7)
 
 
 def plot_deletion_insertion(
@@ -210,4 +233,61 @@ def plot_deletion_insertion(
         ax.set_ylabel("target-class probability")
         ax.set_title(f"{kind} ({better})")
         ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def model_scale(maps) -> float:
+    """One model's colour scale: the 99th percentile of its map values over the shown images.
+
+    Raw Grad-CAM magnitudes depend on each network's logits and activations, so two models'
+    maps are never put on one scale; within a model, images stay comparable (one scale for all
+    of them), and a single hot pixel cannot wash the rest out."""
+    a = np.asarray(maps, dtype=np.float64)
+    v = float(np.percentile(a, 99)) if a.size else 0.0
+    return v if v > 0 else max(float(a.max()) if a.size else 0.0, 1e-12)
+
+
+def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Path) -> None:
+    """Per failure: image, baseline Grad-CAM (its prediction), variant Grad-CAM (its prediction).
+
+    Each model's maps are divided by that model's own scale (`model_scale`: 99th percentile over
+    these images) and clipped at 1: rows of one model compare, the two models' strengths do not.
+    Drawn like every map figure: `overlay` (CAM_CMAP, bilinear) and a colour bar."""
+    from .figures import new_figure, safe_text
+
+    n = len(rows)
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[-1] != 3:
+        raise CifarlensError(f"images must be (N, H, W, 3), got {imgs.shape}")
+    if n == 0 or not len(imgs) == len(maps_a) == len(maps_b) == n:
+        raise CifarlensError(f"need one image and two maps per row: {len(imgs)} images, "
+                             f"{len(maps_a)} and {len(maps_b)} maps, {n} rows")
+    va, vb = model_scale(maps_a), model_scale(maps_b)
+    scale = _display_scale(*imgs.shape[1:3])
+    size = (imgs.shape[1] * scale, imgs.shape[2] * scale)
+    fig, axes = new_figure(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        img = _upscale(imgs[r], scale)
+        a, b = (np.clip(resize_maps(np.asarray(m[r], dtype=np.float64) / v, size).double()
+                        .numpy(), 0, 1) for m, v in ((maps_a, va), (maps_b, vb)))
+        axes[r, 0].imshow(img, interpolation=IMAGE_INTERPOLATION)
+        flag = " [label?]" if row["label_error_suspect"] else ""
+        axes[r, 0].set_title(f"#{row['rank']} true: {safe_text(row['true_name'])}{flag}",
+                             fontsize=7, color="#b00020" if flag else "black")
+        axes[r, 1].imshow(overlay(img, a), interpolation=IMAGE_INTERPOLATION)
+        axes[r, 1].set_title(f"baseline: {safe_text(row['pred_name'])} "
+                             f"({100 * row['confidence']:.0f}%)", fontsize=7)
+        v = row["variant"]
+        axes[r, 2].imshow(overlay(img, b), interpolation=IMAGE_INTERPOLATION)
+        axes[r, 2].set_title(f"variant: {safe_text(v['pred_name'])} ({100 * v['confidence']:.0f}%)"
+                             f" [{v['status'].replace('_', ' ')}]", fontsize=7,
+                             color={"fixed": "#1a7f37"}.get(v["status"], "#b00020"))
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+    fig.suptitle("Baseline failures tracked in the variant (Grad-CAM of each model's prediction;"
+                 "\neach model scaled to its own 99th percentile: strengths do not compare "
+                 "across models)", fontsize=8)
+    _colorbar(fig, axes, "Grad-CAM / that model's 99th percentile over these images (clipped at 1)")
     save_figure(fig, path)

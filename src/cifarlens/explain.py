@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ._io import locked, read_json, save_npz
-from .cam_figures import plot_deletion_insertion, plot_explanations
+from .cam_figures import overlay, plot_deletion_insertion, plot_explanations, plot_tracking
 from .cam_metrics import (
     BASELINE_NAMES,
     BORDER,
@@ -60,7 +60,7 @@ __all__ = [
     "border_summary", "centre_prior_maps", "deletion_insertion", "faithfulness",
     "pointing_game", "random_maps", "smooth_random_maps",
     # re-exported: the figures (cam_figures.py)
-    "plot_deletion_insertion", "plot_explanations",
+    "overlay", "plot_deletion_insertion", "plot_explanations", "plot_tracking",
 ]
 
 TARGETS = ("predicted", "true", "both")
