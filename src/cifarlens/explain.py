@@ -16,6 +16,9 @@ module held before the split) keeps working.
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,7 @@ from .gradcam import (
 
 __all__ = [
     # the stage
-    "TARGETS", "explain_run", "object_boxes",
+    "DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "explain_run", "object_boxes",
     # re-exported: the method (gradcam.py)
     "TargetsLike", "find_cam_layer", "gradcam", "gradcam_pair", "layer_name",
     "resolve_layer",
@@ -64,6 +67,52 @@ __all__ = [
 ]
 
 TARGETS = ("predicted", "true", "both")
+
+# The options that change what the default explanation holds (batch_size does not: batched and
+# unbatched maps are equal). A run's default is the one studies embed.
+DEFAULT_OPTIONS = {"failures": 12, "steps": 16, "correct_sample": 200, "seed": 0}
+_OPTION_TAGS = {"failures": "top", "steps": "steps", "correct_sample": "sample", "seed": "seed"}
+
+
+def adhoc_tag(*, indices: Sequence[int] | None = None, all_images: bool = False,
+              target: str = "both", layer: str | None = None,
+              options: dict[str, int] | None = None,
+              reference: dict[str, int] | None = None) -> str:
+    """The file-name tag of an ad-hoc explanation: one part per option that differs from the
+    run's default (`reference`, else DEFAULT_OPTIONS), e.g. `idx-3-17`, `top6`,
+    `layer-features.10_target-true`. `layer` is a non-default layer's name. Empty for the
+    default itself. The same options always give the same tag, so a rerun replaces its own files
+    and never another analysis's."""
+    parts = []
+    if indices:
+        idx = [int(i) for i in indices]
+        digest = hashlib.sha1(",".join(map(str, idx)).encode()).hexdigest()[:8]
+        parts.append("idx-" + "-".join(map(str, idx)) if len(idx) <= 4
+                     else f"idx{len(idx)}-{digest}")
+    elif all_images:
+        parts.append("all")
+    ref = {**DEFAULT_OPTIONS, **(reference or {})}
+    for key, value in (options or {}).items():
+        if key == "failures" and (indices or all_images):
+            continue  # the count only chooses failures, and these runs do not choose by it
+        if key in _OPTION_TAGS and int(value) != int(ref[key]):
+            parts.append(f"{_OPTION_TAGS[key]}{int(value)}")
+    if layer is not None:
+        parts.append("layer-" + re.sub(r"[^A-Za-z0-9.-]+", "-", layer).strip("-"))
+    if target != "both":
+        parts.append(f"target-{target}")
+    return "_".join(parts)
+
+
+def _default_record(run: Path, split: str, checkpoint: str) -> dict[str, Any] | None:
+    """The run's current default explanation record, or None when there is none yet or it is
+    stale (another checkpoint, or its npz gone): then a plain explain may (re)write the default."""
+    path = run / "analysis.json"
+    rec = read_json(path).get(f"explain_{split}") if path.exists() else None
+    if (not isinstance(rec, dict) or rec.get("checkpoint_sha256") != checkpoint
+            or not (run / f"explanations_{split}.npz").exists()):
+        return None
+    return rec
 
 
 
@@ -100,6 +149,18 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
                 layer: str | None = None, log=print) -> dict[str, Any]:
+    """Explain a run's `split` with Grad-CAM of its best checkpoint (see the module docstring).
+
+    Writes `explanations_<split>.npz`, `figures/gradcam_<split>.png`,
+    `figures/deletion_insertion_<split>.png` and `analysis.json["explain_<split>"]` (with the
+    `options` that made them): the run's default explanation, the one a study embeds. It is set
+    by the first plain explain of the run (no indices, not all images, both targets, the default
+    layer) and replaced only by one with the same failures/steps/correct_sample/seed, or when it
+    is stale (another checkpoint). Anything else is ad hoc and goes under a tag from its options
+    (`adhoc_tag`): `explanations_<split>_<tag>.npz`, `figures/gradcam_<split>_<tag>.png`, ...,
+    `analysis.json["explain_<split>_<tag>"]`; the tag is logged and returned as `result["tag"]`
+    (None for the default) beside `result["file"]`.
+    """
     from .evaluate import (
         analysis_index_update,
         require_current_predictions,
@@ -122,6 +183,20 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     p = require_current_predictions(run, split)
     model, _ = load_model(run, "best")
     cam_layer = resolve_layer(model, layer)
+
+    # Ad-hoc analyses never replace the default files a study embeds: options that differ from
+    # the run's default (its first plain explain, e.g. the study's) go under a tag.
+    options = {"failures": int(failures), "steps": int(steps),
+               "correct_sample": int(correct_sample), "seed": int(seed)}
+    other_layer = (layer_name(model, cam_layer)
+                   if cam_layer is not find_cam_layer(model) else None)
+    plain = not indices and not all_images and target == "both" and other_layer is None
+    current = _default_record(run, split, str(p["checkpoint_sha256"]))
+    reference = current.get("options", DEFAULT_OPTIONS) if current else None
+    tag = "" if plain and reference in (None, options) else adhoc_tag(
+        indices=indices, all_images=all_images, target=target, layer=other_layer,
+        options=options, reference=reference)
+    suffix = f"_{tag}" if tag else ""
     norm = read_json(run / "norm.json")
     mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
 
@@ -156,13 +231,14 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         arrays["maps_pred"] = maps_pred.numpy().astype(np.float32)
     if maps_true is not None:
         arrays["maps_true"] = maps_true.numpy().astype(np.float32)
-    save_npz(run / f"explanations_{split}.npz", **arrays)
+    npz_name = f"explanations_{split}{suffix}.npz"
+    save_npz(run / npz_name, **arrays)
 
     figs: dict[str, str] = {}
     is_fail = pred != true
     show = np.flatnonzero(is_fail)[:12] if is_fail.any() else np.arange(min(12, len(pos)))
     if len(show) and maps_pred is not None and maps_true is not None:
-        figs["gradcam"] = f"figures/gradcam_{split}.png"
+        figs["gradcam"] = f"figures/gradcam_{split}{suffix}.png"
         conf = p["confidence"][pos[show]]
         plot_explanations(images[pos[show]].transpose(0, 2, 3, 1), maps_pred[show],
                             maps_true[show],
@@ -201,7 +277,7 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     result["faithfulness"] = faith
     result["border_share"] = border_summary(shares, cells or (32, 32), seed=seed)
     if "correct" in curves:
-        figs["deletion_insertion"] = f"figures/deletion_insertion_{split}.png"
+        figs["deletion_insertion"] = f"figures/deletion_insertion_{split}{suffix}.png"
         c = curves["correct"]
         plot_deletion_insertion(c["gradcam"], run / figs["deletion_insertion"],
                                   random_result=c["random"],
@@ -213,10 +289,15 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         result["pointing_game"] = {"hit_rate": float(np.mean(hits)), "n": int(len(hits)),
                                    "on": "correctly classified images (generated data boxes)"}
     result["figures"] = figs
-    analysis_index_update(run, f"explain_{split}", {
-        "file": f"explanations_{split}.npz", "checkpoint_sha256": str(p["checkpoint_sha256"]),
-        **result})
+    result["file"] = npz_name
+    result["tag"] = tag or None
+    analysis_index_update(run, f"explain_{split}{suffix}", {
+        "checkpoint_sha256": str(p["checkpoint_sha256"]), "options": options, **result})
     fa = faith.get("correct", {})
+    if tag:
+        log(f"ad-hoc options: wrote {npz_name} and figures tagged '{tag}' "
+            f"(analysis.json key explain_{split}{suffix}); the run's default explanation "
+            f"(explanations_{split}.npz, the one a study embeds) is unchanged")
     log(f"explained {len(pos)} {split} images; Grad-CAM deletion AUC {fa.get('deletion_auc', float('nan')):.3f}"
         f" vs random {fa.get('random_deletion_auc', float('nan')):.3f} (lower is more faithful)"
         + (f"; pointing game {100 * result['pointing_game']['hit_rate']:.1f}%"
