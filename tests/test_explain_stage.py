@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cifarlens import explain as stage
 from cifarlens._io import read_json
 from cifarlens.explain import DEFAULT_OPTIONS, adhoc_tag, explain_run
 
@@ -34,19 +35,39 @@ def test_adhoc_tags_name_every_option_that_differs():
     assert adhoc_tag(layer="a/../b c") == "layer-a-..-b-c"  # never a path
 
 
-def test_adhoc_explain_leaves_the_default_files_byte_identical(run_copy):
+def test_adhoc_explain_leaves_the_default_files_byte_identical(run_copy, monkeypatch):
     run = run_copy
+    bars, updates = [], []
+    real_bar = stage._progress_bar
+
+    def spy(total, desc, enabled):
+        bar = real_bar(total, desc, enabled)
+        real_update = bar.update
+        bar.update = lambda k=1: (updates.append(k), real_update(k))
+        bars.append((bar, enabled))
+        return bar
+
+    monkeypatch.setattr(stage, "_progress_bar", spy)
     first = explain_run(run, "test", failures=3, **QUIET)  # the first plain explain: default
     assert first["tag"] is None and first["file"] == "explanations_test.npz"
+    # one bar for the stage, advanced per batch (Grad-CAM and each faithfulness map), that
+    # ends exactly at its total (so its ETA was computed against the right amount of work),
+    # and is cleared from the log when done
+    ((bar, enabled),) = bars
+    assert enabled and bar.total > 0 and bar.n == bar.total and len(updates) >= 6
+    assert bar.leave is False
+    explain_run(run, "test", failures=3, progress=False, **QUIET)
+    assert bars[1][1] is False  # progress=False: a disabled bar
     before = _default_files(run)
     record = read_json(run / "analysis.json")["explain_test"]
     assert record["options"]["failures"] == 3
 
     logs: list[str] = []
     adhoc = [
-        (dict(indices=[0, 1, 2]), "idx-0-1-2"),
-        (dict(failures=2), "top2"),  # another count than the default's 3
-        (dict(failures=3, target="predicted"), "target-predicted"),
+        # tags name what differs from the CLI's defaults (QUIET's steps and sample too)
+        (dict(indices=[0, 1, 2]), "idx-0-1-2_steps2_sample12"),
+        (dict(failures=2), "top2_steps2_sample12"),  # another count than the default's 3
+        (dict(failures=3, target="predicted"), "top3_steps2_sample12_target-predicted"),
     ]
     for kw, tag in adhoc:
         r = explain_run(run, "test", **{**QUIET, **kw, "log": logs.append})
@@ -54,10 +75,16 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(run_copy):
         assert (run / r["file"]).exists()
         assert read_json(run / "analysis.json")[f"explain_test_{tag}"]["file"] == r["file"]
         assert any(f"tagged '{tag}'" in m for m in logs)  # the user is told where it went
-    np.testing.assert_array_equal(np.load(run / "explanations_test_idx-0-1-2.npz")["indices"],
+    np.testing.assert_array_equal(np.load(run / "explanations_test_idx-0-1-2_steps2_sample12.npz")["indices"],
                                   [0, 1, 2])
-    np.testing.assert_array_equal(np.load(run / "explanations_test_top2.npz")["positions"],
+    np.testing.assert_array_equal(np.load(run / "explanations_test_top2_steps2_sample12.npz")["positions"],
                                   np.load(run / "explanations_test.npz")["positions"][:2])
+
+    # the CLI's defaults exactly, beside this run's default (3 failures, 2 steps, 12 correct
+    # images): nothing differs from the CLI's defaults, so the tag says how it differs from the
+    # run's default
+    r = explain_run(run, "test", log=logs.append, progress=False)
+    assert r["tag"] == "top12_steps16_sample200"
 
     assert _default_files(run) == before
     assert read_json(run / "analysis.json")["explain_test"] == record

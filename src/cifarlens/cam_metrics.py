@@ -9,7 +9,7 @@ is one of the three kinds of measure here, beside localisation and border share.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,7 @@ def deletion_insertion(
     batch_size: int = 256,
     baseline: str = "blur",
     blur_sigma: float = 2.0,
+    progress: Callable[[int], object] | None = None,
 ) -> dict[str, np.ndarray]:
     """Deletion and insertion curves (Petsiuk et al. 2018, RISE) of the target-class softmax.
 
@@ -104,7 +105,8 @@ def deletion_insertion(
     Costs 2 * (steps + 1) forward passes per image; `batch_size` bounds the model's batch.
 
     Returns deletion and insertion (N, steps+1), their trapezoid AUCs over f in [0, 1] (N,),
-    and fractions (steps+1,).
+    and fractions (steps+1,). `progress`, if given, is called with the number of images after
+    each chunk.
     """
     x_all = _as_images(images)
     n, c, h, w = x_all.shape
@@ -150,6 +152,8 @@ def deletion_insertion(
                 _check_targets_range(t_all, logits.shape[1], "targets")
                 p = logits.float().softmax(dim=1).gather(1, t[:, None])[:, 0]
                 out[sl] = p.view(b, steps + 1).double().cpu().numpy()
+            if progress is not None:
+                progress(b)
 
     return {
         "deletion": dele,
@@ -247,7 +251,8 @@ BASELINE_NAMES = {"random": "i.i.d. random pixels", "smooth_random": "smooth ran
 
 def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps: torch.Tensor,
                  cells: tuple[int, ...], *, steps: int, batch_size: int, seed: int,
-                 level: float = 0.95) -> tuple[dict[str, Any], dict[str, dict]]:
+                 level: float = 0.95, progress: Callable[[int], object] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, dict]]:
     """Deletion/insertion AUCs of Grad-CAM and of three input-independent baselines on the same
     images, and paired bootstrap CIs over the images of Grad-CAM minus each baseline.
 
@@ -261,7 +266,9 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
     maps_by = {"gradcam": maps, "random": random_maps(n, h, w, seed),
                "smooth_random": smooth_random_maps(n, h, w, cells[-2:], seed),
                "centre_prior": centre_prior_maps(n, h, w)}
-    res = {k: deletion_insertion(model, x, t, m, steps=steps, batch_size=batch_size)
+    # progress: called with images done, once per chunk of each of the four maps (4 N in all)
+    res = {k: deletion_insertion(model, x, t, m, steps=steps, batch_size=batch_size,
+                                 progress=progress)
            for k, m in maps_by.items()}
     g = res["gradcam"]
     out: dict[str, Any] = {

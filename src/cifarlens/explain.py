@@ -78,8 +78,8 @@ def adhoc_tag(*, indices: Sequence[int] | None = None, all_images: bool = False,
               target: str = "both", layer: str | None = None,
               options: dict[str, int] | None = None,
               reference: dict[str, int] | None = None) -> str:
-    """The file-name tag of an ad-hoc explanation: one part per option that differs from the
-    run's default (`reference`, else DEFAULT_OPTIONS), e.g. `idx-3-17`, `top6`,
+    """The file-name tag of an ad-hoc explanation: one part per option that differs from
+    `reference` (default: DEFAULT_OPTIONS), e.g. `idx-3-17`, `top6`,
     `layer-features.10_target-true`. `layer` is a non-default layer's name. Empty for the
     default itself. The same options always give the same tag, so a rerun replaces its own files
     and never another analysis's."""
@@ -102,6 +102,18 @@ def adhoc_tag(*, indices: Sequence[int] | None = None, all_images: bool = False,
     if target != "both":
         parts.append(f"target-{target}")
     return "_".join(parts)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """tqdm on stderr with an ETA, shown only once the work has taken 3 s (quick runs stay
+    silent) and cleared at the end (leave=False), so logs keep only the result lines."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, delay=3.0, mininterval=1.0,
+                disable=not enabled, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
 
 
 def _default_record(run: Path, split: str, checkpoint: str) -> dict[str, Any] | None:
@@ -148,7 +160,7 @@ def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray
 def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
-                layer: str | None = None, log=print) -> dict[str, Any]:
+                layer: str | None = None, log=print, progress: bool = True) -> dict[str, Any]:
     """Explain a run's `split` with Grad-CAM of its best checkpoint (see the module docstring).
 
     Writes `explanations_<split>.npz`, `figures/gradcam_<split>.png`,
@@ -159,7 +171,8 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     is stale (another checkpoint). Anything else is ad hoc and goes under a tag from its options
     (`adhoc_tag`): `explanations_<split>_<tag>.npz`, `figures/gradcam_<split>_<tag>.png`, ...,
     `analysis.json["explain_<split>_<tag>"]`; the tag is logged and returned as `result["tag"]`
-    (None for the default) beside `result["file"]`.
+    (None for the default) beside `result["file"]`. `progress`: a bar with an ETA on stderr
+    (shown after a few seconds, removed when done).
     """
     from .evaluate import (
         analysis_index_update,
@@ -193,9 +206,14 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     plain = not indices and not all_images and target == "both" and other_layer is None
     current = _default_record(run, split, str(p["checkpoint_sha256"]))
     reference = current.get("options", DEFAULT_OPTIONS) if current else None
-    tag = "" if plain and reference in (None, options) else adhoc_tag(
-        indices=indices, all_images=all_images, target=target, layer=other_layer,
-        options=options, reference=reference)
+    tag = ""
+    if not (plain and reference in (None, options)):
+        how = {"indices": indices, "all_images": all_images, "target": target,
+               "layer": other_layer, "options": options}
+        # named against the CLI's defaults, so the same options give the same tag on every
+        # run; against the run's default only where that is all that differs (`top12` beside
+        # a study's `--top 6`)
+        tag = adhoc_tag(**how) or adhoc_tag(**how, reference=reference)
     suffix = f"_{tag}" if tag else ""
     norm = read_json(run / "norm.json")
     mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
@@ -219,13 +237,58 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     if len(pos) == 0:
         raise CifarlensError(f"nothing to explain: no failures in the {split} split")
     pred, true = p["pred"][pos], labels[pos]
-    x = normalized(pos)
-    maps_pred, maps_true = gradcam_pair(model, x, torch.from_numpy(pred), torch.from_numpy(true),
-                                          cam_layer, batch_size=batch_size)
-    if target == "predicted":
-        maps_true = None
-    elif target == "true":
-        maps_pred = None
+    is_fail = pred != true
+    # Faithfulness and background reliance: failures vs a seeded sample of correct predictions.
+    rng = np.random.default_rng(seed)
+    correct_pos = np.flatnonzero(p["pred"] == labels)
+    correct_pos = np.sort(rng.choice(correct_pos, min(correct_sample, len(correct_pos)),
+                                     replace=False)) if len(correct_pos) else correct_pos
+    fail_pos = pos[is_fail] if target != "true" else np.array([], dtype=np.int64)
+
+    # One bar for the stage, in forward-pass units so its ETA holds: a Grad-CAM pair costs
+    # about 3 (a forward, two partial backwards), a single map 2, and each image's faithfulness
+    # 2 (steps + 1) forwards for each of the 4 maps.
+    di = 2 * (steps + 1)
+    bar = _progress_bar(3 * len(pos) + 2 * len(correct_pos)
+                        + 4 * di * (len(fail_pos) + len(correct_pos)), f"explain {split}",
+                        progress)
+    try:
+        maps_pred, maps_true = gradcam_pair(model, normalized(pos), torch.from_numpy(pred),
+                                            torch.from_numpy(true), cam_layer,
+                                            batch_size=batch_size,
+                                            progress=lambda k: bar.update(3 * k))
+        if target == "predicted":
+            maps_true = None
+        elif target == "true":
+            maps_pred = None
+        result: dict[str, Any] = {"split": split, "explained": int(len(pos)),
+                                  "layer": layer_name(model, cam_layer), "target": target}
+        groups = {}
+        if len(fail_pos):
+            groups["failures"] = (fail_pos, maps_pred[is_fail])
+        if len(correct_pos):
+            mc = gradcam(model, normalized(correct_pos), torch.from_numpy(p["pred"][correct_pos]),
+                         cam_layer, batch_size=batch_size, progress=lambda k: bar.update(2 * k))
+            groups["correct"] = (correct_pos, mc)
+        faith: dict[str, Any] = {}
+        curves = {}
+        shares: dict[str, np.ndarray] = {}
+        cells = None
+        for name, (gpos, gmaps) in groups.items():
+            xg, tg = normalized(gpos), torch.from_numpy(p["pred"][gpos])
+            if cells is None:  # the explained layer's resolution, for the smooth random baseline
+                cells = tuple(gradcam(model, xg[:1], tg[:1], cam_layer,
+                                      upsample=False).shape[-2:])
+            faith[name], curves[name] = faithfulness(
+                model, xg, tg, gmaps, cells, steps=steps, batch_size=batch_size, seed=seed,
+                progress=lambda k: bar.update(di * k))
+            shares[name] = border_share(gmaps, border=BORDER)
+    finally:
+        bar.close()
+    result["faithfulness"] = faith
+    result["border_share"] = border_summary(shares, cells or (32, 32), seed=seed)
+
+    # Written only now, when every number is in: a failed run leaves the old files as they were.
     arrays = {"positions": pos, "indices": ds_idx[pos], "pred": pred, "true": true}
     if maps_pred is not None:
         arrays["maps_pred"] = maps_pred.numpy().astype(np.float32)
@@ -233,56 +296,24 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         arrays["maps_true"] = maps_true.numpy().astype(np.float32)
     npz_name = f"explanations_{split}{suffix}.npz"
     save_npz(run / npz_name, **arrays)
-
     figs: dict[str, str] = {}
-    is_fail = pred != true
     show = np.flatnonzero(is_fail)[:12] if is_fail.any() else np.arange(min(12, len(pos)))
     if len(show) and maps_pred is not None and maps_true is not None:
         figs["gradcam"] = f"figures/gradcam_{split}{suffix}.png"
         conf = p["confidence"][pos[show]]
         plot_explanations(images[pos[show]].transpose(0, 2, 3, 1), maps_pred[show],
-                            maps_true[show],
-                            [f"image {int(i)}" for i in ds_idx[pos[show]]], run / figs["gradcam"],
-                            pred_names=[data.class_names[c] for c in pred[show]],
-                            true_names=[data.class_names[c] for c in true[show]],
-                            confidences=[float(c) for c in conf])
-
-    # Faithfulness and background reliance: failures vs a seeded sample of correct predictions.
-    rng = np.random.default_rng(seed)
-    correct_pos = np.flatnonzero(p["pred"] == labels)
-    correct_pos = np.sort(rng.choice(correct_pos, min(correct_sample, len(correct_pos)),
-                                     replace=False)) if len(correct_pos) else correct_pos
-    fail_pos = pos[is_fail] if maps_pred is not None else np.array([], dtype=np.int64)
-    result: dict[str, Any] = {"split": split, "explained": int(len(pos)),
-                              "layer": layer_name(model, cam_layer), "target": target}
-    groups = {}
-    if len(fail_pos):
-        groups["failures"] = (fail_pos, maps_pred[is_fail])
-    if len(correct_pos):
-        xc = normalized(correct_pos)
-        mc = gradcam(model, xc, torch.from_numpy(p["pred"][correct_pos]), cam_layer,
-                       batch_size=batch_size)
-        groups["correct"] = (correct_pos, mc)
-    faith: dict[str, Any] = {}
-    curves = {}
-    shares: dict[str, np.ndarray] = {}
-    cells = None
-    for name, (gpos, gmaps) in groups.items():
-        xg, tg = normalized(gpos), torch.from_numpy(p["pred"][gpos])
-        if cells is None:  # the explained layer's resolution, for the smooth random baseline
-            cells = tuple(gradcam(model, xg[:1], tg[:1], cam_layer, upsample=False).shape[-2:])
-        faith[name], curves[name] = faithfulness(model, xg, tg, gmaps, cells, steps=steps,
-                                                 batch_size=batch_size, seed=seed)
-        shares[name] = border_share(gmaps, border=BORDER)
-    result["faithfulness"] = faith
-    result["border_share"] = border_summary(shares, cells or (32, 32), seed=seed)
+                          maps_true[show],
+                          [f"image {int(i)}" for i in ds_idx[pos[show]]], run / figs["gradcam"],
+                          pred_names=[data.class_names[c] for c in pred[show]],
+                          true_names=[data.class_names[c] for c in true[show]],
+                          confidences=[float(c) for c in conf])
     if "correct" in curves:
         figs["deletion_insertion"] = f"figures/deletion_insertion_{split}{suffix}.png"
         c = curves["correct"]
         plot_deletion_insertion(c["gradcam"], run / figs["deletion_insertion"],
-                                  random_result=c["random"],
-                                  baselines={BASELINE_NAMES[k]: c[k]
-                                             for k in ("smooth_random", "centre_prior")})
+                                random_result=c["random"],
+                                baselines={BASELINE_NAMES[k]: c[k]
+                                           for k in ("smooth_random", "centre_prior")})
     boxes = object_boxes(data, split, ds_idx[correct_pos]) if len(correct_pos) else None
     if boxes is not None:
         hits = pointing_game(groups["correct"][1], boxes)
