@@ -659,6 +659,10 @@ def test_split_keeps_the_old_import_paths():
 
     for mod in (explain, explanations, G, cam_metrics, cam_figures):
         assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), mod.__name__
+        # every public function a module defines is declared in its __all__
+        own = {n for n, v in vars(mod).items() if not n.startswith("_") and callable(v)
+               and getattr(v, "__module__", None) == mod.__name__}
+        assert own <= set(mod.__all__), (mod.__name__, own - set(mod.__all__))
     assert explain.gradcam is G.gradcam and explain.gradcam_pair is G.gradcam_pair
     assert explain.find_cam_layer is G.find_cam_layer
     for name in ("random_maps", "smooth_random_maps", "centre_prior_maps", "deletion_insertion",
