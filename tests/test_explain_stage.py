@@ -104,4 +104,4 @@ def test_the_default_layer_by_name_is_not_ad_hoc(run_copy):
     r = explain_run(run_copy, "test", failures=2, layer=default, **QUIET)
     assert r["tag"] is None and r["layer"] == default
     r = explain_run(run_copy, "test", failures=2, layer="features.10", **QUIET)
-    assert r["tag"] == "layer-features.10" and r["layer"] == "features.10"
+    assert r["tag"] == "top2_steps2_sample12_layer-features.10" and r["layer"] == "features.10"
