@@ -11,20 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlens import explain
-from cifarlens.errors import CifarlensError
-from cifarlens.explain import (
+from cifarlens import cam_figures, cam_metrics
+from cifarlens.cam_figures import plot_deletion_insertion, plot_explanations
+from cifarlens.cam_metrics import (
     border_area_fraction,
     border_share,
     deletion_insertion,
-    find_cam_layer,
-    gradcam,
-    gradcam_pair,
-    plot_deletion_insertion,
-    plot_explanations,
     pointing_game,
     random_maps,
 )
+from cifarlens.errors import CifarlensError
+from cifarlens.gradcam import find_cam_layer, gradcam, gradcam_pair
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -156,7 +153,7 @@ def gradcam_hooks_reference(model, images, targets, layer, upsample=True):
 
 
 def gradcam_captum(model, images, targets, layer):
-    """The library alternative the production code was measured against (see explain.py)."""
+    """The library alternative the production code was measured against (see gradcam.py)."""
     from captum.attr import LayerGradCam
 
     a = LayerGradCam(model, layer).attribute(images, target=list(map(int, targets)),
@@ -374,7 +371,7 @@ def test_deletion_insertion_gradcam_beats_random(baseline):
 
     with torch.no_grad():
         p_full = model(x).softmax(1)[:, 0].numpy()
-        base = torch.zeros_like(x) if baseline == "zero" else explain._gaussian_blur(x, 2.0)
+        base = torch.zeros_like(x) if baseline == "zero" else cam_metrics._gaussian_blur(x, 2.0)
         p_base = model(base).softmax(1)[:, 0].numpy()
     np.testing.assert_allclose(res["deletion"][:, 0], p_full, rtol=1e-5)
     np.testing.assert_allclose(res["insertion"][:, 0], p_base, rtol=1e-5)
@@ -416,7 +413,7 @@ def test_blur_is_a_gaussian():
 
     g = np.random.default_rng(0)
     img = g.normal(size=(2, 3, 32, 32)).astype(np.float32)
-    got = explain._gaussian_blur(torch.from_numpy(img), 2.0).numpy()
+    got = cam_metrics._gaussian_blur(torch.from_numpy(img), 2.0).numpy()
     want = gaussian_filter(img, sigma=(0, 0, 2.0, 2.0), mode="mirror", truncate=3.0)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -481,13 +478,13 @@ NASTY = ["$x^2$", "<script>alert(1)</script>", "\x1b[31mred\x1b[0m", "a\nb\u202e
 
 def test_plot_explanations_png_and_plain_text(tmp_path, monkeypatch):
     texts: list = []
-    real_save = explain.save_figure
+    real_save = cam_figures.save_figure
 
     def spy(fig, path, **kw):
         texts.extend(t for t in fig.findobj(lambda o: hasattr(o, "get_parse_math")) if t.get_text())
         real_save(fig, path, **kw)
 
-    monkeypatch.setattr(explain, "save_figure", spy)
+    monkeypatch.setattr(cam_figures, "save_figure", spy)
     g = np.random.default_rng(0)
     imgs = g.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
     mp = torch.rand(4, 32, 32)
@@ -542,7 +539,7 @@ def test_batched_equals_unbatched():
 
 @pytest.mark.skipif(not os.environ.get("CIFARLENS_BENCH"), reason="set CIFARLENS_BENCH=1")
 def test_benchmark_own_vs_captum():  # pragma: no cover - measurement, not a check
-    """The measurement behind explain.py's choice (full-size VGG, 2048 images, batch 256)."""
+    """The measurement behind gradcam.py's choice (full-size VGG, 2048 images, batch 256)."""
     n, bs = int(os.environ.get("CIFARLENS_BENCH_N", 2048)), 256
     model = VGGLike().eval()
     x, t, t2 = torch.randn(n, 3, 32, 32), torch.randint(0, 100, (n,)), torch.randint(0, 100, (n,))
@@ -568,7 +565,7 @@ def test_benchmark_own_vs_captum():  # pragma: no cover - measurement, not a che
 
 
 def test_smooth_random_and_centre_prior_maps():
-    from cifarlens.explain import centre_prior_maps, smooth_random_maps
+    from cifarlens.cam_metrics import centre_prior_maps, smooth_random_maps
 
     m = smooth_random_maps(3, 32, 32, (4, 4), seed=1)
     assert m.shape == (3, 32, 32)
@@ -600,8 +597,7 @@ class _PatchModel(nn.Module):
 
 
 def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_evidence():
-    from cifarlens.explain import centre_prior_maps
-    from cifarlens.explanations import faithfulness
+    from cifarlens.cam_metrics import centre_prior_maps, faithfulness
 
     g = torch.Generator().manual_seed(0)
     n = 16
@@ -630,8 +626,7 @@ def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_eviden
 def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
     from scipy import stats as sps
 
-    from cifarlens.explain import border_share, centre_prior_maps
-    from cifarlens.explanations import border_summary
+    from cifarlens.cam_metrics import border_share, border_summary, centre_prior_maps
 
     rng = np.random.default_rng(0)
     f = rng.uniform(0.5, 0.7, 20)
@@ -650,3 +645,124 @@ def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
     # NaN shares (all-zero maps) are left out; one failure is too few to test
     one = border_summary({"failures": np.array([0.5, np.nan]), "correct": c}, (4, 4))
     assert one["n_failures"] == 1 and "p_value" not in one
+
+
+# --------------------------------------------------------------------------- module split
+
+
+def test_split_keeps_the_old_import_paths():
+    """The method, measures and figures moved to gradcam / cam_metrics / cam_figures; every
+    public name `cifarlens.explain` and `cifarlens.explanations` held before is still there and
+    is the same object as in its new home."""
+    from cifarlens import explain, explanations
+    from cifarlens import gradcam as G
+
+    for mod in (explain, explanations, G, cam_metrics, cam_figures):
+        assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), mod.__name__
+        # every public function a module defines is declared in its __all__
+        own = {n for n, v in vars(mod).items() if not n.startswith("_") and callable(v)
+               and getattr(v, "__module__", None) == mod.__name__}
+        assert own <= set(mod.__all__), (mod.__name__, own - set(mod.__all__))
+    assert explain.gradcam is G.gradcam and explain.gradcam_pair is G.gradcam_pair
+    assert explain.find_cam_layer is G.find_cam_layer
+    for name in ("random_maps", "smooth_random_maps", "centre_prior_maps", "deletion_insertion",
+                 "pointing_game", "border_area_fraction", "border_share", "DEFAULT_BORDER"):
+        assert getattr(explain, name) is getattr(cam_metrics, name)
+    for name in ("plot_explanations", "plot_deletion_insertion"):
+        assert getattr(explain, name) is getattr(cam_figures, name)
+    for name in ("faithfulness", "border_summary", "BORDER", "BASELINE_NAMES"):
+        assert getattr(explanations, name) is getattr(cam_metrics, name)
+    assert explanations.explain_run is explain.explain_run
+    assert explanations.object_boxes is explain.object_boxes
+    assert explanations.resolve_layer is G.resolve_layer
+
+
+# --------------------------------------------------------------------------- the notebook API
+
+
+def test_targets_none_explains_the_predicted_class():
+    model = ColourNet()  # red square: class 0, blue square: class 1
+    x = torch.stack([colour_image(red=(i, 2 * i, 8)) if i % 3 else colour_image(blue=(i, i, 9))
+                     for i in range(9)])
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert pred.tolist() == [1, 0, 0] * 3  # both classes, mixed within each batch of 4
+    got = gradcam(model, x, batch_size=4)  # the argmax is taken per batch
+    torch.testing.assert_close(got, gradcam(model, x, pred), rtol=0, atol=0)
+    assert all(got[i].max() > 0 for i in range(9))
+    other = 1 - pred
+    assert not torch.allclose(got, gradcam(model, x, other))
+    mp, mt = gradcam_pair(model, x, None, other)
+    torch.testing.assert_close(mp, got, rtol=0, atol=0)
+    torch.testing.assert_close(mt, gradcam(model, x, other), rtol=0, atol=0)
+
+
+def test_layer_by_name_equals_layer_by_module_and_unknown_names_are_refused():
+    model = small_vgg(seed=23)
+    x = torch.randn(3, 3, 32, 32)
+    names = dict(model.named_modules())
+    for name in ("features.4", "features.6"):  # a conv and a ReLU (16x16 maps)
+        by_name = gradcam(model, x, [0, 1, 2], layer=name)
+        torch.testing.assert_close(by_name, gradcam(model, x, [0, 1, 2], layer=names[name]),
+                                   rtol=0, atol=0)
+    # and the name picks that layer, not the default one
+    assert not torch.allclose(gradcam(model, x, [0, 1, 2], layer="features.4"),
+                              gradcam(model, x, [0, 1, 2]))
+    default = next(n for n, m in names.items() if m is find_cam_layer(model))
+    with pytest.raises(CifarlensError) as e:
+        gradcam(model, x, layer="features.99")
+    msg = str(e.value)
+    # the default layer first, then the last five convs (of six), not a list of every module
+    assert "'features.99'" in msg and f"{default} (default), features.18," in msg
+    assert "features.4" in msg and "features.0" not in msg and "1 more" in msg
+    with pytest.raises(CifarlensError, match="layer must be"):
+        gradcam(model, x, layer=3)
+
+
+def test_overlay_is_an_rgb_uint8_blend_with_the_figure_colormap():
+    import matplotlib
+
+    from cifarlens.cam_figures import CAM_CMAP, overlay
+    from cifarlens.gradcam import resize_maps
+
+    g = np.random.default_rng(3)
+    img = g.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    cam = g.uniform(0, 1, (32, 32))
+    out = overlay(img, cam)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    # a zero map: the image blended with the colormap's colour for 0 (inferno's near-black)
+    zero = matplotlib.colormaps[CAM_CMAP](0.0)[:3]
+    for alpha in (0.5, 0.3):
+        want = np.rint(((1 - alpha) * img / 255 + alpha * np.asarray(zero)) * 255)
+        assert np.array_equal(overlay(img, np.zeros((32, 32)), alpha=alpha), want.astype(np.uint8))
+    # alpha 0 is the image, alpha 1 the colour-mapped map alone
+    assert np.array_equal(overlay(img, cam, alpha=0), img)
+    one = np.rint(matplotlib.colormaps[CAM_CMAP](cam)[..., :3] * 255)
+    assert np.abs(overlay(img, cam, alpha=1).astype(int) - one).max() <= 1
+    # float images in [0, 1] give the same pixels as their uint8 form
+    assert np.array_equal(overlay(img / 255.0, cam), out)
+    assert np.array_equal(overlay(torch.from_numpy(img / 255.0), torch.from_numpy(cam)), out)
+    # a map at the layer's 4x4 resolution is upsampled like gradcam(upsample=True) does it
+    low = g.uniform(0, 1, (4, 4))
+    assert np.array_equal(overlay(img, low), overlay(img, resize_maps(low, (32, 32)).numpy()))
+    assert not np.array_equal(overlay(img, low), overlay(img, low.repeat(8, 0).repeat(8, 1)))
+    for bad, match in ((np.full((32, 32), 2.0), r"\[0, 1\].*cam.max"),
+                       (np.full((32, 32), np.nan), "NaN"), (np.zeros((1, 32, 32)), "one")):
+        with pytest.raises(CifarlensError, match=match):
+            overlay(img, bad)
+    with pytest.raises(CifarlensError, match="RGB"):
+        overlay(img.transpose(2, 0, 1), cam)
+    with pytest.raises(CifarlensError, match=r"\[0, 1\]"):
+        overlay(img.astype(np.float32), cam)  # 0-255 floats: not an image in [0, 1]
+
+
+def test_overlay_of_a_real_gradcam():
+    """The README's notebook lines on a tiny model: gradcam of the prediction, scaled, overlaid."""
+    from cifarlens.cam_figures import overlay
+
+    model = small_vgg(seed=24)
+    x = torch.randn(2, 3, 32, 32)
+    cam = gradcam(model, x, layer="features.6")[0]
+    img = ((x[0] - x[0].min()) / (x[0].max() - x[0].min())).permute(1, 2, 0)
+    out = overlay(img, cam / cam.max())
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8 and 0 < out.mean() < 255

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifarlens.study import model_scale, plot_tracking
+from cifarlens.cam_figures import model_scale, plot_tracking
 
 
 def test_model_scale_is_the_99th_percentile_and_ignores_magnitude_differences():
@@ -29,3 +29,10 @@ def test_plot_tracking_writes_a_png(tmp_path):
     plot_tracking(imgs, rng.uniform(0, 1, (2, 32, 32)), 50 * rng.uniform(0, 1, (2, 32, 32)),
                   rows, tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_still_offers_plot_tracking():
+    """Moved to cam_figures; the study (and code importing it from there) keeps the names."""
+    from cifarlens import study
+
+    assert study.plot_tracking is plot_tracking and study.model_scale is model_scale

@@ -1,592 +1,337 @@
-"""Grad-CAM explanations, their faithfulness checks and their figures.
+"""The `cifarlens explain RUN` stage: Grad-CAM for a trained run, from its checkpoint and saved
+predictions.
 
-All explanations run in fp32 with autocast disabled: bf16 gradients at a 4x4 layer are too coarse
-to compare maps across images and models, and explaining costs one forward plus a cheap partial
-backward, so fp32 is affordable.
+For each explained image: the map for the predicted class ("why it said X") and for the true
+class ("where the evidence for Y was"), raw (not rescaled) in `explanations_<split>.npz`; a
+figure for the failures; faithfulness (deletion/insertion of Grad-CAM against i.i.d. random
+pixels, a smooth random map at the layer's resolution and a centre prior, with paired bootstrap
+CIs over the images); the share of map mass near the image border, failures vs correct with a
+permutation test; and on generated data, where the object's box is known, the pointing game.
 
-Maps are raw Grad-CAM values (never min-max rescaled per image), so they stay comparable across
-images and models; only the figures rescale, and they say how.
+The pieces live in their own modules: the method in `gradcam`, the measures in `cam_metrics`,
+the figures in `cam_figures`. This module re-exports their public names, so the Python API
+`from cifarlens.explain import gradcam, gradcam_pair, find_cam_layer` (and every other name this
+module held before the split) keeps working.
 """
 
 from __future__ import annotations
 
-import math
-import os
+import hashlib
 import re
-import unicodedata
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from ._io import save_figure
+from ._io import locked, read_json, save_npz
+from .cam_figures import overlay, plot_deletion_insertion, plot_explanations, plot_tracking
+from .cam_metrics import (
+    BASELINE_NAMES,
+    BORDER,
+    DEFAULT_BORDER,
+    border_area_fraction,
+    border_share,
+    border_summary,
+    centre_prior_maps,
+    deletion_insertion,
+    faithfulness,
+    pointing_game,
+    random_maps,
+    smooth_random_maps,
+)
+from .data import CifarData
 from .errors import CifarlensError
+from .gradcam import (
+    TargetsLike,
+    find_cam_layer,
+    gradcam,
+    gradcam_pair,
+    layer_name,
+    resolve_layer,
+)
 
-TargetsLike = Tensor | np.ndarray | Sequence[int] | int
+__all__ = [
+    # the stage
+    "DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "explain_run", "object_boxes",
+    # re-exported: the method (gradcam.py)
+    "TargetsLike", "find_cam_layer", "gradcam", "gradcam_pair", "layer_name",
+    "resolve_layer",
+    # re-exported: the measures (cam_metrics.py)
+    "BASELINE_NAMES", "BORDER", "DEFAULT_BORDER", "border_area_fraction", "border_share",
+    "border_summary", "centre_prior_maps", "deletion_insertion", "faithfulness",
+    "pointing_game", "random_maps", "smooth_random_maps",
+    # re-exported: the figures (cam_figures.py)
+    "overlay", "plot_deletion_insertion", "plot_explanations", "plot_tracking",
+]
+
+TARGETS = ("predicted", "true", "both")
+
+# The options that change what the default explanation holds (batch_size does not: batched and
+# unbatched maps are equal). A run's default is the one studies embed.
+DEFAULT_OPTIONS = {"failures": 12, "steps": 16, "correct_sample": 200, "seed": 0}
+_OPTION_TAGS = {"failures": "top", "steps": "steps", "correct_sample": "sample", "seed": "seed"}
 
 
-# --------------------------------------------------------------------------- layer choice
-
-
-def find_cam_layer(model: nn.Module) -> nn.Module:
-    """The layer to explain: `model.cam_layer` if the model names one, else its last Conv2d.
-
-    "Last" is in `model.modules()` order (registration order), which is execution order for the
-    usual Sequential-style CNNs; models where it is not should set `cam_layer`.
-    """
-    layer = getattr(model, "cam_layer", None)
-    if isinstance(layer, str):
-        try:
-            layer = model.get_submodule(layer)
-        except AttributeError as e:
-            raise CifarlensError(f"model.cam_layer names no submodule: {e}") from None
+def adhoc_tag(*, indices: Sequence[int] | None = None, all_images: bool = False,
+              target: str = "both", layer: str | None = None,
+              options: dict[str, int] | None = None,
+              reference: dict[str, int] | None = None) -> str:
+    """The file-name tag of an ad-hoc explanation: one part per option that differs from
+    `reference` (default: DEFAULT_OPTIONS), e.g. `idx-3-17`, `top6`,
+    `layer-features.10_target-true`. `layer` is a non-default layer's name. Empty for the
+    default itself. The same options always give the same tag, so a rerun replaces its own files
+    and never another analysis's."""
+    parts = []
+    if indices:
+        idx = [int(i) for i in indices]
+        digest = hashlib.sha1(",".join(map(str, idx)).encode()).hexdigest()[:8]
+        parts.append("idx-" + "-".join(map(str, idx)) if len(idx) <= 4
+                     else f"idx{len(idx)}-{digest}")
+    elif all_images:
+        parts.append("all")
+    ref = {**DEFAULT_OPTIONS, **(reference or {})}
+    for key, value in (options or {}).items():
+        if key == "failures" and (indices or all_images):
+            continue  # the count only chooses failures, and these runs do not choose by it
+        if key in _OPTION_TAGS and int(value) != int(ref[key]):
+            parts.append(f"{_OPTION_TAGS[key]}{int(value)}")
     if layer is not None:
-        if not isinstance(layer, nn.Module):
-            raise CifarlensError(
-                f"model.cam_layer must be an nn.Module, got {type(layer).__name__}"
-            )
-        return layer
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise CifarlensError(
-            f"{type(model).__name__} has no Conv2d layer and no cam_layer: nothing to explain"
-        )
-    return convs[-1]
+        parts.append("layer-" + re.sub(r"[^A-Za-z0-9.-]+", "-", layer).strip("-"))
+    if target != "both":
+        parts.append(f"target-{target}")
+    return "_".join(parts)
 
 
-# --------------------------------------------------------------------------- helpers
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """tqdm on stderr with an ETA, shown only once the work has taken 3 s (quick runs stay
+    silent) and cleared at the end (leave=False), so logs keep only the result lines."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, delay=3.0, mininterval=1.0,
+                disable=not enabled, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration, then every submodule's own flag back (not just the root's)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, was_training in flags:
-            m.training = was_training
+def _default_record(run: Path, split: str, checkpoint: str) -> dict[str, Any] | None:
+    """The run's current default explanation record, or None when there is none yet or it is
+    stale (another checkpoint, or its npz gone): then a plain explain may (re)write the default."""
+    path = run / "analysis.json"
+    rec = read_json(path).get(f"explain_{split}") if path.exists() else None
+    if (not isinstance(rec, dict) or rec.get("checkpoint_sha256") != checkpoint
+            or not (run / f"explanations_{split}.npz").exists()):
+        return None
+    return rec
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    if p is None:
-        p = next(model.buffers(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
-def _as_images(images: Tensor | np.ndarray) -> Tensor:
-    x = torch.as_tensor(images)
-    if x.ndim != 4:
-        raise CifarlensError(f"images must be (N, C, H, W), got shape {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise CifarlensError(
-            f"images must be normalized float tensors, got dtype {x.dtype}"
-        )
-    return x
+def _ensure_failures(run: Path, split: str, log) -> dict:
+    from .evaluate import evaluate, predictions_current
+    from .failures import find_failures
+    from .runs import checkpoint_sha256
+
+    if not predictions_current(run, split):
+        evaluate(run, (split,), log=log)
+    path = run / f"failures_{split}.json"
+    if path.exists() and read_json(path).get("checkpoint_sha256") == checkpoint_sha256(run):
+        return read_json(path)
+    return find_failures(run, split, log=log)
 
 
-def _as_targets(targets: TargetsLike, n: int, name: str = "targets") -> Tensor:
-    if isinstance(targets, int | np.integer):
-        return torch.full((n,), int(targets), dtype=torch.long)
-    t = torch.as_tensor(np.asarray(targets) if not isinstance(targets, Tensor) else targets)
-    if t.ndim != 1 or len(t) != n:
-        raise CifarlensError(f"{name} must hold one class index per image ({n}), got shape "
-                             f"{tuple(t.shape)}")
-    if t.numel() == 0:
-        return torch.zeros(0, dtype=torch.long)
-    if torch.is_floating_point(t) or t.dtype == torch.bool:
-        raise CifarlensError(f"{name} must be integer class indices, got dtype {t.dtype}")
-    return t.to(torch.long).cpu()
+def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray | None:
+    """Object boxes of generated data (None for real CIFAR, which has none), from the manifest
+    the data was read and verified with (no second read of the dataset)."""
+    if data.source != "generated":
+        return None
+    info = data.extra.get("manifest")
+    if info is None:
+        from .synth import read_synth_info
+
+        info = read_synth_info(data.folder, verify=False)
+    boxes = np.asarray(info["boxes"]["test" if split == "test" else "train"])
+    return boxes[indices]
 
 
-def _check_targets_range(t: Tensor, n_classes: int, name: str) -> None:
-    if len(t) and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-        raise CifarlensError(
-            f"{name} must lie in [0, {n_classes}) for a model with {n_classes} outputs, "
-            f"got range [{int(t.min())}, {int(t.max())}]"
-        )
+@locked
+def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
+                indices: list[int] | None = None, target: str = "both", all_images: bool = False,
+                correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
+                layer: str | None = None, log=print, progress: bool = True) -> dict[str, Any]:
+    """Explain a run's `split` with Grad-CAM of its best checkpoint (see the module docstring).
 
-
-# --------------------------------------------------------------------------- Grad-CAM
-
-
-def gradcam(
-    model: nn.Module,
-    images: Tensor,
-    targets: TargetsLike,
-    layer: nn.Module | None = None,
-    *,
-    batch_size: int = 256,
-    upsample: bool = True,
-) -> Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) of the raw target-class logit: (N, H, W) float32 on CPU.
-
-    alpha_k = spatial mean of d logit_target / d A_k,  map = ReLU(sum_k alpha_k A_k), where A is
-    the output of `layer` (default: `find_cam_layer(model)`). With `upsample` the map is resized
-    bilinearly (align_corners=False) to the input size, otherwise it stays at the layer's
-    resolution. No per-image rescaling. If `layer` runs several times in one forward pass, its
-    last call is explained.
+    Writes `explanations_<split>.npz`, `figures/gradcam_<split>.png`,
+    `figures/deletion_insertion_<split>.png` and `analysis.json["explain_<split>"]` (with the
+    `options` that made them): the run's default explanation, the one a study embeds. It is set
+    by the first plain explain of the run (no indices, not all images, both targets, the default
+    layer) and replaced only by one with the same failures/steps/correct_sample/seed, or when it
+    is stale (another checkpoint). Anything else is ad hoc and goes under a tag from its options
+    (`adhoc_tag`): `explanations_<split>_<tag>.npz`, `figures/gradcam_<split>_<tag>.png`, ...,
+    `analysis.json["explain_<split>_<tag>"]`; the tag is logged and returned as `result["tag"]`
+    (None for the default) beside `result["file"]`. `progress`: a bar with an ETA on stderr
+    (shown after a few seconds, removed when done).
     """
-    return _gradcam_multi(model, images, [targets], layer, batch_size, upsample, ["targets"])[0]
-
-
-def gradcam_pair(
-    model: nn.Module,
-    images: Tensor,
-    pred: TargetsLike,
-    true: TargetsLike,
-    layer: nn.Module | None = None,
-    *,
-    batch_size: int = 256,
-    upsample: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Grad-CAM for the predicted and the true class from ONE forward pass per batch.
-
-    Equal to `(gradcam(..., pred), gradcam(..., true))`, at about half the cost.
-    """
-    maps = _gradcam_multi(model, images, [pred, true], layer, batch_size, upsample,
-                          ["pred", "true"])
-    return maps[0], maps[1]
-
-
-def _gradcam_multi(
-    model: nn.Module,
-    images: Tensor,
-    target_sets: list[TargetsLike],
-    layer: nn.Module | None,
-    batch_size: int,
-    upsample: bool,
-    names: list[str],
-) -> list[Tensor]:
-    # Own implementation, not captum's LayerGradCam (kept in the tests as the independent check),
-    # for two measured reasons. CPU seconds (2 shared cores, fp32, batch 256) for 2048 random
-    # images through the 10.46M-param VGG of models.py, interleaved per batch against load noise
-    # (`CIFARLENS_BENCH=1 pytest tests/test_explain.py -k benchmark -s`):
-    #   one target:           captum 20.8 s, own 18.3 s   (-12%: alone, not a reason)
-    #   pred + true (a pair): captum 39.6 s (2 calls), own 18.8 s (1 forward, 2 grads: 2.1x)
-    #   peak RSS at batch 256 (own process each): captum 1120 MiB, own 638 MiB, bare no-grad
-    #   forward 608 MiB: the pre-layer forward runs without a graph.
-    # Captum's result also keeps the whole forward graph alive until .detach().
-    x_all = _as_images(images)
-    if batch_size < 1:
-        raise CifarlensError(f"batch_size must be >= 1, got {batch_size}")
-    n, _, h_in, w_in = x_all.shape
-    tsets = [_as_targets(t, n, nm) for t, nm in zip(target_sets, names, strict=True)]
-    if layer is None:
-        layer = find_cam_layer(model)
-    if not any(m is layer for m in model.modules()):
-        raise CifarlensError(f"layer {type(layer).__name__} is not a submodule of the model")
-    device = _device_of(model)
-    outs: list[list[Tensor]] = [[] for _ in tsets]
-    with _eval_mode(model), torch.autocast(device.type, enabled=False):
-        for start in range(0, n, batch_size):
-            x = x_all[start:start + batch_size].to(device=device, dtype=torch.float32)
-            act, logits = _forward_capture(model, layer, x)
-            for k, t_all in enumerate(tsets):
-                _check_targets_range(t_all, logits.shape[1], names[k])
-                t = t_all[start:start + batch_size].to(device)
-                # Summing over the batch is exact: in eval mode image i's logit depends on image
-                # i's activation only, so d(sum)/dA_i = d logit_i / dA_i. enable_grad: the
-                # caller may be under no_grad, where gather() would drop the graph.
-                with torch.enable_grad():
-                    selected = logits.gather(1, t[:, None]).sum()
-                (grad,) = torch.autograd.grad(selected, act, retain_graph=k < len(tsets) - 1)
-                alpha = grad.mean(dim=(2, 3), keepdim=True)
-                cam = F.relu((alpha * act.detach()).sum(dim=1, keepdim=True))
-                if upsample:
-                    cam = F.interpolate(cam, size=(h_in, w_in), mode="bilinear",
-                                        align_corners=False)
-                outs[k].append(cam[:, 0].float().cpu())
-            del act, logits
-    if n == 0:
-        return [torch.zeros((0, h_in, w_in) if upsample else (0, 0, 0)) for _ in tsets]
-    return [torch.cat(o) for o in outs]
-
-
-def _forward_capture(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run the model once; return (layer output as a grad leaf, logits with a graph to it).
-
-    Everything before `layer` runs under no_grad and the hook switches recording on for the rest,
-    so only the head's graph is kept: about half the peak memory of a fully recorded forward.
-    """
-    captured: list[Tensor] = []
-
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> Tensor:
-        if not isinstance(out, Tensor) or out.ndim != 4:
-            raise CifarlensError(
-                f"Grad-CAM needs a layer with a (N, C, h, w) tensor output; "
-                f"{type(layer).__name__} gave {type(out).__name__} "
-                f"{tuple(out.shape) if isinstance(out, Tensor) else ''}"
-            )
-        # own copy: `out` may share storage with tensors the model later changes in place
-        act = out.detach().to(torch.float32, copy=True).requires_grad_(True)
-        captured.append(act)
-        torch.set_grad_enabled(True)  # undone by the no_grad block's exit, even on error
-        # a clone goes downstream so in-place ops there (ReLU(inplace=True)) cannot alter `act`
-        return act.clone()
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            logits = model(x)
-    except (RuntimeError, ValueError) as e:
-        if tuple(x.shape[1:]) == (3, 32, 32):
-            raise  # CIFAR-shaped input: the model's own error, not ours to reword
-        # e.g. a 64x64 or 1-channel batch for a 32x32 RGB model
-        raise CifarlensError(f"the model cannot take images of shape {tuple(x.shape[1:])}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    finally:
-        handle.remove()
-    if not captured:
-        raise CifarlensError(f"layer {type(layer).__name__} did not run in the forward pass")
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.grad_fn is None:
-        raise CifarlensError(
-            "model must return (N, n_classes) logits that depend on the explained layer"
-        )
-    return captured[-1], logits
-
-
-# --------------------------------------------------------------------------- deletion / insertion
-
-
-def random_maps(n: int, h: int, w: int, seed: int = 0) -> Tensor:
-    """Uniform random maps (n, h, w), the same for the same seed: the no-information baseline."""
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.rand((n, h, w), generator=g, dtype=torch.float32)
-
-
-def smooth_random_maps(n: int, h: int, w: int, cells: tuple[int, int] = (4, 4),
-                       seed: int = 0) -> Tensor:
-    """Random maps as smooth as a Grad-CAM: uniform values on a `cells` grid (the explained
-    layer's resolution), upsampled bilinearly to (h, w) exactly like the CAM. The baseline for
-    "is Grad-CAM better than any blob of that coarseness?" (i.i.d. pixel noise is far easier to
-    beat: it scatters each deletion step over the whole image)."""
-    ch, cw = (int(c) for c in cells)
-    if ch < 1 or cw < 1:
-        raise CifarlensError(f"cells must be >= 1, got {cells}")
-    g = torch.Generator().manual_seed(int(seed))
-    low = torch.rand((n, 1, ch, cw), generator=g, dtype=torch.float32)
-    return F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-
-
-def centre_prior_maps(n: int, h: int, w: int, sigma: float = 0.25) -> Tensor:
-    """The same centred Gaussian for every image (sigma as a fraction of the side): an
-    input-independent map that only knows objects sit near the middle. On the issue's smoke
-    model it got 85% of Grad-CAM's deletion gain over i.i.d. noise, so Grad-CAM must beat it
-    before its maps can be said to carry image-specific evidence."""
-    if sigma <= 0:
-        raise CifarlensError(f"sigma must be positive, got {sigma}")
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h - 0.5
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w - 0.5
-    m = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma ** 2))
-    return m.expand(n, h, w).clone()
-
-
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur with reflect padding, one depthwise conv per axis for the batch."""
-    radius = max(1, math.ceil(3 * sigma))
-    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)  # reflect pad must be < size
-    if radius < 1:
-        return x.clone()
-    k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (k / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    y = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def deletion_insertion(
-    model: nn.Module,
-    images: Tensor,
-    targets: TargetsLike,
-    maps: Tensor,
-    *,
-    steps: int = 32,
-    batch_size: int = 256,
-    baseline: str = "blur",
-    blur_sigma: float = 2.0,
-) -> dict[str, np.ndarray]:
-    """Deletion and insertion curves (Petsiuk et al. 2018, RISE) of the target-class softmax.
-
-    Pixels are ranked by the map (descending; ties by row-major pixel index). Deletion replaces
-    the top fraction f of pixels (all channels) with the baseline, for f = 0, 1/steps, ..., 1;
-    insertion starts from the baseline and puts image pixels back in the same order. Baseline
-    "zero" is 0 in normalized space (the dataset mean); "blur" is a Gaussian-blurred copy of the
-    image (sigma `blur_sigma` px). A faithful map has a LOW deletion AUC and a HIGH insertion AUC.
-    Costs 2 * (steps + 1) forward passes per image; `batch_size` bounds the model's batch.
-
-    Returns deletion and insertion (N, steps+1), their trapezoid AUCs over f in [0, 1] (N,),
-    and fractions (steps+1,).
-    """
-    x_all = _as_images(images)
-    n, c, h, w = x_all.shape
-    t_all = _as_targets(targets, n)
-    m_all = torch.as_tensor(maps).detach().float().cpu()
-    if m_all.shape != (n, h, w):
-        raise CifarlensError(
-            f"maps must be (N, H, W) = {(n, h, w)} like the images, got {tuple(m_all.shape)} "
-            "(use gradcam(..., upsample=True))"
-        )
-    if not torch.isfinite(m_all).all():
-        raise CifarlensError("maps contain NaN or inf")
-    if baseline not in ("blur", "zero"):
-        raise CifarlensError(f"baseline must be 'blur' or 'zero', got {baseline!r}")
-    if steps < 1 or batch_size < 1:
-        raise CifarlensError("steps and batch_size must be >= 1")
-
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    counts = torch.as_tensor(np.rint(fractions * h * w).astype(np.int64))  # pixels per step
-    # rank[i, p] = position of pixel p in image i's order; stable sort makes ties deterministic
-    order = torch.argsort(-m_all.reshape(n, -1), dim=1, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w).expand(n, -1).contiguous())
-
-    device = _device_of(model)
-    per_chunk = max(1, batch_size // (steps + 1))  # images whose variants fill one model batch
-    dele = np.empty((n, steps + 1))
-    ins = np.empty((n, steps + 1))
-    with _eval_mode(model), torch.no_grad(), torch.autocast(device.type, enabled=False):
-        for start in range(0, n, per_chunk):
-            sl = slice(start, start + per_chunk)
-            x = x_all[sl].to(device=device, dtype=torch.float32)
-            b = len(x)
-            base = _gaussian_blur(x, blur_sigma) if baseline == "blur" else torch.zeros_like(x)
-            # (b, steps+1, 1, h, w): True where the pixel is among the top counts[k]
-            top = (rank[sl].to(device).view(b, 1, 1, h, w)
-                   < counts.to(device).view(1, -1, 1, 1, 1))
-            xs, bs = x[:, None], base[:, None]
-            t = t_all[sl].to(device).repeat_interleave(steps + 1)
-            for out, variants in ((dele, torch.where(top, bs, xs)),
-                                  (ins, torch.where(top, xs, bs))):
-                logits = model(variants.reshape(b * (steps + 1), c, h, w))
-                _check_targets_range(t_all, logits.shape[1], "targets")
-                p = logits.float().softmax(dim=1).gather(1, t[:, None])[:, 0]
-                out[sl] = p.view(b, steps + 1).double().cpu().numpy()
-
-    return {
-        "deletion": dele,
-        "insertion": ins,
-        "deletion_auc": _trapezoid(dele, fractions),
-        "insertion_auc": _trapezoid(ins, fractions),
-        "fractions": fractions,
-    }
-
-
-def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return ((y[:, 1:] + y[:, :-1]) * 0.5 * np.diff(x)).sum(axis=1)
-
-
-# --------------------------------------------------------------------------- localisation
-
-
-def pointing_game(
-    maps: Tensor | np.ndarray, boxes: np.ndarray | Sequence[Sequence[int]], *, tolerance: int = 0
-) -> np.ndarray:
-    """Pointing game (Zhang et al. 2016): does each map's maximum fall inside its object box?
-
-    boxes are (N, 4) [x0, y0, x1, y1] in pixels, half-open, x = column; they are grown by
-    `tolerance` px and clipped to the image. A map "points" at the set of its maximal pixels;
-    it hits only if ALL of them lie in the box, so a flat map cannot hit by luck of tie-breaking.
-    An all-zero map points nowhere and is a miss. Returns (N,) bool.
-    """
-    m = _as_maps(maps)
-    n, h, w = m.shape
-    b = np.asarray(boxes)
-    if b.shape != (n, 4):
-        raise CifarlensError(f"boxes must be (N, 4) = ({n}, 4), got {b.shape}")
-    if not np.issubdtype(b.dtype, np.number):
-        raise CifarlensError(f"boxes must be numeric, got dtype {b.dtype}")
-    b = np.rint(b).astype(np.int64)
-    x0 = np.clip(b[:, 0] - tolerance, 0, w)
-    y0 = np.clip(b[:, 1] - tolerance, 0, h)
-    x1 = np.clip(b[:, 2] + tolerance, 0, w)
-    y1 = np.clip(b[:, 3] + tolerance, 0, h)
-    ys, xs = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
-    inside = ((ys >= y0[:, None, None]) & (ys < y1[:, None, None])
-              & (xs >= x0[:, None, None]) & (xs < x1[:, None, None]))
-    mx = m.reshape(n, -1).max(axis=1) if n else np.zeros(0)
-    is_max = m == mx[:, None, None]
-    return (mx > 0) & ~(is_max & ~inside).any(axis=(1, 2))
-
-
-def border_area_fraction(h: int, w: int, border: int) -> float:
-    """Share of an h x w image's pixels within `border` px of its edge (a uniform map's share)."""
-    if h < 1 or w < 1 or border < 0:
-        raise CifarlensError(f"need h, w >= 1 and border >= 0, got {h}, {w}, {border}")
-    inner = max(h - 2 * border, 0) * max(w - 2 * border, 0)
-    return 1.0 - inner / (h * w)
-
-
-# 4 px on 32x32 = 43.75% of the pixels (border_area_fraction(32, 32, 4)): the outer eighth of each
-# side, which in CIFAR's mostly centred photos is nearly all background, while 6 px (61%) or 8 px
-# (75%, the whole outer ring of a 4x4 CAM) would cut into the object itself.
-DEFAULT_BORDER = 4
-
-
-def border_share(maps: Tensor | np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarray:
-    """Fraction of each map's mass (negatives clipped to 0) within `border` px of the edge.
-
-    A "background reliance" measure: compare with `border_area_fraction(h, w, border)`, the
-    share a uniform map would give. NaN where a map has no positive mass.
-    """
-    m = np.clip(_as_maps(maps), 0, None)
-    n, h, w = m.shape
-    border_area_fraction(h, w, border)  # validates
-    edge = np.ones((h, w), dtype=bool)
-    edge[border:h - border, border:w - border] = False
-    total = m.reshape(n, -1).sum(axis=1)
-    on_edge = (m * edge).reshape(n, -1).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, on_edge / np.where(total > 0, total, 1), np.nan)
-
-
-def _as_maps(maps: Tensor | np.ndarray) -> np.ndarray:
-    m = maps.detach().cpu().double().numpy() if isinstance(maps, Tensor) else np.asarray(
-        maps, dtype=np.float64)
-    if m.ndim != 3:
-        raise CifarlensError(f"maps must be (N, H, W), got shape {m.shape}")
-    if np.isnan(m).any():
-        raise CifarlensError("maps contain NaN")
-    return m
-
-
-# --------------------------------------------------------------------------- figures
-
-
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
-
-
-def _plain(s: object, max_len: int = 40) -> str:
-    """Label text safe to draw: control/format characters (ANSI escapes, bidi overrides) dropped,
-    whitespace runs collapsed, long names shortened. Drawn with parse_math=False, so `$` stays `$`.
-    """
-    text = _ANSI.sub("", str(s))  # whole escape sequences, not just their ESC byte
-    text = "".join(
-        " " if ch.isspace() else ch
-        for ch in text
-        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+    from .evaluate import (
+        analysis_index_update,
+        require_current_predictions,
+        run_data,
+        split_arrays,
     )
-    text = " ".join(text.split())
-    return text if len(text) <= max_len else text[: max_len - 1] + "\u2026"
+    from .runs import load_model, require_run
 
+    run = require_run(run)
+    if target not in TARGETS:
+        raise CifarlensError(f"unknown target {target!r}; choose from: {', '.join(TARGETS)}")
+    data = run_data(run)
+    images, labels, ds_idx = split_arrays(run, data, split)
+    if indices:  # refused before anything is written (evaluate, failures, gallery)
+        missing = sorted(set(indices) - set(ds_idx.tolist()))
+        if missing:
+            raise CifarlensError(f"indices not in the {split} split: {missing[:5]}")
+    fails = _ensure_failures(run, split, log)
+    # the maps below come from best.pt: the predictions must come from it too
+    p = require_current_predictions(run, split)
+    model, _ = load_model(run, "best")
+    cam_layer = resolve_layer(model, layer)
 
-_TEXT = {"parse_math": False, "usetex": False}  # label names are data, never markup
+    # Ad-hoc analyses never replace the default files a study embeds: options that differ from
+    # the run's default (its first plain explain, e.g. the study's) go under a tag.
+    options = {"failures": int(failures), "steps": int(steps),
+               "correct_sample": int(correct_sample), "seed": int(seed)}
+    other_layer = (layer_name(model, cam_layer)
+                   if cam_layer is not find_cam_layer(model) else None)
+    plain = not indices and not all_images and target == "both" and other_layer is None
+    current = _default_record(run, split, str(p["checkpoint_sha256"]))
+    reference = current.get("options", DEFAULT_OPTIONS) if current else None
+    tag = ""
+    if not (plain and reference in (None, options)):
+        how = {"indices": indices, "all_images": all_images, "target": target,
+               "layer": other_layer, "options": options}
+        # named against the CLI's defaults, so the same options give the same tag on every
+        # run; against the run's default only where that is all that differs (`top12` beside
+        # a study's `--top 6`)
+        tag = adhoc_tag(**how) or adhoc_tag(**how, reference=reference)
+    suffix = f"_{tag}" if tag else ""
+    norm = read_json(run / "norm.json")
+    mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
 
+    def normalized(pos: np.ndarray) -> torch.Tensor:
+        from .data import normalize
 
-def plot_explanations(
-    images_uint8: np.ndarray,
-    maps_pred: Tensor | np.ndarray,
-    maps_true: Tensor | np.ndarray,
-    titles: Sequence[str],
-    path: str | os.PathLike,
-    *,
-    pred_names: Sequence[str],
-    true_names: Sequence[str],
-    confidences: Sequence[float] | np.ndarray,
-) -> None:
-    """One row per image: image | CAM(pred) | overlay | CAM(true) | overlay, saved as PNG.
+        return normalize(torch.from_numpy(images[pos]), mean, std)
 
-    For display only, both maps of a row are divided by the larger of their two maxima, so the
-    predicted- and true-class evidence of one image are on one scale (rows are not comparable).
-    """
-    import matplotlib
+    # Which images: every one, chosen dataset indices, or the top-K confident failures.
+    if all_images:
+        pos = np.arange(len(labels))
+    elif indices:
+        where = {int(i): k for k, i in enumerate(ds_idx)}
+        missing = [i for i in indices if i not in where]
+        if missing:
+            raise CifarlensError(f"indices not in the {split} split: {missing[:5]}")
+        pos = np.array([where[i] for i in indices])
+    else:
+        pos = np.array([f["position"] for f in fails["failures"][:failures]], dtype=np.int64)
+    if len(pos) == 0:
+        raise CifarlensError(f"nothing to explain: no failures in the {split} split")
+    pred, true = p["pred"][pos], labels[pos]
+    is_fail = pred != true
+    # Faithfulness and background reliance: failures vs a seeded sample of correct predictions.
+    rng = np.random.default_rng(seed)
+    correct_pos = np.flatnonzero(p["pred"] == labels)
+    correct_pos = np.sort(rng.choice(correct_pos, min(correct_sample, len(correct_pos)),
+                                     replace=False)) if len(correct_pos) else correct_pos
+    fail_pos = pos[is_fail] if target != "true" else np.array([], dtype=np.int64)
 
-    from .figures import new_figure
+    # One bar for the stage, in forward-pass units so its ETA holds: a Grad-CAM pair costs
+    # about 3 (a forward, two partial backwards), a single map 2, and each image's faithfulness
+    # 2 (steps + 1) forwards for each of the 4 maps.
+    di = 2 * (steps + 1)
+    bar = _progress_bar(3 * len(pos) + 2 * len(correct_pos)
+                        + 4 * di * (len(fail_pos) + len(correct_pos)), f"explain {split}",
+                        progress)
+    try:
+        maps_pred, maps_true = gradcam_pair(model, normalized(pos), torch.from_numpy(pred),
+                                            torch.from_numpy(true), cam_layer,
+                                            batch_size=batch_size,
+                                            progress=lambda k: bar.update(3 * k))
+        if target == "predicted":
+            maps_true = None
+        elif target == "true":
+            maps_pred = None
+        result: dict[str, Any] = {"split": split, "explained": int(len(pos)),
+                                  "layer": layer_name(model, cam_layer), "target": target}
+        groups = {}
+        if len(fail_pos):
+            groups["failures"] = (fail_pos, maps_pred[is_fail])
+        if len(correct_pos):
+            mc = gradcam(model, normalized(correct_pos), torch.from_numpy(p["pred"][correct_pos]),
+                         cam_layer, batch_size=batch_size, progress=lambda k: bar.update(2 * k))
+            groups["correct"] = (correct_pos, mc)
+        faith: dict[str, Any] = {}
+        curves = {}
+        shares: dict[str, np.ndarray] = {}
+        cells = None
+        for name, (gpos, gmaps) in groups.items():
+            xg, tg = normalized(gpos), torch.from_numpy(p["pred"][gpos])
+            if cells is None:  # the explained layer's resolution, for the smooth random baseline
+                cells = tuple(gradcam(model, xg[:1], tg[:1], cam_layer,
+                                      upsample=False).shape[-2:])
+            faith[name], curves[name] = faithfulness(
+                model, xg, tg, gmaps, cells, steps=steps, batch_size=batch_size, seed=seed,
+                progress=lambda k: bar.update(di * k))
+            shares[name] = border_share(gmaps, border=BORDER)
+    finally:
+        bar.close()
+    result["faithfulness"] = faith
+    result["border_share"] = border_summary(shares, cells or (32, 32), seed=seed)
 
-    imgs = np.asarray(images_uint8)
-    mp, mt = _as_maps(maps_pred), _as_maps(maps_true)
-    n = len(imgs)
-    if imgs.ndim != 4 or imgs.shape[-1] != 3:
-        raise CifarlensError(f"images_uint8 must be (N, H, W, 3), got {imgs.shape}")
-    for name, seq in (("maps_pred", mp), ("maps_true", mt), ("titles", titles),
-                      ("pred_names", pred_names), ("true_names", true_names),
-                      ("confidences", confidences)):
-        if len(seq) != n:
-            raise CifarlensError(f"{name} has {len(seq)} entries for {n} images")
-    if n == 0:
-        raise CifarlensError("no images to plot")
-    h, w = imgs.shape[1:3]
-    if mp.shape[1:] != (h, w) or mt.shape[1:] != (h, w):
-        raise CifarlensError("maps must have the images' height and width")
+    # Written only now, when every number is in: a failed run leaves the old files as they were.
+    arrays = {"positions": pos, "indices": ds_idx[pos], "pred": pred, "true": true}
+    if maps_pred is not None:
+        arrays["maps_pred"] = maps_pred.numpy().astype(np.float32)
+    if maps_true is not None:
+        arrays["maps_true"] = maps_true.numpy().astype(np.float32)
+    npz_name = f"explanations_{split}{suffix}.npz"
+    save_npz(run / npz_name, **arrays)
+    figs: dict[str, str] = {}
+    show = np.flatnonzero(is_fail)[:12] if is_fail.any() else np.arange(min(12, len(pos)))
+    if len(show) and maps_pred is not None and maps_true is not None:
+        figs["gradcam"] = f"figures/gradcam_{split}{suffix}.png"
+        conf = p["confidence"][pos[show]]
+        plot_explanations(images[pos[show]].transpose(0, 2, 3, 1), maps_pred[show],
+                          maps_true[show],
+                          [f"image {int(i)}" for i in ds_idx[pos[show]]], run / figs["gradcam"],
+                          pred_names=[data.class_names[c] for c in pred[show]],
+                          true_names=[data.class_names[c] for c in true[show]],
+                          confidences=[float(c) for c in conf])
+    if "correct" in curves:
+        figs["deletion_insertion"] = f"figures/deletion_insertion_{split}{suffix}.png"
+        c = curves["correct"]
+        plot_deletion_insertion(c["gradcam"], run / figs["deletion_insertion"],
+                                random_result=c["random"],
+                                baselines={BASELINE_NAMES[k]: c[k]
+                                           for k in ("smooth_random", "centre_prior")})
+    boxes = object_boxes(data, split, ds_idx[correct_pos]) if len(correct_pos) else None
+    if boxes is not None:
+        hits = pointing_game(groups["correct"][1], boxes)
+        result["pointing_game"] = {"hit_rate": float(np.mean(hits)), "n": int(len(hits)),
+                                   "on": "correctly classified images (generated data boxes)"}
+    result["figures"] = figs
+    result["file"] = npz_name
+    result["tag"] = tag or None
+    analysis_index_update(run, f"explain_{split}{suffix}", {
+        "checkpoint_sha256": str(p["checkpoint_sha256"]), "options": options, **result})
+    fa = faith.get("correct", {})
+    if tag:
+        log(f"ad-hoc options: wrote {npz_name} and figures tagged '{tag}' "
+            f"(analysis.json key explain_{split}{suffix}); the run's default explanation "
+            f"(explanations_{split}.npz, the one a study embeds) is unchanged")
+    log(f"explained {len(pos)} {split} images; Grad-CAM deletion AUC {fa.get('deletion_auc', float('nan')):.3f}"
+        f" vs random {fa.get('random_deletion_auc', float('nan')):.3f} (lower is more faithful)"
+        + (f"; pointing game {100 * result['pointing_game']['hit_rate']:.1f}%"
+           if "pointing_game" in result else ""))
+    return result
 
-    scale = max(1, round(128 / max(h, w)))  # nearest-neighbour upscale to ~128 px: crisp pixels
-    fig, axes = new_figure(n, 5, figsize=(5 * 1.55, n * 1.75 + 0.5), squeeze=False)
-    cmap = matplotlib.colormaps["inferno"]
-    for i in range(n):
-        img = np.clip(imgs[i], 0, 255).astype(np.uint8).repeat(scale, 0).repeat(scale, 1)
-        vmax = float(max(mp[i].max(), mt[i].max()))
-        norm = vmax if vmax > 0 else 1.0
-        pred, true = _plain(pred_names[i]), _plain(true_names[i])
-        row = axes[i]
-        row[0].imshow(img, interpolation="nearest")
-        row[0].set_title(f"{_plain(titles[i], 60)}\n{pred} ({float(confidences[i]):.0%})",
-                         fontsize=7, **_TEXT)
-        for j, (m, head) in enumerate(((mp[i], f"why it said {pred}"),
-                                       (mt[i], f"evidence for {true}"))):
-            big = (m / norm).repeat(scale, 0).repeat(scale, 1)
-            row[1 + 2 * j].imshow(big, cmap=cmap, vmin=0, vmax=1, interpolation="bilinear")
-            row[1 + 2 * j].set_title(head, fontsize=7, **_TEXT)
-            row[2 + 2 * j].imshow(img, interpolation="nearest")
-            row[2 + 2 * j].imshow(big, cmap=cmap, vmin=0, vmax=1, alpha=0.5,
-                                  interpolation="bilinear")
-            row[2 + 2 * j].set_title("overlay" + (" (no positive evidence)" if vmax <= 0 else ""),
-                                     fontsize=7, **_TEXT)
-        for ax in row:
-            ax.set_axis_off()
-    sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
-    cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=min(1.0, 3 / n) if n > 3 else 0.9,
-                      pad=0.01)
-    cb.set_label("Grad-CAM / max of the row's two maps (pred and true share one scale)",
-                 fontsize=7)
-    save_figure(fig, path)
-
-
-def plot_deletion_insertion(
-    result: dict[str, np.ndarray],
-    path: str | os.PathLike,
-    *,
-    random_result: dict[str, np.ndarray] | None = None,
-    baselines: dict[str, dict[str, np.ndarray]] | None = None,
-) -> None:
-    """Mean deletion and insertion curves (+- 1 standard error), mean AUCs in the legend.
-
-    `baselines`: further maps to draw, by label (e.g. the smooth random map, the centre prior).
-    """
-    import matplotlib
-
-    from .figures import COLORS, new_figure
-
-    fig, axes = new_figure(1, 2, figsize=(8, 3.4))
-    runs = [("Grad-CAM", result, COLORS["variant"])]
-    if random_result is not None:
-        runs.append(("i.i.d. random pixels", random_result, COLORS["neutral"]))
-    extra = matplotlib.colormaps["tab10"]
-    for j, (label, res) in enumerate((baselines or {}).items()):
-        runs.append((_plain(label), res, extra((2, 4, 8)[j % 3])))  # not red or grey
-    for ax, kind, better in ((axes[0], "deletion", "lower AUC is better"),
-                             (axes[1], "insertion", "higher AUC is better")):
-        for label, res, color in runs:
-            f = np.asarray(res["fractions"])
-            y = np.asarray(res[kind])
-            if y.ndim != 2 or y.shape[1] != len(f):
-                raise CifarlensError(f"{kind} curves must be (N, {len(f)}), got {y.shape}")
-            mean = y.mean(axis=0)
-            se = y.std(axis=0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros_like(mean)
-            auc = float(np.mean(res[f"{kind}_auc"]))
-            ax.plot(f, mean, color=color, label=f"{label} (AUC {auc:.3f}, n={len(y)})")
-            ax.fill_between(f, mean - se, mean + se, color=color, alpha=0.2, linewidth=0)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"))
-        ax.set_ylabel("target-class probability")
-        ax.set_title(f"{kind} ({better})")
-        ax.legend(fontsize=7)
-    save_figure(fig, path)

@@ -607,52 +607,8 @@ def track_failures(ra: Path, rb: Path, fails: dict, top: int, data, fig_path: Pa
     return rows, counts
 
 
-def model_scale(maps) -> float:
-    """One model's colour scale: the 99th percentile of its map values over the shown images.
-
-    Raw Grad-CAM magnitudes depend on each network's logits and activations, so two models'
-    maps are never put on one scale; within a model, images stay comparable (one scale for all
-    of them), and a single hot pixel cannot wash the rest out."""
-    a = np.asarray(maps, dtype=np.float64)
-    v = float(np.percentile(a, 99)) if a.size else 0.0
-    return v if v > 0 else max(float(a.max()) if a.size else 0.0, 1e-12)
-
-
-def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Path) -> None:
-    """Per failure: image, baseline Grad-CAM (its prediction), variant Grad-CAM (its prediction).
-
-    Each model's maps are divided by that model's own scale (`model_scale`: 99th percentile over
-    these images): rows of one model compare, the two models' strengths do not."""
-    from ._io import save_figure
-    from .figures import new_figure, safe_text
-
-    n = len(rows)
-    va, vb = model_scale(maps_a), model_scale(maps_b)
-    fig, axes = new_figure(n, 3, figsize=(6.6, 2.2 * n + 0.4), squeeze=False)
-    for r, row in enumerate(rows):
-        a, b = np.asarray(maps_a[r]) / va, np.asarray(maps_b[r]) / vb
-        axes[r, 0].imshow(images[r], interpolation="bicubic")
-        flag = " [label?]" if row["label_error_suspect"] else ""
-        axes[r, 0].set_title(f"#{row['rank']} true: {safe_text(row['true_name'])}{flag}",
-                             fontsize=7, color="#b00020" if flag else "black")
-        axes[r, 1].imshow(images[r], interpolation="bicubic")
-        axes[r, 1].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[r, 1].set_title(f"baseline: {safe_text(row['pred_name'])} "
-                             f"({100 * row['confidence']:.0f}%)", fontsize=7)
-        v = row["variant"]
-        axes[r, 2].imshow(images[r], interpolation="bicubic")
-        axes[r, 2].imshow(b, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[r, 2].set_title(f"variant: {safe_text(v['pred_name'])} ({100 * v['confidence']:.0f}%)"
-                             f" [{v['status'].replace('_', ' ')}]", fontsize=7,
-                             color={"fixed": "#1a7f37"}.get(v["status"], "#b00020"))
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-    fig.suptitle("Baseline failures tracked in the variant (Grad-CAM of each model's prediction;"
-                 "\neach model scaled to its own 99th percentile: strengths do not compare "
-                 "across models)", fontsize=8)
-    save_figure(fig, path)
+# The tracking figure and its per-model scale live with the other Grad-CAM figures.
+from .cam_figures import model_scale, plot_tracking  # noqa: E402,F401
 
 
 def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress: bool = True,
