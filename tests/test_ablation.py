@@ -338,3 +338,22 @@ def test_ablation_section_rendered_and_escaped(tmp_path):
     # the same summary without an ablation: no such section, numbering as in a one-change study
     h1, m1 = (p.read_text() for p in R.render_report(tmp_path, {}))
     assert '<section id="ablation">' not in h1 and "## 2 Summary" in m1
+
+
+def test_resume_without_change_uses_the_recorded_changes(tmp_path):
+    """A baseline that already has crop-flip resumes its lr study without --change: the default
+    change (augment=crop-flip) must not be checked against it."""
+    from cifarlens.study import _merge_study
+
+    overrides = {"augment": "crop-flip", "data_dir": str(tmp_path / "no-data")}
+    plan, _ = plan_study("smoke", seeds=1, overrides=overrides, changes=["lr=0.1", "epochs=2"])
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(json.dumps(plan))
+    merged, arms, added = _merge_study(tmp_path / "s", plan, "smoke", 1, overrides, None, None)
+    assert added == [] and list(arms) == ["baseline", "lr=0.1", "epochs=2"]
+    assert merged["changes"] == plan["changes"]
+    # through run_study it gets as far as the (missing) data, not to the guard
+    with pytest.raises(CifarlensError) as e:
+        run_study(tmp_path / "s", preset="smoke", seeds=1, overrides=overrides,
+                  progress=False, log=lambda m: None)
+    assert "exactly one" not in str(e.value) and "no-data" in str(e.value)

@@ -223,7 +223,8 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     if jobs < 1:
         raise CifarlensError("--jobs must be at least 1")
-    plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
+    if change is not None or changes is not None or not (out / "study.json").exists():
+        plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
     t0 = time.perf_counter()
     with RunLock(out):
         if (out / "study.json").exists():
@@ -233,6 +234,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
             if added or plan["changes"] != old.get("changes"):
                 write_json(out / "study.json", plan)
         else:
+            plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
             write_json(out / "study.json", plan)
         runs: dict[str, dict[int, Path]] = {a: {} for a in arms}
         todo: list[tuple[str, TrainConfig, Path]] = []
