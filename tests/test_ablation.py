@@ -357,3 +357,37 @@ def test_resume_without_change_uses_the_recorded_changes(tmp_path):
         run_study(tmp_path / "s", preset="smoke", seeds=1, overrides=overrides,
                   progress=False, log=lambda m: None)
     assert "exactly one" not in str(e.value) and "no-data" in str(e.value)
+
+
+def test_a_one_change_study_from_before_gains_a_second_change(multi, tmp_path, synth10):
+    """An existing one-change study (runs/variant-sN, a study.json without "changes") gets a
+    second change: its runs keep their names and are reused; with one seed the ablation reports
+    the numbers and concludes nothing."""
+    import shutil
+
+    src, _ = multi
+    out = tmp_path / "s"
+    ov = {**OVERRIDES, "data_dir": str(synth10)}
+    # the seed-0 baseline and crop-flip runs, laid out as a one-change study from before
+    for name, new in (("baseline-s0", "baseline-s0"), ("augment=crop-flip-s0", "variant-s0")):
+        shutil.copytree(src / "runs" / name, out / "runs" / new)
+    study, _ = plan_study("smoke", "augment=crop-flip", 1, ov)
+    for k in ("changes", "variants"):  # what a study.json written before this looked like
+        del study[k]
+    (out / "study.json").write_text(json.dumps(study))
+    kept = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    assert sorted(kept) == ["baseline-s0", "variant-s0"]
+    s = run_study(out, preset="smoke", seeds=1, change="lr=0.1", failures_top=2, overrides=ov,
+                  progress=False, log=lambda m: None)
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")
+            if p.parent.name in kept} == kept
+    assert [v["slug"] for v in s["variants"]] == ["variant", "lr=0.1"]
+    assert s["change"]["key"] == "augment"  # the first change stays the one-change keys' change
+    rows = s["ablation"]["rows"]
+    assert [r["verdict"] for r in rows] == ["not tested", "not tested"]
+    assert [r["p"] for r in rows] == [None, None] and [r["p_holm"] for r in rows] == [None, None]
+    acc = [_top1(out / "runs" / n).mean() for n in ("baseline-s0", "variant-s0", "lr=0.1-s0")]
+    assert [r["diff"] for r in rows] == pytest.approx([acc[1] - acc[0], acc[2] - acc[0]])
+    md = (out / "report.md").read_text()
+    assert md.count("nothing is concluded about this change") == 2
+    assert json.loads((out / "study.json").read_text())["changes"][0]["slug"] == "variant"
