@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markupsafe import escape
 
 from cifarlens import report as R
 from cifarlens import stats as S
@@ -210,6 +211,12 @@ def test_report_has_the_ablation_first_after_the_replication_table(multi):
     png = (out / "figures/gradcam_tracking_label_smoothing=0.0.png").read_bytes()
     sec = h[h.index('<section id="ablation">'):h.index('<section id="summary">')]
     assert base64.b64encode(png).decode() in sec
+    # with the second change's tracked failures said in numbers, its own base rate included
+    sentence = R.describe_tracking(s["variants"][1]["failures"]["tracking"])
+    assert str(escape(sentence)) in sec  # escaped as jinja escapes (quotes as &#34;)
+    first = R.describe_tracking(s["variants"][0]["failures"]["tracking"])
+    if first != sentence:  # the first change's tracking is in its own section, not here
+        assert str(escape(first)) not in sec
 
 
 def test_progress_counts_runs_and_gives_an_eta(multi):

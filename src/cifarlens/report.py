@@ -1161,7 +1161,15 @@ def _sec_ablation(v: _View) -> list[Block] | None:
               f"{NOISE_PAIR} each: supporting detail, not the verdict. The first change's "
               "figures and tracked failures are in the sections below; the others' follow."),
     ]
-    out += [{"type": "figure", "fig": f} for f in v.placed["ablation"]]
+    for var in [_d(x) for x in _l(v.sm.get("variants"))][1:]:  # the first's: sections below
+        c, slug = _d(var.get("change")), _s(var.get("slug"))
+        out.append(_h3(_ablation_change({"key": c.get("key"), "baseline_value": c.get("baseline"),
+                                         "variant_value": c.get("variant")})))
+        trk = _d(_d(var.get("failures")).get("tracking"))
+        if trk:
+            out.append(_p(describe_tracking(trk)))
+        out += [{"type": "figure", "fig": f} for f in v.placed["ablation"]
+                if f.key in (f"gradcam_tracking_{slug}", f"curves_{slug}")]
     return out
 
 
