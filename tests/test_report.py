@@ -193,7 +193,8 @@ def in_md(s: str, doc: str) -> bool:
 
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
-    for i, (sid, title) in enumerate(R.SECTIONS, 1):
+    # the ablation section exists only with 2+ changes (tests/test_ablation.py)
+    for i, (sid, title) in enumerate([x for x in R.SECTIONS if x[0] != "ablation"], 1):
         assert re.search(rf'<section id="{sid}">\s*<h2>{i} {re.escape(html.escape(title))}</h2>',
                          h), title
         assert f"\n## {i} {R.md_escape(title)}\n" in m, title
@@ -201,7 +202,8 @@ def test_every_section_heading_in_both(tmp_path, pngs):
         assert f'href="#{sid}"' in h
         assert f"(#{R._gh_slug(f'{i} {title}')})" in m
     assert R._gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
-    assert len(R.SECTIONS) == 15 and R.SECTIONS[0][0] == "replication"  # the report opens with it
+    assert len(R.SECTIONS) == 16 and R.SECTIONS[0][0] == "replication"  # the report opens with it
+    assert R.SECTIONS[1][0] == "ablation"  # then, with 2+ changes, every change's verdict
 
 
 def rendered_numbers(s: dict[str, Any]) -> list[str]:
@@ -750,8 +752,8 @@ def test_minimal_summary_still_renders(tmp_path):
     for doc in (h, m):
         assert "n/a" in doc and "was not computed" in doc and "one seed per arm" in doc
         assert "None" not in doc
-    for _, title in R.SECTIONS:
-        assert html.escape(title) in h
+    for sid, title in R.SECTIONS:
+        assert (html.escape(title) in h) == (sid != "ablation")  # no ablation: one change
 
 
 def test_render_report_io(tmp_path, pngs):

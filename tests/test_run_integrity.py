@@ -311,11 +311,15 @@ def test_seed_range_is_checked_for_every_seed_before_training():
         plan_study("smoke", seeds=2, overrides={"seed": 2**32 - 1})
 
 
-def test_two_changes_are_refused_not_narrowed(tmp_path, capsys):
+def test_two_changes_are_two_variants_not_narrowed(tmp_path, capsys):
+    # argparse once kept only the last --change; now each is its own variant (test_ablation.py)
+    a = cli.build_parser().parse_args(["study", "--change", "lr=0.1", "--change",
+                                       "label_smoothing=0"])
+    assert a.change == ["lr=0.1", "label_smoothing=0"]
     out = tmp_path / "s"
     err = _one_line_error(capsys, ["study", "--out", str(out), "--change", "lr=0.1",
-                                   "--change", "label_smoothing=0"])
-    assert "one --change per study (got 2" in err
+                                   "--change", "lr=0.1"])
+    assert "--change lr=0.1 is given twice" in err
     assert not out.exists()
 
 

@@ -142,10 +142,13 @@ def test_rerun_reuses_finished_runs(study):
 
 
 def test_a_different_study_in_the_same_folder_is_refused(study):
+    """Another baseline or other seeds are refused (another change would be added: see
+    test_ablation.py)."""
     data_dir = json.loads((study / "study.json").read_text())["baseline"]["data_dir"]
-    with pytest.raises(CifarlensError, match="different study"):
+    with pytest.raises(CifarlensError, match=r"another baseline \(lr 0.05 vs 0.1\)"):
         run_study(study, preset="smoke", seeds=1, change="label_smoothing=0",
-                  overrides={"data_dir": data_dir}, progress=False, log=lambda m: None)
+                  overrides={"data_dir": data_dir, "lr": 0.1}, progress=False,
+                  log=lambda m: None)
     with pytest.raises(CifarlensError, match=r"seeds \[0\], not \[0, 1, 2\]"):
         run_study(study, preset="smoke", overrides={"data_dir": data_dir}, progress=False,
                   log=lambda m: None)

@@ -334,11 +334,8 @@ def cmd_study(a: argparse.Namespace) -> int:
     from .study import run_study
 
     overrides = _train_overrides(a)
-    changes = a.change or ["augment=crop-flip"]
-    if len(changes) > 1:  # argparse kept only the last one before: a study of the wrong change
-        raise CifarlensError(f"one --change per study (got {len(changes)}: {', '.join(changes)}); "
-                             "run one study per change")
-    summary = run_study(a.out, preset=a.preset, change=changes[0], seeds=a.seeds,
+    # None: augment=crop-flip for a new study, the recorded changes when resuming one
+    summary = run_study(a.out, preset=a.preset, changes=a.change, seeds=a.seeds,
                         overrides=overrides, failures_top=a.top, jobs=a.jobs,
                         progress=not a.no_progress,
                         command=" ".join(["cifarlens", *sys.argv[1:]]) if sys.argv else None)
@@ -348,9 +345,11 @@ def cmd_study(a: argparse.Namespace) -> int:
 
 def _print_result(summary: dict, study: Path) -> None:
     """The verdict once, in the report's words, then where the report is (stdout: results)."""
-    from .report import headline
+    from .report import ablation_lines, headline
 
     print(headline(summary, study))
+    for line in ablation_lines(summary):
+        print(line)
     print(f"report: {study / 'report.html'}")
 
 
@@ -441,8 +440,9 @@ def _register_analysis(sub) -> None:
     _add_train_args(s)
     s.add_argument("--out", default="study", help="study folder (default: ./study)")
     s.add_argument("--change", action="append", metavar="KEY=VALUE",
-                   help="the ONE training setting the variant changes (default "
-                        "augment=crop-flip); given twice it is refused, not silently narrowed. "
+                   help="a training setting one variant changes (default augment=crop-flip); "
+                        "repeat for several variants against one shared baseline; new changes "
+                        "are added to an existing study in --out, reusing its runs. "
                         f"KEY is one of: {', '.join(_change_keys())}")
     _add_seeds_jobs(s)
     s.add_argument("--top", type=_positive_int, default=12, help="failures to explain and track")

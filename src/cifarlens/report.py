@@ -34,10 +34,12 @@ from .errors import CifarlensError
 __all__ = [
     "ALPHA",
     "SECTIONS",
+    "ablation_lines",
     "build_context",
     "change_verdict",
     "clean_text",
     "describe_border",
+    "describe_ablation_row",
     "describe_calibration_change",
     "describe_change",
     "describe_confident_errors",
@@ -78,6 +80,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (anchor id, title): order and wording are the report's table of contents.
 SECTIONS: list[tuple[str, str]] = [
     ("replication", "Seed report side by side"),
+    ("ablation", "Every change against the baseline"),  # only with 2+ changes
     ("summary", "Summary"),
     ("dataset", "Dataset"),
     ("architecture", "Architecture"),
@@ -981,6 +984,19 @@ class _View:
                 sid, cap = FIGURES.get(key, ("appendix", f"Figure '{clean_text(key)}'"))
                 self.placed[sid].append(load_figure(self.study_dir, str(key),
                                                     self.figs_in[key], cap))
+        # Per-change figures of a study with several changes: the first change's are placed
+        # above like a one-change study's; each other change's tracking and curves here.
+        if _d(sm.get("ablation")):
+            for var in [_d(x) for x in _l(sm.get("variants"))][1:]:
+                vf, slug = _d(var.get("figures")), _s(var.get("slug"))
+                what = _ablation_change({"key": _d(var.get("change")).get("key"),
+                                         "baseline_value": _d(var.get("change")).get("baseline"),
+                                         "variant_value": _d(var.get("change")).get("variant")})
+                for key, cap in (("gradcam_tracking", FIGURES["gradcam_tracking"][1]),
+                                 ("curves", FIGURES["curves"][1] + ", baseline and variant")):
+                    if vf.get(key) is not None:
+                        self.placed["ablation"].append(load_figure(
+                            self.study_dir, f"{key}_{slug}", vf[key], f"{what}: {cap}"))
         counter = 0
         for sid in [s for s, _ in SECTIONS] + ["appendix"]:
             for f in self.placed[sid]:
@@ -1071,6 +1087,90 @@ def _sec_replication(v: _View) -> list[Block]:
             "holds both 0 and +6.63. The seed report gives no interval, so its own run-to-run "
             "noise is not counted. The training recipe differs where the seed is silent "
             "(section Training setup)."))
+    return out
+
+
+def _ablation_change(r: dict[str, Any]) -> str:
+    return (f"{_s(r.get('key'))}: {_s(r.get('baseline_value'), UNSET)} → "
+            f"{_s(r.get('variant_value'), UNSET)}")
+
+
+def describe_ablation_row(r: dict[str, Any], ab: dict[str, Any]) -> str:
+    """One change's sentence in the ablation: helped / hurt / did not differ, from its
+    Holm-adjusted seed-level p-value and the sign of its interval, naming the correction and the
+    noise covered; with one seed, the numbers and nothing more."""
+    r, ab = _d(r), _d(ab)
+    alpha = num(ab.get("alpha")) or ALPHA
+    m, n = fmt_int(ab.get("m")), fmt_int(r.get("n_seeds"))
+    diff = f"{fmt_points(r.get('diff'), signed=True)} points"
+    lo, hi = r.get("lo"), r.get("hi")
+    ci = (f" (95% CI [{fmt_points(lo)}, {fmt_points(hi)}])"
+          if num(lo) is not None and num(hi) is not None else "")
+    fromto = f"from {fmt_pct(r.get('before'))} to {fmt_pct(r.get('after'))}"
+    tests = (f"the paired t-test across {n} seeds {p_clause(r.get('p'))}, Holm-adjusted over "
+             f"{m} changes {p_clause(r.get('p_holm'))}")
+    covers = f"it covers {_s(ab.get('covers'), 'training seeds and test-image sampling')}"
+    verdict = r.get("verdict")
+    head = _ablation_change(r)
+    if verdict in ("helped", "hurt"):
+        word = "rose" if verdict == "helped" else "fell"
+        return (f"{head} {verdict}: the mean test accuracy {word} {fromto}, {diff}{ci}; "
+                f"{tests}, below {alpha:g} ({covers}).")
+    if verdict == "no detectable difference":
+        return (f"{head} did not differ detectably from the baseline: mean test accuracy "
+                f"{fromto}, {diff}{ci}; {tests}, not below {alpha:g} ({covers}).")
+    return (f"{head}: test accuracy {fromto}, {diff}, for one trained pair; with one seed there "
+            "is no seed-level test, so nothing is concluded about this change.")
+
+
+def ablation_lines(summary: dict[str, Any]) -> list[str]:
+    """The ablation's one sentence per change (empty for a one-change study): what `cifarlens
+    study` prints after the headline."""
+    ab = _d(_d(summary).get("ablation"))
+    return [clean_text(describe_ablation_row(_d(r), ab)) for r in _l(ab.get("rows"))]
+
+
+def _sec_ablation(v: _View) -> list[Block] | None:
+    """Every change against the shared baseline (only in a study with 2+ changes)."""
+    ab = _d(v.sm.get("ablation"))
+    rows = [_d(r) for r in _l(ab.get("rows"))]
+    if not rows:
+        return None
+    m = fmt_int(ab.get("m"))
+    table = []
+    for r in rows:
+        mc = ", ".join(f"s{_s(_d(x).get('seed'))}: {fmt_p(_d(x).get('p_value'))}"
+                       for x in _l(r.get("per_seed_mcnemar")))
+        ci = (f" [{fmt_points(r.get('lo'))}, {fmt_points(r.get('hi'))}]"
+              if num(r.get("lo")) is not None else "")
+        table.append([_ablation_change(r), fmt_pct(r.get("before")), fmt_pct(r.get("after")),
+                      fmt_points(r.get("diff"), signed=True) + ci, fmt_p(r.get("p")),
+                      fmt_p(r.get("p_holm")), _s(r.get("verdict")), mc or NA])
+    out: list[Block] = [
+        _p(f"{fmt_int(len(rows))} variants, each differing from one shared baseline in exactly "
+           "one training setting; the baseline runs were trained once and every variant is "
+           "paired with them by seed.", lead="Ablation."),
+        _table(["Change", "Baseline", "Variant", "Difference, points [95% CI]", "p (paired t)",
+                f"p (Holm, {m} changes)", "Verdict", "Per-seed McNemar p"], table,
+               align="lrrrrrll", highlight={i for i, r in enumerate(rows)
+                                            if r.get("verdict") in ("helped", "hurt")},
+               caption="Every change against the baseline: mean test accuracy over seeds"),
+        _list([describe_ablation_row(r, ab) for r in rows]),
+        _note(f"Method: {_s(ab.get('method'))}. Holm's correction keeps the chance that any of "
+              f"the {m} verdicts is a false 'helped' or 'hurt' at {_alpha_text(num(ab.get('alpha')) or ALPHA)}; "
+              "the intervals are not adjusted. The per-seed McNemar tests cover "
+              f"{NOISE_PAIR} each: supporting detail, not the verdict. The first change's "
+              "figures and tracked failures are in the sections below; the others' follow."),
+    ]
+    for var in [_d(x) for x in _l(v.sm.get("variants"))][1:]:  # the first's: sections below
+        c, slug = _d(var.get("change")), _s(var.get("slug"))
+        out.append(_h3(_ablation_change({"key": c.get("key"), "baseline_value": c.get("baseline"),
+                                         "variant_value": c.get("variant")})))
+        trk = _d(_d(var.get("failures")).get("tracking"))
+        if trk:
+            out.append(_p(describe_tracking(trk)))
+        out += [{"type": "figure", "fig": f} for f in v.placed["ablation"]
+                if f.key in (f"gradcam_tracking_{slug}", f"curves_{slug}")]
     return out
 
 
@@ -1627,10 +1727,14 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     v = _View(summary, study_dir)
     builders = {sid: globals()["_sec_" + sid.replace("-", "_")] for sid, _ in SECTIONS}
     sections = []
-    for i, (sid, title) in enumerate(SECTIONS, 1):
+    for sid, title in SECTIONS:
+        blocks = builders[sid](v)
+        if blocks is None:  # the section does not apply to this study (ablation: 2+ changes)
+            continue
+        i = len(sections) + 1
         heading = f"{i} {title}"
         sections.append({"id": sid, "num": i, "title": title, "heading": heading,
-                         "slug": _gh_slug(heading), "blocks": builders[sid](v)})
+                         "slug": _gh_slug(heading), "blocks": blocks})
     if v.placed["appendix"]:
         heading = "Appendix: other figures"
         sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,

@@ -216,6 +216,48 @@ def paired_seed_test(acc_a: Any, acc_b: Any, level: float = 0.95) -> dict[str, A
     return out
 
 
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of p-values for a family of tests (Holm 1979), in input order.
+
+    Sorted ascending, the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)):
+    rejecting where the adjusted p < alpha keeps the chance of any false rejection in the family
+    at most alpha, and is never less powerful than Bonferroni. A missing p-value (no test could
+    be run) stays None but still counts in m, as a test that rejects nothing: conservative.
+    Written here rather than taken from statsmodels: one ten-line function does not justify
+    that dependency.
+    """
+    ps = [None if p is None else float(p) for p in p_values]
+    for p in ps:
+        if p is not None and not (0.0 <= p <= 1.0):
+            raise CifarlensError(f"p-values must lie in [0, 1], got {p}")
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: 1.0 if ps[i] is None else ps[i])
+    out: list[float | None] = [None] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        p = 1.0 if ps[i] is None else ps[i]
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = None if ps[i] is None else running
+    return out
+
+
+ABLATION_VERDICTS = ("helped", "hurt", "no detectable difference", "not tested")
+
+
+def ablation_verdict(p_adjusted: float | None, lo: float | None, hi: float | None,
+                     alpha: float = 0.05) -> str:
+    """helped / hurt: the adjusted p-value is below alpha and the interval of the difference
+    (variant minus baseline) lies wholly above / below 0; "no detectable difference" otherwise;
+    "not tested" when there is no p-value (one seed: no seed-level test)."""
+    if p_adjusted is None:
+        return "not tested"
+    if p_adjusted < alpha and lo is not None and lo > 0:
+        return "helped"
+    if p_adjusted < alpha and hi is not None and hi < 0:
+        return "hurt"
+    return "no detectable difference"
+
+
 def _same_test_set(cm_a: Any, cm_b: Any) -> tuple[np.ndarray, np.ndarray]:
     a = _as_cm(cm_a, "cm_a")
     b = _as_cm(cm_b, "cm_b")

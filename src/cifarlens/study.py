@@ -13,6 +13,7 @@ Each stage is skipped when its output exists, so a stopped study resumes where i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shlex
@@ -28,7 +29,7 @@ from . import stats as S
 from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
-from .train import TRAINING_SETTINGS, TrainConfig, config_diff, learned_settings, make_config, train
+from .train import TRAINING_SETTINGS, TrainConfig, config_diff, make_config, train
 
 # --- the one-change guard -------------------------------------------------------------------------
 
@@ -92,53 +93,148 @@ def one_change_guard(a: TrainConfig, b: TrainConfig) -> str:
 # Three seeds per arm by default: the fewest that give the seed-level t-test 2 degrees of freedom.
 # One pair of trained models measures only which test images were drawn, not training noise.
 DEFAULT_SEEDS = 3
+DEFAULT_CHANGE = "augment=crop-flip"
+SINGLE_SLUG = "variant"  # a one-change study's variant arm: runs/variant-sN, as always
 
 
-def plan_study(preset: str = "paper", change: str = "augment=crop-flip",
-               seeds: int = DEFAULT_SEEDS, overrides: dict[str, Any] | None = None
+def change_slug(key: str, value: Any) -> str:
+    """A run-folder-safe name for one change, e.g. 'augment=crop-flip', 'weight_decay=0.001'
+    (its runs: runs/SLUG-sN). Anything but letters, digits and . _ = + - becomes '_'; a long
+    value (a model's import path) is cut and keeps a hash of the full text, so slugs stay unique."""
+    text = f"{key}={value}"
+    slug = re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+    if len(slug) > 60:
+        slug = slug[:50] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return slug
+
+
+def _parse_changes(change: str | None, changes: list[str] | None) -> list[tuple[str, Any]]:
+    if change is not None and changes is not None:
+        raise CifarlensError("give either change= or changes=, not both")
+    texts = list(changes) if changes is not None else [change or DEFAULT_CHANGE]
+    if not texts:
+        raise CifarlensError("a study needs at least one --change")
+    parsed: list[tuple[str, Any]] = []
+    for t in texts:
+        kv = parse_change(t)
+        if kv in parsed:  # same setting, same value: the same variant trained twice
+            raise CifarlensError(f"--change {kv[0]}={kv[1]} is given twice")
+        parsed.append(kv)
+    return parsed
+
+
+def plan_study(preset: str = "paper", change: str | None = None,
+               seeds: int = DEFAULT_SEEDS, overrides: dict[str, Any] | None = None, *,
+               changes: list[str] | None = None, slugs: dict[tuple[str, Any], str] | None = None
                ) -> tuple[dict[str, Any], dict[str, TrainConfig]]:
     """What a study will train, without training anything: the plan written to study.json and
-    the two arms' configs. Seed s of the baseline and of the variant share split and
-    initialization (both derive from the seed), so the arms are paired by seed."""
+    every arm's config ("baseline", then one arm per change, named by its slug). Seed s of the
+    baseline and of every variant share split and initialization (all derive from the seed),
+    so each variant is paired with the baseline by seed.
+
+    `change` (one KEY=VALUE) or `changes` (several); each variant differs from the baseline in
+    exactly its one setting. One change keeps the arm name "variant" (runs/variant-sN); several
+    get `change_slug` names unless `slugs` (from an existing study.json) already names them."""
     if seeds < 1:
         raise CifarlensError("--seeds must be at least 1")
     base = make_config(preset, **(overrides or {}))
     if base.seed + seeds - 1 >= 2**32:  # would fail only after hours of training otherwise
         raise CifarlensError(f"--seed {base.seed} with --seeds {seeds} runs past the largest "
                              "seed, 4294967295")
-    key, value = parse_change(change)
-    variant = dataclasses.replace(base, **{key: value})
-    make_config(preset, **{**(overrides or {}), key: value})  # validates the changed value
-    one_change_guard(base, variant)
-    plan = {"preset": preset, "change": {"key": key, "baseline": getattr(base, key),
-                                         "variant": value},
+    parsed = _parse_changes(change, changes)
+    slugs = dict(slugs or {})
+    arms: dict[str, TrainConfig] = {"baseline": base}
+    listed = []
+    for key, value in parsed:
+        variant = dataclasses.replace(base, **{key: value})
+        make_config(preset, **{**(overrides or {}), key: value})  # validates the changed value
+        one_change_guard(base, variant)
+        slug = slugs.get((key, value)) or (SINGLE_SLUG if len(parsed) == 1 else
+                                           change_slug(key, value))
+        if slug in arms:  # two values that sanitise alike (model=a:b, model=a_b)
+            slug += "-" + hashlib.sha1(f"{key}={value!r}".encode()).hexdigest()[:8]
+        arms[slug] = variant
+        listed.append({"key": key, "baseline": getattr(base, key), "variant": value,
+                       "slug": slug})
+    first = listed[0]
+    plan = {"preset": preset,
+            # the first (or only) change: what every one-change reader of study.json knows
+            "change": {k: first[k] for k in ("key", "baseline", "variant")},
+            "changes": listed,
             "seeds": [base.seed + i for i in range(seeds)],
-            "baseline": dataclasses.asdict(base), "variant": dataclasses.asdict(variant)}
-    return plan, {"baseline": base, "variant": variant}
+            "baseline": dataclasses.asdict(base), "variant": dataclasses.asdict(arms[first["slug"]]),
+            "variants": {c["slug"]: dataclasses.asdict(arms[c["slug"]]) for c in listed}}
+    return plan, arms
 
 
-def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=crop-flip",
+def recorded_changes(study: dict[str, Any]) -> list[dict[str, Any]]:
+    """A study.json's changes with their slugs; a study made before several changes existed
+    holds one change, whose runs are runs/variant-sN."""
+    if isinstance(study.get("changes"), list):
+        return study["changes"]
+    return [{**study["change"], "slug": SINGLE_SLUG}]
+
+
+def _change_text(c: dict[str, Any]) -> str:
+    return f"{c['key']}={c['variant']}"
+
+
+def _merge_study(out: Path, old: dict[str, Any], preset: str, seeds: int,
+                 overrides: dict[str, Any] | None, change: str | None,
+                 changes: list[str] | None) -> tuple[dict[str, Any], dict[str, TrainConfig],
+                                                     list[str]]:
+    """The plan for a study folder that already holds a study: the same baseline and seeds,
+    its recorded changes (slugs and runs kept) plus any new ones. A different baseline is
+    refused, listing the differences; nothing is deleted."""
+    base = make_config(preset, **(overrides or {}))
+    diffs = config_diff(old["baseline"], dataclasses.asdict(base))
+    if diffs:
+        listed = "; ".join(f"{k} {x!r} vs {y!r}" for k, x, y in diffs)
+        raise CifarlensError(f"{out} holds a study with another baseline ({listed}); a change "
+                             "can be added only with the same preset and settings; use another "
+                             "--out for a new baseline")
+    seed_list = [base.seed + i for i in range(seeds)]
+    if old.get("seeds") != seed_list:
+        raise CifarlensError(f"{out} holds a study over seeds {old.get('seeds')}, not "
+                             f"{seed_list}; pass the same --seeds (and --seed) to resume it, or "
+                             "use another --out")
+    prev = recorded_changes(old)
+    old_texts = [_change_text(c) for c in prev]
+    new = [] if change is None and changes is None else _parse_changes(change, changes)
+    old_kv = [(c["key"], c["variant"]) for c in prev]
+    added = [f"{k}={v}" for k, v in new if (k, v) not in old_kv]
+    plan, arms = plan_study(preset, seeds=seeds, overrides=overrides,
+                            changes=old_texts + added,
+                            slugs={(c["key"], c["variant"]): c["slug"] for c in prev})
+    return plan, arms, added
+
+
+def run_study(out: str | Path, *, preset: str = "paper", change: str | None = None,
               seeds: int = DEFAULT_SEEDS, overrides: dict[str, Any] | None = None,
               failures_top: int = 12, jobs: int = 1, progress: bool = True, log=None,
-              command: str | None = None) -> dict[str, Any]:
+              command: str | None = None, changes: list[str] | None = None) -> dict[str, Any]:
+    """Train, evaluate, explain and compare a baseline and one variant per change.
+
+    `change="KEY=VALUE"` (one) or `changes=[...]` (several; neither: augment=crop-flip, or the
+    changes an existing study in `out` holds). In a folder that holds a study with the same
+    baseline and seeds, new changes are added to it: its finished runs are reused and only
+    the new variants are trained."""
     out = Path(out)
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     if jobs < 1:
         raise CifarlensError("--jobs must be at least 1")
-    plan, arms = plan_study(preset, change, seeds, overrides)
+    if change is not None or changes is not None or not (out / "study.json").exists():
+        plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
     t0 = time.perf_counter()
     with RunLock(out):
         if (out / "study.json").exists():
             old = read_json(out / "study.json")
-            same = {k: old.get(k) for k in ("change", "seeds")} == {k: plan[k] for k in ("change", "seeds")}
-            if old.get("seeds") != plan["seeds"] and old.get("change") == plan["change"]:
-                raise CifarlensError(f"{out} holds a study over seeds {old.get('seeds')}, not "
-                                     f"{plan['seeds']}; pass the same --seeds (and --seed) to "
-                                     "resume it, or use another --out")
-            if not same or learned_settings(old["baseline"]) != learned_settings(plan["baseline"]):
-                raise CifarlensError(f"{out} holds a different study; use another --out")
-            say(f"resuming the study in {out}")
+            plan, arms, added = _merge_study(out, old, preset, seeds, overrides, change, changes)
+            say(f"resuming the study in {out}" + (f"; adding {', '.join(added)}" if added else ""))
+            if added or plan["changes"] != old.get("changes"):
+                write_json(out / "study.json", plan)
         else:
+            plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
             write_json(out / "study.json", plan)
         runs: dict[str, dict[int, Path]] = {a: {} for a in arms}
         todo: list[tuple[str, TrainConfig, Path]] = []
@@ -148,18 +244,17 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str = "augment=
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
         if jobs == 1:
-            for arm, cfg, run in todo:
-                _stage_train(cfg, run, progress, say, arm)
-                _stage_evaluate(run, say)
+            _run_sequential(todo, progress, say)
         else:
             _run_parallel(todo, jobs, progress, say)
         check_same_environment([run for _, _, run in todo])
         s0 = plan["seeds"][0]
+        first = plan["changes"][0]["slug"]
         _stage_failures(runs["baseline"][s0], failures_top, say)
         summary = build_summary(out, plan, runs, failures_top, say)
         from .browse import prepare as prepare_browse
 
-        summary["browse"] = prepare_browse(out, runs["baseline"][s0], runs["variant"][s0])
+        summary["browse"] = prepare_browse(out, runs["baseline"][s0], runs[first][s0])
         summary["timing"] = {"total_s": time.perf_counter() - t0}
         summary["command"] = command or f"cifarlens study --out {shlex.quote(str(out))}"
         write_json(out / "summary.json", summary)
@@ -189,6 +284,63 @@ def _stage_evaluate(run: Path, say) -> None:
            for s in ("val", "test")):
         return
     evaluate(run, ("val", "test"), figures=("test",), log=say)  # the report shows test figures
+
+
+def _finished(run: Path) -> bool:
+    return all((run / f).exists() for f in ("done.json", "metrics_test.json", "metrics_val.json"))
+
+
+def _fmt_eta(s: float) -> str:
+    if s < 90:
+        return f"{max(s, 1):.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+class StudyProgress:
+    """Whole-study progress on stderr: runs done of all, and an ETA for the runs left from the
+    time measured per run in this invocation (wall time / runs finished, so runs trained side by
+    side with --jobs count at their real throughput). Runs finished before a resume count as
+    done but not in the timing."""
+
+    def __init__(self, total: int, done: int, say, clock=time.perf_counter) -> None:
+        self.total, self.done, self.say, self.clock = total, done, say, clock
+        self.t0, self.finished = clock(), 0
+
+    def begin(self) -> None:
+        left = self.total - self.done
+        if left:
+            self.say(f"[{self.done}/{self.total} runs] {left} to train and evaluate; "
+                     "time left known after the first")
+
+    def eta_s(self) -> float | None:
+        if not self.finished:
+            return None
+        return (self.clock() - self.t0) / self.finished * (self.total - self.done)
+
+    def run_done(self, name: str, took_s: float) -> str:
+        self.done += 1
+        self.finished += 1
+        left = self.total - self.done
+        eta = self.eta_s()
+        tail = (f"{left} left, about {_fmt_eta(eta)} left" if left and eta is not None
+                else "all runs done")
+        line = f"[{self.done}/{self.total} runs] {name} done in {_fmt_eta(took_s)}; {tail}"
+        self.say(line)
+        return line
+
+
+def _run_sequential(todo: list[tuple[str, TrainConfig, Path]], progress: bool, say) -> None:
+    prog = StudyProgress(len(todo), sum(_finished(run) for _, _, run in todo), say)
+    prog.begin()
+    for arm, cfg, run in todo:
+        fresh = not _finished(run)
+        t = time.perf_counter()
+        _stage_train(cfg, run, progress, say, arm)
+        _stage_evaluate(run, say)
+        if fresh:
+            prog.run_done(f"{arm} seed {cfg.seed}", time.perf_counter() - t)
 
 
 # --- parallel runs (--jobs) -----------------------------------------------------------------------
@@ -259,9 +411,7 @@ def _run_parallel(todo: list[tuple[str, TrainConfig, Path]], jobs: int, progress
     import torch
     from tqdm import tqdm
 
-    pending = [(arm, cfg, run) for arm, cfg, run in todo
-               if not ((run / "done.json").exists() and (run / "metrics_test.json").exists()
-                       and (run / "metrics_val.json").exists())]
+    pending = [(arm, cfg, run) for arm, cfg, run in todo if not _finished(run)]
     if not pending:
         return
     slots = parallel_slots(jobs, todo[0][1].device, torch.get_num_threads())
@@ -274,6 +424,9 @@ def _run_parallel(todo: list[tuple[str, TrainConfig, Path]], jobs: int, progress
     running: dict[str, tuple[Any, int, float]] = {}
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc="study runs", unit="run",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    prog = StudyProgress(len(todo), len(todo) - len(pending),
+                         lambda m: (bar.write if progress else say)(m))
+    prog.begin()
     try:
         while pending or running:
             while pending and free:
@@ -304,12 +457,13 @@ def _run_parallel(todo: list[tuple[str, TrainConfig, Path]], jobs: int, progress
                 line = msg if msg.startswith(f"[{name}]") else f"[{name}] {msg}"
                 (bar.write if progress else say)(line)
                 continue
-            p, slot, _ = running.pop(name)
+            p, slot, started = running.pop(name)
             p.join()
             free.append(slot)
             if kind == "error":
                 raise CifarlensError(f"run {name} failed: {msg}")
             bar.update(1)
+            prog.run_done(name, time.perf_counter() - started)
     finally:
         bar.close()
         for p, _, _ in running.values():  # only the processes this study started
@@ -398,20 +552,164 @@ def _model_block(run: Path) -> dict[str, Any]:
     }
 
 
+def _history(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _seeds_block(runs: dict[str, dict[int, Path]], seeds: list[int], arm: str,
+                 acc_a: list[float], acc_b: list[float]) -> dict[str, Any] | None:
+    """The verdict about one change: seed s of the baseline and of the variant are paired (same
+    split and init), so the paired t-test across seeds covers training noise; per seed, the
+    McNemar test and paired interval cover only test-image sampling."""
+    if len(seeds) < 2:
+        return None
+    t = S.paired_seed_test(acc_a, acc_b)
+    per_pair = []
+    for s in seeds:
+        ca_s, cb_s = _correct_pair(runs, s, arm)
+        ci = S.accuracy_difference_ci(ca_s, cb_s)
+        per_pair.append({"seed": s, **S.mcnemar_exact(ca_s, cb_s),
+                         "diff": ci["diff"], "lo": ci["lo"], "hi": ci["hi"]})
+    return {"n": t["n_seeds"], "mean_a": t["mean_a"], "std_a": t["std_a"],
+            "mean_b": t["mean_b"], "std_b": t["std_b"], "mean_diff": t["mean_diff"],
+            "std_diff": t["std_diff"], "t": t["t"], "df": t["df"],
+            "p_value": t["p_value"], "ci": [t["lo"], t["hi"]], "level": t["level"],
+            "method": t["method"], "note": t.get("note"),
+            "covers": "training seeds and test-image sampling",
+            "mcnemar_per_seed": per_pair}
+
+
+def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Path]], change: dict,
+                   fails: dict, top: int, data, acc_a: list[float], first: bool
+                   ) -> dict[str, Any]:
+    """One change against the shared baseline: its model, the comparison (the shape of the
+    summary's "comparison"), the baseline failures tracked in it, and its own figures. The
+    first change's figures keep the one-change names (figures/gradcam_tracking.png); the
+    others' carry the slug (figures/gradcam_tracking_SLUG.png, figures/curves_SLUG.png)."""
+    from .evaluate import load_predictions
+    from .train import plot_curves
+
+    seeds, s0, arm = plan["seeds"], plan["seeds"][0], change["slug"]
+    ra, rb = runs["baseline"][s0], runs[arm][s0]
+    pa, pb = load_predictions(ra, "test"), load_predictions(rb, "test")
+    if not np.array_equal(pa["indices"], pb["indices"]):
+        raise CifarlensError(f"baseline and {arm} were evaluated on different test images")
+    ca, cb = pa["pred"] == pa["labels"], pb["pred"] == pb["labels"]
+    ma, mb = read_json(ra / "metrics_test.json"), read_json(rb / "metrics_test.json")
+    tag = "" if first else f"_{arm}"
+    figs = {"gradcam_tracking": f"figures/gradcam_tracking{tag}.png"}
+    if not first:  # the first change's curves are the report's main curves figure
+        figs["curves"] = f"figures/curves{tag}.png"
+        plot_curves({"baseline": _history(ra), arm: _history(rb)}, out / figs["curves"])
+    tracked, tracking = track_failures(ra, rb, fails, top, data, out / figs["gradcam_tracking"])
+    model = _model_block(rb)
+    acc_b = [read_json(runs[arm][s] / "metrics_test.json")["top1"] for s in seeds]
+    model["per_seed"] = [{"seed": s, "test_top1": a} for s, a in zip(seeds, acc_b, strict=True)]
+    model["seed"] = s0  # every single-model number in the block is this seed's
+    pcc = S.per_class_changes(np.asarray(ma["confusion_matrix"]),
+                              np.asarray(mb["confusion_matrix"]), data.class_names, k=10)
+    seeds_block = _seeds_block(runs, seeds, arm, acc_a, acc_b)
+    return {
+        "change": {k: change[k] for k in ("key", "baseline", "variant")}, "slug": arm,
+        "runs": [str(runs[arm][s].relative_to(out)) for s in seeds],
+        "model": model,
+        "comparison": {
+            # accuracy_difference and mcnemar: the seed-s0 pair only (test-image sampling)
+            "pair_seed": s0,
+            "verdict_basis": "seeds" if seeds_block else "one_pair",
+            "accuracy_difference": S.accuracy_difference_ci(ca, cb),
+            "mcnemar": S.mcnemar_exact(ca, cb),
+            "per_class": {"improved": [_pc(r) for r in pcc["improved"]],
+                          "worsened": [_pc(r) for r in pcc["worsened"]]},
+            "ece_change": mb["ece"] - ma["ece"],
+            "seeds": seeds_block,
+        },
+        "failures": {"top": tracked, "tracking": tracking},
+        "figures": figs,
+    }
+
+
+ABLATION_ALPHA = 0.05
+
+
+def ablation_table(variants: list[dict[str, Any]], alpha: float = ABLATION_ALPHA
+                   ) -> dict[str, Any]:
+    """Every change against the shared baseline, its seed-level p-value Holm-adjusted over the
+    number of changes: with K changes tested at 5% each, the chance that at least one "helped"
+    or "hurt" is noise grows towards 1 - 0.95^K; Holm keeps that family-wise chance at 5%."""
+    ps = [_seeds_p(v) for v in variants]
+    adjusted = S.holm(ps)
+    rows = []
+    for v, p, ph in zip(variants, ps, adjusted, strict=True):
+        sb = v["comparison"]["seeds"]
+        acc_b = [r["test_top1"] for r in v["model"]["per_seed"]]
+        if sb:
+            before, after, diff, (lo, hi) = sb["mean_a"], sb["mean_b"], sb["mean_diff"], sb["ci"]
+            per_seed = [{k: m[k] for k in ("seed", "diff", "lo", "hi", "a_only", "b_only",
+                                           "p_value")} for m in sb["mcnemar_per_seed"]]
+        else:  # one seed: the pair's numbers, no seed-level test
+            ad = v["comparison"]["accuracy_difference"]
+            before, after, diff, lo, hi = ad["acc_a"], ad["acc_b"], ad["diff"], None, None
+            mc = v["comparison"]["mcnemar"]
+            per_seed = [{"seed": v["comparison"]["pair_seed"], "diff": ad["diff"],
+                         "lo": ad["lo"], "hi": ad["hi"], "a_only": mc["a_only"],
+                         "b_only": mc["b_only"], "p_value": mc["p_value"]}]
+        c = v["change"]
+        rows.append({"change": f"{c['key']}={c['variant']}", "key": c["key"], "slug": v["slug"],
+                     "baseline_value": c["baseline"], "variant_value": c["variant"],
+                     "before": before, "after": after, "diff": diff, "lo": lo, "hi": hi,
+                     "p": p, "p_holm": ph, "verdict": S.ablation_verdict(ph, lo, hi, alpha),
+                     "n_seeds": len(acc_b), "per_seed_mcnemar": per_seed})
+    n = rows[0]["n_seeds"] if rows else 0
+    return {"method": (f"paired t-test across {n} seeds per change (baseline seed s paired "
+                       f"with variant seed s), p-values Holm-adjusted over {len(rows)} changes; "
+                       f"intervals: unadjusted 95% t intervals of the mean difference"),
+            "test": "paired_t", "correction": "holm", "m": len(rows), "alpha": alpha,
+            "level": 0.95, "covers": "training seeds and test-image sampling",
+            "per_seed_covers": "test-image sampling only (McNemar's exact test, one pair)",
+            "rows": rows}
+
+
+def _seeds_p(v: dict[str, Any]) -> float | None:
+    sb = v["comparison"]["seeds"]
+    return sb.get("p_value") if sb else None
+
+
+def _freeze_figures(out: Path, figs: dict[str, str]) -> dict[str, str]:
+    """Copy every run-level figure the report embeds into STUDY/figures/ (atomically) and point
+    at the copy: `cifarlens failures RUN --top 6` or `explain RUN --indices ...` rewrite the run's
+    own figures, and must not change what the study's report shows."""
+    from ._io import read_bytes, write_bytes
+
+    frozen = {}
+    for key, rel in figs.items():
+        parts = Path(rel).parts
+        if parts and parts[0] == "runs":
+            copy = Path("figures") / "_".join(parts[1:])  # runs/R/figures/x.png -> R_figures_x.png
+            write_bytes(out / copy, read_bytes(out / rel, "figure"))
+            rel = str(copy)
+        frozen[key] = rel
+    return frozen
+
+
 def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: int,
                   say) -> dict[str, Any]:
+    """Every number the report states. The one-change keys ("change", "models", "comparison",
+    "failures"["top"/"tracking"], "figures") describe the first (or only) change; "variants"
+    holds one such block per change, and "ablation" (2+ changes) the table of all of them."""
     from .evaluate import load_predictions, run_data
     from .train import plot_curves
 
     s0 = plan["seeds"][0]
-    ra, rb = runs["baseline"][s0], runs["variant"][s0]
+    changes = recorded_changes(plan)
+    first = changes[0]["slug"]
+    ra, rb = runs["baseline"][s0], runs[first][s0]
     data = run_data(ra)
     cfg_a = read_json(ra / "config.json")
     split = np.load(ra / "split.npz")
     pa, pb = load_predictions(ra, "test"), load_predictions(rb, "test")
     if not np.array_equal(pa["indices"], pb["indices"]):
         raise CifarlensError("baseline and variant were evaluated on different test images")
-    ca, cb = pa["pred"] == pa["labels"], pb["pred"] == pb["labels"]
     ma, mb = read_json(ra / "metrics_test.json"), read_json(rb / "metrics_test.json")
     cm_a, cm_b = np.asarray(ma["confusion_matrix"]), np.asarray(mb["confusion_matrix"])
     figs: dict[str, str] = {}
@@ -419,10 +717,8 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
     def rel(p: Path) -> str:
         return str(p.relative_to(out))
 
-    hist = {arm: [json.loads(line) for line in
-                  (runs[arm][s0] / "metrics.jsonl").read_text().splitlines()] for arm in runs}
     figs["curves"] = "figures/curves.png"
-    plot_curves(hist, out / figs["curves"])
+    plot_curves({"baseline": _history(ra), "variant": _history(rb)}, out / figs["curves"])
     figs["confusion_difference"] = "figures/confusion_difference.png"
     S.plot_confusion_difference(cm_a, cm_b, data.class_names, out / figs["confusion_difference"],
                                 group_names=data.coarse_names, group_of=data.fine_to_coarse)
@@ -448,35 +744,18 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
         figs["gradcam_failures"] = rel(ra / ex["figures"]["gradcam"])
     if "deletion_insertion" in ex.get("figures", {}):
         figs["deletion_insertion"] = rel(ra / ex["figures"]["deletion_insertion"])
-    tracked, tracking = track_failures(ra, rb, fails, top, data, out / "figures/gradcam_tracking.png")
-    figs["gradcam_tracking"] = "figures/gradcam_tracking.png"
+    figs = _freeze_figures(out, figs)
 
-    models = {"baseline": _model_block(ra), "variant": _model_block(rb)}
-    per_seed = {arm: [read_json(runs[arm][s] / "metrics_test.json")["top1"] for s in plan["seeds"]]
-                for arm in runs}
-    for arm in runs:
-        models[arm]["per_seed"] = [{"seed": s, "test_top1": a}
-                                   for s, a in zip(plan["seeds"], per_seed[arm], strict=True)]
-    for arm in runs:
-        models[arm]["seed"] = s0  # every single-model number in the block is this seed's
-    seeds_block = None
-    if len(plan["seeds"]) > 1:
-        # The verdict about the change: seed s of each arm is paired (same split and init).
-        t = S.paired_seed_test(per_seed["baseline"], per_seed["variant"])
-        per_pair = []
-        for s in plan["seeds"]:
-            ca_s, cb_s = _correct_pair(runs, s)
-            ci = S.accuracy_difference_ci(ca_s, cb_s)
-            per_pair.append({"seed": s, **S.mcnemar_exact(ca_s, cb_s),
-                             "diff": ci["diff"], "lo": ci["lo"], "hi": ci["hi"]})
-        seeds_block = {"n": t["n_seeds"], "mean_a": t["mean_a"], "std_a": t["std_a"],
-                       "mean_b": t["mean_b"], "std_b": t["std_b"], "mean_diff": t["mean_diff"],
-                       "std_diff": t["std_diff"], "t": t["t"], "df": t["df"],
-                       "p_value": t["p_value"], "ci": [t["lo"], t["hi"]], "level": t["level"],
-                       "method": t["method"], "note": t.get("note"),
-                       "covers": "training seeds and test-image sampling",
-                       "mcnemar_per_seed": per_pair}
-    pcc = S.per_class_changes(cm_a, cm_b, data.class_names, k=10)
+    base_model = _model_block(ra)
+    acc_a = [read_json(runs["baseline"][s] / "metrics_test.json")["top1"] for s in plan["seeds"]]
+    base_model["per_seed"] = [{"seed": s, "test_top1": a}
+                              for s, a in zip(plan["seeds"], acc_a, strict=True)]
+    base_model["seed"] = s0  # every single-model number in the block is this seed's
+    variants = [_variant_block(out, plan, runs, c, fails, top, data, acc_a, first=i == 0)
+                for i, c in enumerate(changes)]
+    v0 = variants[0]
+    figs["gradcam_tracking"] = v0["figures"]["gradcam_tracking"]
+    models = {"baseline": base_model, "variant": v0["model"]}
     faith = ex.get("faithfulness", {})
     fc = faith.get("correct", {})
     explain_block = {
@@ -495,7 +774,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
         "border_share": ex.get("border_share"), "pointing_game": ex.get("pointing_game"),
     }
     env = cfg_a["environment"]
-    return {
+    summary = {
         "title": "cifarlens study", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "dataset": data.name, "data_source": data.source, "num_classes": data.num_classes,
         "split": {"train": int(len(split["train"])), "val": int(len(split["val"])),
@@ -503,17 +782,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
         "normalization": read_json(ra / "norm.json"),
         "change": plan["change"], "config": plan["baseline"], "seeds": plan["seeds"],
         "models": models,
-        "comparison": {
-            # accuracy_difference and mcnemar: the seed-s0 pair only (test-image sampling)
-            "pair_seed": s0,
-            "verdict_basis": "seeds" if seeds_block else "one_pair",
-            "accuracy_difference": S.accuracy_difference_ci(ca, cb),
-            "mcnemar": S.mcnemar_exact(ca, cb),
-            "per_class": {"improved": [_pc(r) for r in pcc["improved"]],
-                          "worsened": [_pc(r) for r in pcc["worsened"]]},
-            "ece_change": mb["ece"] - ma["ece"],
-            "seeds": seeds_block,
-        },
+        "comparison": v0["comparison"],
         "failures": {
             "split": "test", "total_wrong": fails["total_wrong"],
             "confident_threshold": fails["confident_threshold"],
@@ -524,15 +793,19 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
             "label_error_suspects": fails["label_error_suspects"],
             "label_error_method": fails.get("label_error_method"),
             "cleanlab_issues": fails.get("cleanlab_issues"),
-            "top": tracked, "tracking": tracking,
+            "top": v0["failures"]["top"], "tracking": v0["failures"]["tracking"],
             "per_class_confident_errors": [{"name": r["name"], "count": r["confident_errors"]}
                                            for r in fails["top_confident_error_classes"]],
         },
         "explain": explain_block, "figures": figs,
+        "variants": variants,
         "environment": {k: env.get(k) for k in ("cifarlens", "torch", "python", "device",
                                                  "device_name", "cpu_model", "gpu_model",
                                                  "precision", "git_commit", "threads")},
     }
+    if len(variants) >= 2:
+        summary["ablation"] = ablation_table(variants)
+    return summary
 
 
 def _pc(r: dict) -> dict:
@@ -540,11 +813,11 @@ def _pc(r: dict) -> dict:
             "delta": r["delta"]}
 
 
-def _correct_pair(runs, seed) -> tuple[np.ndarray, np.ndarray]:
+def _correct_pair(runs, seed, arm: str = SINGLE_SLUG) -> tuple[np.ndarray, np.ndarray]:
     from .evaluate import load_predictions
 
     a = load_predictions(runs["baseline"][seed], "test")
-    b = load_predictions(runs["variant"][seed], "test")
+    b = load_predictions(runs[arm][seed], "test")
     return a["pred"] == a["labels"], b["pred"] == b["labels"]
 
 
