@@ -203,3 +203,15 @@ def test_cli_register_import_verify_info(tmp_path, capsys):
     assert main(["data", "import", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "e")]) == 1
     assert main(["complexity", "--dataset", "user"]) == 1
     assert "manifest" in capsys.readouterr().err
+
+
+def test_report_names_user_data_and_never_cifar():
+    from cifarlens.report import dataset_title, replication_applies
+
+    sm = {"dataset": "user", "data_source": "user", "data_name": "pics"}
+    assert dataset_title(sm) == "your data: pics"
+    why = replication_applies(sm)
+    assert "the study ran on your data: pics, not CIFAR-100" in why
+    assert not any("generated" in w or "the dataset is" in w for w in why)
+    assert dataset_title({"dataset": "cifar100", "data_source": "official"}) == "CIFAR-100"
+    assert dataset_title({"dataset": "cifar100", "data_source": "generated"}) == "CIFAR-100"
