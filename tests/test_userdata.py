@@ -215,3 +215,14 @@ def test_report_names_user_data_and_never_cifar():
     assert not any("generated" in w or "the dataset is" in w for w in why)
     assert dataset_title({"dataset": "cifar100", "data_source": "official"}) == "CIFAR-100"
     assert dataset_title({"dataset": "cifar100", "data_source": "generated"}) == "CIFAR-100"
+
+
+def test_a_model_that_cannot_take_the_image_size_is_refused_before_training():
+    from cifarlens.models import build_model
+    from cifarlens.userdata import check_input_size
+
+    with pytest.raises(CifarlensError, match="model small does not take the data's 16x16 images"):
+        check_input_size(build_model("small", 3), 16, "small")
+    model = build_model("resnet18", 3)
+    check_input_size(model, 16, "resnet18")  # adaptive pooling: any size
+    assert model.training  # left as it was

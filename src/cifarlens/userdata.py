@@ -504,3 +504,25 @@ def import_images(src: str | os.PathLike, data_dir: str | os.PathLike | None, *,
     files[USER_MANIFEST] = (json.dumps(manifest, indent=2) + "\n").encode()
     return install_folder(root, USER_FOLDER, files)
 
+
+
+def check_input_size(model, side: int, name: str) -> None:
+    """Refuse, in one line before training, a model that cannot take side x side images (the
+    user's data imported at another --size than 32: the built-in VGGs' heads fit 32x32 only)."""
+    import torch
+
+    p = next(model.parameters(), None)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, side, side, device=p.device if p is not None else "cpu"))
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise RuntimeError(f"output {type(out).__name__}")
+    except Exception as e:
+        raise CifarlensError(
+            f"model {name} does not take the data's {side}x{side} images ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); the built-in baseline and small take "
+            "only 32x32: import the images again with --size 32, or use resnet18") from None
+    finally:
+        model.train(was)
