@@ -226,3 +226,13 @@ def test_a_model_that_cannot_take_the_image_size_is_refused_before_training():
     model = build_model("resnet18", 3)
     check_input_size(model, 16, "resnet18")  # adaptive pooling: any size
     assert model.training  # left as it was
+
+
+def test_a_renamed_dataset_folder_is_refused_with_the_fix(tmp_path):
+    folder = make_cifar100_layout(tmp_path / "x" / "cifar-100-python")
+    register(folder)
+    moved = folder.rename(tmp_path / "x" / "renamed")
+    with pytest.raises(CifarlensError, match="rename it cifarlens-user"):
+        D.load_dataset("user", moved, download=False)
+    with pytest.raises(CifarlensError, match="no registered user data"):
+        D.load_dataset("user", tmp_path / "x", download=False)

@@ -183,6 +183,10 @@ def locate_user(data_dir: str | os.PathLike | None) -> Path:
     the one of USER_FOLDERS inside it that holds one."""
     root = default_data_dir(data_dir)
     if (root / USER_MANIFEST).is_file():
+        if root.name not in USER_FOLDERS:  # renamed after registering: runs could not find it
+            raise CifarlensError(f"{root} holds registered data but a run finds user data by its "
+                                 f"folder's name: rename it {USER_FOLDER} (or cifar-100-python / "
+                                 "cifar-10-batches-py)")
         return root
     found = [root / n for n in USER_FOLDERS if (root / n / USER_MANIFEST).is_file()]
     if len(found) == 1:
