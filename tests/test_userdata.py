@@ -1,7 +1,6 @@
 """Your own data: register a CIFAR-format folder, import an image folder, read it verified."""
 
 import json
-import os
 import pickle
 import shutil
 
@@ -35,12 +34,6 @@ def make_cifar100_layout(folder, k=4, n_train=6, n_test=3, coarse=None, seed=0, 
         meta[b"coarse_label_names"] = [f"group{g}".encode() for g in range(max(coarse) + 1)]
     _pickle(meta, folder / "meta")
     return folder
-
-
-def _old(folder):
-    """Make every file look older than the cache's racy window (as real data is)."""
-    for p in folder.iterdir():
-        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns - 10**10))
 
 
 def test_register_writes_manifest_once_and_reads_verified(tmp_path):
