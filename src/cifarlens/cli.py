@@ -267,14 +267,51 @@ def cmd_data_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_data_info(a: argparse.Namespace) -> int:
-    from .data import DATASETS, default_data_dir
+    from .data import DATASETS, USER, default_data_dir
+    from .userdata import USER_FOLDERS, USER_MANIFEST, read_manifest
 
     root = default_data_dir(a.data_dir)
     print(f"data folder: {root}")
     for name, spec in DATASETS.items():
+        if name == USER:
+            continue
         folder, archive = root / spec["folder"], root / spec["archive"]
         state = "extracted" if folder.is_dir() else "archive only" if archive.exists() else "absent"
         print(f"  {name}: {state} ({folder if folder.is_dir() else archive})")
+    for folder in [root] + [root / n for n in USER_FOLDERS]:
+        if (folder / USER_MANIFEST).is_file():
+            try:
+                m = read_manifest(folder)
+                state = (f"registered as {m['name']!r}, {m['num_classes']} classes, "
+                         f"{m['sizes']['train']} train / {m['sizes']['test']} test images")
+            except CifarlensError as e:
+                state = f"unreadable manifest ({e})"
+            print(_one_line(f"  user: {state} ({folder})"))
+    return 0
+
+
+def cmd_data_register(a: argparse.Namespace) -> int:
+    from .userdata import register
+
+    folder, m, what = register(a.dir, a.name, force=a.force)
+    said = {"unchanged": "already registered, files unchanged; nothing written",
+            "registered": "registered", "re-registered": "registered again"}[what]
+    print(_one_line(f"{folder}: {said}: {m['name']!r}, {m['layout']} layout, "
+                    f"{m['num_classes']} classes, {m['sizes']['train']} train / "
+                    f"{m['sizes']['test']} test images of {m['image_size']}x{m['image_size']}"
+                    + (f", {m['superclasses']} superclasses" if m["superclasses"] else "")
+                    + f"; use it with --dataset user --data-dir {folder}"))
+    return 0
+
+
+def cmd_data_import(a: argparse.Namespace) -> int:
+    from .userdata import import_images, read_manifest
+
+    folder = import_images(a.src, a.data_dir, size=a.size, name=a.name)
+    m = read_manifest(folder)
+    print(_one_line(f"imported {m['sizes']['train']} train / {m['sizes']['test']} test images "
+                    f"of {m['num_classes']} classes as {m['name']!r} into {folder}; use it with "
+                    f"--dataset user --data-dir {folder}"))
     return 0
 
 
@@ -542,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "list of rows (name, type, output_shape, params, flops, calls)")
     c.set_defaults(func=cmd_complexity)
 
-    dp = sub.add_parser("data", help="dataset tools: synth, info, verify, download")
+    dp = sub.add_parser("data", help="dataset tools: synth, info, verify, download, register, "
+                                     "import")
     dsub = dp.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     dsub.required = True
     from .synth import DATASETS as SYNTH
@@ -558,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", "--out", dest="data_dir", metavar="DIR",
                    help="data folder to write into (default: $CIFARLENS_DATA or the user cache); "
                         "--out is the older name")
-    s.add_argument("--dataset", choices=sorted(DATASETS), default="cifar100",
+    s.add_argument("--dataset", choices=sorted(SYNTH), default="cifar100",
                    help="format to write (default cifar100)")
     s.add_argument("--train-per-class", type=_int_range(1, 10_000),
                    help="training images per class (default: "
@@ -582,6 +620,39 @@ def build_parser() -> argparse.ArgumentParser:
     dl = dsub.add_parser("download", help="download and verify the official archive")
     _add_data_args(dl)
     dl.set_defaults(func=cmd_data_download)
+    r = dsub.add_parser(
+        "register", help="check your own CIFAR-format data and write its checksums once",
+        description="Check a folder of CIFAR python files that is not the official data (a "
+                    "relabelled CIFAR-100, a subset, your own classes) and write its manifest "
+                    "cifarlens-data.json (MD5 and size of every file, classes, image counts) "
+                    "once; every later read checks the files against it. Then: "
+                    "--dataset user --data-dir DIR. See docs/data.md.",
+        epilog="example: cifarlens data register ~/data/relabelled/cifar-100-python "
+               "--name relabelled")
+    r.add_argument("dir", metavar="DIR",
+                   help="the folder holding the files (named cifarlens-user, cifar-100-python or "
+                        "cifar-10-batches-py), or its parent")
+    r.add_argument("--name", help="what reports call the data (default: the folder's name, or "
+                                  "its parent's for the standard folder names)")
+    r.add_argument("--force", action="store_true",
+                   help="register again although files changed since the last registration")
+    r.set_defaults(func=cmd_data_register)
+    im = dsub.add_parser(
+        "import", help="convert a folder of images in class subfolders into CIFAR format",
+        description="Convert SRC/train/CLASS/*.png|jpg|jpeg and SRC/test/CLASS/... once into "
+                    "the CIFAR python format (uint8 arrays, label names from the folder names "
+                    "sorted) in DIR/cifarlens-user, with its manifest. Images are centre-cropped "
+                    "to a square and resized to --size (bicubic). Nothing is left behind when an "
+                    "image cannot be read. Then: --dataset user --data-dir DIR.",
+        epilog="example: cifarlens data import ~/pictures/flowers --data-dir ~/data/flowers")
+    im.add_argument("src", metavar="SRC", help="folder with train/ and test/ class folders")
+    im.add_argument("--data-dir", required=True, metavar="DIR",
+                    help="folder to write cifarlens-user/ into (must not hold one yet)")
+    im.add_argument("--size", type=_int_range(8, 512), default=32,
+                    help="image side in pixels (default 32; the built-in VGG models take only "
+                         "32, resnet18 any size from 8)")
+    im.add_argument("--name", help="what reports call the data (default: SRC's folder name)")
+    im.set_defaults(func=cmd_data_import)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

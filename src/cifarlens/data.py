@@ -16,12 +16,15 @@ verified); nothing that exists is replaced or deleted.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import io
 import os
 import pickle
 import pickletools
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from .errors import CifarlensError
 
 ENV_DATA_DIR = "CIFARLENS_DATA"
 SYNTH_MANIFEST = "cifarlens-synth.json"
+USER_MANIFEST = "cifarlens-data.json"  # the user's own data: userdata.py
 
 DATASETS: dict[str, dict] = {
     "cifar100": {
@@ -70,6 +74,24 @@ DATASETS: dict[str, dict] = {
         },
     },
 }
+
+USER = "user"
+
+
+class _UserSpec(dict):
+    """The `user` entry of DATASETS: the user's own data in the CIFAR python format, described
+    by the manifest `cifarlens data register`/`import` wrote beside its files (userdata.py).
+    What the official entries fix (classes, files, checksums) is read from that manifest, so
+    asking this table for it is a clear error, not a KeyError."""
+
+    def __missing__(self, key: str):
+        raise CifarlensError(f"the {key.replace('_', ' ')} of user data is read from its folder's "
+                             f"manifest, not known in advance (this command needs --dataset "
+                             f"{' or '.join(n for n in DATASETS if n != USER)})")
+
+
+# `--dataset user --data-dir DIR`: see userdata.py for the folder layout and its manifest.
+DATASETS[USER] = _UserSpec(folder="cifarlens-user")
 
 # A manifest lists a few small fields and one box (and at most one flipped label) per image:
 # anything larger than this per image the data files can hold is not a manifest.
@@ -273,22 +295,26 @@ def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _check_md5(data: bytes, name: str, md5s: dict[str, str], where: str) -> None:
+def _check_md5(data: bytes, name: str, md5s: dict[str, str], where: str) -> str:
+    """The file's MD5, once it matched the expected one."""
     want = md5s.get(name)
     got = md5_bytes(data)
     if want is None or got != want:
         raise CifarlensError(f"checksum mismatch for {where}: expected MD5 {want}, got {got}; "
                              "the file is corrupt or was modified (delete it and download again)")
+    return got
 
 
-def _images(d: dict, source: str, file_bytes: int) -> np.ndarray:
+def _images(d: dict, source: str, file_bytes: int, side: int = 32) -> np.ndarray:
     x = d.get(b"data")
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
-        raise CifarlensError(f"bad image array in {source}: need uint8 (N, 3072)")
+    row = 3 * side * side
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != row:
+        raise CifarlensError(f"bad image array in {source}: need uint8 (N, {row}) "
+                             f"({side}x{side} RGB rows)")
     if x.nbytes > file_bytes:  # unreachable through the guarded unpickler; kept as the rule
         raise CifarlensError(f"{source} declares {len(x)} images ({x.nbytes} bytes) but holds "
                              f"only {file_bytes} bytes")
-    return x.reshape(-1, 3, 32, 32)
+    return x.reshape(-1, 3, side, side)
 
 
 def _labels(d: dict, key: bytes, n: int, k: int, source: str) -> np.ndarray:
@@ -388,25 +414,24 @@ def _data_files(spec: dict) -> list[str]:
     return [spec["meta"], *spec["train"], *spec["test"]]
 
 
-def _build(name: str, source: str, folder: Path, get: Callable[[str], bytes],
+def _build(name: str, source: str, folder: Path, get: Callable[[str], tuple[bytes, str]],
            where: Callable[[str], str], manifest: dict | None) -> CifarData:
     """Decode verified file bytes into a CifarData, checking every field against the format.
 
-    `get(file)` returns a file's verified bytes; it is called once per file, so only one raw
-    file is held at a time beside the decoded arrays."""
+    `get(file)` returns a file's verified bytes and their MD5; it is called once per file, so
+    only one raw file is held at a time beside the decoded arrays."""
     spec = dataset_spec(name)
     k = spec["num_classes"]
-    meta_bytes = get(spec["meta"])
+    meta_bytes, meta_md5 = get(spec["meta"])
     meta = safe_unpickle(meta_bytes, where(spec["meta"]))
     # The data's identity by content (MD5 of every file), recorded by runs at creation.
-    md5: dict[str, str] = {spec["meta"]: md5_bytes(meta_bytes)}
+    md5: dict[str, str] = {spec["meta"]: meta_md5}
     out: dict = {"identity": {"dataset": name, "source": source, "md5": md5}}
     fine_key = b"fine_labels" if name == "cifar100" else b"labels"
     for split in ("train", "test"):
         xs, ys, cs = [], [], []
         for f in spec[split]:
-            raw = get(f)
-            md5[f] = md5_bytes(raw)
+            raw, md5[f] = get(f)
             d = safe_unpickle(raw, where(f))
             x = _images(d, where(f), len(raw))
             del raw
@@ -442,16 +467,17 @@ def _build(name: str, source: str, folder: Path, get: Callable[[str], bytes],
 def _fine_to_coarse(out: dict, fine_names: list[str], coarse_names: list[str], where: str
                     ) -> np.ndarray:
     """The fine->coarse table, refusing a fine class labelled with two coarse classes (in either
-    split) or coarse labels that do not form 20 groups."""
-    missing = np.flatnonzero(np.bincount(out["train_y"], minlength=100) == 0).tolist()
+    split) or coarse labels that do not form one group per coarse name (20 for CIFAR-100)."""
+    k, kc = len(fine_names), len(coarse_names)
+    missing = np.flatnonzero(np.bincount(out["train_y"], minlength=k) == 0).tolist()
     if missing:
         raise CifarlensError(f"{where}: fine classes {_classes(missing, fine_names)} have no "
                              "training images")
     fine = np.concatenate([out["train_y"], out["test_y"]])
     coarse = np.concatenate([out["train_coarse"], out["test_coarse"]])
-    pairs = np.unique(fine * 20 + coarse)
-    f_of, c_of = pairs // 20, pairs % 20
-    counts = np.bincount(f_of, minlength=100)
+    pairs = np.unique(fine * kc + coarse)
+    f_of, c_of = pairs // kc, pairs % kc
+    counts = np.bincount(f_of, minlength=k)
     if (counts > 1).any():
         c = int(np.flatnonzero(counts > 1)[0])
         both = c_of[f_of == c].tolist()
@@ -459,11 +485,11 @@ def _fine_to_coarse(out: dict, fine_names: list[str], coarse_names: list[str], w
             f"{where}: inconsistent coarse labels: fine class {_classes([c], fine_names)} is "
             f"labelled coarse {_classes(both, coarse_names)} ({int((counts > 1).sum())} fine "
             "classes with more than one coarse class)")
-    f2c = np.empty(100, dtype=np.int64)
+    f2c = np.empty(k, dtype=np.int64)
     f2c[f_of] = c_of
-    unused = sorted(set(range(20)) - set(f2c.tolist()))
+    unused = sorted(set(range(kc)) - set(f2c.tolist()))
     if unused:
-        raise CifarlensError(f"{where}: coarse labels form {20 - len(unused)} groups, need 20: "
+        raise CifarlensError(f"{where}: coarse labels form {kc - len(unused)} groups, need {kc}: "
                              f"coarse classes {_classes(unused, coarse_names)} have no fine class")
     return f2c
 
@@ -489,6 +515,9 @@ def read_folder(folder: Path, name: str) -> CifarData:
         except OSError as e:
             raise CifarlensError(f"cannot read data file {folder / f}: {e.strerror or e}") from None
     manifest = None
+    if (folder / USER_MANIFEST).exists() and not (folder / SYNTH_MANIFEST).exists():
+        raise CifarlensError(f"{folder} holds your own data (registered, {USER_MANIFEST}), not "
+                             f"the official {name}: read it with --dataset user")
     if (folder / SYNTH_MANIFEST).exists():
         raw = read_bytes(folder / SYNTH_MANIFEST, "manifest")
         manifest = parse_manifest(raw, str(folder / SYNTH_MANIFEST), name, sum(sizes.values()))
@@ -496,10 +525,9 @@ def read_folder(folder: Path, name: str) -> CifarData:
     else:
         md5s, source = spec["md5"], "official"
 
-    def get(f: str) -> bytes:
+    def get(f: str) -> tuple[bytes, str]:
         raw = read_bytes(folder / f, "data file")
-        _check_md5(raw, f, md5s, str(folder / f))
-        return raw
+        return raw, _check_md5(raw, f, md5s, str(folder / f))
 
     return _build(name, source, folder, get, lambda f: str(folder / f), manifest)
 
@@ -547,7 +575,12 @@ def read_archive(archive: Path, name: str) -> CifarData:
     spec = dataset_spec(name)
     archive = Path(archive).absolute()
     files, source, manifest = read_archive_files(archive, name)
-    data = _build(name, source, archive.parent / spec["folder"], files.pop,
+
+    def get(f: str) -> tuple[bytes, str]:  # verified by read_archive_files
+        raw = files.pop(f)
+        return raw, md5_bytes(raw)
+
+    data = _build(name, source, archive.parent / spec["folder"], get,
                   lambda f: f"{archive} (member {spec['folder']}/{f})", manifest)
     data.extra["archive"] = archive
     return data
@@ -563,6 +596,10 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
     nothing is written: a folder that is not there is an error (`load_dataset` then reads the
     archive in memory).
     """
+    if name == USER:  # the user's own data is found, never downloaded
+        from .userdata import locate_user
+
+        return locate_user(data_dir)
     spec = dataset_spec(name)
     root = default_data_dir(data_dir)
     if root.name == spec["folder"] and root.is_dir():  # pointed straight at the folder
@@ -588,19 +625,117 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
 
 def load_dataset(name: str = "cifar100", data_dir: str | os.PathLike | None = None, *,
                  download: bool = True, progress: bool = True) -> CifarData:
-    """Read a dataset, verified. Only with `download` may the data folder be written to."""
+    """Read a dataset, verified. Only with `download` may the data folder be written to.
+
+    Read once per process: the verified data of the last CACHE_SIZE datasets is kept, keyed on
+    the dataset, the resolved path and the size, mtime and inode of every file read. A later
+    call re-reads and re-verifies only when one of those changed (or was written so shortly
+    before it was read that an in-place change could keep them equal, see `_DataCache`). The
+    arrays are shared between the calls that get them: treat them as read-only.
+    """
+    if name == USER:
+        from .userdata import locate_user, read_user
+
+        folder = locate_user(data_dir)
+        return _CACHE.get(name, folder, lambda: read_user(folder), _user_files)
     if download:
-        return read_folder(locate(name, data_dir, download=True, progress=progress), name)
+        folder = locate(name, data_dir, download=True, progress=progress)
+        return _CACHE.get(name, folder, lambda: read_folder(folder, name), _folder_files)
     spec = dataset_spec(name)
     root = default_data_dir(data_dir)
     if root.name == spec["folder"] and root.is_dir():
-        return read_folder(root, name)
-    if (root / spec["folder"]).is_dir():
-        return read_folder(root / spec["folder"], name)
-    if (root / spec["archive"]).is_file():
-        return read_archive(root / spec["archive"], name)
-    raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
-                         f"{spec['folder']}/ folder there, or allow downloading")
+        folder = root
+    elif (root / spec["folder"]).is_dir():
+        folder = root / spec["folder"]
+    elif (root / spec["archive"]).is_file():
+        archive = root / spec["archive"]
+        return _CACHE.get(name, archive, lambda: read_archive(archive, name), lambda p, n: [p])
+    else:
+        raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
+                             f"{spec['folder']}/ folder there, or allow downloading")
+    return _CACHE.get(name, folder, lambda: read_folder(folder, name), _folder_files)
+
+
+def _folder_files(folder: Path, name: str) -> list[Path]:
+    return [folder / f for f in (*_data_files(dataset_spec(name)), SYNTH_MANIFEST)]
+
+
+def _user_files(folder: Path, name: str) -> list[Path]:
+    from .userdata import USER_MANIFEST, manifest_files
+
+    return [folder / USER_MANIFEST, *(folder / f for f in manifest_files(folder))]
+
+
+CACHE_SIZE = 2  # a study reads one dataset; two let a script alternate between two
+# A file written less than this before it was read may change again within the filesystem's
+# timestamp granularity (coarse clocks tick every few ms) with its size and mtime unchanged.
+RACY_NS = 2_000_000_000
+
+
+class _DataCache:
+    """The verified data of the last few datasets read in this process.
+
+    Keyed on (dataset, resolved path); an entry holds the data and the signature (size,
+    mtime_ns, inode; or absent) of every file it was read from. A hit costs one stat per file.
+    Like git's racy-index rule, an entry whose files were modified within RACY_NS of the read is
+    not trusted: it is read and verified again until its files are old enough.
+    """
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self.entries: OrderedDict = OrderedDict()
+        self.enabled = True
+
+    @staticmethod
+    def _signature(paths: list[Path]) -> tuple:
+        sig = []
+        for p in paths:
+            try:
+                st = p.stat()
+            except OSError:
+                sig.append((str(p), None))
+                continue
+            sig.append((str(p), st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(sig)
+
+    def get(self, name: str, path: Path, read: Callable[[], CifarData],
+            files: Callable[[Path, str], list[Path]]) -> CifarData:
+        if not self.enabled or CACHE_SIZE < 1:
+            return read()
+        key = (name, str(Path(path).resolve()))
+        hit = self.entries.get(key)
+        if hit is not None:
+            data, sig, read_at = hit
+            if self._signature(files(Path(path), name)) == sig and not self._racy(sig, read_at):
+                self.entries.move_to_end(key)
+                return dataclasses.replace(data, extra=dict(data.extra),
+                                           identity=copy.deepcopy(data.identity))
+            del self.entries[key]
+        before = self._signature(files(Path(path), name))
+        read_at = time.time_ns()
+        data = read()
+        # files that changed while they were read: do not remember what was read
+        if self._signature(files(Path(path), name)) == before:
+            self.entries[key] = (data, before, read_at)
+            while len(self.entries) > CACHE_SIZE:
+                self.entries.popitem(last=False)
+        return data
+
+    @staticmethod
+    def _racy(sig: tuple, read_at: int) -> bool:
+        return any(len(s) > 2 and s[2] >= read_at - RACY_NS for s in sig)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+_CACHE = _DataCache()
+
+
+def clear_cache() -> None:
+    """Forget every dataset read so far in this process (the next load reads and verifies)."""
+    _CACHE.clear()
 
 
 # --- split and normalization -------------------------------------------------------------------

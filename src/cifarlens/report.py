@@ -101,7 +101,7 @@ SECTIONS: list[tuple[str, str]] = [
 FIGURES: dict[str, tuple[str, str]] = {
     "curves": ("metrics", "Training and validation loss and accuracy per epoch"),
     "confusion": ("confusions", "Confusion matrix of the baseline on the test split"),
-    "confusion_superclass": ("confusions", "Confusions aggregated to the 20 superclasses"),
+    "confusion_superclass": ("confusions", "Confusions aggregated to the superclasses"),
     "reliability": ("calibration", "Reliability diagram: accuracy against confidence"),
     "confidence_hist": ("calibration", "Confidence histograms of right and wrong predictions"),
     "failure_gallery": ("failure-cases", "The baseline's most confident test failures"),
@@ -117,6 +117,14 @@ FIGURES: dict[str, tuple[str, str]] = {
 }
 
 DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10"}
+
+
+def dataset_title(sm: dict[str, Any]) -> str:
+    """How the report names the study's data: the official name, or for the user's own data
+    (data_source "user") "your data: NAME", never CIFAR-100 or generated data."""
+    if sm.get("data_source") == "user":
+        return f"your data: {_s(sm.get('data_name'), 'unnamed')}"
+    return DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
 STATUS_TEXT = {
     "fixed": "fixed",
     "still_wrong": "still wrong (same class)",
@@ -700,12 +708,14 @@ def replication_applies(sm: dict[str, Any]) -> list[str]:
     """Why this study's numbers cannot be set against the seed report's ([] = they can)."""
     why = []
     src = sm.get("data_source")
+    ds = sm.get("dataset")
     if src == "generated":
         why.append("the study ran on generated data, not CIFAR-100")
+    elif src == "user":
+        why.append(f"the study ran on {dataset_title(sm)}, not CIFAR-100")
     elif src is None:
         why.append("the study does not record its data source")
-    ds = sm.get("dataset")
-    if ds != SEED_REPORT["dataset"]:
+    if ds != SEED_REPORT["dataset"] and src != "user":
         why.append(f"the dataset is {_s(ds)}, not CIFAR-100")
     ch = _d(sm.get("change"))
     key, b, v = SEED_REPORT["change"]
@@ -968,7 +978,8 @@ class _View:
         self.env = _d(sm.get("environment"))
         self.split = _d(sm.get("split"))
         self.cfg = _d(sm.get("config"))
-        self.dataset = DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
+        self.dataset = dataset_title(sm)
+        self.user_data = sm.get("data_source") == "user"
         self.generated = sm.get("data_source") == "generated"
         self.ckey = _s(self.change.get("key"))
         # None is a real setting value here (e.g. train_limit=None: use all images)
@@ -1223,6 +1234,8 @@ def _sec_dataset(v: _View) -> list[Block]:
         f"Dataset: {v.dataset} with {fmt_int(v.sm.get('num_classes'))} classes; source: {src}"
         + (" (the official archive)." if src == "official" else
            f" (a synthetic stand-in in the official format, NOT {v.dataset})." if v.generated
+           else " (your own data in the CIFAR python format, every file checked against the "
+                "checksums written when it was registered)." if v.user_data
            else ".")))
     used, train = num(v.split.get("train_used")), num(v.split.get("train"))
     rows = [["Train", fmt_int(v.split.get("train"))],
@@ -1362,6 +1375,8 @@ def _sec_confusions(v: _View) -> list[Block]:
         out += v.figs("confusions", "confusion_superclass")
     else:
         out.append(_note(
+            "Superclass analysis was not computed (your data defines no superclasses: its files "
+            "have no coarse labels)." if v.user_data else
             "Superclass analysis was not computed (the dataset has no superclass labels, "
             "e.g. CIFAR-10)."))
     return out

@@ -777,6 +777,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
     summary = {
         "title": "cifarlens study", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "dataset": data.name, "data_source": data.source, "num_classes": data.num_classes,
+        "data_name": data.identity.get("name"),  # the user's own data: what reports call it
         "split": {"train": int(len(split["train"])), "val": int(len(split["val"])),
                   "test": int(len(pa["labels"])), "train_used": int(len(split["train_used"]))},
         "normalization": read_json(ra / "norm.json"),

@@ -504,6 +504,10 @@ def _model_and_optimizer(cfg: TrainConfig, d: Dist, data: CifarData, rt: _Runtim
     device, precision = rt.device, rt.precision
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.num_classes).to(device)
+    if data.train_x.shape[-1] != 32:  # your data imported at another --size (userdata.py)
+        from .userdata import check_input_size
+
+        check_input_size(model, data.train_x.shape[-1], cfg.model)
     if td.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt_kw: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
