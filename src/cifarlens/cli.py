@@ -516,6 +516,8 @@ _EXAMPLES: dict[str, str] = {
     "data info": "cifarlens data info --data-dir data",
     "data verify": "cifarlens data verify --dataset cifar100 --data-dir data",
     "data download": "cifarlens data download --dataset cifar100",
+    "data register": "cifarlens data register ~/data/relabelled/cifar-100-python --name relabelled",
+    "data import": "cifarlens data import ~/pictures/flowers --data-dir ~/data/flowers",
     "evaluate": "cifarlens evaluate runs/smoke --split test",
     "failures": "cifarlens failures runs/smoke --top 12",
     "explain": "cifarlens explain runs/smoke --failures 6 --target both",
@@ -626,9 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "relabelled CIFAR-100, a subset, your own classes) and write its manifest "
                     "cifarlens-data.json (MD5 and size of every file, classes, image counts) "
                     "once; every later read checks the files against it. Then: "
-                    "--dataset user --data-dir DIR. See docs/data.md.",
-        epilog="example: cifarlens data register ~/data/relabelled/cifar-100-python "
-               "--name relabelled")
+                    "--dataset user --data-dir DIR. See docs/data.md.")
     r.add_argument("dir", metavar="DIR",
                    help="the folder holding the files (named cifarlens-user, cifar-100-python or "
                         "cifar-10-batches-py), or its parent")
@@ -643,8 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the CIFAR python format (uint8 arrays, label names from the folder names "
                     "sorted) in DIR/cifarlens-user, with its manifest. Images are centre-cropped "
                     "to a square and resized to --size (bicubic). Nothing is left behind when an "
-                    "image cannot be read. Then: --dataset user --data-dir DIR.",
-        epilog="example: cifarlens data import ~/pictures/flowers --data-dir ~/data/flowers")
+                    "image cannot be read. Then: --dataset user --data-dir DIR.")
     im.add_argument("src", metavar="SRC", help="folder with train/ and test/ class folders")
     im.add_argument("--data-dir", required=True, metavar="DIR",
                     help="folder to write cifarlens-user/ into (must not hold one yet)")
