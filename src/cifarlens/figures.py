@@ -16,8 +16,14 @@ import matplotlib
 from matplotlib.figure import Figure
 
 DPI = 150
-COLORS = {"baseline": "#1f77b4", "variant": "#d62728", "train": "#1f77b4", "val": "#ff7f0e",
+# The one colour pair for the two arms in every figure and in the report (Okabe-Ito blue and
+# orange: told apart with the common colour-vision deficiencies, and never the right/wrong green
+# and red). Train vs validation is told by line style, not colour.
+ARM_COLORS = {"baseline": "#0072b2", "variant": "#e69f00"}
+COLORS = {**ARM_COLORS, "train": "#1f77b4", "val": "#ff7f0e",
           "right": "#2ca02c", "wrong": "#d62728", "neutral": "#7f7f7f"}
+# Line style per curve kind when arms are told by colour.
+CURVE_STYLES = {"train": "--", "val": "-"}
 
 # Applied while a figure is built and while it is drawn (tick labels are made at draw time).
 # Not text.parse_math=False: that breaks matplotlib's own log-scale tick labels; data text is

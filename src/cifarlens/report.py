@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import math
 import re
@@ -26,16 +27,19 @@ from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
+from PIL import Image
 
 from ._io import locked, read_json, write_text
 from .errors import CifarlensError
 
 __all__ = [
     "ALPHA",
+    "COLLAPSED",
     "SECTIONS",
     "build_context",
     "change_verdict",
     "clean_text",
+    "compact_image",
     "describe_border",
     "describe_calibration_change",
     "describe_change",
@@ -46,9 +50,12 @@ __all__ = [
     "describe_replication",
     "describe_seed_level",
     "describe_seeds",
+    "describe_still_improving",
     "describe_superclass",
     "describe_temperature",
     "describe_tracking",
+    "first_screen",
+    "first_screen_ablation",
     "fmt_auc",
     "headline",
     "fmt_flops",
@@ -66,6 +73,7 @@ __all__ = [
     "render_report",
     "replication_applies",
     "replication_verdict",
+    "still_improving",
 ]
 
 ALPHA = 0.05
@@ -73,6 +81,14 @@ NA = "n/a"
 UNSET = "not set"  # a config value of None
 MAX_FIGURE_BYTES = 25 * 1024 * 1024  # a bigger "figure" is surely not one of ours
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Embedding (measured on the 3-seed demo, docs/report.md): photo-like grids as JPEG, at most
+# PHOTO_MAX_WIDTH px wide (their content is 32 px images blown up, so nothing is lost), and line
+# plots / heatmaps as 256-colour palette PNGs (99% of pixels within 4/255 of the original).
+PHOTO_FIGURES = frozenset({"failure_gallery", "gradcam_failures", "gradcam_tracking"})
+PHOTO_MAX_WIDTH = 800
+JPEG_QUALITY = 85
+# The figures the first screen shows (each embedded there only; its section points to it).
+FIRST_SCREEN_FIGURES = ("curves", "gradcam_tracking")
 
 # (anchor id, title): order and wording are the report's table of contents.
 SECTIONS: list[tuple[str, str]] = [
@@ -92,6 +108,11 @@ SECTIONS: list[tuple[str, str]] = [
     ("reflection", "Reflection"),
     ("reproducibility", "Reproducibility"),
 ]
+
+# Sections collapsed in the HTML (<details> closed): the details a reader opens on demand. The
+# first screen above them answers the question; Markdown shows every section, in this order.
+COLLAPSED = frozenset({"replication", "dataset", "architecture", "training-setup",
+                       "calibration", "grad-cam", "complexity", "reproducibility"})
 
 # figure key -> (section id, caption). Unknown keys go to an appendix section.
 FIGURES: dict[str, tuple[str, str]] = {
@@ -856,6 +877,29 @@ class Figure:
     data_uri: str = ""
     md_path: MdRaw = field(default_factory=lambda: MdRaw(""))
     note: str = ""
+    sha: str = ""  # of the PNG file, so an image listed twice is embedded once
+    first: bool = False  # shown on the first screen (not lazy-loaded)
+
+
+def compact_image(data: bytes, photo: bool) -> tuple[str, bytes]:
+    """(mime type, bytes) of a PNG re-encoded for embedding: a photo-like grid as JPEG
+    (quality JPEG_QUALITY, at most PHOTO_MAX_WIDTH px wide), a plot as a 256-colour palette
+    PNG when that is smaller (flat colours and colormaps survive it), else the PNG as given."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        rgba = im.convert("RGBA")
+    rgb = Image.new("RGB", rgba.size, "white")  # our figures are drawn on white
+    rgb.paste(rgba, mask=rgba.getchannel("A"))
+    out = io.BytesIO()
+    if photo:
+        if rgb.width > PHOTO_MAX_WIDTH:
+            h = max(1, round(rgb.height * PHOTO_MAX_WIDTH / rgb.width))
+            rgb = rgb.resize((PHOTO_MAX_WIDTH, h), Image.Resampling.LANCZOS)
+        rgb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
+        return "image/jpeg", out.getvalue()
+    pal = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    pal.save(out, "PNG", optimize=True)
+    return ("image/png", out.getvalue()) if out.tell() < len(data) else ("image/png", data)
 
 
 def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
@@ -893,7 +937,13 @@ def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
     if not data.startswith(PNG_MAGIC):
         fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a PNG file"
         return fig
-    fig.data_uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    try:
+        mime, small = compact_image(data, photo=key in PHOTO_FIGURES)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a readable PNG"
+        return fig
+    fig.sha = hashlib.sha256(data).hexdigest()
+    fig.data_uri = f"data:{mime};base64," + base64.b64encode(small).decode("ascii")
     # Markdown links to the file itself, percent-encoded so spaces or ')' cannot break the link.
     fig.md_path = MdRaw(quote(target.relative_to(root).as_posix()))
     return fig
@@ -980,11 +1030,25 @@ class _View:
                 sid, cap = FIGURES.get(key, ("appendix", f"Figure '{clean_text(key)}'"))
                 self.placed[sid].append(load_figure(self.study_dir, str(key),
                                                     self.figs_in[key], cap))
+        # The first screen's figures are numbered first; then in order of appearance.
+        by_key = {f.key: f for fs in self.placed.values() for f in fs}
+        self.first_figs = [by_key[k] for k in FIRST_SCREEN_FIGURES
+                           if k in by_key and by_key[k].status == "ok"]
+        order = self.first_figs + [f for sid in [s for s, _ in SECTIONS] + ["appendix"]
+                                   for f in self.placed[sid] if f not in self.first_figs]
+        seen: dict[str, Figure] = {}
         counter = 0
-        for sid in [s for s, _ in SECTIONS] + ["appendix"]:
-            for f in self.placed[sid]:
-                counter += 1
-                f.number = counter
+        for f in order:
+            f.first = f in self.first_figs
+            if f.status == "ok" and f.sha in seen:  # the same image listed twice: embed once
+                f.status, f.data_uri = "dup", ""
+                f.number = seen[f.sha].number
+                f.note = f"The same image as Figure {f.number}."
+                continue
+            if f.status == "ok":
+                seen[f.sha] = f
+            counter += 1
+            f.number = counter
 
     def verdict(self) -> str:
         """The one verdict the report states: from the seed-level t-test when the study ran
@@ -1014,8 +1078,16 @@ class _View:
     def figs(self, sid: str, *keys: str) -> list[Block]:
         """Figure blocks for a section (only `keys` if given), and a 'not produced' note for
         each expected key the summary does not list."""
-        out: list[Block] = [{"type": "figure", "fig": f} for f in self.placed[sid]
-                            if not keys or f.key in keys]
+        out: list[Block] = []
+        for f in self.placed[sid]:
+            if keys and f.key not in keys:
+                continue
+            if f.first:  # embedded once, on the first screen
+                out.append({"type": "figref", "fig": f,
+                            "text": f"Figure {f.number} ({f.caption[0].lower()}"
+                                    f"{f.caption[1:]}) is shown at the top of the report."})
+            else:
+                out.append({"type": "figure", "fig": f})
         for k in keys:
             if self.figs_in.get(k) is None:
                 cap = FIGURES[k][1]
@@ -1071,6 +1143,168 @@ def _sec_replication(v: _View) -> list[Block]:
             "noise is not counted. The training recipe differs where the seed is silent "
             "(section Training setup)."))
     return out
+
+
+# "Still improving": the best epoch lies within the last 10% of epochs (at least the last
+# one) AND the least-squares slope over the last 5 epochs points the improving way.
+IMPROVING_TAIL = 0.10
+IMPROVING_SLOPE_EPOCHS = 5
+MAX_HISTORY_BYTES = 5 * 1024 * 1024
+
+
+def still_improving(values: list[float], higher_is_better: bool = True) -> dict[str, Any] | None:
+    """{'best_epoch', 'epochs', 'slope'} (1-based epochs, slope per epoch over the last
+    IMPROVING_SLOPE_EPOCHS) when the curve was still improving at its last epoch, else None.
+    A curve of fewer than 2 epochs is never called improving (no slope)."""
+    vals = [float(x) for x in values if num(x) is not None]
+    n = len(vals)
+    if n < 2 or n != len(values):
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    best = max(range(n), key=lambda i: (sign * vals[i], i))  # the latest of equal bests
+    tail = max(1, math.ceil(n * IMPROVING_TAIL))
+    k = min(n, IMPROVING_SLOPE_EPOCHS)
+    xs, ys = list(range(n - k, n)), vals[n - k:]
+    mx, my = sum(xs) / k, sum(ys) / k
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+             / sum((x - mx) ** 2 for x in xs))
+    if best >= n - tail and sign * slope > 0:
+        return {"best_epoch": best + 1, "epochs": n, "slope": slope}
+    return None
+
+
+def _histories(study_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """run name -> its per-epoch records, from STUDY/runs/*/metrics.jsonl (bad lines skipped)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    root = study_dir / "runs"
+    if not root.is_dir():
+        return out
+    for path in sorted(root.glob("*/metrics.jsonl")):
+        try:
+            if path.stat().st_size > MAX_HISTORY_BYTES:
+                continue
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        recs = []
+        for ln in lines:
+            try:
+                r = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and "epoch" in r:
+                recs.append(r)
+        if recs:
+            out[path.parent.name] = recs
+    return out
+
+
+def describe_still_improving(hists: dict[str, list[dict[str, Any]]]) -> str:
+    """A warning naming the runs whose validation accuracy or loss was still improving at
+    their last epoch (see still_improving), or '' when none was."""
+    hits: dict[str, list[str]] = {}
+    for name, recs in hists.items():
+        for key, label, higher in (("val_acc", "validation accuracy still rising", True),
+                                   ("val_loss", "validation loss still falling", False)):
+            vals = [r.get(key) for r in recs]
+            if vals and all(num(x) is not None for x in vals) and still_improving(vals, higher):
+                hits.setdefault(label, []).append(clean_text(name))
+    if not hits:
+        return ""
+    n = len(hists)
+    parts = [f"{label} in {len(names)} of {n} run{'' if n == 1 else 's'} ({', '.join(names)})"
+             for label, names in hits.items()]
+    return ("Not converged: " + "; ".join(parts) + f" (best epoch within the last "
+            f"{IMPROVING_TAIL:.0%} of epochs and a last-{IMPROVING_SLOPE_EPOCHS}-epoch slope "
+            "still improving). More epochs could change both accuracies and their difference.")
+
+
+def curve_warnings(v: _View) -> list[str]:
+    w = describe_still_improving(_histories(v.study_dir))
+    return [w] if w else []
+
+
+VERDICT_LEAD = {"rose": "The change helped", "fell": "The change hurt",
+                "no_change": "The change made no significant difference",
+                "borderline": "The evidence on the change is borderline",
+                "unknown": "The change's effect could not be tested"}
+
+
+def first_screen_ablation(v: _View) -> list[Block]:
+    """The first screen's table of several one-change comparisons, when summary.json has an
+    "ablation" block ({"rows": [{"change", "diff", "lo", "hi", "p", "p_holm", "verdict"}]});
+    [] when it has none. Numbers and the producer's verdict only: the producer owns the test."""
+    rows = [_d(r) for r in _l(_d(v.sm.get("ablation")).get("rows"))]
+    if not rows:
+        return []
+    return [_table(
+        ["Change", "Difference (points)", "95% CI", "p", "p (Holm)", "Verdict"],
+        [[_s(r.get("change")), fmt_points(r.get("diff"), signed=True),
+          f"[{fmt_points(r.get('lo'))}, {fmt_points(r.get('hi'))}]", fmt_p(r.get("p")),
+          fmt_p(r.get("p_holm")), _s(r.get("verdict"))] for r in rows],
+        align="lrrrrl", caption="Each change against the baseline")]
+
+
+def first_screen(v: _View) -> dict[str, Any]:
+    """The answer, before any detail: both accuracies and the difference with its interval as
+    big numbers, how many seeds stand behind them, the seed report next to this study, the
+    curves, the tracked failures and the cost line."""
+    sb = _d(v.seeds_block)
+    if v.seed_level:
+        a, b = fmt_pct(sb.get("mean_a")), fmt_pct(sb.get("mean_b"))
+        sub_a = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.get('std_a'))}"
+                 if num(sb.get("std_a")) is not None else f"mean of {v.n_seeds} seeds")
+        sub_b = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.get('std_b'))}"
+                 if num(sb.get("std_b")) is not None else f"mean of {v.n_seeds} seeds")
+        diff = sb.get("mean_diff")
+        lo, hi = _seed_ci(sb)
+        covers = f"paired t across {v.n_seeds} seeds: covers training seeds and test images"
+    else:
+        a, b = fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))
+        sub_a = sub_b = "one trained model"
+        diff, lo, hi = v.diff, v.acc.get("lo"), v.acc.get("hi")
+        covers = "paired Wald: covers test-image sampling only"
+    n = v.n_seeds if v.seed_level else 1
+    lvl = num((sb if v.seed_level else v.acc).get("level")) or 0.95
+    ci = (f"{lvl * 100:g}% CI [{fmt_points(lo)}, {fmt_points(hi)}]"
+          if num(lo) is not None and num(hi) is not None else "no interval")
+    if n >= 2:
+        badge, warn = f"{n} seeds", False
+        badge_note = "training noise measured across seeds"
+    else:
+        badge, warn = "1 seed", True
+        badge_note = "training noise not measured: rerun with --seeds 3"
+    verdict = (VERDICT_LEAD[v.verdict()] if v.seed_level
+               else "Nothing is concluded about the change yet (one trained pair)")
+    why_not = replication_applies(v.sm)
+    sr = SEED_REPORT
+    rep_rows = [
+        ["Baseline", fmt_pct(sr["baseline_top1"]), a],
+        ["Variant", fmt_pct(sr["variant_top1"]), b],
+        ["Change (points)", fmt_points(sr["diff"], signed=True),
+         f"{fmt_points(diff, signed=True)} [{fmt_points(lo)}, {fmt_points(hi)}]"
+         if num(lo) is not None else fmt_points(diff, signed=True)],
+    ]
+    rep_lo, rep_hi = (_seed_ci(sb) if v.seed_level else (None, None))
+    rep_verdict = replication_verdict(rep_lo, rep_hi) if v.seed_level else "not_judged"
+    return {
+        "baseline": a, "variant": b, "sub_a": sub_a, "sub_b": sub_b,
+        "diff": fmt_points(diff, signed=True) + " points" if num(diff) is not None else NA,
+        "ci": ci, "covers": covers, "badge": badge, "badge_warn": warn,
+        "badge_note": badge_note, "verdict": verdict, "change": v.change_text,
+        "headline": _cap(v.accuracy_change()) + ".",
+        "replication": _table(["", "Seed report", "This study"], rep_rows, align="lrr",
+                              caption="Test accuracy: the seed report and this study"),
+        "replication_text": describe_replication(rep_verdict, rep_lo, rep_hi, v.n_seeds,
+                                                 why_not),
+        "figures": v.first_figs,
+        "cost": (f"Baseline: {fmt_int(v.base.get('params'))} parameters, "
+                 f"{fmt_flops(v.base.get('flops'))} per image; variant: "
+                 f"{fmt_int(v.var.get('params'))} parameters, {fmt_flops(v.var.get('flops'))}. "
+                 + _describe_cost(v.base, v.var, v.ckey, v.verdict() if v.seed_level else "")),
+        "ablation": first_screen_ablation(v),
+        "warnings": curve_warnings(v),
+    }
 
 
 def headline(summary: dict[str, Any], study_dir: Path) -> str:
@@ -1593,7 +1827,8 @@ def _sec_complexity(v: _View) -> list[Block]:
          ["Variant CNN", fmt_int(v.var.get("params")), fmt_params_m(v.var.get("params")),
           fmt_flops(v.var.get("flops"))]],
         caption="Model complexity (forward pass, one 32×32 image)"))
-    out.append(_p(_describe_cost(v.base, v.var, v.ckey)))
+    out.append(_p(_describe_cost(v.base, v.var, v.ckey,
+                                 v.verdict() if v.seed_level else "")))
     return out
 
 
@@ -1629,13 +1864,15 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     for i, (sid, title) in enumerate(SECTIONS, 1):
         heading = f"{i} {title}"
         sections.append({"id": sid, "num": i, "title": title, "heading": heading,
-                         "slug": _gh_slug(heading), "blocks": builders[sid](v)})
+                         "slug": _gh_slug(heading), "blocks": builders[sid](v),
+                         "open": sid not in COLLAPSED})
     if v.placed["appendix"]:
         heading = "Appendix: other figures"
         sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,
-                         "slug": _gh_slug(heading),
+                         "slug": _gh_slug(heading), "open": True,
                          "blocks": [{"type": "figure", "fig": f} for f in v.placed["appendix"]]})
     from .browse import table_context
+    from .figures import ARM_COLORS
 
     return {
         "browse": table_context(v.study_dir, v.sm.get("browse", {}).get("file")
@@ -1648,6 +1885,8 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
         "generated": v.generated,
         "dataset": v.dataset,
         "sections": sections,
+        "answer": first_screen(v),
+        "arm_colors": ARM_COLORS,
         "version": __version__,
     }
 
@@ -1673,14 +1912,17 @@ def _dur(x: Any) -> str:
     return f"{f / 3600:.2f} h"
 
 
-def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str) -> str:
+def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str,
+                   verdict: str = "") -> str:
+    """Parameters and FLOPs of the variant against the baseline. "The gain is free at inference
+    time" only when `verdict` is the seed-level test's "rose" (the change helped)."""
     pa, pb, fa, fb = (num(x) for x in (base.get("params"), var.get("params"),
                                        base.get("flops"), var.get("flops")))
     if pa is None or pb is None:
         return "Parameter counts were not recorded for both models."
     if pa == pb and (fa is None or fb is None or fa == fb):
-        return (f"The change ({ckey}) adds no parameters or FLOPs: any gain is free at "
-                "inference time.")
+        return (f"The change ({ckey}) adds no parameters or FLOPs"
+                + (": its gain is free at inference time." if verdict == "rose" else "."))
     dp = pb - pa
     if dp == 0:
         out = "The variant has the same number of parameters"
@@ -1697,10 +1939,7 @@ def _reflection(v: _View) -> list[str]:
     """Observations generated from the numbers, in the seed report's reflection spirit."""
     bt, vt, fails, explain = v.bt, v.vt, v.fails, v.explain
     if v.seed_level:
-        lead = {"rose": "The change helped", "fell": "The change hurt",
-                "no_change": "The change made no significant difference",
-                "borderline": "The evidence on the change is borderline",
-                "unknown": "The change's effect could not be tested"}[v.verdict()]
+        lead = VERDICT_LEAD[v.verdict()]
         out = [f"{lead}: with {v.change_text}, {v.accuracy_change()}."]
     else:
         out = [f"Nothing is concluded about the change yet: with {v.change_text}, "
