@@ -43,6 +43,7 @@ __all__ = [
     "describe_border",
     "describe_calibration_change",
     "describe_change",
+    "describe_class_change",
     "describe_confident_errors",
     "describe_faithfulness",
     "describe_mce",
@@ -66,6 +67,7 @@ __all__ = [
     "fmt_pct",
     "fmt_points",
     "md_escape",
+    "newcombe_diff_ci",
     "p_clause",
     "render_html",
     "render_markdown",
@@ -74,6 +76,7 @@ __all__ = [
     "replication_applies",
     "replication_verdict",
     "still_improving",
+    "wilson",
 ]
 
 ALPHA = 0.05
@@ -122,7 +125,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "reliability": ("calibration", "Reliability diagram: accuracy against confidence"),
     "confidence_hist": ("calibration", "Confidence histograms of right and wrong predictions"),
     "failure_gallery": ("failure-cases", "The baseline's most confident test failures"),
-    "gradcam_failures": ("grad-cam", "Grad-CAM of the baseline's most confident failures"),
+    "gradcam_failures": ("grad-cam", "Grad-CAM of the baseline's most confident failures. In "
+                         "the \"evidence for the true class\" panels, black means no evidence "
+                         "for that class (the map is zero there), not a missing image"),
     "deletion_insertion": ("grad-cam", "Deletion and insertion curves: Grad-CAM vs random order"),
     "gradcam_tracking": (
         "constrained-improvement",
@@ -1605,7 +1610,11 @@ def _sec_failure_cases(v: _View) -> list[Block]:
                     f"{confidence_basis(v.fails)} (raw confidence: unscaled softmax; margin: "
                     "top-1 minus top-2 probability; P(true): probability of the given label)"))
     pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
-    if pce:
+    if pce and not any((num(x.get("count")) or 0) >= 2 for x in pce):
+        out.append(_p(f"No class has more than one confident error: the {len(pce)} listed are "
+                      "spread one per class, so no class stands out."
+                      if len(pce) > 1 else "Only one class has a confident error."))
+    elif pce:
         out.append(_table(
             ["True class", "Confident errors"],
             [[_s(x.get("name")), fmt_int(x.get("count"))] for x in pce],
@@ -1772,24 +1781,24 @@ def _sec_comparison(v: _View) -> list[Block]:
         items = [_d(x) for x in _l(pc.get(kind))][:10]
         if items:
             out.append(_table(
-                ["Class", "Baseline", "Variant", "Change (points)"],
+                ["Class", "Test images", "Baseline", "Variant", "Change (points)",
+                 "95% CI (Newcombe)"],
                 # stats.per_class_changes calls them acc_a / acc_b: accept either name
-                [[_s(x.get("name")), fmt_pct(_first(x, "before", "acc_a")),
+                [[_s(x.get("name")), fmt_int(x.get("n")), fmt_pct(_first(x, "before", "acc_a")),
                   fmt_pct(_first(x, "after", "acc_b")),
-                  fmt_points(x.get("delta"), signed=True)] for x in items],
-                caption=title + " (test accuracy per class)"))
+                  fmt_points(x.get("delta"), signed=True), _class_ci_text(x)] for x in items],
+                caption=title + f" (test accuracy per class, seed-{_s(v.pair_seed)} pair; "
+                f"{PER_CLASS_CI_NOTE})"))
     if pc.get("improved") or pc.get("worsened"):
         bits = []
         imp, wor = _l(pc.get("improved")), _l(pc.get("worsened"))
         if imp:
-            x = _d(imp[0])
-            bits.append(f"the most improved class is {_s(x.get('name'))} "
-                        f"({fmt_points(x.get('delta'), signed=True)} points)")
+            bits.append(f"the most improved class is {describe_class_change(_d(imp[0]))}")
         if wor:
-            x = _d(wor[0])
-            bits.append(f"the most worsened is {_s(x.get('name'))} "
-                        f"({fmt_points(x.get('delta'), signed=True)} points)")
-        out.append(_p(_cap("; ".join(bits)) + "."))
+            bits.append(f"the most worsened is {describe_class_change(_d(wor[0]))}")
+        out.append(_p(_cap("; ".join(bits)) + f". {PER_CLASS_CI_NOTE[:1].upper()}"
+                      f"{PER_CLASS_CI_NOTE[1:]}, so no class-level change is called significant "
+                      "here."))
     else:
         out.append(_note("Per-class changes were not computed."))
     out += v.figs("comparison", "confusion_difference", "per_class_changes")
@@ -1815,6 +1824,61 @@ def _sec_comparison(v: _View) -> list[Block]:
                            for s in dict.fromkeys(list(ps_a) + list(ps_b))],
                           caption="Per-seed test accuracy"))
     return out
+
+
+Z95 = 1.959963984540054
+PER_CLASS_CI_NOTE = ("intervals: Newcombe's hybrid Wilson score method for a difference of two "
+                     "proportions over that class's test images, treating the arms as "
+                     "independent (wider than a paired interval when the two models agree on "
+                     "many images); they cover test-image sampling only and are not adjusted "
+                     "for picking the largest changes out of all classes")
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n."""
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def newcombe_diff_ci(k_a: float, n_a: float, k_b: float, n_b: float,
+                     z: float = Z95) -> tuple[float, float]:
+    """95% interval for p_b - p_a (Newcombe 1998, method 10: hybrid score, independent)."""
+    pa, pb = k_a / n_a, k_b / n_b
+    la, ua = wilson(k_a, n_a, z)
+    lb, ub = wilson(k_b, n_b, z)
+    d = pb - pa
+    return (d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2),
+            d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2))
+
+
+def class_change_ci(x: dict[str, Any]) -> tuple[float, float] | None:
+    """The Newcombe interval of one per-class change (needs its image count n)."""
+    n = num(x.get("n"))
+    a, b = num(_first(x, "before", "acc_a")), num(_first(x, "after", "acc_b"))
+    if n is None or n < 1 or a is None or b is None:
+        return None
+    return newcombe_diff_ci(round(a * n), n, round(b * n), n)
+
+
+def _class_ci_text(x: dict[str, Any]) -> str:
+    ci = class_change_ci(x)
+    return NA if ci is None else f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}]"
+
+
+def describe_class_change(x: dict[str, Any]) -> str:
+    """'whale (+54.55 points on 11 test images, 95% CI [14.10, 74.68])', or with no image count
+    'whale (+54.55 points; the number of test images was not recorded, so no interval)'."""
+    name, delta = _s(x.get("name")), fmt_points(x.get("delta"), signed=True)
+    ci = class_change_ci(x)
+    if ci is None:
+        return (f"{name} ({delta} points; the number of test images was not recorded, so no "
+                "interval)")
+    n = int(num(x.get("n")) or 0)
+    return (f"{name} ({delta} points on {n} test image{'' if n == 1 else 's'}, 95% CI "
+            f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}])")
 
 
 def _sec_complexity(v: _View) -> list[Block]:
