@@ -71,6 +71,7 @@ __all__ = [
     "p_clause",
     "render_html",
     "render_markdown",
+    "read_notes",
     "recipe_rows",
     "render_report",
     "replication_applies",
@@ -1027,6 +1028,7 @@ class _View:
         self.change_text = f"{self.ckey}: {self.cbase} → {self.cvar}"
         self.diff = self.acc.get("diff", _diff(self.bt.get("top1"), self.vt.get("top1")))
         self.figs_in = _d(sm.get("figures"))
+        self.notes = read_notes(self.study_dir)
         # Figures: placed in their section, numbered in order of appearance.
         self.placed: dict[str, list[Figure]] = {sid: [] for sid, _ in SECTIONS}
         self.placed["appendix"] = []
@@ -1335,6 +1337,10 @@ def _sec_summary(v: _View) -> list[Block]:
     if v.generated:
         summary_bits.append(f"All numbers come from generated data, not {v.dataset}.")
     out.append(_p(" ".join(summary_bits), lead="Headline."))
+    if v.notes.get("study"):
+        out.append({"type": "notes", "items": [{"title": f"Notes on the study ({NOTES_FILE})",
+                                                "paras": v.notes["study"], "id": "note-study",
+                                                "rank": None}]})
     sb = _d(v.seeds_block)
     mean_rows = ([[f"Test top-1, mean over {v.n_seeds} seeds", fmt_pct(sb.get("mean_a")),
                    fmt_pct(sb.get("mean_b"))]] if v.seed_level else [])
@@ -1724,6 +1730,7 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
                     "(fixed rows highlighted)"))
     else:
         out.append(_note("Failure tracking was not computed."))
+    out += _notes_blocks(v)
     out += v.figs("constrained-improvement", "gradcam_tracking")
     return out
 
@@ -1879,6 +1886,75 @@ def describe_class_change(x: dict[str, Any]) -> str:
     n = int(num(x.get("n")) or 0)
     return (f"{name} ({delta} points on {n} test image{'' if n == 1 else 's'}, 95% CI "
             f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}])")
+
+
+NOTES_FILE = "notes.md"
+MAX_NOTES_BYTES = 1024 * 1024
+_NOTE_HEADING = re.compile(r"^##[ \t]+(?:(study)|test[ \t]+(\d+))[ \t]*$", re.IGNORECASE)
+
+
+def read_notes(study_dir: Path) -> dict[str, list[str]]:
+    """STUDY/notes.md as {"study": [paragraphs], "test 1234": [paragraphs], ...}; {} without a
+    file. Format: '## study' and '## test INDEX' headings (INDEX: the test image's dataset index,
+    as in the failure tables), each followed by free text; paragraphs are separated by blank
+    lines. Anything before the first '## ' heading is ignored (e.g. a '# title'). The text is
+    the user's: the report shows it escaped, as plain paragraphs, never as HTML or Markdown.
+    Raises CifarlensError, naming the line, for any other '## ' heading or a repeated one."""
+    path = Path(study_dir) / NOTES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        if path.stat().st_size > MAX_NOTES_BYTES:
+            raise CifarlensError(f"{path}: larger than {MAX_NOTES_BYTES // 1024} KB")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CifarlensError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise CifarlensError(f"{path}: cannot be read ({e.strerror or e})") from None
+    notes: dict[str, list[str]] = {}
+    key: str | None = None
+    lines: dict[str, list[str]] = {}
+    for no, line in enumerate(text.splitlines(), 1):
+        if line.startswith("##") and not line.startswith("###"):
+            m = _NOTE_HEADING.match(line.strip())
+            if not m:
+                raise CifarlensError(
+                    f"{path} line {no}: heading {clean_text(line.strip())[:60]!r} is not "
+                    "'## study' or '## test INDEX' (INDEX: a test image's dataset index)")
+            key = "study" if m.group(1) else f"test {int(m.group(2))}"
+            if key in lines:
+                raise CifarlensError(f"{path} line {no}: a second '## {key}' heading")
+            lines[key] = []
+        elif key is not None:
+            lines[key].append(line)
+    for k, ls in lines.items():
+        paras = [" ".join(x.strip() for x in block.splitlines() if x.strip())
+                 for block in re.split(r"\n[ \t]*\n", "\n".join(ls))]
+        notes[k] = [clean_text(p) for p in paras if p]
+    return notes
+
+
+def _notes_blocks(v: _View) -> list[Block]:
+    """The notes on the tracked failures, each under its failure; then any other test image."""
+    items = []
+    tracked = {str(_s(f.get("index"))): f for f in v.top}
+    for key, paras in v.notes.items():
+        if not key.startswith("test ") or not paras:
+            continue
+        idx = key.split()[1]
+        f = tracked.get(idx)
+        if f is not None:
+            st = STATUS_TEXT.get(str(_d(f.get("variant")).get("status")), "")
+            title = (f"#{_s(f.get('rank'))}, test image {idx}: true {_s(f.get('true_name'))}, "
+                     f"baseline said {_s(f.get('pred_name'))}" + (f"; variant: {st}" if st else ""))
+        else:
+            title = f"Test image {idx} (not among the tracked failures)"
+        items.append({"title": title, "paras": paras, "id": f"note-test-{idx}",
+                      "rank": num(f.get("rank")) if f else None})
+    if not items:
+        return []
+    items.sort(key=lambda x: (x["rank"] is None, x["rank"] or 0))
+    return [_h3(f"Notes ({NOTES_FILE})"), {"type": "notes", "items": items}]
 
 
 def _sec_complexity(v: _View) -> list[Block]:
