@@ -195,8 +195,9 @@ def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
     # the ablation section exists only with 2+ changes (tests/test_ablation.py)
     for i, (sid, title) in enumerate([x for x in R.SECTIONS if x[0] != "ablation"], 1):
-        assert re.search(rf'<section id="{sid}">\s*<h2>{i} {re.escape(html.escape(title))}</h2>',
-                         h), title
+        opened = "" if sid in R.COLLAPSED else " open"
+        assert re.search(rf'<section id="{sid}">\s*<details{opened}>\s*<summary><h2>{i} '
+                         rf'{re.escape(html.escape(title))}</h2></summary>', h), title
         assert f"\n## {i} {R.md_escape(title)}\n" in m, title
         # the TOC links to each section in both formats
         assert f'href="#{sid}"' in h
@@ -424,9 +425,9 @@ def test_one_verdict_from_the_seed_level_test_everywhere(tmp_path, pngs):
     for doc in map(_text, (h, m)):
         assert "rose by" not in doc and "significant at the 5% level" not in doc
         assert "The change helped" not in doc
-        # headline, constrained improvement, comparison, reflection
+        # first screen, headline, constrained improvement, comparison, reflection
         assert doc.lower().count("across 3 seeds, the mean test accuracy did not change "
-                                 "significantly") == 4
+                                 "significantly") == 5
         assert "The change made no significant difference: with" in doc
         assert "the paired t-test across 3 seeds (2 degrees of freedom) p = 0.62" in doc
         # seed 0's McNemar is still there, as labelled supporting detail, without a verdict
@@ -439,7 +440,7 @@ def test_one_verdict_from_the_seed_level_test_everywhere(tmp_path, pngs):
     s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
     h, m, _ = render(tmp_path / "sig", pngs, s)
     for doc in map(_text, (h, m)):
-        assert doc.lower().count("across 3 seeds, the mean test accuracy rose by 6.11 points") == 4
+        assert doc.lower().count("across 3 seeds, the mean test accuracy rose by 6.11 points") == 5
         assert "did not change significantly" not in doc
 
 
@@ -691,15 +692,41 @@ def test_self_contained_and_path_traversal_refused(tmp_path, pngs):
     assert "url(" not in h and "@import" not in h and "<script" not in h
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', h)
     assert len(srcs) == len(FIGURE_KEYS) - 3
-    assert all(x.startswith("data:image/png;base64,") for x in srcs)
-    # each embedded figure is byte-identical to the file on disk
-    for k in ("failure_gallery", "gradcam_tracking"):
-        assert base64.b64encode(pngs[k]).decode() in h
+    assert all(x.startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))
+               for x in srcs)
+    # each embedded figure shows the file on disk (re-encoded: photo grids as JPEG)
+    for k in ("failure_gallery", "gradcam_tracking", "confusion"):
+        assert _embedded_close_to(h, k, pngs[k])
     # Markdown references only in-study figures, by relative path
     assert "](figures/failure_gallery.png)" in m
     assert "](../secret.png)" not in m and f"]({secret})" not in m and "](figures/link.png)" not in m
     assert m.count("is outside the study folder") == 3
     assert "Content-Security-Policy" in h and "default-src 'none'" in h
+
+
+def _embedded(h: str, key: str) -> tuple[str, bytes]:
+    """(mime, bytes) of the image embedded for figure `key` in report.html."""
+    m = re.search(rf'<figure id="fig-{key}">.*?<img src="data:(image/\w+);base64,([^"]+)"', h,
+                  re.S)
+    assert m, key
+    return m.group(1), base64.b64decode(m.group(2))
+
+
+def _embedded_close_to(h: str, key: str, png: bytes) -> bool:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    _, data = _embedded(h, key)
+    a = Image.open(io.BytesIO(png)).convert("RGBA")
+    flat = Image.new("RGB", a.size, "white")
+    flat.paste(a, mask=a.getchannel("A"))
+    b = Image.open(io.BytesIO(data)).convert("RGB")
+    if b.size != flat.size:
+        flat = flat.resize(b.size)
+    d = np.abs(np.asarray(flat, float) - np.asarray(b, float))
+    return b.size == flat.size and float(d.mean()) < 4.0
 
 
 def test_missing_figure_file_is_noted_not_fatal(tmp_path, pngs):
@@ -847,7 +874,8 @@ def test_chromium_renders_report(tmp_path, pngs):
     parser = _Gallery()
     parser.feed(res.stdout)
     assert parser.found, "no <section id='failure-cases'> in the rendered DOM"
-    assert parser.imgs and all(s.startswith("data:image/png;base64,") for s in parser.imgs)
+    assert parser.imgs and all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))
+                               for s in parser.imgs)
 
     shot = work / "shot.png"
     res = _run_chromium(exe, work, h, f"--screenshot={shot}", "--window-size=1280,2000")

@@ -398,6 +398,14 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise CifarlensError(f"{study} is not a finished study (no summary.json)")
     html, md = render_report(study)
     print(f"report: {html} (markdown: {md})")
+    if getattr(a, "figure_format", None):
+        from .report import export_figures
+
+        files, skipped = export_figures(study, a.figure_format)
+        for f in files:
+            print(f"figure: {f}")
+        if skipped:
+            print(f"not redrawn: {'; '.join(skipped)}", file=sys.stderr)
     return 0
 
 
@@ -487,6 +495,10 @@ def _register_analysis(sub) -> None:
 
     r = sub.add_parser("report", help="rebuild a study's report from its saved artifacts")
     r.add_argument("study", help="study folder made by `cifarlens study` (with summary.json)")
+    r.add_argument("--figure-format", choices=["svg", "pdf"], default=None,
+                   help="also redraw the figures the saved data allows (curves, confusions, "
+                        "per-class changes, reliability) as SVG or PDF into "
+                        "STUDY/figures/<format>/ (default: none)")
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("demo", help="the smoke study on generated data, 3 seeds, offline "

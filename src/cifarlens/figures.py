@@ -16,8 +16,36 @@ import matplotlib
 from matplotlib.figure import Figure
 
 DPI = 150
-COLORS = {"baseline": "#1f77b4", "variant": "#d62728", "train": "#1f77b4", "val": "#ff7f0e",
+# The one colour pair for the two arms in every figure and in the report (Okabe-Ito blue and
+# orange: told apart with the common colour-vision deficiencies, and never the right/wrong green
+# and red). Train vs validation is told by line style, not colour.
+ARM_COLORS = {"baseline": "#0072b2", "variant": "#e69f00"}
+COLORS = {**ARM_COLORS, "train": "#1f77b4", "val": "#ff7f0e",
           "right": "#2ca02c", "wrong": "#d62728", "neutral": "#7f7f7f"}
+# Line style per curve kind when arms are told by colour.
+CURVE_STYLES = {"train": "--", "val": "-"}
+# Series that are not an arm (a single run's "uncalibrated" / "temperature-scaled", a third
+# model): the baseline colour first, then colours that are neither arm's nor right/wrong.
+OTHER_SERIES = ["#0072b2", "#cc79a7", "#009e73", "#56b4e9", "#7f7f7f"]
+
+
+def arm_color(name: object, k: int = 0) -> str:
+    """The colour of a series: ARM_COLORS' when its name is (or starts with) 'baseline' or
+    'variant', else the k-th of OTHER_SERIES."""
+    label = str(name or "").strip().lower()
+    for arm, color in ARM_COLORS.items():
+        if label == arm or label.startswith(arm + " ") or label.startswith(arm + "-"):
+            return color
+    return OTHER_SERIES[k % len(OTHER_SERIES)]
+
+
+def arm_cmap(name: str = "arms") -> Any:
+    """A diverging colormap from the baseline's colour through white to the variant's: for
+    'variant minus baseline' maps, each cell takes the colour of the arm that has more."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list(
+        name, [ARM_COLORS["baseline"], "#ffffff", ARM_COLORS["variant"]])
 
 # Applied while a figure is built and while it is drawn (tick labels are made at draw time).
 # Not text.parse_math=False: that breaks matplotlib's own log-scale tick labels; data text is

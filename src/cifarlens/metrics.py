@@ -23,7 +23,7 @@ from scipy.stats import binomtest
 
 from ._io import save_figure
 from .errors import CifarlensError
-from .figures import COLORS, new_figure
+from .figures import ARM_COLORS, COLORS, arm_color, new_figure
 
 PathLike = str | os.PathLike
 Series = tuple[str, dict[str, Any], float | None]
@@ -655,8 +655,6 @@ def plot_superclass_confusion(
     save_figure(fig, path)
 
 
-_SERIES_COLORS = [COLORS["baseline"], COLORS["variant"], COLORS["val"], COLORS["right"],
-                  COLORS["neutral"]]
 
 
 def _series_label(label: str | None, e: float | None) -> str:
@@ -696,7 +694,7 @@ def plot_reliability(
     width = 1.0 / max(len(series), 1)
     for s, (name, b, e) in enumerate(series):
         edges, count, conf, acc = _bins_arrays(b)
-        color = _SERIES_COLORS[s % len(_SERIES_COLORS)]
+        color = arm_color(name, s)  # baseline and variant in their colours everywhere
         full = count > 0
         lo, w = edges[:-1], np.diff(edges)
         if s == 0:
@@ -733,19 +731,24 @@ def plot_confidence_hist(
     *,
     n_bins: int = 20,
     title: str | None = None,
+    arm: str = "baseline",
 ) -> None:
-    """Histograms of top-label confidence for right and for wrong predictions."""
+    """Histograms of top-label confidence for right and for wrong predictions, in the colour of
+    `arm` (figures.ARM_COLORS): right filled, wrong hatched."""
     c = np.asarray(confidences, dtype=np.float64)
     ok = _as_bool(correct, "correct")
     if c.ndim != 1 or c.shape != ok.shape:
         raise CifarlensError(f"confidences {c.shape} and correct {ok.shape} must be equal 1-D")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     fig, ax = new_figure(figsize=(6.0, 4.0))
-    for mask, key, what in ((ok, "right", "right"), (~ok, "wrong", "wrong")):
+    color = ARM_COLORS.get(arm, ARM_COLORS["baseline"])
+    for mask, what, fill in ((ok, "right", True), (~ok, "wrong", False)):
         vals = c[mask]
         mean = f", mean {vals.mean():.2f}" if vals.size else ""
-        ax.hist(vals, bins=edges, histtype="stepfilled", alpha=0.35, color=COLORS[key],
-                edgecolor=COLORS[key], lw=1.2, label=f"{what} (n={vals.size}{mean})")
+        ax.hist(vals, bins=edges, histtype="stepfilled" if fill else "step",
+                alpha=0.45 if fill else 1.0, color=color, edgecolor=color, lw=1.2,
+                hatch=None if fill else "//", ls="-" if fill else "--",
+                label=f"{what} (n={vals.size}{mean})")
     ax.set_xlim(0, 1)
     ax.set_xlabel("Top-label confidence")
     ax.set_ylabel("Number of test images")

@@ -12,11 +12,14 @@ is ever marked safe. Figures are embedded only when they are PNG files inside th
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import math
 import re
 import shlex
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,6 +29,7 @@ from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
+from PIL import Image
 
 from ._defaults import canonical_model_name
 from ._io import locked, read_json, write_text
@@ -33,15 +37,19 @@ from .errors import CifarlensError
 
 __all__ = [
     "ALPHA",
+    "COLLAPSED",
     "SECTIONS",
     "ablation_lines",
     "build_context",
     "change_verdict",
     "clean_text",
+    "comparison_tables",
+    "compact_image",
     "describe_border",
     "describe_ablation_row",
     "describe_calibration_change",
     "describe_change",
+    "describe_class_change",
     "describe_confident_errors",
     "describe_faithfulness",
     "describe_mce",
@@ -49,9 +57,13 @@ __all__ = [
     "describe_replication",
     "describe_seed_level",
     "describe_seeds",
+    "describe_still_improving",
     "describe_superclass",
     "describe_temperature",
     "describe_tracking",
+    "export_figures",
+    "first_screen",
+    "first_screen_ablation",
     "fmt_auc",
     "headline",
     "fmt_flops",
@@ -62,13 +74,17 @@ __all__ = [
     "fmt_pct",
     "fmt_points",
     "md_escape",
+    "newcombe_diff_ci",
     "p_clause",
     "render_html",
     "render_markdown",
+    "read_notes",
     "recipe_rows",
     "render_report",
     "replication_applies",
     "replication_verdict",
+    "still_improving",
+    "wilson",
 ]
 
 ALPHA = 0.05
@@ -76,6 +92,14 @@ NA = "n/a"
 UNSET = "not set"  # a config value of None
 MAX_FIGURE_BYTES = 25 * 1024 * 1024  # a bigger "figure" is surely not one of ours
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Embedding (measured on the 3-seed demo, docs/report.md): photo-like grids as JPEG, at most
+# PHOTO_MAX_WIDTH px wide (their content is 32 px images blown up, so nothing is lost), and line
+# plots / heatmaps as 256-colour palette PNGs (99% of pixels within 4/255 of the original).
+PHOTO_FIGURES = frozenset({"failure_gallery", "gradcam_failures", "gradcam_tracking"})
+PHOTO_MAX_WIDTH = 800
+JPEG_QUALITY = 85
+# The figures the first screen shows (each embedded there only; its section points to it).
+FIRST_SCREEN_FIGURES = ("curves", "gradcam_tracking")
 
 # (anchor id, title): order and wording are the report's table of contents.
 SECTIONS: list[tuple[str, str]] = [
@@ -97,6 +121,11 @@ SECTIONS: list[tuple[str, str]] = [
     ("reproducibility", "Reproducibility"),
 ]
 
+# Sections collapsed in the HTML (<details> closed): the details a reader opens on demand. The
+# first screen above them answers the question; Markdown shows every section, in this order.
+COLLAPSED = frozenset({"replication", "dataset", "architecture", "training-setup",
+                       "calibration", "grad-cam", "complexity", "reproducibility"})
+
 # figure key -> (section id, caption). Unknown keys go to an appendix section.
 FIGURES: dict[str, tuple[str, str]] = {
     "curves": ("metrics", "Training and validation loss and accuracy per epoch"),
@@ -105,7 +134,9 @@ FIGURES: dict[str, tuple[str, str]] = {
     "reliability": ("calibration", "Reliability diagram: accuracy against confidence"),
     "confidence_hist": ("calibration", "Confidence histograms of right and wrong predictions"),
     "failure_gallery": ("failure-cases", "The baseline's most confident test failures"),
-    "gradcam_failures": ("grad-cam", "Grad-CAM of the baseline's most confident failures"),
+    "gradcam_failures": ("grad-cam", "Grad-CAM of the baseline's most confident failures. In "
+                         "the \"evidence for the true class\" panels, black means no evidence "
+                         "for that class (the map is zero there), not a missing image"),
     "deletion_insertion": ("grad-cam", "Deletion and insertion curves: Grad-CAM vs random order"),
     "gradcam_tracking": (
         "constrained-improvement",
@@ -870,6 +901,29 @@ class Figure:
     data_uri: str = ""
     md_path: MdRaw = field(default_factory=lambda: MdRaw(""))
     note: str = ""
+    sha: str = ""  # of the PNG file, so an image listed twice is embedded once
+    first: bool = False  # shown on the first screen (not lazy-loaded)
+
+
+def compact_image(data: bytes, photo: bool) -> tuple[str, bytes]:
+    """(mime type, bytes) of a PNG re-encoded for embedding: a photo-like grid as JPEG
+    (quality JPEG_QUALITY, at most PHOTO_MAX_WIDTH px wide), a plot as a 256-colour palette
+    PNG when that is smaller (flat colours and colormaps survive it), else the PNG as given."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        rgba = im.convert("RGBA")
+    rgb = Image.new("RGB", rgba.size, "white")  # our figures are drawn on white
+    rgb.paste(rgba, mask=rgba.getchannel("A"))
+    out = io.BytesIO()
+    if photo:
+        if rgb.width > PHOTO_MAX_WIDTH:
+            h = max(1, round(rgb.height * PHOTO_MAX_WIDTH / rgb.width))
+            rgb = rgb.resize((PHOTO_MAX_WIDTH, h), Image.Resampling.LANCZOS)
+        rgb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
+        return "image/jpeg", out.getvalue()
+    pal = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    pal.save(out, "PNG", optimize=True)
+    return ("image/png", out.getvalue()) if out.tell() < len(data) else ("image/png", data)
 
 
 def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
@@ -907,7 +961,13 @@ def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
     if not data.startswith(PNG_MAGIC):
         fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a PNG file"
         return fig
-    fig.data_uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    try:
+        mime, small = compact_image(data, photo=key in PHOTO_FIGURES)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a readable PNG"
+        return fig
+    fig.sha = hashlib.sha256(data).hexdigest()
+    fig.data_uri = f"data:{mime};base64," + base64.b64encode(small).decode("ascii")
     # Markdown links to the file itself, percent-encoded so spaces or ')' cannot break the link.
     fig.md_path = MdRaw(quote(target.relative_to(root).as_posix()))
     return fig
@@ -987,6 +1047,7 @@ class _View:
         self.change_text = f"{self.ckey}: {self.cbase} → {self.cvar}"
         self.diff = self.acc.get("diff", _diff(self.bt.get("top1"), self.vt.get("top1")))
         self.figs_in = _d(sm.get("figures"))
+        self.notes = read_notes(self.study_dir)
         # Figures: placed in their section, numbered in order of appearance.
         self.placed: dict[str, list[Figure]] = {sid: [] for sid, _ in SECTIONS}
         self.placed["appendix"] = []
@@ -1008,11 +1069,25 @@ class _View:
                     if vf.get(key) is not None:
                         self.placed["ablation"].append(load_figure(
                             self.study_dir, f"{key}_{slug}", vf[key], f"{what}: {cap}"))
+        # The first screen's figures are numbered first; then in order of appearance.
+        by_key = {f.key: f for fs in self.placed.values() for f in fs}
+        self.first_figs = [by_key[k] for k in FIRST_SCREEN_FIGURES
+                           if k in by_key and by_key[k].status == "ok"]
+        order = self.first_figs + [f for sid in [s for s, _ in SECTIONS] + ["appendix"]
+                                   for f in self.placed[sid] if f not in self.first_figs]
+        seen: dict[str, Figure] = {}
         counter = 0
-        for sid in [s for s, _ in SECTIONS] + ["appendix"]:
-            for f in self.placed[sid]:
-                counter += 1
-                f.number = counter
+        for f in order:
+            f.first = f in self.first_figs
+            if f.status == "ok" and f.sha in seen:  # the same image listed twice: embed once
+                f.status, f.data_uri = "dup", ""
+                f.number = seen[f.sha].number
+                f.note = f"The same image as Figure {f.number}."
+                continue
+            if f.status == "ok":
+                seen[f.sha] = f
+            counter += 1
+            f.number = counter
 
     def verdict(self) -> str:
         """The one verdict the report states: from the seed-level t-test when the study ran
@@ -1042,8 +1117,16 @@ class _View:
     def figs(self, sid: str, *keys: str) -> list[Block]:
         """Figure blocks for a section (only `keys` if given), and a 'not produced' note for
         each expected key the summary does not list."""
-        out: list[Block] = [{"type": "figure", "fig": f} for f in self.placed[sid]
-                            if not keys or f.key in keys]
+        out: list[Block] = []
+        for f in self.placed[sid]:
+            if keys and f.key not in keys:
+                continue
+            if f.first:  # embedded once, on the first screen
+                out.append({"type": "figref", "fig": f,
+                            "text": f"Figure {f.number} ({f.caption[0].lower()}"
+                                    f"{f.caption[1:]}) is shown at the top of the report."})
+            else:
+                out.append({"type": "figure", "fig": f})
         for k in keys:
             if self.figs_in.get(k) is None:
                 cap = FIGURES[k][1]
@@ -1185,6 +1268,168 @@ def _sec_ablation(v: _View) -> list[Block] | None:
     return out
 
 
+# "Still improving": the best epoch lies within the last 10% of epochs (at least the last
+# one) AND the least-squares slope over the last 5 epochs points the improving way.
+IMPROVING_TAIL = 0.10
+IMPROVING_SLOPE_EPOCHS = 5
+MAX_HISTORY_BYTES = 5 * 1024 * 1024
+
+
+def still_improving(values: list[float], higher_is_better: bool = True) -> dict[str, Any] | None:
+    """{'best_epoch', 'epochs', 'slope'} (1-based epochs, slope per epoch over the last
+    IMPROVING_SLOPE_EPOCHS) when the curve was still improving at its last epoch, else None.
+    A curve of fewer than 2 epochs is never called improving (no slope)."""
+    vals = [float(x) for x in values if num(x) is not None]
+    n = len(vals)
+    if n < 2 or n != len(values):
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    best = max(range(n), key=lambda i: (sign * vals[i], i))  # the latest of equal bests
+    tail = max(1, math.ceil(n * IMPROVING_TAIL))
+    k = min(n, IMPROVING_SLOPE_EPOCHS)
+    xs, ys = list(range(n - k, n)), vals[n - k:]
+    mx, my = sum(xs) / k, sum(ys) / k
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+             / sum((x - mx) ** 2 for x in xs))
+    if best >= n - tail and sign * slope > 0:
+        return {"best_epoch": best + 1, "epochs": n, "slope": slope}
+    return None
+
+
+def _histories(study_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """run name -> its per-epoch records, from STUDY/runs/*/metrics.jsonl (bad lines skipped)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    root = study_dir / "runs"
+    if not root.is_dir():
+        return out
+    for path in sorted(root.glob("*/metrics.jsonl")):
+        try:
+            if path.stat().st_size > MAX_HISTORY_BYTES:
+                continue
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        recs = []
+        for ln in lines:
+            try:
+                r = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and "epoch" in r:
+                recs.append(r)
+        if recs:
+            out[path.parent.name] = recs
+    return out
+
+
+def describe_still_improving(hists: dict[str, list[dict[str, Any]]]) -> str:
+    """A warning naming the runs whose validation accuracy or loss was still improving at
+    their last epoch (see still_improving), or '' when none was."""
+    hits: dict[str, list[str]] = {}
+    for name, recs in hists.items():
+        for key, label, higher in (("val_acc", "validation accuracy still rising", True),
+                                   ("val_loss", "validation loss still falling", False)):
+            vals = [r.get(key) for r in recs]
+            if vals and all(num(x) is not None for x in vals) and still_improving(vals, higher):
+                hits.setdefault(label, []).append(clean_text(name))
+    if not hits:
+        return ""
+    n = len(hists)
+    parts = [f"{label} in {len(names)} of {n} run{'' if n == 1 else 's'} ({', '.join(names)})"
+             for label, names in hits.items()]
+    return ("Not converged: " + "; ".join(parts) + f" (best epoch within the last "
+            f"{IMPROVING_TAIL:.0%} of epochs and a last-{IMPROVING_SLOPE_EPOCHS}-epoch slope "
+            "still improving). More epochs could change both accuracies and their difference.")
+
+
+def curve_warnings(v: _View) -> list[str]:
+    w = describe_still_improving(_histories(v.study_dir))
+    return [w] if w else []
+
+
+VERDICT_LEAD = {"rose": "The change helped", "fell": "The change hurt",
+                "no_change": "The change made no significant difference",
+                "borderline": "The evidence on the change is borderline",
+                "unknown": "The change's effect could not be tested"}
+
+
+def first_screen_ablation(v: _View) -> list[Block]:
+    """The first screen's table of several one-change comparisons, when summary.json has an
+    "ablation" block ({"rows": [{"change", "diff", "lo", "hi", "p", "p_holm", "verdict"}]});
+    [] when it has none. Numbers and the producer's verdict only: the producer owns the test."""
+    rows = [_d(r) for r in _l(_d(v.sm.get("ablation")).get("rows"))]
+    if not rows:
+        return []
+    return [_table(
+        ["Change", "Difference (points)", "95% CI", "p", "p (Holm)", "Verdict"],
+        [[_s(r.get("change")), fmt_points(r.get("diff"), signed=True),
+          f"[{fmt_points(r.get('lo'))}, {fmt_points(r.get('hi'))}]", fmt_p(r.get("p")),
+          fmt_p(r.get("p_holm")), _s(r.get("verdict"))] for r in rows],
+        align="lrrrrl", caption="Each change against the baseline")]
+
+
+def first_screen(v: _View) -> dict[str, Any]:
+    """The answer, before any detail: both accuracies and the difference with its interval as
+    big numbers, how many seeds stand behind them, the seed report next to this study, the
+    curves, the tracked failures and the cost line."""
+    sb = _d(v.seeds_block)
+    if v.seed_level:
+        a, b = fmt_pct(sb.get("mean_a")), fmt_pct(sb.get("mean_b"))
+        sub_a = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.get('std_a'))}"
+                 if num(sb.get("std_a")) is not None else f"mean of {v.n_seeds} seeds")
+        sub_b = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.get('std_b'))}"
+                 if num(sb.get("std_b")) is not None else f"mean of {v.n_seeds} seeds")
+        diff = sb.get("mean_diff")
+        lo, hi = _seed_ci(sb)
+        covers = f"paired t across {v.n_seeds} seeds: covers training seeds and test images"
+    else:
+        a, b = fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))
+        sub_a = sub_b = "one trained model"
+        diff, lo, hi = v.diff, v.acc.get("lo"), v.acc.get("hi")
+        covers = "paired Wald: covers test-image sampling only"
+    n = v.n_seeds if v.seed_level else 1
+    lvl = num((sb if v.seed_level else v.acc).get("level")) or 0.95
+    ci = (f"{lvl * 100:g}% CI [{fmt_points(lo)}, {fmt_points(hi)}]"
+          if num(lo) is not None and num(hi) is not None else "no interval")
+    if n >= 2:
+        badge, warn = f"{n} seeds", False
+        badge_note = "training noise measured across seeds"
+    else:
+        badge, warn = "1 seed", True
+        badge_note = "training noise not measured: rerun with --seeds 3"
+    verdict = (VERDICT_LEAD[v.verdict()] if v.seed_level
+               else "Nothing is concluded about the change yet (one trained pair)")
+    why_not = replication_applies(v.sm)
+    sr = SEED_REPORT
+    rep_rows = [
+        ["Baseline", fmt_pct(sr["baseline_top1"]), a],
+        ["Variant", fmt_pct(sr["variant_top1"]), b],
+        ["Change (points)", fmt_points(sr["diff"], signed=True),
+         f"{fmt_points(diff, signed=True)} [{fmt_points(lo)}, {fmt_points(hi)}]"
+         if num(lo) is not None else fmt_points(diff, signed=True)],
+    ]
+    rep_lo, rep_hi = (_seed_ci(sb) if v.seed_level else (None, None))
+    rep_verdict = replication_verdict(rep_lo, rep_hi) if v.seed_level else "not_judged"
+    return {
+        "baseline": a, "variant": b, "sub_a": sub_a, "sub_b": sub_b,
+        "diff": fmt_points(diff, signed=True) + " points" if num(diff) is not None else NA,
+        "ci": ci, "covers": covers, "badge": badge, "badge_warn": warn,
+        "badge_note": badge_note, "verdict": verdict, "change": v.change_text,
+        "headline": _cap(v.accuracy_change()) + ".",
+        "replication": _table(["", "Seed report", "This study"], rep_rows, align="lrr",
+                              caption="Test accuracy: the seed report and this study"),
+        "replication_text": describe_replication(rep_verdict, rep_lo, rep_hi, v.n_seeds,
+                                                 why_not),
+        "figures": v.first_figs,
+        "cost": (f"Baseline: {fmt_int(v.base.get('params'))} parameters, "
+                 f"{fmt_flops(v.base.get('flops'))} per image; variant: "
+                 f"{fmt_int(v.var.get('params'))} parameters, {fmt_flops(v.var.get('flops'))}. "
+                 + _describe_cost(v.base, v.var, v.ckey, v.verdict() if v.seed_level else "")),
+        "ablation": first_screen_ablation(v),
+        "warnings": curve_warnings(v),
+    }
+
+
 def headline(summary: dict[str, Any], study_dir: Path) -> str:
     """The study's verdict in one sentence, the same words as the report's headline: what
     `cifarlens study` and `demo` print when they finish."""
@@ -1208,6 +1453,10 @@ def _sec_summary(v: _View) -> list[Block]:
     if v.generated:
         summary_bits.append(f"All numbers come from generated data, not {v.dataset}.")
     out.append(_p(" ".join(summary_bits), lead="Headline."))
+    if v.notes.get("study"):
+        out.append({"type": "notes", "items": [{"title": f"Notes on the study ({NOTES_FILE})",
+                                                "paras": v.notes["study"], "id": "note-study",
+                                                "rank": None}]})
     sb = _d(v.seeds_block)
     mean_rows = ([[f"Test top-1, mean over {v.n_seeds} seeds", fmt_pct(sb.get("mean_a")),
                    fmt_pct(sb.get("mean_b"))]] if v.seed_level else [])
@@ -1487,7 +1736,11 @@ def _sec_failure_cases(v: _View) -> list[Block]:
                     f"{confidence_basis(v.fails)} (raw confidence: unscaled softmax; margin: "
                     "top-1 minus top-2 probability; P(true): probability of the given label)"))
     pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
-    if pce:
+    if pce and not any((num(x.get("count")) or 0) >= 2 for x in pce):
+        out.append(_p(f"No class has more than one confident error: the {len(pce)} listed are "
+                      "spread one per class, so no class stands out."
+                      if len(pce) > 1 else "Only one class has a confident error."))
+    elif pce:
         out.append(_table(
             ["True class", "Confident errors"],
             [[_s(x.get("name")), fmt_int(x.get("count"))] for x in pce],
@@ -1597,6 +1850,7 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
                     "(fixed rows highlighted)"))
     else:
         out.append(_note("Failure tracking was not computed."))
+    out += _notes_blocks(v)
     out += v.figs("constrained-improvement", "gradcam_tracking")
     return out
 
@@ -1654,24 +1908,24 @@ def _sec_comparison(v: _View) -> list[Block]:
         items = [_d(x) for x in _l(pc.get(kind))][:10]
         if items:
             out.append(_table(
-                ["Class", "Baseline", "Variant", "Change (points)"],
+                ["Class", "Test images", "Baseline", "Variant", "Change (points)",
+                 "95% CI (Newcombe)"],
                 # stats.per_class_changes calls them acc_a / acc_b: accept either name
-                [[_s(x.get("name")), fmt_pct(_first(x, "before", "acc_a")),
+                [[_s(x.get("name")), fmt_int(x.get("n")), fmt_pct(_first(x, "before", "acc_a")),
                   fmt_pct(_first(x, "after", "acc_b")),
-                  fmt_points(x.get("delta"), signed=True)] for x in items],
-                caption=title + " (test accuracy per class)"))
+                  fmt_points(x.get("delta"), signed=True), _class_ci_text(x)] for x in items],
+                caption=title + f" (test accuracy per class, seed-{_s(v.pair_seed)} pair; "
+                f"{PER_CLASS_CI_NOTE})"))
     if pc.get("improved") or pc.get("worsened"):
         bits = []
         imp, wor = _l(pc.get("improved")), _l(pc.get("worsened"))
         if imp:
-            x = _d(imp[0])
-            bits.append(f"the most improved class is {_s(x.get('name'))} "
-                        f"({fmt_points(x.get('delta'), signed=True)} points)")
+            bits.append(f"the most improved class is {describe_class_change(_d(imp[0]))}")
         if wor:
-            x = _d(wor[0])
-            bits.append(f"the most worsened is {_s(x.get('name'))} "
-                        f"({fmt_points(x.get('delta'), signed=True)} points)")
-        out.append(_p(_cap("; ".join(bits)) + "."))
+            bits.append(f"the most worsened is {describe_class_change(_d(wor[0]))}")
+        out.append(_p(_cap("; ".join(bits)) + f". {PER_CLASS_CI_NOTE[:1].upper()}"
+                      f"{PER_CLASS_CI_NOTE[1:]}, so no class-level change is called significant "
+                      "here."))
     else:
         out.append(_note("Per-class changes were not computed."))
     out += v.figs("comparison", "confusion_difference", "per_class_changes")
@@ -1699,6 +1953,130 @@ def _sec_comparison(v: _View) -> list[Block]:
     return out
 
 
+Z95 = 1.959963984540054
+PER_CLASS_CI_NOTE = ("intervals: Newcombe's hybrid Wilson score method for a difference of two "
+                     "proportions over that class's test images, treating the arms as "
+                     "independent (wider than a paired interval when the two models agree on "
+                     "many images); they cover test-image sampling only and are not adjusted "
+                     "for picking the largest changes out of all classes")
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n."""
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def newcombe_diff_ci(k_a: float, n_a: float, k_b: float, n_b: float,
+                     z: float = Z95) -> tuple[float, float]:
+    """95% interval for p_b - p_a (Newcombe 1998, method 10: hybrid score, independent)."""
+    pa, pb = k_a / n_a, k_b / n_b
+    la, ua = wilson(k_a, n_a, z)
+    lb, ub = wilson(k_b, n_b, z)
+    d = pb - pa
+    return (d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2),
+            d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2))
+
+
+def class_change_ci(x: dict[str, Any]) -> tuple[float, float] | None:
+    """The Newcombe interval of one per-class change (needs its image count n)."""
+    n = num(x.get("n"))
+    a, b = num(_first(x, "before", "acc_a")), num(_first(x, "after", "acc_b"))
+    if n is None or n < 1 or a is None or b is None:
+        return None
+    return newcombe_diff_ci(round(a * n), n, round(b * n), n)
+
+
+def _class_ci_text(x: dict[str, Any]) -> str:
+    ci = class_change_ci(x)
+    return NA if ci is None else f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}]"
+
+
+def describe_class_change(x: dict[str, Any]) -> str:
+    """'whale (+54.55 points on 11 test images, 95% CI [14.10, 74.68])', or with no image count
+    'whale (+54.55 points; the number of test images was not recorded, so no interval)'."""
+    name, delta = _s(x.get("name")), fmt_points(x.get("delta"), signed=True)
+    ci = class_change_ci(x)
+    if ci is None:
+        return (f"{name} ({delta} points; the number of test images was not recorded, so no "
+                "interval)")
+    n = int(num(x.get("n")) or 0)
+    return (f"{name} ({delta} points on {n} test image{'' if n == 1 else 's'}, 95% CI "
+            f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}])")
+
+
+NOTES_FILE = "notes.md"
+MAX_NOTES_BYTES = 1024 * 1024
+_NOTE_HEADING = re.compile(r"^##[ \t]+(?:(study)|test[ \t]+(\d+))[ \t]*$", re.IGNORECASE)
+
+
+def read_notes(study_dir: Path) -> dict[str, list[str]]:
+    """STUDY/notes.md as {"study": [paragraphs], "test 1234": [paragraphs], ...}; {} without a
+    file. Format: '## study' and '## test INDEX' headings (INDEX: the test image's dataset index,
+    as in the failure tables), each followed by free text; paragraphs are separated by blank
+    lines. Anything before the first '## ' heading is ignored (e.g. a '# title'). The text is
+    the user's: the report shows it escaped, as plain paragraphs, never as HTML or Markdown.
+    Raises CifarlensError, naming the line, for any other '## ' heading or a repeated one."""
+    path = Path(study_dir) / NOTES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        if path.stat().st_size > MAX_NOTES_BYTES:
+            raise CifarlensError(f"{path}: larger than {MAX_NOTES_BYTES // 1024} KB")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CifarlensError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise CifarlensError(f"{path}: cannot be read ({e.strerror or e})") from None
+    notes: dict[str, list[str]] = {}
+    key: str | None = None
+    lines: dict[str, list[str]] = {}
+    for no, line in enumerate(text.splitlines(), 1):
+        if line.startswith("##") and not line.startswith("###"):
+            m = _NOTE_HEADING.match(line.strip())
+            if not m:
+                raise CifarlensError(
+                    f"{path} line {no}: heading {clean_text(line.strip())[:60]!r} is not "
+                    "'## study' or '## test INDEX' (INDEX: a test image's dataset index)")
+            key = "study" if m.group(1) else f"test {int(m.group(2))}"
+            if key in lines:
+                raise CifarlensError(f"{path} line {no}: a second '## {key}' heading")
+            lines[key] = []
+        elif key is not None:
+            lines[key].append(line)
+    for k, ls in lines.items():
+        paras = [" ".join(x.strip() for x in block.splitlines() if x.strip())
+                 for block in re.split(r"\n[ \t]*\n", "\n".join(ls))]
+        notes[k] = [clean_text(p) for p in paras if p]
+    return notes
+
+
+def _notes_blocks(v: _View) -> list[Block]:
+    """The notes on the tracked failures, each under its failure; then any other test image."""
+    items = []
+    tracked = {str(_s(f.get("index"))): f for f in v.top}
+    for key, paras in v.notes.items():
+        if not key.startswith("test ") or not paras:
+            continue
+        idx = key.split()[1]
+        f = tracked.get(idx)
+        if f is not None:
+            st = STATUS_TEXT.get(str(_d(f.get("variant")).get("status")), "")
+            title = (f"#{_s(f.get('rank'))}, test image {idx}: true {_s(f.get('true_name'))}, "
+                     f"baseline said {_s(f.get('pred_name'))}" + (f"; variant: {st}" if st else ""))
+        else:
+            title = f"Test image {idx} (not among the tracked failures)"
+        items.append({"title": title, "paras": paras, "id": f"note-test-{idx}",
+                      "rank": num(f.get("rank")) if f else None})
+    if not items:
+        return []
+    items.sort(key=lambda x: (x["rank"] is None, x["rank"] or 0))
+    return [_h3(f"Notes ({NOTES_FILE})"), {"type": "notes", "items": items}]
+
+
 def _sec_complexity(v: _View) -> list[Block]:
     """12 Complexity."""
     out: list[Block] = []
@@ -1709,7 +2087,8 @@ def _sec_complexity(v: _View) -> list[Block]:
          ["Variant CNN", fmt_int(v.var.get("params")), fmt_params_m(v.var.get("params")),
           fmt_flops(v.var.get("flops"))]],
         caption="Model complexity (forward pass, one 32×32 image)"))
-    out.append(_p(_describe_cost(v.base, v.var, v.ckey)))
+    out.append(_p(_describe_cost(v.base, v.var, v.ckey,
+                                 v.verdict() if v.seed_level else "")))
     return out
 
 
@@ -1749,13 +2128,15 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
         i = len(sections) + 1
         heading = f"{i} {title}"
         sections.append({"id": sid, "num": i, "title": title, "heading": heading,
-                         "slug": _gh_slug(heading), "blocks": blocks})
+                         "slug": _gh_slug(heading), "blocks": blocks,
+                         "open": sid not in COLLAPSED})
     if v.placed["appendix"]:
         heading = "Appendix: other figures"
         sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,
-                         "slug": _gh_slug(heading),
+                         "slug": _gh_slug(heading), "open": True,
                          "blocks": [{"type": "figure", "fig": f} for f in v.placed["appendix"]]})
     from .browse import table_context
+    from .figures import ARM_COLORS
 
     return {
         "browse": table_context(v.study_dir, v.sm.get("browse", {}).get("file")
@@ -1768,6 +2149,8 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
         "generated": v.generated,
         "dataset": v.dataset,
         "sections": sections,
+        "answer": first_screen(v),
+        "arm_colors": ARM_COLORS,
         "version": __version__,
     }
 
@@ -1793,14 +2176,17 @@ def _dur(x: Any) -> str:
     return f"{f / 3600:.2f} h"
 
 
-def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str) -> str:
+def _describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str,
+                   verdict: str = "") -> str:
+    """Parameters and FLOPs of the variant against the baseline. "The gain is free at inference
+    time" only when `verdict` is the seed-level test's "rose" (the change helped)."""
     pa, pb, fa, fb = (num(x) for x in (base.get("params"), var.get("params"),
                                        base.get("flops"), var.get("flops")))
     if pa is None or pb is None:
         return "Parameter counts were not recorded for both models."
     if pa == pb and (fa is None or fb is None or fa == fb):
-        return (f"The change ({ckey}) adds no parameters or FLOPs: any gain is free at "
-                "inference time.")
+        return (f"The change ({ckey}) adds no parameters or FLOPs"
+                + (": its gain is free at inference time." if verdict == "rose" else "."))
     dp = pb - pa
     if dp == 0:
         out = "The variant has the same number of parameters"
@@ -1817,10 +2203,7 @@ def _reflection(v: _View) -> list[str]:
     """Observations generated from the numbers, in the seed report's reflection spirit."""
     bt, vt, fails, explain = v.bt, v.vt, v.fails, v.explain
     if v.seed_level:
-        lead = {"rose": "The change helped", "fell": "The change hurt",
-                "no_change": "The change made no significant difference",
-                "borderline": "The evidence on the change is borderline",
-                "unknown": "The change's effect could not be tested"}[v.verdict()]
+        lead = VERDICT_LEAD[v.verdict()]
         out = [f"{lead}: with {v.change_text}, {v.accuracy_change()}."]
     else:
         out = [f"Nothing is concluded about the change yet: with {v.change_text}, "
@@ -1858,6 +2241,184 @@ def _reflection(v: _View) -> list[str]:
         out.append(f"These results come from GENERATED data, not {v.dataset}: they show that the "
                    "pipeline works, not how the models behave on real images.")
     return out
+
+
+# --------------------------------------------------------------------------- CSV tables
+
+TABLES_DIR = "tables"
+
+
+def _cell(x: Any) -> str:
+    """A CSV cell: numbers in full precision (repr), missing as empty, text cleaned and kept
+    from being read as a spreadsheet formula (a leading = + - @ gets a quote)."""
+    if x is None or isinstance(x, bool):
+        return "" if x is None else str(int(x))
+    f = num(x)
+    if f is not None:
+        return repr(int(f)) if isinstance(x, int) else repr(f)
+    if isinstance(x, (int, float)):  # NaN / inf
+        return ""
+    t = clean_text(x)
+    return "'" + t if t[:1] in ("=", "+", "-", "@") else t
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows([[_cell(c) for c in r] for r in rows])
+    return buf.getvalue()
+
+
+def comparison_tables(summary: dict[str, Any], study_dir: Path) -> dict[str, str]:
+    """The report's comparison tables as CSV text, by file name: the numbers of summary.json
+    unformatted (fractions, not percentages), for a paper's tables or a spreadsheet."""
+    v = _View(summary, study_dir)
+    sb = _d(v.seeds_block)
+    lo, hi = _seed_ci(sb)
+    sr = SEED_REPORT
+    rep = [
+        ["baseline_top1", sr["baseline_top1"],
+         sb.get("mean_a") if v.seed_level else v.bt.get("top1"), None, None],
+        ["variant_top1", sr["variant_top1"],
+         sb.get("mean_b") if v.seed_level else v.vt.get("top1"), None, None],
+        ["diff", sr["diff"], sb.get("mean_diff") if v.seed_level else v.diff,
+         lo if v.seed_level else v.acc.get("lo"), hi if v.seed_level else v.acc.get("hi")],
+        ["params", sr["params"], v.base.get("params"), None, None],
+        ["flops", None, v.base.get("flops"), None, None],
+    ]
+    comp = []
+    if v.seed_level:
+        comp.append(["test_top1_mean_over_seeds", sb.get("mean_a"), sb.get("mean_b"),
+                     sb.get("mean_diff"), lo, hi, sb.get("p_value"), "paired_t",
+                     f"{v.n_seeds} seeds"])
+    comp.append([f"test_top1_seed_{_s(v.pair_seed)}", v.bt.get("top1"), v.vt.get("top1"),
+                 v.acc.get("diff", v.diff), v.acc.get("lo"), v.acc.get("hi"),
+                 v.mc.get("p_value"), _s(v.acc.get("method"), ""), "one pair"])
+    for key in ("top5", "macro_f1", "ece"):
+        comp.append([f"test_{key}_seed_{_s(v.pair_seed)}", v.bt.get(key), v.vt.get(key),
+                     _diff(v.bt.get(key), v.vt.get(key)), None, None, None, "", "one pair"])
+    pc = _d(v.comp.get("per_class"))
+    per_class = []
+    for kind in ("improved", "worsened"):
+        for x in map(_d, _l(pc.get(kind))):
+            ci = class_change_ci(x) or (None, None)
+            per_class.append([x.get("name"), kind, x.get("n"), _first(x, "before", "acc_a"),
+                              _first(x, "after", "acc_b"), x.get("delta"), ci[0], ci[1]])
+    ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.base.get("per_seed"))}
+    ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.var.get("per_seed"))}
+    mcs = {_s(_d(x).get("seed")): _d(x) for x in _l(sb.get("mcnemar_per_seed"))}
+    per_seed = []
+    for seed in dict.fromkeys(list(ps_a) + list(ps_b) + list(mcs)):
+        mc = mcs.get(seed, {})
+        per_seed.append([seed, ps_a.get(seed), ps_b.get(seed),
+                         mc.get("diff", _diff(ps_a.get(seed), ps_b.get(seed))), mc.get("lo"),
+                         mc.get("hi"), mc.get("a_only"), mc.get("b_only"), mc.get("p_value")])
+    return {
+        "replication.csv": _csv_text(["quantity", "seed_report", "this_study", "this_study_lo",
+                                      "this_study_hi"], rep),
+        "comparison.csv": _csv_text(["quantity", "baseline", "variant", "difference", "lo", "hi",
+                                     "p_value", "method", "noise"], comp),
+        "per_class.csv": _csv_text(["class", "kind", "n", "baseline", "variant", "difference",
+                                    "newcombe_lo", "newcombe_hi"], per_class),
+        "per_seed.csv": _csv_text(["seed", "baseline_top1", "variant_top1", "difference", "lo",
+                                   "hi", "baseline_only_right", "variant_only_right",
+                                   "mcnemar_p"], per_seed),
+    }
+
+
+# --------------------------------------------------------------------------- figure export
+
+EXPORT_DIR = "figures"  # STUDY/figures/<fmt>/
+
+
+def _run_dir(study_dir: Path, model: dict[str, Any]) -> Path | None:
+    """A model's run folder inside the study (summary.json may hold the path it had when the
+    study ran elsewhere: only its name is used)."""
+    run = model.get("run")
+    if not isinstance(run, str) or not run:
+        return None
+    d = (study_dir / "runs" / Path(run).name).resolve()
+    return d if d.is_dir() and d.is_relative_to(study_dir.resolve()) else None
+
+
+def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
+    """Redraw the study's figures that its saved data allows (curves, confusion, confusion
+    difference, per-class changes, reliability) as `fmt` ('svg' or 'pdf') into
+    STUDY/figures/<fmt>/; return (written files, keys not redrawn, with why). The Grad-CAM and
+    gallery figures need the models and images, so they stay PNG."""
+    from . import metrics as M
+    from . import stats as S
+    from ._io import figure_formats
+    from .synth import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, FINE_TO_COARSE
+    from .train import plot_curves
+
+    study_dir = Path(study_dir)
+    summary = read_json(study_dir / "summary.json")
+    if not isinstance(summary, dict):
+        raise CifarlensError(f"{study_dir / 'summary.json'} must hold a JSON object")
+    models = _d(summary.get("models"))
+    ra, rb = (_run_dir(study_dir, _d(models.get(k))) for k in ("baseline", "variant"))
+    if ra is None or rb is None:
+        raise CifarlensError(f"{study_dir}: the baseline and variant run folders are not in "
+                             "the study's runs/ folder, so no figure can be redrawn")
+    out = study_dir / EXPORT_DIR / fmt
+    ds = summary.get("dataset")
+    names = (CIFAR100_FINE_NAMES if ds == "cifar100" else CIFAR10_NAMES if ds == "cifar10"
+             else None)
+    groups = dict(group_names=CIFAR100_COARSE_NAMES, group_of=FINE_TO_COARSE) \
+        if ds == "cifar100" else {}
+    done: list[Path] = []
+    skipped = [f"{k} (drawn from data the report does not reload)" for k in
+               ("failure_gallery", "gradcam_failures", "gradcam_tracking", "deletion_insertion",
+                "confusion_superclass") if k in _d(summary.get("figures"))]
+
+    def target(key: str) -> Path:
+        return out / f"{key}.png"  # save_figure swaps the suffix for the format
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=5, desc=f"figures as {fmt}", unit="fig", file=sys.stderr,
+               disable=not sys.stderr.isatty())
+    with figure_formats((fmt,)), bar:
+        hists = _histories(study_dir)
+        hist = {arm: hists[run.name] for arm, run in (("baseline", ra), ("variant", rb))
+                if run.name in hists}
+        if len(hist) == 2:
+            plot_curves(hist, target("curves"))
+            done.append(target("curves"))
+        else:
+            skipped.append("curves (no metrics.jsonl)")
+        bar.update()
+        try:
+            ma, mb = read_json(ra / "metrics_test.json"), read_json(rb / "metrics_test.json")
+            cm_a = ma["confusion_matrix"]
+            cm_b = mb["confusion_matrix"]
+        except (CifarlensError, KeyError, TypeError):
+            skipped.append("confusion, confusion_difference, per_class_changes, reliability "
+                           "(no test metrics)")
+        else:
+            if names is not None and len(names) != len(cm_a):
+                names, groups = None, {}
+            M.plot_confusion(cm_a, names, target("confusion"), **groups)
+            bar.update()
+            S.plot_confusion_difference(cm_a, cm_b, names, target("confusion_difference"),
+                                        **groups)
+            bar.update()
+            S.plot_per_class_changes(cm_a, cm_b, names, target("per_class_changes"))
+            bar.update()
+            done += [target(k) for k in ("confusion", "confusion_difference",
+                                         "per_class_changes")]
+            series = [(arm, m["calibration"], m.get("ece")) for arm, m in
+                      (("baseline", ma), ("variant", mb)) if isinstance(m.get("calibration"),
+                                                                        dict)]
+            if len(series) == 2:
+                M.plot_reliability(series, target("reliability"), title="Reliability on test")
+                done.append(target("reliability"))
+            else:
+                skipped.append("reliability (no calibration bins)")
+            bar.update()
+    return [p.with_suffix("." + fmt) for p in done], skipped
 
 
 # --------------------------------------------------------------------------- rendering
@@ -1915,7 +2476,9 @@ def render_markdown(ctx: dict[str, Any]) -> str:
 
 @locked
 def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write study_dir/report.html and study_dir/report.md atomically; return their paths.
+    """Write study_dir/report.html, study_dir/report.md and the comparison tables as
+    study_dir/tables/{replication,comparison,per_class,per_seed}.csv, each atomically; return
+    the two reports' paths.
 
     ``summary`` defaults to study_dir/summary.json. Re-running only re-renders: nothing is
     retrained, so ``cifarlens report STUDY`` is cheap.
@@ -1932,7 +2495,10 @@ def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tup
         html, md = render_html(ctx), render_markdown(ctx)
     except jinja2.TemplateError as e:  # a broken installed template, not a user error
         raise RuntimeError(f"report template error: {e}") from e
+    tables = comparison_tables(summary, study_dir)
     html_path, md_path = study_dir / "report.html", study_dir / "report.md"
     write_text(html_path, html)
     write_text(md_path, md)
+    for name, text in tables.items():
+        write_text(study_dir / TABLES_DIR / name, text)
     return html_path, md_path

@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from ._io import save_figure
 from .errors import CifarlensError
-from .figures import COLORS, new_figure, safe_text
+from .figures import ARM_COLORS, arm_cmap, new_figure, safe_text
 from .metrics import (
     _as_bool,
     _as_cm,
@@ -312,7 +312,9 @@ def per_class_changes(
 
 
 def _sign_colors(values: Any) -> list[str]:
-    return [COLORS["right"] if v > 0 else COLORS["wrong"] for v in values]
+    """Each change in the colour of the arm it favours (ARM_COLORS): > 0 variant, else
+    baseline."""
+    return [ARM_COLORS["variant"] if v > 0 else ARM_COLORS["baseline"] for v in values]
 
 
 def plot_confusion_difference(
@@ -349,8 +351,10 @@ def plot_confusion_difference(
     )
     vmax = max(int(np.abs(d).max()), 1)
     # symlog: single-image changes stay visible next to large diagonal shifts.
-    # Neutral diverging map: off the diagonal a negative change is good, so no red/green.
-    im = ax.imshow(shown, cmap="PuOr", norm=SymLogNorm(linthresh=1.0, vmin=-vmax, vmax=vmax),
+    # Baseline colour -> white -> variant colour: each cell in the colour of the arm with more
+    # of it (off the diagonal more is worse, so no red/green).
+    im = ax.imshow(shown, cmap=arm_cmap(), norm=SymLogNorm(linthresh=1.0, vmin=-vmax,
+                                                          vmax=vmax),
                    interpolation="nearest")
     ax.grid(False)
     decorate_class_matrix(ax, labels, order, groups, group_names, line_color="0.5")
@@ -419,4 +423,9 @@ def plot_per_class_changes(
     bx.set_xlabel("Accuracy change (pp)")
     bx.set_ylabel("Class")
     bx.set_title(f"Top {k} improved and worsened classes")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=ARM_COLORS["variant"], label=f"{names[1]} better"),
+                       Patch(color=ARM_COLORS["baseline"], label=f"{names[0]} better")],
+              loc="upper left", fontsize=8)
     save_figure(fig, path)

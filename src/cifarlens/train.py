@@ -824,19 +824,22 @@ def write_history(out: Path, history: list[dict], plot: bool = True) -> None:
 
 
 def plot_curves(runs: dict[str, list[dict]], path: Path) -> None:
-    """Loss and accuracy, train vs val, for one run or several on the same axes."""
-    from .figures import new_figure
+    """Loss and accuracy, train vs val, for one run or several on the same axes. Each run has
+    its arm's colour (figures.arm_color: baseline and variant as in every figure); train is
+    dashed, validation solid."""
+    from .figures import CURVE_STYLES, arm_color, new_figure
 
     fig, (ax_l, ax_a) = new_figure(1, 2, figsize=(9, 3.4))
-    styles = ["-", "--", ":", "-."]
     for k, (name, hist) in enumerate(runs.items()):
         ep = [r["epoch"] for r in hist]
-        ls = styles[k % len(styles)]
+        color = arm_color(name, k)
         tag = f"{name} " if name else ""
-        ax_l.plot(ep, [r["train_loss"] for r in hist], ls, color="C0", label=f"{tag}train")
-        ax_l.plot(ep, [r["val_loss"] for r in hist], ls, color="C1", label=f"{tag}val")
-        ax_a.plot(ep, [100 * r["train_acc"] for r in hist], ls, color="C0", label=f"{tag}train")
-        ax_a.plot(ep, [100 * r["val_acc"] for r in hist], ls, color="C1", label=f"{tag}val")
+        for kind in ("train", "val"):
+            ls = CURVE_STYLES[kind]
+            ax_l.plot(ep, [r[f"{kind}_loss"] for r in hist], ls, color=color,
+                      label=f"{tag}{kind}")
+            ax_a.plot(ep, [100 * r[f"{kind}_acc"] for r in hist], ls, color=color,
+                      label=f"{tag}{kind}")
     ax_l.set(xlabel="epoch", ylabel="loss (cross-entropy, label-smoothed)", title="Loss")
     ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax_a.legend(fontsize=8)
