@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cifarlens import data as D
+from cifarlens import userdata
 from cifarlens.errors import CifarlensError
 
 
@@ -21,6 +22,8 @@ def counted(monkeypatch):
         return real(b)
 
     monkeypatch.setattr(D, "md5_bytes", md5)
+    # userdata binds the name at import: patch it there too, or the count depends on test order
+    monkeypatch.setattr(userdata, "md5_bytes", md5)
     D.clear_cache()
     yield calls
     D.clear_cache()

@@ -45,6 +45,7 @@ __all__ = [
     "clean_text",
     "comparison_tables",
     "compact_image",
+    "is_photo_figure",
     "describe_border",
     "describe_ablation_row",
     "describe_calibration_change",
@@ -905,6 +906,11 @@ class Figure:
     first: bool = False  # shown on the first screen (not lazy-loaded)
 
 
+def is_photo_figure(key: str) -> bool:
+    """A grid of images (JPEG when embedded), also a further change's copy ('<key>_<slug>')."""
+    return key in PHOTO_FIGURES or any(key.startswith(k + "_") for k in PHOTO_FIGURES)
+
+
 def compact_image(data: bytes, photo: bool) -> tuple[str, bytes]:
     """(mime type, bytes) of a PNG re-encoded for embedding: a photo-like grid as JPEG
     (quality JPEG_QUALITY, at most PHOTO_MAX_WIDTH px wide), a plot as a 256-colour palette
@@ -962,7 +968,7 @@ def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
         fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a PNG file"
         return fig
     try:
-        mime, small = compact_image(data, photo=key in PHOTO_FIGURES)
+        mime, small = compact_image(data, photo=is_photo_figure(key))
     except (OSError, ValueError, Image.DecompressionBombError):
         fig.status, fig.note = "invalid", f"figure not embedded: '{fig.rel}' is not a readable PNG"
         return fig
