@@ -359,11 +359,11 @@ def cmd_failures(a: argparse.Namespace) -> int:
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    from .explanations import explain_run
+    from .explain import explain_run
 
     r = explain_run(a.run, a.split, failures=a.failures, indices=a.indices, target=a.target,
                     all_images=a.all, layer=a.layer)
-    print(f"wrote {a.run}/explanations_{a.split}.npz ({r['explained']} images)")
+    print(f"wrote {a.run}/{r['file']} ({r['explained']} images)")  # ad-hoc: a tagged name
     return 0
 
 
