@@ -1,6 +1,8 @@
 # Sourced by the other scripts: create .venv once and install cifarlens with what it needs.
-# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel this project is tested with;
-# on a GPU machine use e.g. TORCH_SPEC="torch" (the CUDA build from PyPI).
+# TORCH_SPEC picks the PyTorch build: the default pins the version this project is tested with.
+# Which build pip finds for it depends on the index: PyPI's Linux wheel is the CUDA build (it
+# also runs on CPU); add "--index-url https://download.pytorch.org/whl/cpu" for the CPU build
+# (README, "Set-up").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
