@@ -158,11 +158,6 @@ def brier(probs: Any, labels: Any) -> float:
     return float(np.mean(np.sum(p * p, axis=1) - 2.0 * p_true + 1.0))
 
 
-def predictions(probs: Any) -> np.ndarray:
-    """Top-1 predicted class (lowest index wins ties, like argmax)."""
-    return np.argmax(_as_probs(probs), axis=1).astype(np.int64)
-
-
 def confidences_and_correct(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     """Top-label confidence and whether the top-1 prediction is right, per sample."""
     p, y = _probs_and_labels(probs, labels)

@@ -108,7 +108,6 @@ class TrainConfig:
 TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                      "label_smoothing", "warmup_epochs", "augment", "val_fraction", "train_limit",
                      "cutout_size", "mixup_alpha", "cutmix_alpha")
-RUNTIME_SETTINGS = ("device", "precision", "eval_batch_size", "compile", "data_dir")
 
 # One line of help per TrainConfig field: the CLI makes a flag of every field from this table
 # (cli._add_train_args), so a new setting gets its flag and its help in one place.
