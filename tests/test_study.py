@@ -83,6 +83,11 @@ def test_study_summary_matches_the_runs(study):
     assert len(s["failures"]["top"]) == 12
     for rel in s["figures"].values():
         assert (study / rel).is_file(), rel
+    # stage wall times (docs/benchmarks.md "Cost beside training"): parts of the whole
+    t = s["timing"]
+    assert min(t["train_s"], t["evaluate_s"], t["analysis_s"]) > 0
+    assert t["train_s"] + t["evaluate_s"] <= t["runs_s"] + 1e-6
+    assert t["runs_s"] + t["analysis_s"] <= t["total_s"] + 1e-6
 
 
 def test_tracked_failures_match_the_variant_predictions(study):

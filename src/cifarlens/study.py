@@ -243,19 +243,27 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
                 run = out / "runs" / f"{arm}-s{seed}"
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+        # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
+        # overlap, so only their total is known.
+        timing: dict[str, float | None] = {"train_s": 0.0, "evaluate_s": 0.0}
+        t_runs = time.perf_counter()
         if jobs == 1:
-            _run_sequential(todo, progress, say)
+            _run_sequential(todo, progress, say, timing)
         else:
             _run_parallel(todo, jobs, progress, say)
+            timing = {"train_s": None, "evaluate_s": None}
+        timing["runs_s"] = time.perf_counter() - t_runs
         check_same_environment([run for _, _, run in todo])
         s0 = plan["seeds"][0]
         first = plan["changes"][0]["slug"]
+        t_an = time.perf_counter()
         _stage_failures(runs["baseline"][s0], failures_top, say)
         summary = build_summary(out, plan, runs, failures_top, say)
         from .browse import prepare as prepare_browse
 
         summary["browse"] = prepare_browse(out, runs["baseline"][s0], runs[first][s0])
-        summary["timing"] = {"total_s": time.perf_counter() - t0}
+        timing["analysis_s"] = time.perf_counter() - t_an
+        summary["timing"] = {"total_s": time.perf_counter() - t0, **timing}
         summary["command"] = command or f"cifarlens study --out {shlex.quote(str(out))}"
         write_json(out / "summary.json", summary)
         from .report import render_report
@@ -331,14 +339,19 @@ class StudyProgress:
         return line
 
 
-def _run_sequential(todo: list[tuple[str, TrainConfig, Path]], progress: bool, say) -> None:
+def _run_sequential(todo: list[tuple[str, TrainConfig, Path]], progress: bool, say,
+                    timing: dict[str, Any] | None = None) -> None:
     prog = StudyProgress(len(todo), sum(_finished(run) for _, _, run in todo), say)
     prog.begin()
+    timing = {"train_s": 0.0, "evaluate_s": 0.0} if timing is None else timing
     for arm, cfg, run in todo:
         fresh = not _finished(run)
         t = time.perf_counter()
         _stage_train(cfg, run, progress, say, arm)
+        t_eval = time.perf_counter()
         _stage_evaluate(run, say)
+        timing["train_s"] += t_eval - t
+        timing["evaluate_s"] += time.perf_counter() - t_eval
         if fresh:
             prog.run_done(f"{arm} seed {cfg.seed}", time.perf_counter() - t)
 
