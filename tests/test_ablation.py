@@ -405,3 +405,15 @@ def test_a_one_change_study_from_before_gains_a_second_change(multi, tmp_path, s
     md = (out / "report.md").read_text()
     assert md.count("nothing is concluded about this change") == 2
     assert json.loads((out / "study.json").read_text())["changes"][0]["slug"] == "variant"
+
+
+def test_only_the_first_seed_draws_run_figures(multi):
+    """The report embeds the first seed's run figures; the other seeds skip drawing (most of
+    evaluate's time) but keep their predictions and metrics."""
+    out, _ = multi
+    for arm in ("baseline", "augment=crop-flip", "label_smoothing=0.0"):
+        first, second = out / "runs" / f"{arm}-s0", out / "runs" / f"{arm}-s1"
+        assert (first / "figures" / "confusion_test.png").is_file(), arm
+        assert not (second / "figures" / "confusion_test.png").exists(), arm
+        assert (second / "predictions_test.npz").is_file()
+        assert (second / "metrics_test.json").is_file()

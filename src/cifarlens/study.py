@@ -280,9 +280,12 @@ def _stage_train(cfg: TrainConfig, run: Path, progress: bool, say, arm: str) -> 
     train(cfg, run, resume=True, progress=progress, log=say)
 
 
-def _stage_evaluate(run: Path, say) -> None:
+def _stage_evaluate(run: Path, say, figures: bool = True) -> None:
     """Evaluate unless both splits' predictions and metrics come from the run's final best.pt
-    (an analysis made from any other checkpoint is made again, never reused)."""
+    (an analysis made from any other checkpoint is made again, never reused). `figures`: draw
+    the run's test figures; the report shows those of the first seed only, and drawing is most
+    of evaluate's time (docs/benchmarks.md section 10): `cifarlens evaluate RUN` draws them
+    for any other run."""
     from .evaluate import evaluate, predictions_current
     from .runs import checkpoint_sha256
 
@@ -291,7 +294,7 @@ def _stage_evaluate(run: Path, say) -> None:
            and read_json(run / f"metrics_{s}.json").get("checkpoint_sha256") == best
            for s in ("val", "test")):
         return
-    evaluate(run, ("val", "test"), figures=("test",), log=say)  # the report shows test figures
+    evaluate(run, ("val", "test"), figures=("test",) if figures else (), log=say)
 
 
 def _finished(run: Path) -> bool:
@@ -344,12 +347,13 @@ def _run_sequential(todo: list[tuple[str, TrainConfig, Path]], progress: bool, s
     prog = StudyProgress(len(todo), sum(_finished(run) for _, _, run in todo), say)
     prog.begin()
     timing = {"train_s": 0.0, "evaluate_s": 0.0} if timing is None else timing
+    first_seed = todo[0][1].seed if todo else None
     for arm, cfg, run in todo:
         fresh = not _finished(run)
         t = time.perf_counter()
         _stage_train(cfg, run, progress, say, arm)
         t_eval = time.perf_counter()
-        _stage_evaluate(run, say)
+        _stage_evaluate(run, say, figures=cfg.seed == first_seed)
         timing["train_s"] += t_eval - t
         timing["evaluate_s"] += time.perf_counter() - t_eval
         if fresh:
@@ -396,7 +400,7 @@ def _child(job: dict[str, Any], q) -> None:
 
     try:
         _stage_train(TrainConfig(**job["config"]), Path(job["run"]), False, log, job["arm"])
-        _stage_evaluate(Path(job["run"]), log)
+        _stage_evaluate(Path(job["run"]), log, figures=job["figures"])
     except CifarlensError as e:
         q.put(("error", name, str(e)))
         return
@@ -447,7 +451,7 @@ def _run_parallel(todo: list[tuple[str, TrainConfig, Path]], jobs: int, progress
                 slot = free.pop(0)
                 name = f"{arm} seed {cfg.seed}"
                 job = {"name": name, "arm": arm, "config": dataclasses.asdict(cfg),
-                       "run": str(run), **slots[slot]}
+                       "run": str(run), "figures": cfg.seed == todo[0][1].seed, **slots[slot]}
                 p = ctx.Process(target=_child, args=(job, q), name=f"cifarlens {name}")
                 p.start()
                 running[name] = (p, slot, time.perf_counter())
