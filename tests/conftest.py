@@ -6,7 +6,9 @@ every test that only reads it (tests that modify a run copy it first).
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -53,3 +55,28 @@ def run_copy(smoke_run, tmp_path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(smoke_run, dst)
     return dst
+
+
+# Tests that train a model, or need one trained (through a fixture), are `slow`: `-m "not slow"`
+# gives a quick loop that trains nothing; CI runs them all.
+_TRAINS = re.compile(r"\b(train|run_study|demo|_stage_train|_run_parallel|main)\(")
+
+
+def _trains(item: pytest.Item) -> bool:
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        funcs += [d.func for name in item.fixturenames for d in info.name2fixturedefs.get(name, ())]
+    for f in funcs:
+        try:
+            if f is not None and _TRAINS.search(inspect.getsource(f)):
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") is None and _trains(item):
+            item.add_marker(pytest.mark.slow)
