@@ -29,8 +29,8 @@ import sys
 import numpy as np
 
 from cifarlens import metrics as M
-from cifarlens.evaluate import load_predictions, run_data
 from cifarlens.failures import label_issues, scaled_probs
+from cifarlens.runs import Run
 
 KINDS = ("random", "superclass", "confused")
 
@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="flip seeds per noise kind")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
-    data = run_data(a.run)
+    data = Run(a.run).data()
     if data.fine_to_coarse is None:
         raise SystemExit("needs a CIFAR-100-format run (superclasses)")
     f2c = np.asarray(data.fine_to_coarse)
-    pt, pv = load_predictions(a.run, "test"), load_predictions(a.run, "val")
+    pt, pv = Run(a.run).predictions("test"), Run(a.run).predictions("val")
     raw = M.softmax(pt["logits"])
     scaled, t = scaled_probs(a.run, "test", pt["logits"])
     vprobs = M.softmax(pv["logits"])

@@ -57,6 +57,27 @@ def run_copy(smoke_run, tmp_path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="session")
+def analysed_run(tmp_path_factory, smoke_run) -> Path:
+    """The smoke run with what the explain stage reads and never makes itself: predictions and
+    metrics (evaluate) and the ranked test failures (failures)."""
+    from cifarlens.evaluate import evaluate
+    from cifarlens.failures import find_failures
+
+    dst = tmp_path_factory.mktemp("analysed") / "run"
+    shutil.copytree(smoke_run, dst)
+    evaluate(dst, device="cpu", log=lambda m: None)
+    find_failures(dst, "test", log=lambda m: None)
+    return dst
+
+
+@pytest.fixture
+def analysed_copy(analysed_run, tmp_path) -> Path:
+    dst = tmp_path / "analysed"
+    shutil.copytree(analysed_run, dst)
+    return dst
+
+
 # Tests that train a model, or need one trained (through a fixture), are `slow`: `-m "not slow"`
 # gives a quick loop that trains nothing; CI runs them all.
 _TRAINS = re.compile(r"\b(train|run_study|demo|_stage_train|_run_parallel|main)\(")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cifarlens.errors import CifarlensError
-from cifarlens.evaluate import evaluate, load_predictions
+from cifarlens.evaluate import evaluate
 from cifarlens.failures import class_thresholds, find_failures, rank_failures
+from cifarlens.runs import Run
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def evaluated(tmp_path_factory, smoke_run):
 def test_evaluate_writes_predictions_metrics_and_figures(evaluated):
     from sklearn.metrics import accuracy_score
 
-    p = load_predictions(evaluated, "test")
+    p = Run(evaluated).predictions("test")
     assert p["logits"].shape == (1000, 100) and p["indices"].tolist() == list(range(1000))
     m = json.loads((evaluated / "metrics_test.json").read_text())
     assert m["top1"] == pytest.approx(accuracy_score(p["labels"], p["pred"]))
@@ -52,13 +53,13 @@ def test_saved_logits_equal_a_fresh_forward_pass(evaluated):
     x, y, _ = load_split(evaluated, "test")
     with torch.no_grad():
         fresh = model(x[:64]).numpy()
-    assert np.allclose(fresh, load_predictions(evaluated, "test")["logits"][:64], atol=1e-4)
+    assert np.allclose(fresh, Run(evaluated).predictions("test")["logits"][:64], atol=1e-4)
 
 
 def test_failures_are_ranked_and_flag_flipped_labels(evaluated, synth100):
     f = json.loads((evaluated / "failures_test.json").read_text())
     fails = f["failures"]
-    p = load_predictions(evaluated, "test")
+    p = Run(evaluated).predictions("test")
     assert f["total_wrong"] == int((p["pred"] != p["labels"]).sum()) == len(fails)
     conf = [x["confidence"] for x in fails]
     assert conf == sorted(conf, reverse=True)
@@ -126,7 +127,7 @@ def test_bad_runs_give_one_clear_line(tmp_path, run_copy):
 
 def test_missing_predictions_are_explained(run_copy):
     with pytest.raises(CifarlensError, match="cifarlens evaluate"):
-        load_predictions(run_copy, "test")
+        Run(run_copy).predictions("test")
 
 
 def test_confident_means_temperature_scaled_and_raw_stays_visible(evaluated):
@@ -137,7 +138,7 @@ def test_confident_means_temperature_scaled_and_raw_stays_visible(evaluated):
     t = json.loads((evaluated / "metrics_test.json").read_text())["temperature_scaling"]
     assert f["temperature"] == pytest.approx(t["temperature"])
     assert "temperature-scaled" in f["confidence_basis"] and f["confident_threshold"] == CONFIDENT
-    p = load_predictions(evaluated, "test")
+    p = Run(evaluated).predictions("test")
     scaled = M.apply_temperature(p["logits"], t["temperature"])
     raw = M.softmax(p["logits"])
     wrong = p["pred"] != p["labels"]

@@ -17,7 +17,8 @@ from test_report import CHROMIUM_FLAGS, _chromium, _console, make_summary
 
 from cifarlens import browse as B
 from cifarlens import report as R
-from cifarlens.evaluate import load_predictions, predict
+from cifarlens.evaluate import predict
+from cifarlens.runs import Run
 
 
 def test_outcomes_partition_every_error():
@@ -32,7 +33,7 @@ def test_prepare_lists_every_error_with_maps_and_csv(run_copy, tmp_path):
     predict(run_copy, ("test",), device="cpu")
     study = tmp_path / "study"
     out = B.prepare(study, run_copy, run_copy)  # the same run twice: every error is still_wrong
-    p = load_predictions(run_copy, "test")
+    p = Run(run_copy).predictions("test")
     wrong = np.flatnonzero(p["pred"] != p["labels"])
     assert out["rows"] == len(wrong) and out["counts"]["still_wrong"] == len(wrong)
     rec = json.loads((study / "browse" / "errors.json").read_text())

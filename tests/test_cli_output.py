@@ -77,7 +77,7 @@ def test_evaluate_progress_counts_images_then_figures(run_copy, monkeypatch):
     real = E._progress
 
     def spy(total, desc, enabled, unit="step"):
-        bar = real(total, desc, enabled, unit)
+        bar = real(total, desc, enabled, unit, delay=0.0)
         orig_close = bar.close
 
         def close():
@@ -87,7 +87,6 @@ def test_evaluate_progress_counts_images_then_figures(run_copy, monkeypatch):
         bar.close = close
         return bar
 
-    monkeypatch.setattr(E, "PROGRESS_DELAY_S", 0.0)
     monkeypatch.setattr(E, "_progress", spy)
     E.evaluate(run_copy, ("val", "test"), device="cpu", log=lambda m: None, progress=True)
     n = sum(len(np.load(run_copy / f"predictions_{s}.npz")["labels"]) for s in ("val", "test"))

@@ -35,8 +35,8 @@ def test_adhoc_tags_name_every_option_that_differs():
     assert adhoc_tag(layer="a/../b c") == "layer-a-..-b-c"  # never a path
 
 
-def test_adhoc_explain_leaves_the_default_files_byte_identical(run_copy, monkeypatch):
-    run = run_copy
+def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, monkeypatch):
+    run = analysed_copy
     bars, updates = [], []
     real_bar = stage._progress_bar
 
@@ -93,15 +93,54 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(run_copy, monkeyp
     assert again["tag"] is None and _default_files(run) == before
 
 
-def test_the_default_layer_by_name_is_not_ad_hoc(run_copy):
+def test_the_default_layer_by_name_is_not_ad_hoc(analysed_copy):
     """Naming the default layer gives the default explanation; another layer is tagged."""
     from cifarlens.gradcam import find_cam_layer, layer_name
     from cifarlens.runs import load_model
 
-    model, _ = load_model(run_copy)
+    run = analysed_copy
+    model, _ = load_model(run)
     default = layer_name(model, find_cam_layer(model))
-    assert explain_run(run_copy, "test", failures=2, **QUIET)["tag"] is None
-    r = explain_run(run_copy, "test", failures=2, layer=default, **QUIET)
+    assert explain_run(run, "test", failures=2, **QUIET)["tag"] is None
+    r = explain_run(run, "test", failures=2, layer=default, **QUIET)
     assert r["tag"] is None and r["layer"] == default
-    r = explain_run(run_copy, "test", failures=2, layer="features.10", **QUIET)
+    r = explain_run(run, "test", failures=2, layer="features.10", **QUIET)
     assert r["tag"] == "top2_steps2_sample12_layer-features.10" and r["layer"] == "features.10"
+
+
+def test_explain_never_runs_another_stage(run_copy, analysed_copy):
+    """The stage reads predictions and failures; making them is the CLI's or the study's job
+    (issue 9): without them it says which command to run and writes nothing."""
+    import pytest
+
+    from cifarlens.errors import CifarlensError
+    from cifarlens.runs import Run
+
+    before = sorted(p.name for p in run_copy.rglob("*"))
+    with pytest.raises(CifarlensError, match="run `cifarlens evaluate"):
+        explain_run(run_copy, "test", **QUIET)
+    assert sorted(p.name for p in run_copy.rglob("*")) == before
+    (analysed_copy / Run.failures_name("test")).unlink()
+    with pytest.raises(CifarlensError, match="run `cifarlens failures"):
+        explain_run(analysed_copy, "test", **QUIET)
+    assert not (analysed_copy / Run.explanations_name("test")).exists()
+    # chosen images need no failures
+    assert explain_run(analysed_copy, "test", indices=[0, 1], **QUIET)["explained"] == 2
+
+
+def test_a_model_without_failures_still_gets_its_correct_sample_explained(analysed_copy):
+    """A baseline with no test errors (constructed: an empty failure list made from the current
+    checkpoint) must not stop a study: the correct sample's faithfulness is still measured."""
+    from cifarlens._io import write_json
+
+    path = analysed_copy / "failures_test.json"
+    fails = read_json(path)
+    write_json(path, {**fails, "failures": [], "total_wrong": 0})
+    logs: list[str] = []
+    r = explain_run(analysed_copy, "test", **{**QUIET, "log": logs.append})
+    assert r["explained"] == 0 and "failures" not in r["faithfulness"]
+    assert r["faithfulness"]["correct"]["n"] == QUIET["correct_sample"]
+    assert "gradcam" not in r["figures"] and "deletion_insertion" in r["figures"]
+    assert any("no failures" in m for m in logs)
+    z = np.load(analysed_copy / r["file"])
+    assert z["maps_pred"].shape[0] == 0 and z["positions"].shape == (0,)

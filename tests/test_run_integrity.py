@@ -23,15 +23,10 @@ import torch
 from cifarlens import cli
 from cifarlens._io import RunLock
 from cifarlens.errors import CifarlensError
-from cifarlens.evaluate import (
-    load_predictions,
-    predict,
-    predictions_current,
-    require_current_predictions,
-    run_data,
-)
+from cifarlens.evaluate import predict
 from cifarlens.runs import (
     CKPT_DIR,
+    Run,
     checkpoint_sha256,
     latest_good_checkpoint,
     load_model,
@@ -108,14 +103,14 @@ def _replace_best(run: Path) -> None:
 
 def test_predictions_record_the_checkpoint_and_stale_ones_are_refused(run_copy):
     predict(run_copy, ("test",), device="cpu")
-    p = load_predictions(run_copy, "test")
+    p = Run(run_copy).predictions("test")
     assert str(p["checkpoint_sha256"]) == checkpoint_sha256(run_copy)
-    assert predictions_current(run_copy, "test")
-    require_current_predictions(run_copy, "test")
+    assert Run(run_copy).predictions_current("test")
+    Run(run_copy).current_predictions("test")
     _replace_best(run_copy)
-    assert not predictions_current(run_copy, "test")
+    assert not Run(run_copy).predictions_current("test")
     with pytest.raises(CifarlensError, match="another checkpoint"):
-        require_current_predictions(run_copy, "test")
+        Run(run_copy).current_predictions("test")
 
 
 def test_run_records_its_data_identity_and_absolute_data_dir(smoke_run):
@@ -141,7 +136,7 @@ def test_other_data_is_refused_by_evaluate_and_load_split(run_copy, tmp_path, ca
     with pytest.raises(CifarlensError, match="trained on other data"):
         load_split(run_copy, "test", data_dir=str(other))
     with pytest.raises(CifarlensError, match="trained on other data"):
-        run_data(run_copy, str(other))
+        Run(run_copy).data(str(other))
 
 
 def test_resume_on_other_data_is_refused(run_copy, tmp_path, capsys):
@@ -210,13 +205,13 @@ def test_truncated_or_inconsistent_predictions_are_refused(run_copy):
     good = path.read_bytes()
     _truncate(path)
     with pytest.raises(CifarlensError, match="corrupt predictions file"):
-        load_predictions(run_copy, "test")
+        Run(run_copy).predictions("test")
     path.write_bytes(good)
     z = dict(np.load(path))
     z["pred"] = z["pred"][:-1]
     np.savez(path.with_suffix(""), **z)  # writes predictions_test.npz again
     with pytest.raises(CifarlensError, match="inconsistent"):
-        load_predictions(run_copy, "test")
+        Run(run_copy).predictions("test")
 
 
 def test_blank_lines_in_metrics_are_ignored_and_garbage_is_named(run_copy):
@@ -349,14 +344,14 @@ def test_study_stage_evaluates_again_when_best_changed(run_copy):
     from cifarlens.study import _stage_evaluate
 
     _stage_evaluate(run_copy, lambda m: None)
-    assert predictions_current(run_copy, "test") and predictions_current(run_copy, "val")
+    assert all(Run(run_copy).predictions_current(s) for s in ("test", "val"))
     stamp = (run_copy / "metrics_test.json").stat().st_mtime_ns
     _stage_evaluate(run_copy, lambda m: None)  # current: reused
     assert (run_copy / "metrics_test.json").stat().st_mtime_ns == stamp
     _replace_best(run_copy)
-    assert not predictions_current(run_copy, "test")
+    assert not Run(run_copy).predictions_current("test")
     _stage_evaluate(run_copy, lambda m: None)  # made from another checkpoint: made again
-    assert predictions_current(run_copy, "test") and predictions_current(run_copy, "val")
+    assert all(Run(run_copy).predictions_current(s) for s in ("test", "val"))
     metrics = json.loads((run_copy / "metrics_test.json").read_text())
     assert metrics["checkpoint_sha256"] == checkpoint_sha256(run_copy)
 
@@ -369,7 +364,7 @@ def test_a_refused_run_leaves_no_empty_folder(synth100, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_explain_points_with_the_boxes_of_the_data_it_verified(run_copy, synth100):
+def test_explain_points_with_the_boxes_of_the_data_it_verified(analysed_copy, synth100):
     """Generated data carries object boxes; explain takes them from the manifest read with the
     data (no second read), so the pointing game is computed and equals a recount from the boxes
     in the dataset's own manifest file."""
@@ -377,9 +372,10 @@ def test_explain_points_with_the_boxes_of_the_data_it_verified(run_copy, synth10
     from cifarlens.explanations import explain_run, object_boxes
     from cifarlens.synth import read_synth_info
 
-    r = explain_run(run_copy, "test", failures=4, correct_sample=40, steps=4, log=lambda m: None)
+    r = explain_run(analysed_copy, "test", failures=4, correct_sample=40, steps=4,
+                    log=lambda m: None)
     assert r["pointing_game"]["n"] == 40 and 0 <= r["pointing_game"]["hit_rate"] <= 1
-    data = run_data(run_copy)
+    data = Run(analysed_copy).data()
     idx = np.arange(10)
     want = np.asarray(read_synth_info(data.folder, verify=False)["boxes"]["test"])[idx]
     assert np.array_equal(object_boxes(data, "test", idx), want)

@@ -30,6 +30,8 @@ import torch
 
 from ._io import read_bytes, read_json, write_bytes, write_json, write_text
 from .errors import CifarlensError
+from .metrics import softmax
+from .runs import Run
 
 FOLDER = "browse"
 TILE = 32  # atlas tile side in px (CIFAR images are 32x32)
@@ -53,40 +55,26 @@ def outcomes(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> np.ndarra
     return out
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _temperature(run: Path) -> float:
-    path = run / "metrics_test.json"
-    t = read_json(path).get("temperature_scaling", {}).get("temperature") if path.exists() \
-        else None
+def _temperature(run: Run) -> float:
+    t = run.temperature("test")
     return float(t) if isinstance(t, int | float) and math.isfinite(t) and t > 0 else 1.0
 
 
-def _label_flags(run: Path) -> dict[int, bool]:
+def _label_flags(run: Run) -> dict[int, bool]:
     """Dataset index -> label-error suspect, from the run's failures file (if any)."""
-    path = run / "failures_test.json"
-    if not path.exists():
+    if not run.has(Run.failures_name("test")):
         return {}
     return {int(f["index"]): bool(f.get("label_error_suspect")) for f in
-            read_json(path).get("failures", []) if isinstance(f, dict) and "index" in f}
+            run.failures("test").get("failures", []) if isinstance(f, dict) and "index" in f}
 
 
-def _maps(run: Path, images: np.ndarray, pred: np.ndarray, true: np.ndarray
+def _maps(run: Run, images: np.ndarray, pred: np.ndarray, true: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray]:
     """Layer-resolution Grad-CAM of the prediction and of the true class, per-model scaled."""
-    from .data import normalize
-    from .explain import gradcam_pair
-    from .runs import load_model, read_norm
+    from .gradcam import gradcam_pair
 
-    model, _ = load_model(run, "best")
-    norm = read_norm(run)
-    x = normalize(torch.from_numpy(images), torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
-    mp, mt = gradcam_pair(model, x, torch.from_numpy(pred), torch.from_numpy(true),
-                          upsample=False)
+    mp, mt = gradcam_pair(run.model("best"), run.normalize(images), torch.from_numpy(pred),
+                          torch.from_numpy(true), upsample=False)
     mp, mt = mp.numpy().astype(np.float64), mt.numpy().astype(np.float64)
     scale = float(np.percentile(mp, 99)) if mp.size else 0.0
     scale = scale if scale > 0 else 1.0
@@ -110,18 +98,17 @@ def _atlas(images: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def prepare(study: str | Path, run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
+def prepare(study: str | Path, run_a: Run | str | Path, run_b: Run | str | Path
+            ) -> dict[str, Any]:
     """Write STUDY/browse/{errors.json, errors.csv, atlas.jpg} for baseline run_a and variant
     run_b (same test images). Returns the counts per outcome."""
-    from .evaluate import require_current_predictions, run_data
-
-    study, run_a, run_b = Path(study), Path(run_a), Path(run_b)
-    pa = require_current_predictions(run_a, "test")
-    pb = require_current_predictions(run_b, "test")
+    study, run_a, run_b = Path(study), Run.open(run_a), Run.open(run_b)
+    pa = run_a.current_predictions("test")
+    pb = run_b.current_predictions("test")
     if not np.array_equal(pa["indices"], pb["indices"]) or not np.array_equal(pa["labels"],
                                                                               pb["labels"]):
         raise CifarlensError("baseline and variant were evaluated on different test images")
-    data = run_data(run_a)
+    data = run_a.data()
     y = pa["labels"]
     out = outcomes(y, pa["pred"], pb["pred"])
     pos = np.flatnonzero(out != "")
@@ -138,8 +125,8 @@ def prepare(study: str | Path, run_a: str | Path, run_b: str | Path) -> dict[str
     flags = _label_flags(run_a)
     probs = {}
     for arm, p, run in (("a", pa, run_a), ("b", pb, run_b)):
-        raw = _softmax(p["logits"].astype(np.float64))
-        scaled = _softmax(p["logits"].astype(np.float64) / _temperature(run))
+        raw = softmax(p["logits"])
+        scaled = softmax(p["logits"].astype(np.float64) / _temperature(run))
         probs[arm] = (raw, scaled)
     for k, i in enumerate(pos):
         row: dict[str, Any] = {"k": k, "index": int(pa["indices"][i]), "true": int(y[i]),

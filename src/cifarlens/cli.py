@@ -343,27 +343,40 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_failures(a: argparse.Namespace) -> int:
+def _prepare_run(a: argparse.Namespace, *, failures: bool):
+    """The stages a command's stage needs first, run only where their outputs are missing or
+    come from another checkpoint: predictions (evaluate), then failures when asked."""
     from .evaluate import evaluate
     from .failures import find_failures
+    from .runs import Run
 
-    if not (Path(a.run) / f"predictions_{a.split}.npz").exists():
-        from .runs import require_run
+    run = Run.open(a.run)
+    if not run.predictions_current(a.split):
+        evaluate(run, (a.split,), progress=not a.no_progress)
+    if failures and run.current_failures(a.split) is None:
+        find_failures(run, a.split, progress=not a.no_progress)
+    return run
 
-        require_run(a.run)
-        evaluate(a.run, (a.split,), progress=not a.no_progress)
-    r = find_failures(Path(a.run), a.split, top=a.top, confident=a.confident,
+
+def cmd_failures(a: argparse.Namespace) -> int:
+    from .failures import find_failures
+
+    run = _prepare_run(a, failures=False)
+    r = find_failures(run, a.split, top=a.top, confident=a.confident,
                       progress=not a.no_progress)
-    print(f"wrote {a.run}/failures_{a.split}.json and {a.run}/{r['figures']['gallery']}")
+    print(f"wrote {run.file(run.failures_name(a.split))} and {run.file(r['figures']['gallery'])}")
     return 0
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    from .explain import explain_run
+    from .explain import check_indices, explain_run
 
-    r = explain_run(a.run, a.split, failures=a.failures, indices=a.indices, target=a.target,
-                    all_images=a.all, layer=a.layer)
-    print(f"wrote {a.run}/{r['file']} ({r['explained']} images)")  # ad-hoc: a tagged name
+    check_indices(a.run, a.split, a.indices)  # before evaluate writes anything
+    # the top failures are what a plain explain shows; chosen images or --all need none
+    run = _prepare_run(a, failures=not a.indices and not a.all)
+    r = explain_run(run, a.split, failures=a.failures, indices=a.indices, target=a.target,
+                    all_images=a.all, layer=a.layer, progress=not a.no_progress)
+    print(f"wrote {run.file(r['file'])} ({r['explained']} images)")  # ad-hoc: a tagged name
     return 0
 
 
@@ -466,7 +479,8 @@ def _register_analysis(sub) -> None:
     f.set_defaults(func=cmd_failures)
 
     x = sub.add_parser("explain", help="Grad-CAM for failures (or chosen images) of a run")
-    x.add_argument("run", help="run folder made by `cifarlens train`")
+    x.add_argument("run", help="run folder made by `cifarlens train` (evaluated, and its "
+                               "failures found, first if needed)")
     _split_arg(x)
     g = x.add_mutually_exclusive_group()
     g.add_argument("--failures", type=_positive_int, default=12, metavar="K",
@@ -478,6 +492,7 @@ def _register_analysis(sub) -> None:
                    help="explain the predicted class, the true class, or both")
     x.add_argument("--layer", "--cam-layer", dest="layer", metavar="NAME",
                    help="module to explain, e.g. features.20 (default: the last conv layer)")
+    x.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_threads_arg(x)
     x.set_defaults(func=cmd_explain)
 

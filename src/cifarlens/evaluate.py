@@ -7,95 +7,45 @@ confidence) and `metrics_<split>.json`, plus figures under `figures/`, and recor
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from . import metrics as M
-from ._io import RunLock, read_json, save_npz, write_json, write_text
-from .data import CifarData, load_dataset
+from ._console import log as _stderr
+from ._console import progress as _progress
+from ._io import RunLock
+from .data import CifarData
 from .errors import CifarlensError
-from .runs import (
-    check_data_identity,
-    checkpoint_sha256,
-    load_model,
-    load_npz,
-    load_split_indices,
-    read_config,
-    read_norm,
-    require_run,
-)
+from .runs import Run, load_model
 
 SPLITS = ("val", "test")
-# A bar appears only for work that lasts longer than this (seconds), as the CLI promises.
-PROGRESS_DELAY_S = 2.0
 
 
-def _stderr(msg: str) -> None:
-    """Logs go to stderr: stdout holds only a command's result lines."""
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
-
-
-def _progress(total: int, desc: str, enabled: bool, unit: str = "step"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, delay=PROGRESS_DELAY_S,
-                leave=False, dynamic_ncols=True, file=sys.stderr)
-
-
-def analysis_index_update(run: Path, key: str, entry: dict[str, Any]) -> None:
-    """Record what a stage produced (files and the numbers behind them) in RUN/analysis.json."""
-    path = run / "analysis.json"
-    index = read_json(path) if path.exists() else {}
-    index[key] = entry
-    write_json(path, index)
-
-
-def run_data(run: Path, data_dir: str | None = None) -> CifarData:
-    """The run's dataset, refused if its content is not what the run was trained on."""
-    cfg = read_config(run)
-    data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), download=False,
-                        progress=False)
-    check_data_identity(run, cfg, data)
-    return data
-
-
-def split_arrays(run: Path, data: CifarData, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 images, labels and dataset indices of a run's split."""
-    if split == "test":
-        return data.test_x, data.test_y, np.arange(len(data.test_y))
-    if split == "val":
-        idx = load_split_indices(run, len(data.train_y))["val"]
-        return data.train_x[idx], data.train_y[idx], idx
-    raise CifarlensError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
-
-
-def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
+def predict(run: Run | str | os.PathLike, splits: tuple[str, ...], *, checkpoint: str = "best",
             data: CifarData | None = None, device: str = "auto", precision: str = "fp32",
             batch_size: int = 1000, bar=None) -> dict[str, dict[str, np.ndarray]]:
     """Run the checkpoint (loaded once) over each split and save predictions_<split>.npz (and
     .csv). `bar`, a tqdm bar, advances by one per image."""
     from .runtime import infer_logits, resolve_device
 
-    run = require_run(run)
-    data = data or run_data(run)
-    model, cfg = load_model(run, checkpoint)
+    run = Run.open(run)
+    data = data or run.data()
+    model, cfg = load_model(run.path, checkpoint)
     if cfg["dataset"] != data.name or model_classes(model) != data.num_classes:
         raise CifarlensError(f"run {run} was trained on {cfg['dataset']} with "
                              f"{cfg['num_classes']} classes, data is {data.name}")
     dev = resolve_device(device)
     model = model.to(dev)
-    norm = read_norm(run)
-    sha = checkpoint_sha256(run, checkpoint) if checkpoint == "best" else ""
+    sha = run.checkpoint_sha256(checkpoint) if checkpoint == "best" else ""
     results = {}
     for split in splits:
-        x, y, idx = split_arrays(run, data, split)
-        logits = infer_logits(model, x, norm["mean"], norm["std"], device=dev,
+        if split not in SPLITS:
+            raise CifarlensError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
+        x, y, idx = run.split_arrays(split, data)
+        logits = infer_logits(model, x, run.norm["mean"], run.norm["std"], device=dev,
                               precision=precision, batch_size=batch_size,
                               on_batch=bar.update if bar is not None else None).cpu().numpy()
         probs = M.softmax(logits)
@@ -104,8 +54,7 @@ def predict(run: Path, splits: tuple[str, ...], *, checkpoint: str = "best",
                "logits": logits.astype(np.float32), "pred": pred.astype(np.int64),
                "confidence": probs[np.arange(len(pred)), pred].astype(np.float32),
                "checkpoint": np.array(checkpoint), "checkpoint_sha256": np.array(sha)}
-        save_npz(run / f"predictions_{split}.npz", **out)
-        write_text(run / f"predictions_{split}.csv", predictions_csv(out, data.class_names))
+        run.write_predictions(split, out, predictions_csv(out, data.class_names))
         results[split] = out
     return results
 
@@ -134,75 +83,28 @@ def model_classes(model: torch.nn.Module) -> int:
     return last.out_features
 
 
-PREDICTION_KEYS = ("indices", "labels", "logits", "pred", "confidence", "checkpoint")
-
-
-def load_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
-    """predictions_<split>.npz, checked for shape: N indices/labels/preds and (N, C) logits."""
-    path = Path(run) / f"predictions_{split}.npz"
-    if not path.exists():
-        raise CifarlensError(f"no predictions for split {split!r} in {run}: run "
-                             f"`cifarlens evaluate {run} --split {split}` first")
-    p = load_npz(path, "predictions file")
-    missing = [k for k in PREDICTION_KEYS if k not in p]
-    if missing:
-        raise CifarlensError(f"{path} is not valid: no {', '.join(missing)}")
-    n = len(p["labels"])
-    shapes_ok = (p["logits"].ndim == 2 and p["logits"].shape[0] == n
-                 and p["logits"].shape[1] >= 2 and np.isfinite(p["logits"]).all()
-                 and all(p[k].shape == (n,) for k in ("indices", "pred", "confidence")))
-    labels_ok = shapes_ok and n and all(
-        p[k].dtype.kind in "iu" and p[k].min() >= 0 and p[k].max() < p["logits"].shape[1]
-        for k in ("labels", "pred"))
-    if not labels_ok:
-        raise CifarlensError(f"{path} is not valid: inconsistent shapes or class indices")
-    return p
-
-
-def predictions_current(run: Path, split: str) -> bool:
-    """Whether saved predictions exist and come from the run's current best checkpoint."""
-    path = Path(run) / f"predictions_{split}.npz"
-    if not path.exists():
-        return False
-    try:
-        p = load_predictions(run, split)
-        return str(p.get("checkpoint_sha256", "")) == checkpoint_sha256(run, "best")
-    except CifarlensError:
-        return False
-
-
-def require_current_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
-    """Predictions made from the checkpoint that is the run's best now, else one clear line."""
-    p = load_predictions(run, split)
-    if str(p.get("checkpoint_sha256", "")) != checkpoint_sha256(run, "best"):
-        raise CifarlensError(f"predictions_{split}.npz in {run} were made from another "
-                             f"checkpoint than its best.pt now: run `cifarlens evaluate {run}` "
-                             "again")
-    return p
-
-
-def evaluate(run: str | Path, splits: tuple[str, ...] = ("val", "test"), *, checkpoint: str = "best",
-             data_dir: str | None = None, device: str = "auto", precision: str = "fp32",
-             figures: tuple[str, ...] | None = None, log=_stderr,
+def evaluate(run: Run | str | os.PathLike, splits: tuple[str, ...] = ("val", "test"), *,
+             checkpoint: str = "best", data_dir: str | None = None, device: str = "auto",
+             precision: str = "fp32", figures: tuple[str, ...] | None = None, log=_stderr,
              progress: bool = False) -> dict[str, dict]:
     """Predictions, metrics and figures for each split (figures only for the splits in
     `figures`, default all: a study draws test only, since drawing is most of the cost).
     Test calibration uses a temperature fitted on val, so val is always predicted too.
     `progress`: a bar with an ETA on stderr (images predicted, then figures drawn) when the work
     lasts more than a couple of seconds."""
-    run = require_run(run)
-    with RunLock(run):
+    run = Run.open(run)
+    with RunLock(run.path):
         return _evaluate(run, splits, checkpoint=checkpoint, data_dir=data_dir, device=device,
                          precision=precision, figures=splits if figures is None else figures,
                          log=log, progress=progress)
 
 
-def _evaluate(run: Path, splits: tuple[str, ...], *, checkpoint: str, data_dir: str | None,
+def _evaluate(run: Run, splits: tuple[str, ...], *, checkpoint: str, data_dir: str | None,
               device: str, precision: str, figures: tuple[str, ...], log,
               progress: bool = False) -> dict[str, dict]:
-    data = run_data(run, data_dir)
+    data = run.data(data_dir)
     todo = list(dict.fromkeys(("val",) + tuple(splits) if "test" in splits else splits))
-    n_images = sum(len(split_arrays(run, data, s)[1]) for s in todo)
+    n_images = sum(len(run.split_arrays(s, data)[1]) for s in todo)
     with _progress(n_images, "predicting", progress, unit="img") as bar:
         preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
                         precision=precision, bar=bar)
@@ -216,10 +118,10 @@ def _figure_count(data: CifarData) -> int:
     return 4 if data.fine_to_coarse is not None else 3  # + the superclass confusion
 
 
-def _summarize(run: Path, splits: tuple[str, ...], preds: dict, data: CifarData, checkpoint: str,
+def _summarize(run: Run, splits: tuple[str, ...], preds: dict, data: CifarData, checkpoint: str,
                figures: list[str], log, fig_bar) -> dict[str, dict]:
     temperature = M.fit_temperature(preds["val"]["logits"], preds["val"]["labels"])
-    figdir = run / "figures"
+    figdir = run.path / Run.FIGURES
     results = {}
     for s in splits:
         p = preds[s]
@@ -237,13 +139,13 @@ def _summarize(run: Path, splits: tuple[str, ...], preds: dict, data: CifarData,
             "mce_after": M.mce(scaled, p["labels"]), "brier_after": M.brier(scaled, p["labels"]),
             "mce_count_after": M.mce_with_count(scaled, p["labels"])[1],
         }
-        figs = _figures(run, figdir, s, data, p, probs, scaled, m, fig_bar) \
+        figs = _figures(run.path, figdir, s, data, p, probs, scaled, m, fig_bar) \
             if s in figures else {}
         m["figures"] = figs
-        write_json(run / f"metrics_{s}.json", m)
-        analysis_index_update(run, f"evaluate_{s}", {
-            "predictions": f"predictions_{s}.npz", "predictions_csv": f"predictions_{s}.csv",
-            "metrics": f"metrics_{s}.json", "figures": figs,
+        run.write_metrics(s, m)
+        run.record(f"evaluate_{s}", {
+            "predictions": Run.predictions_name(s), "predictions_csv": Run.predictions_name(s, "csv"),
+            "metrics": Run.metrics_name(s), "figures": figs,
             "checkpoint_sha256": m["checkpoint_sha256"],
             "numbers": {k: m[k] for k in ("n", "loss", "top1", "top5", "macro_f1", "ece", "mce",
                                           "brier")} | {"temperature": temperature}})

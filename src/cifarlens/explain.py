@@ -17,15 +17,16 @@ module held before the split) keeps working.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._io import locked, read_json, save_npz
+from . import _console as console
+from ._io import locked
 from .cam_figures import overlay, plot_deletion_insertion, plot_explanations, plot_tracking
 from .cam_metrics import (
     BASELINE_NAMES,
@@ -51,10 +52,11 @@ from .gradcam import (
     layer_name,
     resolve_layer,
 )
+from .runs import Run
 
 __all__ = [
     # the stage
-    "DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "explain_run", "object_boxes",
+    "DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "check_indices", "explain_run", "object_boxes",
     # re-exported: the method (gradcam.py)
     "TargetsLike", "find_cam_layer", "gradcam", "gradcam_pair", "layer_name",
     "resolve_layer",
@@ -104,42 +106,21 @@ def adhoc_tag(*, indices: Sequence[int] | None = None, all_images: bool = False,
     return "_".join(parts)
 
 
+def check_indices(run: Run | str | os.PathLike, split: str, indices: Sequence[int] | None
+                  ) -> None:
+    """Refuse dataset indices that are not in the run's split, before anything is written
+    (the CLI calls this before it evaluates a run for explain)."""
+    if indices:
+        ds_idx = Run.open(run).split_arrays(split)[2]
+        missing = sorted(set(indices) - set(ds_idx.tolist()))
+        if missing:
+            raise CifarlensError(f"indices not in the {split} split: {missing[:5]}")
+
+
 def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    """tqdm on stderr with an ETA, shown only once the work has taken 3 s (quick runs stay
-    silent) and cleared at the end (leave=False), so logs keep only the result lines."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, delay=3.0, mininterval=1.0,
-                disable=not enabled, dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-
-
-def _default_record(run: Path, split: str, checkpoint: str) -> dict[str, Any] | None:
-    """The run's current default explanation record, or None when there is none yet or it is
-    stale (another checkpoint, or its npz gone): then a plain explain may (re)write the default."""
-    path = run / "analysis.json"
-    rec = read_json(path).get(f"explain_{split}") if path.exists() else None
-    if (not isinstance(rec, dict) or rec.get("checkpoint_sha256") != checkpoint
-            or not (run / f"explanations_{split}.npz").exists()):
-        return None
-    return rec
-
-
-
-
-def _ensure_failures(run: Path, split: str, log) -> dict:
-    from .evaluate import evaluate, predictions_current
-    from .failures import find_failures
-    from .runs import checkpoint_sha256
-
-    if not predictions_current(run, split):
-        evaluate(run, (split,), log=log)
-    path = run / f"failures_{split}.json"
-    if path.exists() and read_json(path).get("checkpoint_sha256") == checkpoint_sha256(run):
-        return read_json(path)
-    return find_failures(run, split, log=log)
+    """The stage's one bar, in forward-pass units, shown once the work has taken 3 s."""
+    return console.progress(total, desc, enabled, delay=3.0, mininterval=1.0,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
 
 
 def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray | None:
@@ -157,7 +138,7 @@ def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray
 
 
 @locked
-def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
+def explain_run(run: Run | str | os.PathLike, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
                 layer: str | None = None, log=print, progress: bool = True) -> dict[str, Any]:
@@ -174,27 +155,21 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     (None for the default) beside `result["file"]`. `progress`: a bar with an ETA on stderr
     (shown after a few seconds, removed when done).
     """
-    from .evaluate import (
-        analysis_index_update,
-        require_current_predictions,
-        run_data,
-        split_arrays,
-    )
-    from .runs import load_model, require_run
-
-    run = require_run(run)
+    run = Run.open(run)
     if target not in TARGETS:
         raise CifarlensError(f"unknown target {target!r}; choose from: {', '.join(TARGETS)}")
-    data = run_data(run)
-    images, labels, ds_idx = split_arrays(run, data, split)
-    if indices:  # refused before anything is written (evaluate, failures, gallery)
-        missing = sorted(set(indices) - set(ds_idx.tolist()))
-        if missing:
-            raise CifarlensError(f"indices not in the {split} split: {missing[:5]}")
-    fails = _ensure_failures(run, split, log)
-    # the maps below come from best.pt: the predictions must come from it too
-    p = require_current_predictions(run, split)
-    model, _ = load_model(run, "best")
+    data = run.data()
+    images, labels, ds_idx = run.split_arrays(split, data)
+    check_indices(run, split, indices)
+    # the maps below come from best.pt: the predictions (and failures) must come from it too
+    p = run.current_predictions(split)
+    fails = None
+    if not indices and not all_images:
+        fails = run.current_failures(split)
+        if fails is None:
+            raise CifarlensError(f"no failures of the current best.pt for split {split!r} in "
+                                 f"{run}: run `cifarlens failures {run} --split {split}` first")
+    model = run.model("best")
     cam_layer = resolve_layer(model, layer)
 
     # Ad-hoc analyses never replace the default files a study embeds: options that differ from
@@ -204,7 +179,7 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     other_layer = (layer_name(model, cam_layer)
                    if cam_layer is not find_cam_layer(model) else None)
     plain = not indices and not all_images and target == "both" and other_layer is None
-    current = _default_record(run, split, str(p["checkpoint_sha256"]))
+    current = run.current_explanation(split)
     reference = current.get("options", DEFAULT_OPTIONS) if current else None
     tag = ""
     if not (plain and reference in (None, options)):
@@ -215,13 +190,9 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         # a study's `--top 6`)
         tag = adhoc_tag(**how) or adhoc_tag(**how, reference=reference)
     suffix = f"_{tag}" if tag else ""
-    norm = read_json(run / "norm.json")
-    mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
 
     def normalized(pos: np.ndarray) -> torch.Tensor:
-        from .data import normalize
-
-        return normalize(torch.from_numpy(images[pos]), mean, std)
+        return run.normalize(images[pos])
 
     # Which images: every one, chosen dataset indices, or the top-K confident failures.
     if all_images:
@@ -234,8 +205,8 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         pos = np.array([where[i] for i in indices])
     else:
         pos = np.array([f["position"] for f in fails["failures"][:failures]], dtype=np.int64)
-    if len(pos) == 0:
-        raise CifarlensError(f"nothing to explain: no failures in the {split} split")
+        if len(pos) == 0:  # a model with no errors: its correct sample is still explained
+            log(f"note: no failures in the {split} split; explaining the correct sample only")
     pred, true = p["pred"][pos], labels[pos]
     is_fail = pred != true
     # Faithfulness and background reliance: failures vs a seeded sample of correct predictions.
@@ -294,23 +265,22 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
         arrays["maps_pred"] = maps_pred.numpy().astype(np.float32)
     if maps_true is not None:
         arrays["maps_true"] = maps_true.numpy().astype(np.float32)
-    npz_name = f"explanations_{split}{suffix}.npz"
-    save_npz(run / npz_name, **arrays)
+    npz_name = run.write_explanations(split, tag, arrays)
     figs: dict[str, str] = {}
     show = np.flatnonzero(is_fail)[:12] if is_fail.any() else np.arange(min(12, len(pos)))
     if len(show) and maps_pred is not None and maps_true is not None:
-        figs["gradcam"] = f"figures/gradcam_{split}{suffix}.png"
+        figs["gradcam"] = Run.figure_name(f"gradcam_{split}{suffix}")
         conf = p["confidence"][pos[show]]
         plot_explanations(images[pos[show]].transpose(0, 2, 3, 1), maps_pred[show],
                           maps_true[show],
-                          [f"image {int(i)}" for i in ds_idx[pos[show]]], run / figs["gradcam"],
+                          [f"image {int(i)}" for i in ds_idx[pos[show]]], run.file(figs["gradcam"]),
                           pred_names=[data.class_names[c] for c in pred[show]],
                           true_names=[data.class_names[c] for c in true[show]],
                           confidences=[float(c) for c in conf])
     if "correct" in curves:
-        figs["deletion_insertion"] = f"figures/deletion_insertion_{split}{suffix}.png"
+        figs["deletion_insertion"] = Run.figure_name(f"deletion_insertion_{split}{suffix}")
         c = curves["correct"]
-        plot_deletion_insertion(c["gradcam"], run / figs["deletion_insertion"],
+        plot_deletion_insertion(c["gradcam"], run.file(figs["deletion_insertion"]),
                                 random_result=c["random"],
                                 baselines={BASELINE_NAMES[k]: c[k]
                                            for k in ("smooth_random", "centre_prior")})
@@ -322,13 +292,13 @@ def explain_run(run: str | Path, split: str = "test", *, failures: int = 12,
     result["figures"] = figs
     result["file"] = npz_name
     result["tag"] = tag or None
-    analysis_index_update(run, f"explain_{split}{suffix}", {
+    run.record(f"explain_{split}{suffix}", {
         "checkpoint_sha256": str(p["checkpoint_sha256"]), "options": options, **result})
     fa = faith.get("correct", {})
     if tag:
         log(f"ad-hoc options: wrote {npz_name} and figures tagged '{tag}' "
             f"(analysis.json key explain_{split}{suffix}); the run's default explanation "
-            f"(explanations_{split}.npz, the one a study embeds) is unchanged")
+            f"({Run.explanations_name(split)}, the one a study embeds) is unchanged")
     log(f"explained {len(pos)} {split} images; Grad-CAM deletion AUC {fa.get('deletion_auc', float('nan')):.3f}"
         f" vs random {fa.get('random_deletion_auc', float('nan')):.3f} (lower is more faithful)"
         + (f"; pointing game {100 * result['pointing_game']['hit_rate']:.1f}%"

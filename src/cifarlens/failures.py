@@ -17,16 +17,19 @@ About 6% of CIFAR-100 test labels are wrong, so the failure list must separate t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _console as console
 from . import metrics as M
 from ._defaults import CONFIDENT
-from ._io import locked, read_json, save_figure, write_json
+from ._io import locked, save_figure
 from .errors import CifarlensError
 from .figures import new_figure, safe_text
+from .runs import Run
 
 LABEL_ERROR_METHODS = ("cleanlab", "rule")
 
@@ -107,16 +110,14 @@ def rank_failures(labels: np.ndarray, probs: np.ndarray, indices: np.ndarray,
     } for r, i in enumerate(order)]
 
 
-def scaled_probs(run: Path, split: str, logits: np.ndarray) -> tuple[np.ndarray, float | None]:
+def scaled_probs(run: Run | str | os.PathLike, split: str, logits: np.ndarray
+                 ) -> tuple[np.ndarray, float | None]:
     """Softmax of logits / T with the temperature `evaluate` fitted on val (None: no fit found,
     raw probabilities returned)."""
-    path = Path(run) / f"metrics_{split}.json"
-    t = None
-    if path.exists():
-        t = read_json(path).get("temperature_scaling", {}).get("temperature")
+    t = Run.of(run).temperature(split)
     if t is None:
         return M.softmax(logits), None
-    return M.apply_temperature(logits, float(t)), float(t)
+    return M.apply_temperature(logits, t), t
 
 
 def per_class_errors(labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
@@ -137,29 +138,26 @@ MAX_GALLERY = 48
 
 
 @locked
-def find_failures(run: Path, split: str = "test", *, top: int = 12, confident: float = CONFIDENT,
+def find_failures(run: Run | str | os.PathLike, split: str = "test", *, top: int = 12, confident: float = CONFIDENT,
                   max_true_prob: float = 0.02, method: str = "rule",
                   log=None, progress: bool = False) -> dict[str, Any]:
     """Rank the split's errors, flag likely label errors, draw the gallery, write
     failures_<split>.json. `progress`: a bar with an ETA on stderr (reading the data, ranking,
     drawing, writing) when that lasts more than a couple of seconds. Logs go to stderr."""
-    from .evaluate import _progress, _stderr
+    log = log or console.log
+    with console.progress(4, f"failures ({split})", progress) as bar:
+        return _find_failures(Run.open(run), split, top, confident, max_true_prob, method, log,
+                              bar)
 
-    log = log or _stderr
-    with _progress(4, f"failures ({split})", progress) as bar:
-        return _find_failures(Path(run), split, top, confident, max_true_prob, method, log, bar)
 
-
-def _find_failures(run: Path, split: str, top: int, confident: float, max_true_prob: float,
+def _find_failures(run: Run, split: str, top: int, confident: float, max_true_prob: float,
                    method: str, log, bar) -> dict[str, Any]:
-    from .evaluate import analysis_index_update, load_predictions, run_data, split_arrays
-
     if top < 1:
         raise CifarlensError("--top must be at least 1")
     if not 0.0 <= confident <= 1.0:
         raise CifarlensError(f"--confident must lie in [0, 1], got {confident}")
-    p = load_predictions(run, split)
-    data = run_data(run)
+    p = run.predictions(split)
+    data = run.data()
     bar.update(1)
     raw = M.softmax(p["logits"])
     probs, temperature = scaled_probs(run, split, p["logits"])
@@ -185,20 +183,20 @@ def _find_failures(run: Path, split: str, top: int, confident: float, max_true_p
         "failures": fails,
     }
     bar.update(1)
-    images, _, _ = split_arrays(run, data, split)
-    gallery = f"figures/failures_{split}.png"
+    images, _, _ = run.split_arrays(split, data)
+    gallery = Run.figure_name(f"failures_{split}")
     if top > MAX_GALLERY:  # every failure is in the JSON; the picture stays readable and bounded
         log(f"note: the gallery shows the first {MAX_GALLERY} of the {top} failures asked for "
-            f"(all {len(fails)} are in failures_{split}.json)")
-    plot_gallery(images, fails[:min(top, MAX_GALLERY)], run / gallery,
+            f"(all {len(fails)} are in {Run.failures_name(split)})")
+    plot_gallery(images, fails[:min(top, MAX_GALLERY)], run.file(gallery),
                  title=f"Most confident failures ({split}, ranked"
                        + (f"; confidence after temperature scaling, T = {temperature:.2f})"
                           if temperature is not None else "; raw confidence)"))
     bar.update(1)
     result["figures"] = {"gallery": gallery}
-    write_json(run / f"failures_{split}.json", result)
-    analysis_index_update(run, f"failures_{split}", {
-        "file": f"failures_{split}.json", "figures": result["figures"],
+    run.write_failures(split, result)
+    run.record(f"failures_{split}", {
+        "file": Run.failures_name(split), "figures": result["figures"],
         "checkpoint_sha256": result["checkpoint_sha256"],
         "numbers": {k: result[k] for k in ("n", "total_wrong", "confident_wrong",
                                           "confident_wrong_raw", "label_error_suspects",

@@ -1,13 +1,19 @@
-"""The run directory: its layout, checksummed checkpoints, and loading a trained run back.
+"""The run folder: its one owner (`Run`), checksummed checkpoints, and loading a run back.
 
-RUN/
+RUN/                                  (every name below is spelled once, in `Run`)
   config.json          resolved config, seed, versions, device, git commit, data source
   split.npz            train/val indices into the official training set (and the subset used)
   norm.json            per-channel mean/std of the training split (0-1 scale)
   metrics.jsonl, .csv  one row per epoch;  curves.png  training curves
   checkpoints/ckpt-eNNNN.pt (+ .sha256)   the newest two complete epochs (resume state)
   checkpoints/best.pt (+ .sha256)         weights with the best val accuracy
-  done.json            written last: the run finished
+  done.json            written last by training: the run finished
+  predictions_<split>.npz, .csv   evaluate: logits, predicted class, confidence per image
+  metrics_<split>.json            evaluate: accuracy, calibration, confusion matrix, ...
+  failures_<split>.json           failures: ranked confident errors, label-error suspects
+  explanations_<split>[_<tag>].npz  explain: Grad-CAM maps (a tag for ad-hoc options)
+  analysis.json        what each analysis stage produced, with the checkpoint it came from
+  figures/*.png        every stage's figures
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import read_bytes, read_json, write_bytes, write_text
+from ._io import read_bytes, read_json, save_npz, write_bytes, write_json, write_text
 from .errors import CifarlensError
 
 CKPT_DIR = "checkpoints"
@@ -133,15 +139,12 @@ def prune_checkpoints(run: Path, keep: int = 2) -> None:
 
 
 def require_run(run: str | os.PathLike) -> Path:
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise CifarlensError(f"{run} is not a cifarlens run (no config.json)")
-    return run
+    return Run.open(run).path
 
 
 def read_config(run: str | os.PathLike) -> dict:
     """config.json, checked: a hand-edited or foreign file is one line naming what is wrong."""
-    path = require_run(run) / "config.json"
+    path = require_run(run) / Run.CONFIG
     cfg = read_json(path)
 
     def bad(what: str) -> CifarlensError:
@@ -164,7 +167,7 @@ def read_config(run: str | os.PathLike) -> dict:
 
 def read_norm(run: str | os.PathLike) -> dict[str, list[float]]:
     """norm.json: three finite means and three positive finite stds (0-1 scale)."""
-    path = require_run(run) / "norm.json"
+    path = require_run(run) / Run.NORM
     norm = read_json(path)
     ok = isinstance(norm, dict)
     for key in ("mean", "std"):
@@ -180,7 +183,7 @@ def read_norm(run: str | os.PathLike) -> dict[str, list[float]]:
 
 def read_history(run: str | os.PathLike) -> list[dict[str, Any]]:
     """metrics.jsonl as a list of rows (blank lines are ignored; a corrupt line is an error)."""
-    path = require_run(run) / "metrics.jsonl"
+    path = require_run(run) / Run.HISTORY
     text = read_bytes(path, "metrics file").decode("utf-8", "replace")
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -222,7 +225,7 @@ def load_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.n
     run = require_run(run_dir)
     config = read_config(run)
     if which == "best":
-        state = load_checkpoint(run / CKPT_DIR / "best.pt")
+        state = load_checkpoint(Run(run).checkpoint_path("best"))
     elif which == "last":
         found = latest_good_checkpoint(run)
         if found is None:
@@ -259,7 +262,7 @@ def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 def load_split_indices(run: str | os.PathLike, n_train: int | None = None
                        ) -> dict[str, np.ndarray]:
     """split.npz: disjoint train/val indices (train_used within train), in [0, n_train)."""
-    path = require_run(run) / "split.npz"
+    path = require_run(run) / Run.SPLIT
     z = load_npz(path, "split file")
     for k in ("train", "val", "train_used"):
         a = z.get(k)
@@ -283,23 +286,336 @@ def load_split(run_dir: str | os.PathLike, split: str = "test", data_dir: str | 
     Images are normalized float32 NCHW tensors with the run's own train-split statistics (or
     uint8 when normalized=False). Indices refer to the official train or test set.
     """
-    from .data import load_dataset, normalize
-
-    run = require_run(run_dir)
-    cfg = read_config(run)
-    data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), download=download)
-    check_data_identity(run, cfg, data)
-    if split == "test":
-        idx = np.arange(len(data.test_y))
-        x, y = data.test_x, data.test_y
-    elif split in ("train", "val"):
-        idx = load_split_indices(run, len(data.train_y))["train_used" if split == "train"
-                                                         else "val"]
-        x, y = data.train_x[idx], data.train_y[idx]
-    else:
-        raise CifarlensError(f"unknown split {split!r}; choose from: train, val, test")
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    if normalized:
-        norm = read_norm(run)
-        xt = normalize(xt, torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
+    run = Run.open(run_dir)
+    x, y, idx = run.split_arrays(split, run.data(data_dir, download=download))
+    xt = run.normalize(x) if normalized else torch.from_numpy(np.ascontiguousarray(x))
     return xt, torch.from_numpy(y.astype(np.int64)), idx
+
+
+# --- the run folder's one owner ----------------------------------------------------------------
+
+
+class Run:
+    """One run folder: the only place that knows its layout (every file name is below), and a
+    per-instance cache of what was read from it. Stages take a Run, read their inputs and write
+    their outputs through it, and never run another stage; the CLI and the study decide what
+    runs first.
+
+    The files training writes (config, split, norm, history, checkpoints) never change after the
+    run is made, so they are cached; predictions, metrics, failures and the analysis record are
+    re-read unless this Run wrote them.
+    """
+
+    CONFIG = "config.json"
+    SPLIT = "split.npz"
+    NORM = "norm.json"
+    HISTORY = "metrics.jsonl"
+    HISTORY_CSV = "metrics.csv"
+    CURVES = "curves.png"
+    DONE = "done.json"
+    ANALYSIS = "analysis.json"
+    CHECKPOINTS = CKPT_DIR
+    FIGURES = "figures"
+    SPLITS = ("train", "val", "test")
+    PREDICTION_KEYS = ("indices", "labels", "logits", "pred", "confidence", "checkpoint")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._cache: dict[Any, Any] = {}
+
+    @classmethod
+    def of(cls, run: Run | str | os.PathLike) -> Run:
+        """`run` itself when it is a Run (its cache is kept), else a Run of that folder."""
+        return run if isinstance(run, Run) else cls(run)
+
+    @classmethod
+    def open(cls, run: Run | str | os.PathLike) -> Run:
+        """An existing run (one with a config.json), else one clear line."""
+        r = cls.of(run)
+        if not r.config_path.is_file():
+            raise CifarlensError(f"{r.path} is not a cifarlens run (no {cls.CONFIG})")
+        return r
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # --- layout: names relative to the folder, and paths --------------------------------------
+
+    @staticmethod
+    def predictions_name(split: str, ext: str = "npz") -> str:
+        return f"predictions_{split}.{ext}"
+
+    @staticmethod
+    def metrics_name(split: str) -> str:
+        return f"metrics_{split}.json"
+
+    @staticmethod
+    def failures_name(split: str) -> str:
+        return f"failures_{split}.json"
+
+    @staticmethod
+    def explanations_name(split: str, tag: str = "") -> str:
+        return f"explanations_{split}{'_' + tag if tag else ''}.npz"
+
+    @classmethod
+    def figure_name(cls, stem: str) -> str:
+        """A figure's name relative to the run (what analysis.json and summaries record)."""
+        return f"{cls.FIGURES}/{stem}.png"
+
+    def file(self, name: str) -> Path:
+        """The path of a file named relative to the run (e.g. a recorded figure)."""
+        return self.path / name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        return self.checkpoint_dir / f"{which}.pt"
+
+    # --- what training wrote (cached: it never changes once the run exists) -------------------
+
+    def _cached(self, key: Any, make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def config(self) -> dict:
+        return self._cached("config", lambda: read_config(self.path))
+
+    @property
+    def norm(self) -> dict[str, list[float]]:
+        return self._cached("norm", lambda: read_norm(self.path))
+
+    def history(self) -> list[dict[str, Any]]:
+        return read_history(self.path)
+
+    @property
+    def done(self) -> dict | None:
+        """done.json (the summary training wrote last), or None while the run is unfinished."""
+        path = self.path / self.DONE
+        return read_json(path) if path.is_file() else None
+
+    def is_done(self) -> bool:
+        return (self.path / self.DONE).is_file()
+
+    def split_indices(self, n_train: int | None = None) -> dict[str, np.ndarray]:
+        return self._cached(("split", n_train), lambda: load_split_indices(self.path, n_train))
+
+    def data(self, data_dir: str | os.PathLike | None = None, *, download: bool = False,
+             progress: bool = False) -> Any:
+        """The run's dataset (read and verified once per Run), refused if its content is not
+        what the run was trained on."""
+        def read() -> Any:
+            from .data import load_dataset
+
+            cfg = self.config
+            data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"),
+                                download=download, progress=progress)
+            check_data_identity(self.path, cfg, data)
+            return data
+
+        return self._cached(("data", str(data_dir) if data_dir else None), read)
+
+    def split_arrays(self, split: str, data: Any = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 images, labels and dataset indices of the split ("train", "val" or "test")."""
+        data = data if data is not None else self.data()
+        if split == "test":
+            return data.test_x, data.test_y, np.arange(len(data.test_y))
+        if split in ("train", "val"):
+            idx = self.split_indices(len(data.train_y))["train_used" if split == "train"
+                                                        else "val"]
+            return data.train_x[idx], data.train_y[idx], idx
+        raise CifarlensError(f"unknown split {split!r}; choose from: {', '.join(self.SPLITS)}")
+
+    def normalize(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images as the model sees them: float32 NCHW scaled with the run's train statistics."""
+        from .data import normalize
+
+        x = images_uint8 if isinstance(images_uint8, torch.Tensor) else \
+            torch.from_numpy(np.ascontiguousarray(images_uint8))
+        return normalize(x, torch.tensor(self.norm["mean"]), torch.tensor(self.norm["std"]))
+
+    def model(self, which: str = "best") -> torch.nn.Module:
+        """The trained model (eval mode, CPU), loaded and checked once per Run."""
+        return self._cached(("model", which), lambda: load_model(self.path, which)[0])
+
+    def checkpoint_sha256(self, which: str = "best") -> str:
+        return checkpoint_sha256(self.path, which)
+
+    # --- what the analysis stages write ---------------------------------------------------------
+
+    def _read_json(self, name: str) -> Any:
+        if ("json", name) in self._cache:
+            return self._cache[("json", name)]
+        return read_json(self.path / name)
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        write_json(self.path / name, obj)
+        self._cache[("json", name)] = obj
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def predictions(self, split: str) -> dict[str, np.ndarray]:
+        """predictions_<split>.npz, checked for shape: N indices/labels/preds, (N, C) logits."""
+        key = ("predictions", split)
+        if key in self._cache:
+            return self._cache[key]
+        path = self.path / self.predictions_name(split)
+        if not path.exists():
+            raise CifarlensError(f"no predictions for split {split!r} in {self.path}: run "
+                                 f"`cifarlens evaluate {self.path} --split {split}` first")
+        p = load_npz(path, "predictions file")
+        missing = [k for k in self.PREDICTION_KEYS if k not in p]
+        if missing:
+            raise CifarlensError(f"{path} is not valid: no {', '.join(missing)}")
+        n = len(p["labels"])
+        shapes_ok = (p["logits"].ndim == 2 and p["logits"].shape[0] == n
+                     and p["logits"].shape[1] >= 2 and np.isfinite(p["logits"]).all()
+                     and all(p[k].shape == (n,) for k in ("indices", "pred", "confidence")))
+        labels_ok = shapes_ok and n and all(
+            p[k].dtype.kind in "iu" and p[k].min() >= 0 and p[k].max() < p["logits"].shape[1]
+            for k in ("labels", "pred"))
+        if not labels_ok:
+            raise CifarlensError(f"{path} is not valid: inconsistent shapes or class indices")
+        self._cache[key] = p
+        return p
+
+    def predictions_current(self, split: str) -> bool:
+        """Whether saved predictions exist and come from the run's current best checkpoint."""
+        if not self.has(self.predictions_name(split)):
+            return False
+        try:
+            return (str(self.predictions(split).get("checkpoint_sha256", ""))
+                    == self.checkpoint_sha256())
+        except CifarlensError:
+            return False
+
+    def current_predictions(self, split: str) -> dict[str, np.ndarray]:
+        """Predictions made from the checkpoint that is the run's best now, else one line."""
+        p = self.predictions(split)
+        if str(p.get("checkpoint_sha256", "")) != self.checkpoint_sha256():
+            raise CifarlensError(f"{self.predictions_name(split)} in {self.path} were made from "
+                                 f"another checkpoint than its best.pt now: run "
+                                 f"`cifarlens evaluate {self.path}` again")
+        return p
+
+    def write_predictions(self, split: str, arrays: dict[str, np.ndarray], csv_text: str) -> None:
+        save_npz(self.path / self.predictions_name(split), **arrays)
+        write_text(self.path / self.predictions_name(split, "csv"), csv_text)
+        self._cache[("predictions", split)] = arrays
+
+    def _current(self, name: str) -> dict | None:
+        """A JSON output of this run if it exists and was made from the current best.pt."""
+        if not self.has(name):
+            return None
+        obj = self._read_json(name)
+        ok = isinstance(obj, dict) and obj.get("checkpoint_sha256") == self.checkpoint_sha256()
+        return obj if ok else None
+
+    def metrics(self, split: str) -> dict:
+        name = self.metrics_name(split)
+        if not self.has(name):
+            raise CifarlensError(f"no metrics for split {split!r} in {self.path}: run "
+                                 f"`cifarlens evaluate {self.path}` first")
+        return self._read_json(name)
+
+    def metrics_current(self, split: str) -> bool:
+        return self.predictions_current(split) and self._current(self.metrics_name(split)) \
+            is not None
+
+    def temperature(self, split: str = "test") -> float | None:
+        """The temperature evaluate fitted on val (recorded with every split's metrics)."""
+        if not self.has(self.metrics_name(split)):
+            return None
+        t = self._read_json(self.metrics_name(split)).get("temperature_scaling", {}) \
+            .get("temperature")
+        return None if t is None else float(t)
+
+    def write_metrics(self, split: str, m: dict) -> None:
+        self._write_json(self.metrics_name(split), m)
+
+    def failures(self, split: str = "test") -> dict:
+        name = self.failures_name(split)
+        if not self.has(name):
+            raise CifarlensError(f"no failures for split {split!r} in {self.path}: run "
+                                 f"`cifarlens failures {self.path} --split {split}` first")
+        return self._read_json(name)
+
+    def current_failures(self, split: str = "test") -> dict | None:
+        """failures_<split>.json if it was made from the current best.pt, else None."""
+        return self._current(self.failures_name(split))
+
+    def write_failures(self, split: str, result: dict) -> None:
+        self._write_json(self.failures_name(split), result)
+
+    def write_explanations(self, split: str, tag: str, arrays: dict[str, np.ndarray]) -> str:
+        name = self.explanations_name(split, tag)
+        save_npz(self.path / name, **arrays)
+        return name
+
+    def analysis(self) -> dict[str, Any]:
+        """analysis.json: what each analysis stage produced (files and the numbers behind them)."""
+        return self._read_json(self.ANALYSIS) if self.has(self.ANALYSIS) else {}
+
+    def record(self, key: str, entry: dict[str, Any]) -> None:
+        """Record a stage's outputs in analysis.json under `key`."""
+        index = dict(read_json(self.path / self.ANALYSIS)) if self.has(self.ANALYSIS) else {}
+        index[key] = entry
+        self._write_json(self.ANALYSIS, index)
+
+    def current_explanation(self, split: str = "test", tag: str = "") -> dict | None:
+        """The analysis record of the split's explanation (default or tagged) if its npz exists
+        and it was made from the current best.pt, else None."""
+        rec = self.analysis().get(f"explain_{split}{'_' + tag if tag else ''}")
+        if (not isinstance(rec, dict) or rec.get("checkpoint_sha256") != self.checkpoint_sha256()
+                or not self.has(self.explanations_name(split, tag))):
+            return None
+        return rec
+
+    # --- what training writes ------------------------------------------------------------------
+
+    def write_start(self, *, split: dict[str, np.ndarray], norm: dict[str, Any],
+                    config: dict[str, Any]) -> None:
+        """A fresh run's split, normalization statistics and config; config last, since its
+        presence is what makes a folder a run."""
+        save_npz(self.path / self.SPLIT, **split)
+        write_json(self.path / self.NORM, norm)
+        write_json(self.config_path, config)
+        self._cache.clear()
+
+    def epoch_checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"ckpt-e{epoch:04d}.pt"
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """metrics.jsonl and metrics.csv: one row per epoch (every key of every row: a run
+        resumed from an older version's checkpoint has rows without newer columns)."""
+        import csv
+
+        write_text(self.path / self.HISTORY, "".join(json.dumps(r) + "\n" for r in history))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in history for k in r)),
+                           restval="")
+        w.writeheader()
+        w.writerows(history)
+        write_text(self.path / self.HISTORY_CSV, buf.getvalue())
+
+    def write_done(self, summary: dict[str, Any]) -> None:
+        write_json(self.path / self.DONE, summary)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import shlex
 import sys
@@ -29,6 +28,7 @@ from . import stats as S
 from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
+from .runs import Run
 from .train import TRAINING_SETTINGS, TrainConfig, config_diff, make_config, train
 
 # --- the one-change guard -------------------------------------------------------------------------
@@ -236,11 +236,11 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         else:
             plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
             write_json(out / "study.json", plan)
-        runs: dict[str, dict[int, Path]] = {a: {} for a in arms}
-        todo: list[tuple[str, TrainConfig, Path]] = []
+        runs: dict[str, dict[int, Run]] = {a: {} for a in arms}
+        todo: list[tuple[str, TrainConfig, Run]] = []
         for seed in plan["seeds"]:
             for arm, cfg in arms.items():
-                run = out / "runs" / f"{arm}-s{seed}"
+                run = Run(out / "runs" / f"{arm}-s{seed}")
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
         # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
@@ -273,32 +273,31 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
     return summary
 
 
-def _stage_train(cfg: TrainConfig, run: Path, progress: bool, say, arm: str) -> None:
-    if (run / "done.json").exists():
+def _stage_train(cfg: TrainConfig, run: Run | Path, progress: bool, say, arm: str) -> None:
+    run = Run.of(run)
+    if run.is_done():
         return
     say(f"[{arm} seed {cfg.seed}] training")
-    train(cfg, run, resume=True, progress=progress, log=say)
+    train(cfg, run.path, resume=True, progress=progress, log=say)
 
 
-def _stage_evaluate(run: Path, say, figures: bool = True) -> None:
+def _stage_evaluate(run: Run | Path, say, figures: bool = True) -> None:
     """Evaluate unless both splits' predictions and metrics come from the run's final best.pt
     (an analysis made from any other checkpoint is made again, never reused). `figures`: draw
     the run's test figures; the report shows those of the first seed only, and drawing is most
     of evaluate's time (docs/benchmarks.md section 10): `cifarlens evaluate RUN` draws them
     for any other run."""
-    from .evaluate import evaluate, predictions_current
-    from .runs import checkpoint_sha256
+    from .evaluate import evaluate
 
-    best = checkpoint_sha256(run)
-    if all(predictions_current(run, s) and (run / f"metrics_{s}.json").exists()
-           and read_json(run / f"metrics_{s}.json").get("checkpoint_sha256") == best
-           for s in ("val", "test")):
+    run = Run.of(run)
+    if all(run.metrics_current(s) for s in ("val", "test")):
         return
     evaluate(run, ("val", "test"), figures=("test",) if figures else (), log=say)
 
 
-def _finished(run: Path) -> bool:
-    return all((run / f).exists() for f in ("done.json", "metrics_test.json", "metrics_val.json"))
+def _finished(run: Run | Path) -> bool:
+    run = Run.of(run)
+    return run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
 
 
 def _fmt_eta(s: float) -> str:
@@ -342,7 +341,7 @@ class StudyProgress:
         return line
 
 
-def _run_sequential(todo: list[tuple[str, TrainConfig, Path]], progress: bool, say,
+def _run_sequential(todo: list[tuple[str, TrainConfig, Run]], progress: bool, say,
                     timing: dict[str, Any] | None = None) -> None:
     prog = StudyProgress(len(todo), sum(_finished(run) for _, _, run in todo), say)
     prog.begin()
@@ -399,8 +398,8 @@ def _child(job: dict[str, Any], q) -> None:
         q.put(("log", name, m))
 
     try:
-        _stage_train(TrainConfig(**job["config"]), Path(job["run"]), False, log, job["arm"])
-        _stage_evaluate(Path(job["run"]), log, figures=job["figures"])
+        _stage_train(TrainConfig(**job["config"]), Run(job["run"]), False, log, job["arm"])
+        _stage_evaluate(Run(job["run"]), log, figures=job["figures"])
     except CifarlensError as e:
         q.put(("error", name, str(e)))
         return
@@ -413,7 +412,7 @@ def _child(job: dict[str, Any], q) -> None:
 _EPOCH = re.compile(r"^epoch (\d+)/(\d+):")
 
 
-def _run_parallel(todo: list[tuple[str, TrainConfig, Path]], jobs: int, progress: bool,
+def _run_parallel(todo: list[tuple[str, TrainConfig, Run]], jobs: int, progress: bool,
                   say) -> None:
     """Train and evaluate the study's runs, up to `jobs` at once, each in a spawned process.
 
@@ -501,11 +500,12 @@ def _fmt_s(s: float) -> str:
 ENV_KEYS = ("precision", "device", "device_name", "cpu_model", "gpu_model", "torch")
 
 
-def check_same_environment(runs: list[Path]) -> None:
+def check_same_environment(runs: list[Run] | list[Path]) -> None:
     """Refuse to compare runs that resolved precision, device or hardware differently."""
     first = None
     for run in runs:
-        env = read_json(run / "config.json").get("environment", {})
+        run = Run.of(run)
+        env = run.config.get("environment", {})
         # cuda:0 vs cuda:1 is the same kind of device; old runs lack the newer keys
         env = {k: (str(env[k]).split(":")[0] if k == "device" else env[k])
                for k in ENV_KEYS if env.get(k) is not None}
@@ -521,30 +521,27 @@ def check_same_environment(runs: list[Path]) -> None:
                 "--device and --precision")
 
 
-def _stage_failures(run: Path, top: int, say) -> None:
-    from .explanations import explain_run
+def _stage_failures(run: Run | Path, top: int, say) -> None:
+    """Failures, then Grad-CAM of them, unless already made from the run's current best.pt."""
+    from .explain import explain_run
     from .failures import find_failures
-    from .runs import checkpoint_sha256
 
-    best = checkpoint_sha256(run)
-    path = run / "failures_test.json"
-    if not path.exists() or read_json(path).get("checkpoint_sha256") != best:
+    run = Run.of(run)
+    if run.current_failures("test") is None:
         find_failures(run, "test", top=top, confident=CONFIDENT, log=say)
-    done = read_json(run / "analysis.json").get("explain_test", {})
-    if not (run / "explanations_test.npz").exists() or done.get("checkpoint_sha256") != best:
+    if run.current_explanation("test") is None:
         explain_run(run, "test", failures=top, log=say)
 
 
 # --- comparison and summary -----------------------------------------------------------------------
 
 
-def _model_block(run: Path) -> dict[str, Any]:
+def _model_block(run: Run) -> dict[str, Any]:
     from .complexity import complexity
     from .models import build_model
 
-    cfg = read_json(run / "config.json")
-    done = read_json(run / "done.json")
-    mv, mt = read_json(run / "metrics_val.json"), read_json(run / "metrics_test.json")
+    cfg, done = run.config, run.done or {}
+    mv, mt = run.metrics("val"), run.metrics("test")
     keys = ("loss", "top1", "top5", "macro_f1", "ece", "mce", "brier")
     c = complexity(build_model(cfg["model"], cfg["num_classes"]))
     ts = mt["temperature_scaling"]
@@ -556,7 +553,7 @@ def _model_block(run: Path) -> dict[str, Any]:
                                "errors_within_superclass", "binomial_p", "share_ci")
                               if k in mt["superclass"]}
     return {
-        "run": str(run), "params": c["params"], "flops": c["flops"],
+        "run": str(run.path), "params": c["params"], "flops": c["flops"],
         "best_epoch": done["best_epoch"], "train_time_s": done.get("wall_time_s"),
         "val": {k: mv[k] for k in keys} | {"nll": mv["loss"]}, "test": test,
         "calibration": {"temperature": ts["temperature"], "ece_before": ts["ece_before"],
@@ -569,11 +566,11 @@ def _model_block(run: Path) -> dict[str, Any]:
     }
 
 
-def _history(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def _history(run: Run) -> list[dict[str, Any]]:
+    return run.history()
 
 
-def _seeds_block(runs: dict[str, dict[int, Path]], seeds: list[int], arm: str,
+def _seeds_block(runs: dict[str, dict[int, Run]], seeds: list[int], arm: str,
                  acc_a: list[float], acc_b: list[float]) -> dict[str, Any] | None:
     """The verdict about one change: seed s of the baseline and of the variant are paired (same
     split and init), so the paired t-test across seeds covers training noise; per seed, the
@@ -596,23 +593,22 @@ def _seeds_block(runs: dict[str, dict[int, Path]], seeds: list[int], arm: str,
             "mcnemar_per_seed": per_pair}
 
 
-def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Path]], change: dict,
+def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], change: dict,
                    fails: dict, top: int, data, acc_a: list[float], first: bool
                    ) -> dict[str, Any]:
     """One change against the shared baseline: its model, the comparison (the shape of the
     summary's "comparison"), the baseline failures tracked in it, and its own figures. The
     first change's figures keep the one-change names (figures/gradcam_tracking.png); the
     others' carry the slug (figures/gradcam_tracking_SLUG.png, figures/curves_SLUG.png)."""
-    from .evaluate import load_predictions
     from .train import plot_curves
 
     seeds, s0, arm = plan["seeds"], plan["seeds"][0], change["slug"]
     ra, rb = runs["baseline"][s0], runs[arm][s0]
-    pa, pb = load_predictions(ra, "test"), load_predictions(rb, "test")
+    pa, pb = ra.predictions("test"), rb.predictions("test")
     if not np.array_equal(pa["indices"], pb["indices"]):
         raise CifarlensError(f"baseline and {arm} were evaluated on different test images")
     ca, cb = pa["pred"] == pa["labels"], pb["pred"] == pb["labels"]
-    ma, mb = read_json(ra / "metrics_test.json"), read_json(rb / "metrics_test.json")
+    ma, mb = ra.metrics("test"), rb.metrics("test")
     tag = "" if first else f"_{arm}"
     figs = {"gradcam_tracking": f"figures/gradcam_tracking{tag}.png"}
     if not first:  # the first change's curves are the report's main curves figure
@@ -620,7 +616,7 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Path]], chan
         plot_curves({"baseline": _history(ra), arm: _history(rb)}, out / figs["curves"])
     tracked, tracking = track_failures(ra, rb, fails, top, data, out / figs["gradcam_tracking"])
     model = _model_block(rb)
-    acc_b = [read_json(runs[arm][s] / "metrics_test.json")["top1"] for s in seeds]
+    acc_b = [runs[arm][s].metrics("test")["top1"] for s in seeds]
     model["per_seed"] = [{"seed": s, "test_top1": a} for s, a in zip(seeds, acc_b, strict=True)]
     model["seed"] = s0  # every single-model number in the block is this seed's
     pcc = S.per_class_changes(np.asarray(ma["confusion_matrix"]),
@@ -709,30 +705,29 @@ def _freeze_figures(out: Path, figs: dict[str, str]) -> dict[str, str]:
     return frozen
 
 
-def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: int,
+def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: int,
                   say) -> dict[str, Any]:
     """Every number the report states. The one-change keys ("change", "models", "comparison",
     "failures"["top"/"tracking"], "figures") describe the first (or only) change; "variants"
     holds one such block per change, and "ablation" (2+ changes) the table of all of them."""
-    from .evaluate import load_predictions, run_data
     from .train import plot_curves
 
     s0 = plan["seeds"][0]
     changes = recorded_changes(plan)
     first = changes[0]["slug"]
     ra, rb = runs["baseline"][s0], runs[first][s0]
-    data = run_data(ra)
-    cfg_a = read_json(ra / "config.json")
-    split = np.load(ra / "split.npz")
-    pa, pb = load_predictions(ra, "test"), load_predictions(rb, "test")
+    data = ra.data()
+    cfg_a = ra.config
+    split = ra.split_indices(len(data.train_y))
+    pa, pb = ra.predictions("test"), rb.predictions("test")
     if not np.array_equal(pa["indices"], pb["indices"]):
         raise CifarlensError("baseline and variant were evaluated on different test images")
-    ma, mb = read_json(ra / "metrics_test.json"), read_json(rb / "metrics_test.json")
+    ma, mb = ra.metrics("test"), rb.metrics("test")
     cm_a, cm_b = np.asarray(ma["confusion_matrix"]), np.asarray(mb["confusion_matrix"])
     figs: dict[str, str] = {}
 
-    def rel(p: Path) -> str:
-        return str(p.relative_to(out))
+    def rel(run: Run, name: str) -> str:
+        return str(run.file(name).relative_to(out))
 
     figs["curves"] = "figures/curves.png"
     plot_curves({"baseline": _history(ra), "variant": _history(rb)}, out / figs["curves"])
@@ -749,22 +744,21 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
     M.plot_reliability(series, out / figs["reliability"], title="Reliability on test")
     for key, f in (("confusion", ma["figures"]["confusion"]),
                    ("confidence_hist", ma["figures"]["confidence_hist"])):
-        figs[key] = rel(ra / f)
+        figs[key] = rel(ra, f)
     if "confusion_superclass" in ma["figures"]:
-        figs["confusion_superclass"] = rel(ra / ma["figures"]["confusion_superclass"])
+        figs["confusion_superclass"] = rel(ra, ma["figures"]["confusion_superclass"])
 
-    fails = read_json(ra / "failures_test.json")
-    figs["failure_gallery"] = rel(ra / fails["figures"]["gallery"])
-    analysis = read_json(ra / "analysis.json")
-    ex = analysis.get("explain_test", {})
+    fails = ra.failures("test")
+    figs["failure_gallery"] = rel(ra, fails["figures"]["gallery"])
+    ex = ra.analysis().get("explain_test", {})
     if "gradcam" in ex.get("figures", {}):
-        figs["gradcam_failures"] = rel(ra / ex["figures"]["gradcam"])
+        figs["gradcam_failures"] = rel(ra, ex["figures"]["gradcam"])
     if "deletion_insertion" in ex.get("figures", {}):
-        figs["deletion_insertion"] = rel(ra / ex["figures"]["deletion_insertion"])
+        figs["deletion_insertion"] = rel(ra, ex["figures"]["deletion_insertion"])
     figs = _freeze_figures(out, figs)
 
     base_model = _model_block(ra)
-    acc_a = [read_json(runs["baseline"][s] / "metrics_test.json")["top1"] for s in plan["seeds"]]
+    acc_a = [runs["baseline"][s].metrics("test")["top1"] for s in plan["seeds"]]
     base_model["per_seed"] = [{"seed": s, "test_top1": a}
                               for s, a in zip(plan["seeds"], acc_a, strict=True)]
     base_model["seed"] = s0  # every single-model number in the block is this seed's
@@ -797,7 +791,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Path]], top: 
         "data_name": data.identity.get("name"),  # the user's own data: what reports call it
         "split": {"train": int(len(split["train"])), "val": int(len(split["val"])),
                   "test": int(len(pa["labels"])), "train_used": int(len(split["train_used"]))},
-        "normalization": read_json(ra / "norm.json"),
+        "normalization": ra.norm,
         "change": plan["change"], "config": plan["baseline"], "seeds": plan["seeds"],
         "models": models,
         "comparison": v0["comparison"],
@@ -831,15 +825,14 @@ def _pc(r: dict) -> dict:
             "delta": r["delta"]}
 
 
-def _correct_pair(runs, seed, arm: str = SINGLE_SLUG) -> tuple[np.ndarray, np.ndarray]:
-    from .evaluate import load_predictions
-
-    a = load_predictions(runs["baseline"][seed], "test")
-    b = load_predictions(runs[arm][seed], "test")
+def _correct_pair(runs: dict[str, dict[int, Run]], seed: int, arm: str = SINGLE_SLUG
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    a = runs["baseline"][seed].predictions("test")
+    b = runs[arm][seed].predictions("test")
     return a["pred"] == a["labels"], b["pred"] == b["labels"]
 
 
-def track_failures(ra: Path, rb: Path, fails: dict, top: int, data, fig_path: Path
+def track_failures(ra: Run | Path, rb: Run | Path, fails: dict, top: int, data, fig_path: Path
                    ) -> tuple[list[dict], dict[str, Any]]:
     """What the variant does on each of the baseline's top failures, with both Grad-CAMs.
 
@@ -851,13 +844,11 @@ def track_failures(ra: Path, rb: Path, fails: dict, top: int, data, fig_path: Pa
     """
     import torch
 
-    from . import explain as X
-    from .data import normalize
-    from .evaluate import load_predictions, split_arrays
     from .failures import scaled_probs
-    from .runs import load_model
+    from .gradcam import gradcam
 
-    pa, pb = load_predictions(ra, "test"), load_predictions(rb, "test")
+    ra, rb = Run.open(ra), Run.open(rb)
+    pa, pb = ra.predictions("test"), rb.predictions("test")
     probs_b, _ = scaled_probs(rb, "test", pb["logits"])
     top_fails = fails["failures"][:top]
     statuses = ("fixed", "still_wrong", "other_wrong")
@@ -885,15 +876,12 @@ def track_failures(ra: Path, rb: Path, fails: dict, top: int, data, fig_path: Pa
     counts["all_errors"] = {"errors": n_err, "fixed": n_fix,
                             "share": n_fix / n_err if n_err else None}
     if top_fails:
-        images, _, _ = split_arrays(ra, data, "test")
+        images, _, _ = ra.split_arrays("test", data)
         pos = np.array([f["position"] for f in top_fails])
         maps = []
         for run, preds in ((ra, np.array([f["pred"] for f in top_fails])), (rb, pb["pred"][pos])):
-            model, _ = load_model(run, "best")
-            norm = read_json(run / "norm.json")
-            x = normalize(torch.from_numpy(images[pos]), torch.tensor(norm["mean"]),
-                          torch.tensor(norm["std"]))
-            maps.append(X.gradcam(model, x, torch.from_numpy(preds)))
+            maps.append(gradcam(run.model("best"), run.normalize(images[pos]),
+                                torch.from_numpy(preds)))
         plot_tracking(images[pos].transpose(0, 2, 3, 1), maps[0], maps[1], rows, fig_path)
     return rows, counts
 
