@@ -229,3 +229,28 @@ def test_a_renamed_dataset_folder_is_refused_with_the_fix(tmp_path):
         D.load_dataset("user", moved, download=False)
     with pytest.raises(CifarlensError, match="no registered user data"):
         D.load_dataset("user", tmp_path / "x", download=False)
+
+
+def test_train_refuses_a_model_that_cannot_take_the_size_before_writing_the_run(tmp_path):
+    # 16x16 images: the built-in `small` VGG's head fits 32x32 only. The refusal must come
+    # before config.json/split.npz/norm.json exist, so no half-made run is left to resume.
+    from cifarlens.train import make_config, train
+
+    folder = tmp_path / "t" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ["data_batch_1", "data_batch_2", "test_batch"]:
+        _pickle({b"labels": (np.arange(12) % 3).tolist(),
+                 b"data": rng.integers(0, 255, (12, 3 * 16 * 16), np.uint8)}, folder / name)
+    _pickle({b"label_names": [b"a", b"b", b"c"]}, folder / "batches.meta")
+    register(folder)
+    cfg = make_config("smoke", dataset="user", data_dir=str(folder), model="small", epochs=1,
+                      device="cpu")
+    out = tmp_path / "run"
+    with pytest.raises(CifarlensError, match="does not take the data's 16x16 images"):
+        train(cfg, out, progress=False)
+    assert not out.exists()
+    out.mkdir()  # an existing empty folder stays empty
+    with pytest.raises(CifarlensError, match="16x16"):
+        train(cfg, out, progress=False)
+    assert list(out.iterdir()) == []

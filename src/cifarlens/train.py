@@ -7,9 +7,7 @@ annealing to 0 (per step), weight decay 5e-4, cross-entropy with label smoothing
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 import queue
@@ -25,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._io import RunLock, read_json, save_figure, write_json, write_text
+from . import _console as console
+from ._io import RunLock, save_figure
 from .data import (
     AUGMENTS,
     Batches,
@@ -45,15 +44,14 @@ from .models import (
     model_source,
 )
 from .runs import (
-    CKPT_DIR,
+    Run,
     check_data_identity,
     latest_good_checkpoint,
     prune_checkpoints,
-    read_config,
-    read_norm,
     save_checkpoint,
 )
 from .runtime import (  # noqa: F401 - re-exported: `train.infer_logits` etc. keep working
+    CHANNELS_LAST,
     COMPILE_COST_S,
     COMPILE_MAX_SHARE,
     COMPILE_MODES,
@@ -73,7 +71,6 @@ from .runtime import (  # noqa: F401 - re-exported: `train.infer_logits` etc. ke
     resolve_device,
     resolve_graphs,
     resolve_precision,
-    use_channels_last,
 )
 
 
@@ -255,14 +252,6 @@ def _diff_configs(a: dict, b: dict) -> list[str]:
     return [f"{k}: {x!r} -> {y!r}" for k, x, y in config_diff(a, b)]
 
 
-def _stderr_log(msg: str) -> None:
-    """Logs on stderr, through tqdm so that a line (the ETA, an epoch's numbers) printed while
-    the epoch's bar is drawn goes above the bar, not into the middle of it."""
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
-
-
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, progress: bool = True,
           data: CifarData | None = None, log=None) -> dict[str, Any]:
     """Train one model into run folder `out`; returns the final summary (also done.json)."""
@@ -270,13 +259,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pro
     out = Path(out)
     d = init_distributed(cfg.device)
     resolve_graphs(cfg.compile, resolve_device(cfg.device, d.local_rank).type, d.world)  # up front
-    say = log or _stderr_log
+    say = log or console.log
     if not d.main:
         say = lambda msg: None  # noqa: E731
     lock = RunLock(out) if d.main else None
     created = not out.exists()
     if lock:
-        if (out / "config.json").exists() and not resume:
+        if Run(out).config_path.exists() and not resume:
             raise CifarlensError(f"{out} already holds a run; use --resume to continue it or "
                                  "choose another --out")
         lock.acquire()
@@ -376,7 +365,6 @@ class _RunState:
     step_fn: Callable
     step_mode: str
     probe: _CompileProbe | None
-    total_steps: int
     history: list[dict]
     best_acc: float
     best_epoch: int
@@ -408,6 +396,12 @@ def _load_data(cfg: TrainConfig, data: CifarData | None, progress: bool) -> Cifa
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
     if data.name != cfg.dataset:
         raise CifarlensError(f"data is {data.name}, config says {cfg.dataset}")
+    if data.train_x.shape[-1] != 32:  # your data imported at another --size (userdata.py)
+        from .userdata import check_input_size
+
+        # before the run folder gets its first file: a refused run leaves nothing behind
+        check_input_size(build_model(cfg.model, data.num_classes), data.train_x.shape[-1],
+                         cfg.model)
     return data
 
 
@@ -416,16 +410,17 @@ def _resume_or_start(cfg: TrainConfig, out: Path, d: Dist, data: CifarData, rt: 
     """The checkpoint to resume from; or None after a fresh start has written its split,
     statistics and config; or _Finished for a run that is already done."""
     state = None
-    if resume and (out / "config.json").exists():
-        old = read_config(out)
+    run = Run(out)
+    if resume and run.config_path.exists():
+        old = run.config
         diffs = _diff_configs(old["config"], dataclasses.asdict(cfg))
         if diffs:
             raise CifarlensError(f"cannot resume {out} with different settings: {'; '.join(diffs)}")
         check_data_identity(out, old, data)
         check_model_source(old.get("model_source"), cfg.model, str(out))
-        if (out / "done.json").exists():
+        if run.is_done():
             say(f"{out} is already finished; nothing to do")
-            return _Finished(read_json(out / "done.json"))
+            return _Finished(run.done)
         found = latest_good_checkpoint(out, warn=say)
         if found:
             state = found[1]
@@ -441,13 +436,8 @@ def _start_run(cfg: TrainConfig, out: Path, d: Dist, data: CifarData, rt: _Runti
     used = train_idx if cfg.train_limit is None else \
         stratified_subset(data.train_y, train_idx, cfg.train_limit, cfg.seed)
     if d.main:  # other ranks read norm.json after the barrier (saves ~1 GB of float64 each)
-        from ._io import save_npz
-
         mean, std = channel_stats(data.train_x[used])
-
-        save_npz(out / "split.npz", train=train_idx, val=val_idx, train_used=used)
-        write_json(out / "norm.json", {"mean": mean, "std": std, "computed_on": "train_used"})
-        write_json(out / "config.json", {
+        config = {
             "config": dataclasses.asdict(cfg), "model": cfg.model,
             "model_source": model_source(cfg.model), "dataset": cfg.dataset,
             "num_classes": data.num_classes, "class_names": data.class_names,
@@ -455,18 +445,20 @@ def _start_run(cfg: TrainConfig, out: Path, d: Dist, data: CifarData, rt: _Runti
             "data_identity": data.identity,
             "seed": cfg.seed, "environment": environment(rt.device, rt.precision, d),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        }
+        Run(out).write_start(split={"train": train_idx, "val": val_idx, "train_used": used},
+                             norm={"mean": mean, "std": std, "computed_on": "train_used"},
+                             config=config)
     barrier(d)
 
 
 def _training_data(cfg: TrainConfig, out: Path, d: Dist, data: CifarData,
                    rt: _Runtime) -> _TrainData:
     """The run's split as recorded (fresh or resumed alike), sharded per rank, as batches."""
-    from .runs import load_split_indices
-
-    split = load_split_indices(out, len(data.train_y))
+    run = Run(out)
+    split = run.split_indices(len(data.train_y))
     used, val_idx = split["train_used"], split["val"]
-    norm = read_norm(out)
+    norm = run.norm
     mean, std = norm["mean"], norm["std"]
     n_train, n_val = len(split["train_used"]), len(split["val"])
 
@@ -480,7 +472,7 @@ def _training_data(cfg: TrainConfig, out: Path, d: Dist, data: CifarData,
         raise CifarlensError(f"--batch-size {cfg.batch_size} must divide by the {d.world} processes")
     local_bs = cfg.batch_size // d.world
     device = rt.device
-    channels_last = use_channels_last(device)
+    channels_last = CHANNELS_LAST
     batches = Batches(data.train_x[used], data.train_y[used], local_bs, mean, std, device=device,
                       augment=cfg.augment, seed=cfg.seed * 1000 + d.rank,
                       channels_last=channels_last, num_classes=data.num_classes,
@@ -503,10 +495,6 @@ def _model_and_optimizer(cfg: TrainConfig, d: Dist, data: CifarData, rt: _Runtim
     device, precision = rt.device, rt.precision
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.num_classes).to(device)
-    if data.train_x.shape[-1] != 32:  # your data imported at another --size (userdata.py)
-        from .userdata import check_input_size
-
-        check_input_size(model, data.train_x.shape[-1], cfg.model)
     if td.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt_kw: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
@@ -551,11 +539,11 @@ def _model_and_optimizer(cfg: TrainConfig, d: Dist, data: CifarData, rt: _Runtim
             say(f"note: CUDA graphs failed ({type(e).__name__}); training eagerly")
         del sample_x
     step_fn = _make_step(compile_model(train_model) if compiled else train_model, opt, sched, cfg,
-                         device, precision, total_steps)
+                         device, precision)
     probe = _CompileProbe(steps, total_steps - start_epoch * steps, device, d) \
         if cfg.compile == "auto" and device.type == "cuda" and step_mode == "eager" else None
-    return _RunState(model, opt, sched, train_model, step_fn, step_mode, probe, total_steps,
-                     history, best_acc, best_epoch, start_epoch)
+    return _RunState(model, opt, sched, train_model, step_fn, step_mode, probe, history,
+                     best_acc, best_epoch, start_epoch)
 
 
 def _train_epoch(cfg: TrainConfig, epoch: int, d: Dist, rt: _Runtime, td: _TrainData,
@@ -579,7 +567,7 @@ def _train_epoch(cfg: TrainConfig, epoch: int, d: Dist, rt: _Runtime, td: _Train
                 say(f"compiling the model (--compile auto: run estimated at "
                     f"{_fmt_time(r.probe.est_s or 0)}, compile ~{COMPILE_COST_S:.0f} s)")
                 r.step_fn = _make_step(compile_model(r.train_model), r.opt, r.sched, cfg, device,
-                                       rt.precision, r.total_steps)
+                                       rt.precision)
                 r.step_mode = "compile"
             r.probe = None
         bar.update(1)
@@ -601,7 +589,7 @@ def _validate_epoch(cfg: TrainConfig, epoch: int, d: Dist, rt: _Runtime, td: _Tr
                     r: _RunState, sums: torch.Tensor, train_time: float, t_val: float,
                     out: Path) -> dict[str, Any]:
     """Validation after the epoch, both losses checked for divergence; the epoch's history row."""
-    ckpt_dir = out / CKPT_DIR
+    ckpt_dir = Run(out).checkpoint_dir
     tr_loss, tr_correct, tr_n = sums.tolist()  # one host sync per epoch
     if not math.isfinite(tr_loss):
         raise CifarlensError(
@@ -670,7 +658,7 @@ def _finish(cfg: TrainConfig, out: Path, d: Dist, rt: _Runtime, r: _RunState, ru
                "wall_time_s": time.perf_counter() - run_start, "final_write_s": final_write_s,
                "step_mode": r.step_mode, "val_precision": rt.val_precision}
     if d.main:
-        write_json(out / "done.json", summary)
+        Run(out).write_done(summary)
     barrier(d)
     return summary
 
@@ -698,10 +686,10 @@ def write_epoch(out: Path, epoch: int, best: dict | None, ckpt: dict, history: l
                 plot: bool) -> None:
     """One epoch's files in crash-safe order: best.pt (if this epoch improved), the resume
     checkpoint (each with its checksum last), pruning, metrics, curves (when due)."""
-    ckpt_dir = out / CKPT_DIR
+    run = Run(out)
     if best is not None:
-        save_checkpoint(best, ckpt_dir / "best.pt")
-    save_checkpoint(ckpt, ckpt_dir / f"ckpt-e{epoch:04d}.pt")
+        save_checkpoint(best, run.checkpoint_path("best"))
+    save_checkpoint(ckpt, run.epoch_checkpoint_path(epoch))
     prune_checkpoints(out)
     write_history(out, history, plot=plot)
 
@@ -768,7 +756,7 @@ class EpochWriter:
             self._thread.join()
 
 
-def _make_step(model, opt, sched, cfg: TrainConfig, device, precision, total_steps):
+def _make_step(model, opt, sched, cfg: TrainConfig, device, precision):
     # yb is int64 labels, or for mixup/cutmix float soft targets lam*onehot(a)+(1-lam)*onehot(b):
     # cross-entropy with those (label smoothing applied to them) is lam*CE(a) + (1-lam)*CE(b).
     # Train accuracy counts a mixed image as right when the prediction is its larger-weight
@@ -808,18 +796,10 @@ def _validate(model, val_x, val_y, mean, std, cfg, device, precision, d: Dist) -
 
 
 def write_history(out: Path, history: list[dict], plot: bool = True) -> None:
-    import json
-
-    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    buf = io.StringIO()
-    # every key of every row: a run resumed from an older version's checkpoint has rows without
-    # the newer timing columns (left empty)
-    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in history for k in r)), restval="")
-    w.writeheader()
-    w.writerows(history)
-    write_text(out / "metrics.csv", buf.getvalue())
+    run = Run(out)
+    run.write_history(history)
     if plot:
-        plot_curves({"": history}, out / "curves.png")
+        plot_curves({"": history}, run.file(Run.CURVES))
 
 
 def plot_curves(runs: dict[str, list[dict]], path: Path) -> None:
