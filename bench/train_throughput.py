@@ -127,7 +127,7 @@ def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision
     cfg = T.make_config("paper", model=model, augment="crop-flip", batch_size=bs,
                         device=device.type)
     precision = T.resolve_precision(precision, device)
-    cl = T.use_channels_last(device) if channels_last is None else channels_last
+    cl = T.CHANNELS_LAST if channels_last is None else channels_last
     batches = Batches(x, y, bs, mean, std, device=device, augment=cfg.augment, seed=0,
                       channels_last=cl)
     torch.manual_seed(0)
@@ -147,7 +147,7 @@ def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision
         train_model = T.graph_model(model, sample, device, precision)
     else:
         train_model = model
-    step = T._make_step(train_model, opt, sched, cfg, device, precision, total)
+    step = T._make_step(train_model, opt, sched, cfg, device, precision)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     state = {"epoch": 0, "it": batches.epoch(0)}
 

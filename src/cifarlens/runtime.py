@@ -29,7 +29,7 @@ __all__ = [
     "COMPILE_COST_S", "COMPILE_MAX_SHARE", "COMPILE_MODES", "Dist", "all_reduce_sum", "autocast",
     "barrier", "compile_model", "cpu_has_bf16", "dist_env", "environment", "git_commit",
     "graph_model", "infer_logits", "init_distributed", "resolve_compile", "resolve_device",
-    "resolve_graphs", "resolve_precision", "use_channels_last",
+    "resolve_graphs", "resolve_precision", "CHANNELS_LAST",
 ]
 
 # --- hardware ------------------------------------------------------------------------------------
@@ -66,8 +66,8 @@ def autocast(device: torch.device, precision: str):
 
 # --- torch.compile (the GPU fast path) -------------------------------------------------------------
 
-# torch.compile's first call costs ~40-60 s for these models (Inductor, default mode; see
-# /work/shared/notes/anchors-training.md section 5). compile="auto" pays it only on CUDA and only
+# torch.compile's first call costs ~40-60 s for these models (Inductor, default mode: the figure
+# public CIFAR speedruns report; not yet measured here, docs/benchmarks.md section 6). compile="auto" pays it only on CUDA and only
 # when it is at most COMPILE_MAX_SHARE of the estimated run: runs longer than ~8 minutes. A 50-epoch
 # paper run on an H200 (about a minute) therefore stays eager; "on"/"off" force the choice.
 COMPILE_COST_S = 50.0
@@ -133,12 +133,11 @@ def graph_model(model: torch.nn.Module, sample_x: torch.Tensor, device: torch.de
     return graphed
 
 
-def use_channels_last(device: torch.device) -> bool:
-    """Train in channels_last (NHWC) everywhere: cuDNN's fastest convs want it, and on the CPU
-    oneDNN trains the baseline ~15% faster in it, bf16 and fp32 alike (7 of 7 alternating
-    rounds, bench/train_throughput.py; docs/benchmarks.md). Same math; only the layout and so
-    the kernels (and the last bits of the results) differ."""
-    return device.type in ("cuda", "cpu")
+# Train in channels_last (NHWC) on every device cifarlens resolves to (CPU and CUDA): cuDNN's
+# fastest convs want it, and on the CPU oneDNN trains the baseline ~15% faster in it, bf16 and
+# fp32 alike (7 of 7 alternating rounds, bench/train_throughput.py; docs/benchmarks.md). Same
+# math; only the layout and so the kernels (and the last bits of the results) differ.
+CHANNELS_LAST = True
 
 
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
