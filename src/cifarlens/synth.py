@@ -31,12 +31,14 @@ from typing import Any
 import numpy as np
 
 from ._io import write_bytes
+from .data import DATASETS as OFFICIAL
+from .data import SYNTH_MANIFEST
 from .download import install_folder
 from .errors import CifarlensError
 
 # Bump when the rendering changes, so cached synthetic data is recognisably stale.
 SYNTH_VERSION = 1
-SIDE_FILE = "cifarlens-synth.json"
+SIDE_FILE = SYNTH_MANIFEST  # the manifest beside generated files (data.py reads it)
 IMAGE_SIZE = 32
 
 CIFAR100_FINE_NAMES: list[str] = (
@@ -69,21 +71,12 @@ FINE_TO_COARSE: list[int] = [
 
 CIFAR10_NAMES: list[str] = "airplane automobile bird cat deer dog frog horse ship truck".split()
 
+# The official table (folder, archive, class count) plus the generator's default sizes.
+_SIZES = {"cifar100": (50, 10), "cifar10": (200, 50)}  # train, test images per class
 DATASETS: dict[str, dict[str, Any]] = {
-    "cifar100": {
-        "folder": "cifar-100-python",
-        "archive": "cifar-100-python.tar.gz",
-        "num_classes": 100,
-        "train_per_class": 50,
-        "test_per_class": 10,
-    },
-    "cifar10": {
-        "folder": "cifar-10-batches-py",
-        "archive": "cifar-10-python.tar.gz",
-        "num_classes": 10,
-        "train_per_class": 200,
-        "test_per_class": 50,
-    },
+    name: {**{k: OFFICIAL[name][k] for k in ("folder", "archive", "num_classes")},
+           "train_per_class": train, "test_per_class": test}
+    for name, (train, test) in _SIZES.items()
 }
 
 # Saturated, well separated colours. No black: textures darken the colour, and a dark object
