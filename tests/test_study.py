@@ -276,8 +276,14 @@ def _fake_run(folder, **env):
     base = {"precision": "bf16", "device": "cpu", "device_name": "x86_64",
             "cpu_model": "Intel(R) Xeon(R) Processor (family 6, model 143, stepping 8)",
             "gpu_model": None, "torch": "2.13.0", "threads": 2}
-    (folder / "config.json").write_text(json.dumps({"environment": {**base, **env}}))
+    (folder / "config.json").write_text(json.dumps(_valid_config({**base, **env})))
     return folder
+
+
+def _valid_config(environment):
+    """The keys every run's config.json has (the Run reading it checks them)."""
+    return {"config": {}, "model": "small", "dataset": "cifar10", "num_classes": 2,
+            "class_names": ["a", "b"], "environment": environment}
 
 
 def test_runs_that_resolved_differently_are_refused(tmp_path):
@@ -303,8 +309,8 @@ def test_runs_that_resolved_differently_are_refused(tmp_path):
                                               gpu_model="NVIDIA A100")])
     old = tmp_path / "old"
     old.mkdir()
-    (old / "config.json").write_text(json.dumps({"environment": {
-        "precision": "bf16", "device": "cpu", "torch": "2.13.0"}}))
+    (old / "config.json").write_text(json.dumps(_valid_config({
+        "precision": "bf16", "device": "cpu", "torch": "2.13.0"})))
     check_same_environment([a, old])
 
 

@@ -624,7 +624,7 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], chang
     seeds_block = _seeds_block(runs, seeds, arm, acc_a, acc_b)
     return {
         "change": {k: change[k] for k in ("key", "baseline", "variant")}, "slug": arm,
-        "runs": [str(runs[arm][s].relative_to(out)) for s in seeds],
+        "runs": [str(runs[arm][s].path.relative_to(out)) for s in seeds],
         "model": model,
         "comparison": {
             # accuracy_difference and mcnemar: the seed-s0 pair only (test-image sampling)
