@@ -97,19 +97,33 @@ def test_existing_run_needs_resume_and_same_settings(synth10, tmp_path):
         train(other, tmp_path / "r", resume=True, progress=False, log=lambda m: None)
 
 
-def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(synth10, tmp_path):
-    cfg = _cfg(synth10, dataset="cifar10", epochs=1)
-    train(cfg, tmp_path / "r", progress=False, log=lambda m: None)
-    good = epoch_checkpoints(tmp_path / "r")
-    bad = _cfg(synth10, dataset="cifar10", epochs=2, lr=1e30)
+def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(synth10, tmp_path,
+                                                                     monkeypatch):
+    # Epoch 1 trains normally; in epoch 2 the learning rate explodes. The run must stop with
+    # one clear line and keep epoch 1's checkpoint and best.pt, whole and resumable.
+    import cifarlens.train as T
+
+    normal = T.lr_factor
+    monkeypatch.setattr(T, "lr_factor", lambda s, total, warmup:
+                        normal(s, total, warmup) if s < total // 2 else 1e12)
+    out = tmp_path / "r"
     with pytest.raises(CifarlensError, match="diverged"):
-        train(bad, tmp_path / "bad", progress=False, log=lambda m: None)
-    bad_run = tmp_path / "bad"
-    assert epoch_checkpoints(bad_run) == []  # nothing non-finite saved
-    assert not (bad_run / "checkpoints" / "best.pt").exists()
-    assert not (bad_run / "done.json").exists()  # never taken for a finished run
-    assert (bad_run / "config.json").exists()  # what was asked for stays on record
-    assert len(good) == 1 and load_checkpoint(good[0])["epoch"] == 1  # the good run is whole
+        train(_cfg(synth10, dataset="cifar10", epochs=2), out, progress=False,
+              log=lambda m: None)
+    kept = epoch_checkpoints(out)
+    assert [load_checkpoint(p)["epoch"] for p in kept] == [1]  # nothing non-finite saved
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert best["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
+    assert not (out / "done.json").exists()  # never taken for a finished run
+    assert (out / "config.json").exists()  # what was asked for stays on record
+    # diverging in the first epoch leaves no checkpoint at all
+    monkeypatch.undo()
+    with pytest.raises(CifarlensError, match="diverged"):
+        train(_cfg(synth10, dataset="cifar10", epochs=1, lr=1e30), tmp_path / "bad",
+              progress=False, log=lambda m: None)
+    assert epoch_checkpoints(tmp_path / "bad") == []
+    assert not (tmp_path / "bad" / "checkpoints" / "best.pt").exists()
 
 
 def test_lr_schedule_warms_up_then_anneals_to_zero():
