@@ -58,6 +58,18 @@ def test_evaluate_and_failures_print_only_results_and_write_predictions_csv(run_
     assert "wrong of" in cap.err
 
 
+def test_explain_prepares_what_it_needs_and_prints_only_its_result(run_copy, capsys):
+    """`cifarlens explain` on a run never evaluated: the CLI evaluates and finds the failures
+    first (the stage itself never runs another), logs go to stderr, one result line to stdout."""
+    rc = cli.main(["explain", str(run_copy), "--failures", "2", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert _lines(cap.out) == [f"wrote {run_copy / 'explanations_test.npz'} (2 images)"]
+    assert "test: top-1" in cap.err and "wrong of" in cap.err and "explained 2" in cap.err
+    for name in ("predictions_test.npz", "failures_test.json", "explanations_test.npz"):
+        assert (run_copy / name).is_file()
+
+
 def test_predictions_csv_quotes_names_that_hold_separators():
     from cifarlens.evaluate import predictions_csv
 

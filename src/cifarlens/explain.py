@@ -141,7 +141,7 @@ def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray
 def explain_run(run: Run | str | os.PathLike, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
-                layer: str | None = None, log=print, progress: bool = True) -> dict[str, Any]:
+                layer: str | None = None, log=console.log, progress: bool = True) -> dict[str, Any]:
     """Explain a run's `split` with Grad-CAM of its best checkpoint (see the module docstring).
 
     Writes `explanations_<split>.npz`, `figures/gradcam_<split>.png`,

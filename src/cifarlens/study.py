@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _console as console
 from . import metrics as M
 from . import stats as S
 from ._defaults import CONFIDENT
@@ -220,7 +221,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
     baseline and seeds, new changes are added to it: its finished runs are reused and only
     the new variants are trained."""
     out = Path(out)
-    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    say = log or console.log
     if jobs < 1:
         raise CifarlensError("--jobs must be at least 1")
     if change is not None or changes is not None or not (out / "study.json").exists():
