@@ -21,6 +21,7 @@ from torch import Tensor
 from ._io import save_figure
 from .cam_metrics import _as_maps
 from .errors import CifarlensError
+from .figures import IMAGE_INTERPOLATION
 from .gradcam import INTERPOLATION, resize_maps
 
 if TYPE_CHECKING:
@@ -36,9 +37,7 @@ CAM_CMAP = "inferno"
 # How a map gets from its grid to the drawn pixels: the method's own upsampling (gradcam.py),
 # used for the arrays and named to imshow for the last display resampling.
 CAM_INTERPOLATION = INTERPOLATION
-# Photos are 32x32: drawn with their own pixels (integer upscale), never smoothed into detail
-# they do not have.
-IMAGE_INTERPOLATION = "nearest"
+# Photos keep their own pixels (figures.IMAGE_INTERPOLATION, re-exported here).
 
 
 def _as_rgb01(image: np.ndarray | Tensor) -> np.ndarray:

@@ -28,7 +28,7 @@ from . import metrics as M
 from ._defaults import CONFIDENT
 from ._io import locked, save_figure
 from .errors import CifarlensError
-from .figures import new_figure, safe_text
+from .figures import IMAGE_INTERPOLATION, new_figure, safe_text
 from .runs import Run
 
 LABEL_ERROR_METHODS = ("cleanlab", "rule")
@@ -219,7 +219,7 @@ def plot_gallery(images: np.ndarray, fails: list[dict[str, Any]], path: Path, *,
         ax.axis("off")
     for ax, f in zip(axes.flat, fails, strict=False):
         img = images[f["position"]].transpose(1, 2, 0)
-        ax.imshow(img, interpolation="bicubic")
+        ax.imshow(img, interpolation=IMAGE_INTERPOLATION)
         flag = " [label?]" if f["label_error_suspect"] else ""
         ax.set_title(f"#{f['rank']} (image {f['index']}){flag}\ntrue: {safe_text(f['true_name'])}\n"
                      f"pred: {safe_text(f['pred_name'])} ({100 * f['confidence']:.1f}%"

@@ -57,6 +57,10 @@ STYLE = {
     "text.usetex": False,
 }
 
+# Photos are 32x32: every figure draws them with their own pixels (integer upscale), never
+# smoothed into detail they do not have (the failure gallery once used bicubic).
+IMAGE_INTERPOLATION = "nearest"
+
 # Longest label drawn from data (class names are data: a 3,000-character name once made a
 # 49,869 px wide PNG). Longer ones are cut with an ellipsis.
 MAX_LABEL = 40
