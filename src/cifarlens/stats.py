@@ -16,24 +16,18 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as sps
 
+from ._checks import as_bool, as_cm, label_names
 from ._io import save_figure
 from .errors import CifarlensError
 from .figures import ARM_COLORS, arm_cmap, new_figure, safe_text
-from .metrics import (
-    _as_bool,
-    _as_cm,
-    _check_order,
-    _names,
-    decorate_class_matrix,
-    per_class_accuracy,
-)
+from .metrics import _check_order, decorate_class_matrix, per_class_accuracy
 
 PathLike = str | os.PathLike
 
 
 def _paired_bool(correct_a: Any, correct_b: Any) -> tuple[np.ndarray, np.ndarray]:
-    a = _as_bool(correct_a, "correct_a")
-    b = _as_bool(correct_b, "correct_b")
+    a = as_bool(correct_a, "correct_a")
+    b = as_bool(correct_b, "correct_b")
     if a.shape != b.shape:
         raise CifarlensError(
             f"correct_a has {a.shape[0]} images but correct_b has {b.shape[0]}: "
@@ -259,8 +253,8 @@ def ablation_verdict(p_adjusted: float | None, lo: float | None, hi: float | Non
 
 
 def _same_test_set(cm_a: Any, cm_b: Any) -> tuple[np.ndarray, np.ndarray]:
-    a = _as_cm(cm_a, "cm_a")
-    b = _as_cm(cm_b, "cm_b")
+    a = as_cm(cm_a, "cm_a")
+    b = as_cm(cm_b, "cm_b")
     if a.shape != b.shape:
         raise CifarlensError(f"confusion matrices differ in shape: {a.shape} vs {b.shape}")
     if not np.array_equal(a.sum(axis=1), b.sum(axis=1)):
@@ -286,7 +280,7 @@ def per_class_changes(
     descending, worsened ascending, ties by class index. Classes without test images are skipped.
     """
     a, b = _same_test_set(cm_a, cm_b)
-    names = _names(class_names, a.shape[0])
+    names = label_names(class_names, a.shape[0])
     pa, pb = per_class_accuracy(a), per_class_accuracy(b)
     delta = pb - pa
     n = a.sum(axis=1)
@@ -336,7 +330,7 @@ def plot_confusion_difference(
     a, b = _same_test_set(cm_a, cm_b)
     d = b - a
     c = d.shape[0]
-    labels = _names(class_names, c)
+    labels = label_names(class_names, c)
     groups = None if group_of is None else np.asarray(group_of, dtype=np.int64)
     if groups is not None and groups.shape != (c,):
         raise CifarlensError(f"group_of must have {c} entries")
@@ -396,7 +390,7 @@ def plot_per_class_changes(
     """Left: every class's accuracy change, sorted. Right: the k most improved and worsened,
     by name. Changes in percentage points, b - a."""
     a, b = _same_test_set(cm_a, cm_b)
-    labels = _names(class_names, a.shape[0])
+    labels = label_names(class_names, a.shape[0])
     delta = per_class_accuracy(b) - per_class_accuracy(a)
     have = np.flatnonzero(np.isfinite(delta))
     srt = have[np.argsort(delta[have], kind="stable")]
