@@ -71,6 +71,7 @@ def test_study_summary_matches_the_runs(study):
         m = json.loads((study / "runs" / f"{arm}-s0" / "metrics_test.json").read_text())
         assert s["models"][arm]["test"]["top1"] == m["top1"]
         assert s["models"][arm]["params"] == 254_948
+        assert s["models"][arm]["run"] == f"runs/{arm}-s0"  # relative: the study can move
     c = s["comparison"]
     mc = c["mcnemar"]
     assert mc["both_right"] + mc["both_wrong"] + mc["a_only"] + mc["b_only"] == 1000

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import shlex
 import sys
@@ -537,7 +538,7 @@ def _stage_failures(run: Run | Path, top: int, say) -> None:
 # --- comparison and summary -----------------------------------------------------------------------
 
 
-def _model_block(run: Run) -> dict[str, Any]:
+def _model_block(run: Run, out: Path) -> dict[str, Any]:
     from .complexity import complexity
     from .models import build_model
 
@@ -554,7 +555,9 @@ def _model_block(run: Run) -> dict[str, Any]:
                                "errors_within_superclass", "binomial_p", "share_ci")
                               if k in mt["superclass"]}
     return {
-        "run": str(run.path), "params": c["params"], "flops": c["flops"],
+        # relative to the study, like every other path in summary.json: a moved or copied
+        # study still names its runs
+        "run": os.path.relpath(run.path, out), "params": c["params"], "flops": c["flops"],
         "best_epoch": done["best_epoch"], "train_time_s": done.get("wall_time_s"),
         "val": {k: mv[k] for k in keys} | {"nll": mv["loss"]}, "test": test,
         "calibration": {"temperature": ts["temperature"], "ece_before": ts["ece_before"],
@@ -616,7 +619,7 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], chang
         figs["curves"] = f"figures/curves{tag}.png"
         plot_curves({"baseline": _history(ra), arm: _history(rb)}, out / figs["curves"])
     tracked, tracking = track_failures(ra, rb, fails, top, data, out / figs["gradcam_tracking"])
-    model = _model_block(rb)
+    model = _model_block(rb, out)
     acc_b = [runs[arm][s].metrics("test")["top1"] for s in seeds]
     model["per_seed"] = [{"seed": s, "test_top1": a} for s, a in zip(seeds, acc_b, strict=True)]
     model["seed"] = s0  # every single-model number in the block is this seed's
@@ -758,7 +761,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: i
         figs["deletion_insertion"] = rel(ra, ex["figures"]["deletion_insertion"])
     figs = _freeze_figures(out, figs)
 
-    base_model = _model_block(ra)
+    base_model = _model_block(ra, out)
     acc_a = [runs["baseline"][s].metrics("test")["top1"] for s in plan["seeds"]]
     base_model["per_seed"] = [{"seed": s, "test_top1": a}
                               for s, a in zip(plan["seeds"], acc_a, strict=True)]
