@@ -685,7 +685,9 @@ def test_class_names_with_markup_are_escaped_in_the_report(tmp_path):
 
 
 def test_safe_text_strips_control_characters():
-    assert safe_text("a$b$\x00c\x1b[31m\u202ed\ne") == r"a\$b\$c[31mde"
+    # whole escape sequences go (not just ESC, which left "[31m"); a newline is a space
+    assert safe_text("a$b$\x00c\x1b[31m\u202ed\ne") == r"a\$b\$cd e"
+    assert safe_text("0\x1f0") == "00"  # an ASCII separator is a control, not a space
     assert safe_text("rtl\u200e\u200f\u061cname") == "rtlname"
     assert safe_text(42) == "42"
     assert safe_text("x" * 3000) == "x" * 39 + "\u2026"
@@ -693,21 +695,25 @@ def test_safe_text_strips_control_characters():
 
 def test_safe_text_property():
     """Whatever the name: printable, no format characters, bounded, never mathtext, and the
-    text matplotlib shows is the printable part of the name (cut at the bound)."""
+    text matplotlib shows is the name's plain text (cut at the bound); a name of letters and
+    digits is shown as it is."""
     import unicodedata
 
     from hypothesis import given
     from hypothesis import strategies as st
     from matplotlib.text import Text
 
+    from cifarlens._text import plain_text
+
     @given(st.text(max_size=80))
     def check(s):
         out = safe_text(s)
         assert all(ch.isprintable() and unicodedata.category(ch) != "Cf" for ch in out)
-        kept = "".join(ch for ch in s if ch.isprintable() and unicodedata.category(ch) != "Cf")
         shown, is_math = Text(text=out)._preprocess_math(out)
-        assert not is_math
-        assert shown == (kept if len(kept) <= 40 else kept[:39] + "\u2026")
+        assert not is_math and len(shown) <= 40
+        assert shown == plain_text(s, 40, collapse=True)
+        if s.isalnum():
+            assert shown == (s if len(s) <= 40 else s[:39] + "\u2026")
 
     check()
 

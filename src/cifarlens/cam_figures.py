@@ -9,8 +9,6 @@ for notebooks (like pytorch-grad-cam's `show_cam_on_image`).
 from __future__ import annotations
 
 import os
-import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ import numpy as np
 from torch import Tensor
 
 from ._io import save_figure
+from ._text import plain_text
 from .cam_metrics import _as_maps
 from .errors import CifarlensError
 from .figures import IMAGE_INTERPOLATION
@@ -87,21 +86,9 @@ def overlay(image: np.ndarray | Tensor, cam: np.ndarray | Tensor, alpha: float =
     return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
-
-
 def _plain(s: object, max_len: int = 40) -> str:
-    """Label text safe to draw: control/format characters (ANSI escapes, bidi overrides) dropped,
-    whitespace runs collapsed, long names shortened. Drawn with parse_math=False, so `$` stays `$`.
-    """
-    text = _ANSI.sub("", str(s))  # whole escape sequences, not just their ESC byte
-    text = "".join(
-        " " if ch.isspace() else ch
-        for ch in text
-        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
-    )
-    text = " ".join(text.split())
-    return text if len(text) <= max_len else text[: max_len - 1] + "\u2026"
+    """Label text safe to draw (drawn with parse_math=False, so `$` stays `$`)."""
+    return plain_text(s, max_len, collapse=True)
 
 
 _TEXT = {"parse_math": False, "usetex": False}  # label names are data, never markup

@@ -8,12 +8,13 @@ matplotlib state (backend, rcParams, open pyplot figures).
 from __future__ import annotations
 
 import contextlib
-import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
+
+from ._text import plain_text
 
 DPI = 150
 # The one colour pair for the two arms in every figure and in the report (Okabe-Ito blue and
@@ -83,10 +84,7 @@ def new_figure(*args: Any, figsize: tuple[float, float] | None = None,
 
 
 def safe_text(s: object, max_len: int = MAX_LABEL) -> str:
-    """A data label as plain drawable text: control and format characters (ANSI escapes'
-    ESC, bidi marks) dropped, `$` escaped so it is never mathtext, at most `max_len` chars."""
-    text = "".join(ch for ch in str(s)
-                   if ch.isprintable() and unicodedata.category(ch) != "Cf")
-    if len(text) > max_len:
-        text = text[:max_len - 1] + "\u2026"
-    return text.replace("$", r"\$")
+    """A data label as plain drawable text (`_text.plain_text`: escape sequences, control and
+    format characters gone, whitespace collapsed, at most `max_len` chars), `$` escaped so it
+    is never mathtext."""
+    return plain_text(s, max_len, collapse=True).replace("$", r"\$")

@@ -20,7 +20,6 @@ import math
 import re
 import shlex
 import sys
-import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +32,7 @@ from PIL import Image
 
 from ._defaults import canonical_model_name
 from ._io import locked, read_json, write_text
+from ._text import plain_text
 from .errors import CifarlensError
 
 __all__ = [
@@ -171,22 +171,12 @@ METHOD_TEXT = {
 # --------------------------------------------------------------------------- text hygiene
 
 def clean_text(value: Any) -> str:
-    """A string with control and format characters removed (tabs and newlines become spaces).
-
-    Format characters (Unicode category Cf) include every bidirectional mark and override
-    (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069), which can make text display
-    differently from what it is ("Trojan source"), and invisible zero-width characters.
-    """
-    s = value if isinstance(value, str) else str(value)
-    out = []
-    for ch in s:
-        if ch in "\t\n\r":
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf"):
-            continue
-        else:
-            out.append(ch)
-    return "".join(out)
+    """A string with escape sequences, control and format characters removed and whitespace
+    made plain spaces (`_text.plain_text`). Format characters (Unicode category Cf) include every
+    bidirectional mark and override (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+2069),
+    which can make text display differently from what it is ("Trojan source"), and invisible
+    zero-width characters."""
+    return plain_text(value)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_<>|\[\]#~])")
