@@ -139,7 +139,11 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
         with style():
             # fixed metadata: the same figure gives the same bytes
             meta = {"Date": None} if fmt in ("svg", "pdf") else None
-            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=tight, metadata=meta)
+            # PNG at zlib level 3, not Pillow's 6: half the encode time of a large figure
+            # (0.12 s vs 0.24 s for a 1162x3225 Grad-CAM grid) for ~17% more bytes on disk; the
+            # report re-encodes what it embeds anyway (report.compact_image)
+            extra = {"pil_kwargs": {"compress_level": 3}} if fmt == "png" else {}
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=tight, metadata=meta, **extra)
         write_bytes(Path(path).with_suffix("." + fmt) if fmt != "png" else path,
                     buf.getvalue())
 

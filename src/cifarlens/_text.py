@@ -25,9 +25,11 @@ def plain_text(value: object, max_len: int | None = None, *, collapse: bool = Fa
     removed, every whitespace character (tabs, newlines, no-break spaces) a plain space; with
     `collapse`, runs of spaces become one and the ends are trimmed; longer than `max_len`,
     cut with an ellipsis."""
-    text = _ANSI.sub("", value if isinstance(value, str) else str(value))
-    text = "".join(" " if _is_space(ch) else ch for ch in text
-                   if _is_space(ch) or unicodedata.category(ch) not in _DROP)
+    text = value if isinstance(value, str) else str(value)
+    if not (text.isascii() and text.isprintable()):  # else nothing to do (most of ~14,000/report)
+        text = _ANSI.sub("", text)
+        text = "".join(" " if _is_space(ch) else ch for ch in text
+                       if _is_space(ch) or unicodedata.category(ch) not in _DROP)
     if collapse:
         text = " ".join(text.split())
     if max_len is not None and len(text) > max_len:
