@@ -64,7 +64,10 @@ def study(tmp_path_factory, synth100):
 
 
 def test_study_summary_matches_the_runs(study):
+    from cifarlens.summary_schema import check_summary
+
     s = json.loads((study / "summary.json").read_text())
+    check_summary(s, "the study's summary.json")  # the shape the report reads
     assert s["data_source"] == "generated" and s["change"] == {
         "key": "augment", "baseline": "none", "variant": "crop-flip"}
     for arm in ("baseline", "variant"):
@@ -319,3 +322,32 @@ def test_every_run_records_precision_device_and_hardware(smoke_run):
     env = json.loads((smoke_run / "config.json").read_text())["environment"]
     assert env["precision"] in ("bf16", "fp32") and env["device"] == "cpu"
     assert env["cpu_model"] and env["gpu_model"] is None
+
+
+def test_analysis_beside_training_gives_the_sequential_files(study, tmp_path, synth100,
+                                                             monkeypatch):
+    """With a spare core (or a GPU) each run is evaluated, and the first baseline's failures
+    explained, in a worker process while the next run trains (issue 9: analysis overlapping
+    training). The files and numbers must be those of the sequential study."""
+    import cifarlens.study as st
+
+    monkeypatch.setattr(st, "OVERLAP", "on")
+    out = tmp_path / "s"
+    logs: list[str] = []
+    s = run_study(out, preset="smoke", seeds=1,
+                  overrides={"data_dir": str(synth100), "device": "cpu"}, progress=False,
+                  log=logs.append)
+    assert s["timing"]["overlapped"] is True
+    assert any(m.startswith("[baseline-s0] ") and "top-1" in m for m in logs)  # worker's log
+    for arm in ("baseline", "variant"):
+        for name in ("predictions_test.npz", "predictions_val.npz"):
+            a, b = np.load(study / "runs" / f"{arm}-s0" / name), np.load(out / "runs" / f"{arm}-s0" / name)
+            assert all(np.array_equal(a[k], b[k]) for k in a.files), (arm, name)
+        ma = json.loads((study / "runs" / f"{arm}-s0" / "metrics_test.json").read_text())
+        mb = json.loads((out / "runs" / f"{arm}-s0" / "metrics_test.json").read_text())
+        assert ma == mb
+    fa = json.loads((study / "runs" / "baseline-s0" / "failures_test.json").read_text())
+    fb = json.loads((out / "runs" / "baseline-s0" / "failures_test.json").read_text())
+    assert fa == fb
+    seq = json.loads((study / "summary.json").read_text())
+    assert s["comparison"] == seq["comparison"] and s["explain"] == seq["explain"]

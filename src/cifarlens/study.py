@@ -31,6 +31,7 @@ from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
 from .runs import Run
+from .summary_schema import check_summary
 from .train import TRAINING_SETTINGS, TrainConfig, config_diff, make_config, train
 
 # --- the one-change guard -------------------------------------------------------------------------
@@ -250,7 +251,8 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         timing: dict[str, float | None] = {"train_s": 0.0, "evaluate_s": 0.0}
         t_runs = time.perf_counter()
         if jobs == 1:
-            _run_sequential(todo, progress, say, timing)
+            _run_sequential(todo, progress, say, timing,
+                            failures_top=failures_top if arms else None)
         else:
             _run_parallel(todo, jobs, progress, say)
             timing = {"train_s": None, "evaluate_s": None}
@@ -267,7 +269,8 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         timing["analysis_s"] = time.perf_counter() - t_an
         summary["timing"] = {"total_s": time.perf_counter() - t0, **timing}
         summary["command"] = command or f"cifarlens study --out {shlex.quote(str(out))}"
-        write_json(out / "summary.json", summary)
+        # the shape the report reads (summary_schema.py): a producer bug stops here, not there
+        write_json(out / "summary.json", check_summary(summary, "the study's summary"))
         from .report import render_report
 
         html, md = render_report(out, summary)
@@ -344,21 +347,115 @@ class StudyProgress:
 
 
 def _run_sequential(todo: list[tuple[str, TrainConfig, Run]], progress: bool, say,
-                    timing: dict[str, Any] | None = None) -> None:
+                    timing: dict[str, Any] | None = None, failures_top: int | None = None
+                    ) -> None:
+    """Train the runs one after another. Each finished run is evaluated (and the first
+    baseline's failures explained, with `failures_top`) beside the next run's training when a
+    spare core or a GPU makes that free (`overlap_analysis`), else right after it."""
     prog = StudyProgress(len(todo), sum(_finished(run) for _, _, run in todo), say)
     prog.begin()
     timing = {"train_s": 0.0, "evaluate_s": 0.0} if timing is None else timing
     first_seed = todo[0][1].seed if todo else None
-    for arm, cfg, run in todo:
-        fresh = not _finished(run)
-        t = time.perf_counter()
-        _stage_train(cfg, run, progress, say, arm)
-        t_eval = time.perf_counter()
-        _stage_evaluate(run, say, figures=cfg.seed == first_seed)
-        timing["train_s"] += t_eval - t
-        timing["evaluate_s"] += time.perf_counter() - t_eval
-        if fresh:
-            prog.run_done(f"{arm} seed {cfg.seed}", time.perf_counter() - t)
+    overlap = _Overlap(say) if todo and overlap_analysis(todo[0][1].device) else None
+    timing["overlapped"] = overlap is not None
+    try:
+        for k, (arm, cfg, run) in enumerate(todo):
+            fresh = not _finished(run)
+            t = time.perf_counter()
+            _stage_train(cfg, run, progress, say, arm)
+            t_eval = time.perf_counter()
+            timing["train_s"] += t_eval - t
+            top = failures_top if k == 0 and arm == "baseline" else None
+            if overlap is not None:
+                overlap.submit(run, figures=cfg.seed == first_seed, failures_top=top)
+            else:
+                _stage_evaluate(run, say, figures=cfg.seed == first_seed)
+                timing["evaluate_s"] += time.perf_counter() - t_eval
+            if fresh:
+                prog.run_done(f"{arm} seed {cfg.seed}", time.perf_counter() - t)
+        if overlap is not None:
+            t_wait = time.perf_counter()
+            overlap.wait()  # only the last run's analysis is left to wait for
+            timing["evaluate_s"] += time.perf_counter() - t_wait
+    finally:
+        if overlap is not None:
+            overlap.close()
+
+
+# --- analysis beside training -----------------------------------------------------------------
+
+
+def overlap_analysis(device: str) -> bool:
+    """Whether evaluating a run beside the next run's training costs the training nothing: on
+    a GPU (training waits on the GPU, the CPU draws the figures) or on a CPU with a core that
+    training does not use (e.g. OMP_NUM_THREADS=1 on 2 cores, as the demo runs)."""
+    import torch
+
+    if OVERLAP != "auto":
+        return OVERLAP == "on"
+    if _gpu_count(device):
+        return True
+    return (os.cpu_count() or 1) >= 2 * torch.get_num_threads()
+
+
+# "auto" (the policy above), "on" or "off": a switch for tests and bench/stage_costs.py.
+OVERLAP = "auto"
+
+
+def _overlap_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # what the study's own process uses: the same numbers
+
+
+def _overlap_job(run_path: str, figures: bool, failures_top: int | None) -> list[str]:
+    """Evaluate one run (and find and explain its failures) in the worker; return the log."""
+    lines: list[str] = []
+    run = Run(run_path)
+    _stage_evaluate(run, lines.append, figures=figures)
+    if failures_top is not None:
+        _stage_failures(run, failures_top, lines.append)
+    return lines
+
+
+class _Overlap:
+    """One spawned worker process that analyses finished runs, in order, while the study's
+    process trains the next. Evaluation is deterministic given the checkpoint, data and thread
+    count, so the files are the same as a sequential study's (test_study checks it)."""
+
+    def __init__(self, say) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch
+
+        self.say = say
+        self.pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
+                                        initializer=_overlap_init,
+                                        initargs=(torch.get_num_threads(),))
+        self.jobs: list[tuple[str, Any]] = []
+
+    def submit(self, run: Run, *, figures: bool, failures_top: int | None) -> None:
+        self.jobs.append((run.name, self.pool.submit(_overlap_job, str(run.path), figures,
+                                                     failures_top)))
+        self._report(block=False)
+
+    def _report(self, block: bool) -> None:
+        """Logs of finished jobs, in order; a failed job's error is raised here, in the study."""
+        while self.jobs and (block or self.jobs[0][1].done()):
+            name, fut = self.jobs.pop(0)
+            try:
+                lines = fut.result()
+            except CifarlensError as e:
+                raise CifarlensError(f"analysing {name} failed: {e}") from None
+            for line in lines:
+                self.say(f"[{name}] {line}")
+
+    def wait(self) -> None:
+        self._report(block=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- parallel runs (--jobs) -----------------------------------------------------------------------
