@@ -34,6 +34,7 @@ from ._defaults import canonical_model_name
 from ._io import locked, read_json, write_text
 from ._text import plain_text
 from .errors import CifarlensError
+from .summary_schema import readable_summary
 
 __all__ = [
     "ALPHA",
@@ -2499,8 +2500,7 @@ def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tup
         raise CifarlensError(f"study folder not found: {study_dir}")
     if summary is None:
         summary = read_json(study_dir / "summary.json")
-    if not isinstance(summary, dict):
-        raise CifarlensError(f"{study_dir / 'summary.json'} must hold a JSON object")
+    summary = readable_summary(summary, str(study_dir / "summary.json"))
     ctx = build_context(summary, study_dir)
     try:
         html, md = render_html(ctx), render_markdown(ctx)
