@@ -34,6 +34,7 @@ from ._defaults import canonical_model_name
 from ._io import locked, read_json, write_text
 from ._text import plain_text
 from .errors import CifarlensError
+from .runs import Run
 from .summary_schema import readable_summary
 
 __all__ = [
@@ -1314,7 +1315,7 @@ def _histories(study_dir: Path) -> dict[str, list[dict[str, Any]]]:
     root = study_dir / "runs"
     if not root.is_dir():
         return out
-    for path in sorted(root.glob("*/metrics.jsonl")):
+    for path in sorted(root.glob(f"*/{Run.HISTORY}")):
         try:
             if path.stat().st_size > MAX_HISTORY_BYTES:
                 continue
@@ -2362,8 +2363,8 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
     from . import metrics as M
     from . import stats as S
     from ._io import figure_formats
+    from .figures import plot_curves
     from .synth import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, FINE_TO_COARSE
-    from .train import plot_curves
 
     study_dir = Path(study_dir)
     summary = read_json(study_dir / "summary.json")
@@ -2400,10 +2401,10 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
             plot_curves(hist, target("curves"))
             done.append(target("curves"))
         else:
-            skipped.append("curves (no metrics.jsonl)")
+            skipped.append(f"curves (no {Run.HISTORY})")
         bar.update()
         try:
-            ma, mb = read_json(ra / "metrics_test.json"), read_json(rb / "metrics_test.json")
+            ma, mb = Run(ra).metrics("test"), Run(rb).metrics("test")
             cm_a = ma["confusion_matrix"]
             cm_b = mb["confusion_matrix"]
         except (CifarlensError, KeyError, TypeError):

@@ -26,13 +26,15 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ._io import read_bytes, read_json, save_npz, write_bytes, write_json, write_text
 from .errors import CifarlensError
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint or tensor is handled: the layout
+    import torch  # and the JSON readers stay light for the report
 
 CKPT_DIR = "checkpoints"
 _EPOCH_RE = re.compile(r"^ckpt-e(\d{4,})\.pt$")
@@ -44,6 +46,8 @@ def sha256(data: bytes | memoryview) -> str:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Checkpoint first, checksum second: a file without a matching checksum is incomplete."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getbuffer()  # no copy of an 80 MiB checkpoint (getvalue() would make one)
@@ -61,6 +65,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CifarlensError(f"checkpoint {path} has no checksum file: incomplete write") from None
     if sha256(data) != want:
         raise CifarlensError(f"checkpoint {path} is corrupt (checksum mismatch)")
+    import torch
+
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -286,6 +292,8 @@ def load_split(run_dir: str | os.PathLike, split: str = "test", data_dir: str | 
     Images are normalized float32 NCHW tensors with the run's own train-split statistics (or
     uint8 when normalized=False). Indices refer to the official train or test set.
     """
+    import torch
+
     run = Run.open(run_dir)
     x, y, idx = run.split_arrays(split, run.data(data_dir, download=download))
     xt = run.normalize(x) if normalized else torch.from_numpy(np.ascontiguousarray(x))
@@ -446,6 +454,8 @@ class Run:
 
     def normalize(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images as the model sees them: float32 NCHW scaled with the run's train statistics."""
+        import torch
+
         from .data import normalize
 
         x = images_uint8 if isinstance(images_uint8, torch.Tensor) else \

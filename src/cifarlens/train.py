@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _console as console
-from ._io import RunLock, save_figure
+from ._io import RunLock
 from .data import (
     AUGMENTS,
     Batches,
@@ -35,6 +35,7 @@ from .data import (
     stratified_subset,
 )
 from .errors import CifarlensError
+from .figures import plot_curves  # also train.plot_curves (its old home)
 from .models import (
     MODELS,
     build_model,
@@ -800,29 +801,6 @@ def write_history(out: Path, history: list[dict], plot: bool = True) -> None:
     run.write_history(history)
     if plot:
         plot_curves({"": history}, run.file(Run.CURVES))
-
-
-def plot_curves(runs: dict[str, list[dict]], path: Path) -> None:
-    """Loss and accuracy, train vs val, for one run or several on the same axes. Each run has
-    its arm's colour (figures.arm_color: baseline and variant as in every figure); train is
-    dashed, validation solid."""
-    from .figures import CURVE_STYLES, arm_color, new_figure
-
-    fig, (ax_l, ax_a) = new_figure(1, 2, figsize=(9, 3.4))
-    for k, (name, hist) in enumerate(runs.items()):
-        ep = [r["epoch"] for r in hist]
-        color = arm_color(name, k)
-        tag = f"{name} " if name else ""
-        for kind in ("train", "val"):
-            ls = CURVE_STYLES[kind]
-            ax_l.plot(ep, [r[f"{kind}_loss"] for r in hist], ls, color=color,
-                      label=f"{tag}{kind}")
-            ax_a.plot(ep, [100 * r[f"{kind}_acc"] for r in hist], ls, color=color,
-                      label=f"{tag}{kind}")
-    ax_l.set(xlabel="epoch", ylabel="loss (cross-entropy, label-smoothed)", title="Loss")
-    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    ax_a.legend(fontsize=8)
-    save_figure(fig, path)
 
 
 def _fmt_time(s: float) -> str:
