@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ._io import read_bytes, read_json, write_bytes, write_json, write_text
 from .errors import CifarlensError
@@ -71,6 +70,8 @@ def _label_flags(run: Run) -> dict[int, bool]:
 def _maps(run: Run, images: np.ndarray, pred: np.ndarray, true: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray]:
     """Layer-resolution Grad-CAM of the prediction and of the true class, per-model scaled."""
+    import torch  # here, not at the top: the report reads browse/ without torch
+
     from .gradcam import gradcam_pair
 
     mp, mt = gradcam_pair(run.model("best"), run.normalize(images), torch.from_numpy(pred),
