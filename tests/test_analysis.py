@@ -165,3 +165,17 @@ def test_cleanlab_flags_a_confusable_flip_the_rule_misses():
     assert cl.sum() == 1 and rule.sum() == 0
     with pytest.raises(CifarlensError, match="unknown label-error method"):
         label_issues(labels, probs, method="guess")
+
+
+def test_gallery_title_is_not_cut_like_a_label(monkeypatch, tmp_path):
+    """The gallery's title names how confidence was measured; it was cut at a label's 40 chars
+    ("Most confident failures (test, ranked; ...")."""
+    import cifarlens.failures as F
+
+    figs = []
+    monkeypatch.setattr(F, "save_figure", lambda fig, path, **kw: figs.append(fig))
+    title = "Most confident failures (test, ranked; confidence after temperature scaling, T = 0.43)"
+    fail = {"position": 0, "rank": 1, "index": 7, "true_name": "a", "pred_name": "b",
+            "confidence": 0.99, "label_error_suspect": False}
+    F.plot_gallery(np.zeros((1, 3, 32, 32), np.uint8), [fail], tmp_path / "g.png", title=title)
+    assert figs[0]._suptitle.get_text() == title

@@ -229,5 +229,5 @@ def plot_gallery(images: np.ndarray, fails: list[dict[str, Any]], path: Path, *,
     if not fails:
         axes.flat[0].text(0.5, 0.5, "no failures", ha="center", va="center")
     if title:
-        fig.suptitle(safe_text(title))
+        fig.suptitle(safe_text(title, 160))  # a title, not a label: not cut at 40
     save_figure(fig, path)
