@@ -261,8 +261,9 @@ def test_every_number_appears_formatted_in_both(tmp_path, pngs):
         assert literal in h, literal
         assert literal in m.replace("\\[", "[").replace("\\]", "]"), literal
     # the tracked outcomes, one per status
-    for status in ("fixed", "still wrong (same class)", "changed to another wrong class"):
-        assert in_html(status, h) and in_md(status, m)
+    for status in ("fixed", "still wrong", "other wrong class"):
+        assert f'<td class="txt">{status}</td>' in h, status
+        assert f"| {status} |" in m or f"| **{status}** |" in m, status  # fixed: highlighted
 
 
 @pytest.mark.parametrize(("p", "text"), [

@@ -159,6 +159,9 @@ def dataset_title(sm: dict[str, Any]) -> str:
     if sm.get("data_source") == "user":
         return f"your data: {_s(sm.get('data_name'), 'unnamed')}"
     return DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
+# In the tracking table: short, so the column does not wrap into four lines (the caption says
+# what each means).
+STATUS_SHORT = {"fixed": "fixed", "still_wrong": "still wrong", "other_wrong": "other wrong class"}
 STATUS_TEXT = {
     "fixed": "fixed",
     "still_wrong": "still wrong (same class)",
@@ -1853,14 +1856,15 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
               _s(_d(f.get("variant")).get("pred_name")),
               fmt_pct(_d(f.get("variant")).get("confidence")),
               fmt_pct(_d(f.get("variant")).get("true_prob")),
-              STATUS_TEXT.get(str(_d(f.get("variant")).get("status")),
-                              _s(_d(f.get("variant")).get("status"))),
+              STATUS_SHORT.get(str(_d(f.get("variant")).get("status")),
+                               _s(_d(f.get("variant")).get("status"))),
               "yes" if f.get("label_error_suspect") else "no"] for f in tracked],
             align="rrllrlrrll",
             highlight={i for i, f in enumerate(tracked)
                        if _d(f.get("variant")).get("status") == "fixed"},
-            caption="Each tracked baseline failure, re-evaluated by the variant "
-                    "(fixed rows highlighted)"))
+            caption="Each tracked baseline failure, re-evaluated by the variant (fixed rows "
+                    "highlighted; still wrong: the baseline's wrong class again; other wrong "
+                    "class: wrong, differently)"))
     else:
         out.append(_note("Failure tracking was not computed."))
     out += _notes_blocks(v)
