@@ -351,3 +351,20 @@ def test_analysis_beside_training_gives_the_sequential_files(study, tmp_path, sy
     assert fa == fb
     seq = json.loads((study / "summary.json").read_text())
     assert s["comparison"] == seq["comparison"] and s["explain"] == seq["explain"]
+
+
+def test_the_analysis_worker_draws_no_progress_bar(monkeypatch):
+    """The worker shares the terminal with the training bar of the study's process: its stages
+    log into lines the study prints, and draw no bar of their own."""
+    import cifarlens.study as st
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(st, "_stage_evaluate",
+                        lambda run, say, figures: calls.append(("evaluate", figures)))
+    monkeypatch.setattr(st, "_stage_failures", lambda run, top, say, progress=True:
+                        calls.append(("failures", top, progress)))
+    assert st._overlap_job("/nowhere/run", True, 6) == []
+    assert calls == [("evaluate", True), ("failures", 6, False)]
+    calls.clear()
+    st._overlap_job("/nowhere/run", False, None)  # a later run: evaluate only
+    assert calls == [("evaluate", False)]

@@ -261,7 +261,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         s0 = plan["seeds"][0]
         first = plan["changes"][0]["slug"]
         t_an = time.perf_counter()
-        _stage_failures(runs["baseline"][s0], failures_top, say)
+        _stage_failures(runs["baseline"][s0], failures_top, say, progress=progress)
         summary = build_summary(out, plan, runs, failures_top, say)
         from .browse import prepare as prepare_browse
 
@@ -414,7 +414,8 @@ def _overlap_job(run_path: str, figures: bool, failures_top: int | None) -> list
     run = Run(run_path)
     _stage_evaluate(run, lines.append, figures=figures)
     if failures_top is not None:
-        _stage_failures(run, failures_top, lines.append)
+        # no bar: the study's process draws the training bar on the same terminal
+        _stage_failures(run, failures_top, lines.append, progress=False)
     return lines
 
 
@@ -620,7 +621,7 @@ def check_same_environment(runs: list[Run] | list[Path]) -> None:
                 "--device and --precision")
 
 
-def _stage_failures(run: Run | Path, top: int, say) -> None:
+def _stage_failures(run: Run | Path, top: int, say, progress: bool = True) -> None:
     """Failures, then Grad-CAM of them, unless already made from the run's current best.pt."""
     from .explain import explain_run
     from .failures import find_failures
@@ -629,7 +630,7 @@ def _stage_failures(run: Run | Path, top: int, say) -> None:
     if run.current_failures("test") is None:
         find_failures(run, "test", top=top, confident=CONFIDENT, log=say)
     if run.current_explanation("test") is None:
-        explain_run(run, "test", failures=top, log=say)
+        explain_run(run, "test", failures=top, log=say, progress=progress)
 
 
 # --- comparison and summary -----------------------------------------------------------------------
