@@ -262,7 +262,7 @@ def test_every_number_appears_formatted_in_both(tmp_path, pngs):
         assert literal in m.replace("\\[", "[").replace("\\]", "]"), literal
     # the tracked outcomes, one per status
     for status in ("fixed", "still wrong", "other wrong class"):
-        assert f'<td class="txt">{status}</td>' in h, status
+        assert f'<td class="tag">{status}</td>' in h, status  # a label: never wrapped
         assert f"| {status} |" in m or f"| **{status}** |" in m, status  # fixed: highlighted
 
 

@@ -994,7 +994,8 @@ def load_figure(study_dir: Path, key: str, rel: Any, caption: str) -> Figure:
 
 def _table(headers: list[str], rows: list[list[Any]], *, align: str | None = None,
            highlight: set[int] | None = None, caption: str = "") -> dict[str, Any]:
-    """A table block; align is one char per column ('l' or 'r'), default: first l, rest r."""
+    """A table block; align is one char per column ('l', 'r', or 'n': left and never wrapped,
+    for short labels), default: first l, rest r."""
     ncol = len(headers)
     align = align or ("l" + "r" * (ncol - 1))
     return {"type": "table", "headers": headers,
@@ -1859,12 +1860,11 @@ def _sec_constrained_improvement(v: _View) -> list[Block]:
               STATUS_SHORT.get(str(_d(f.get("variant")).get("status")),
                                _s(_d(f.get("variant")).get("status"))),
               "yes" if f.get("label_error_suspect") else "no"] for f in tracked],
-            align="rrllrlrrll",
+            align="rrllrlrrnl",
             highlight={i for i, f in enumerate(tracked)
                        if _d(f.get("variant")).get("status") == "fixed"},
             caption="Each tracked baseline failure, re-evaluated by the variant (fixed rows "
-                    "highlighted; still wrong: the baseline's wrong class again; other wrong "
-                    "class: wrong, differently)"))
+                    "highlighted; still wrong: the same wrong class)"))
     else:
         out.append(_note("Failure tracking was not computed."))
     out += _notes_blocks(v)
