@@ -1032,3 +1032,9 @@ def test_headline_printed_by_study_is_the_reports_verdict(tmp_path, pngs):
     summary = make_summary()
     summary["data_source"] = "generated"
     assert R.headline(summary, study).endswith("(generated data, not CIFAR-100)")
+
+
+def test_every_section_has_its_builder_named_in_one_explicit_table():
+    # issue 9: sections were found by building function names and looking them up in globals()
+    assert [sid for sid, _ in R.SECTIONS] == list(R.SECTION_BUILDERS)
+    assert all(callable(f) for f in R.SECTION_BUILDERS.values())

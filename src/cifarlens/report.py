@@ -2131,15 +2131,35 @@ def _sec_reproducibility(v: _View) -> list[Block]:
     return out
 
 
+# Each section of SECTIONS and the function that builds it, named here (not looked up by name).
+SECTION_BUILDERS: dict[str, Any] = {
+    "replication": _sec_replication,
+    "ablation": _sec_ablation,
+    "summary": _sec_summary,
+    "dataset": _sec_dataset,
+    "architecture": _sec_architecture,
+    "training-setup": _sec_training_setup,
+    "metrics": _sec_metrics,
+    "confusions": _sec_confusions,
+    "calibration": _sec_calibration,
+    "failure-cases": _sec_failure_cases,
+    "grad-cam": _sec_grad_cam,
+    "constrained-improvement": _sec_constrained_improvement,
+    "comparison": _sec_comparison,
+    "complexity": _sec_complexity,
+    "reflection": _sec_reflection,
+    "reproducibility": _sec_reproducibility,
+}
+
+
 def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     """All report content as plain, already-formatted strings, shared by both templates."""
     from . import __version__
 
     v = _View(summary, study_dir)
-    builders = {sid: globals()["_sec_" + sid.replace("-", "_")] for sid, _ in SECTIONS}
     sections = []
     for sid, title in SECTIONS:
-        blocks = builders[sid](v)
+        blocks = SECTION_BUILDERS[sid](v)
         if blocks is None:  # the section does not apply to this study (ablation: 2+ changes)
             continue
         i = len(sections) + 1
