@@ -171,9 +171,10 @@ def test_gallery_title_is_not_cut_like_a_label(monkeypatch, tmp_path):
     """The gallery's title names how confidence was measured; it was cut at a label's 40 chars
     ("Most confident failures (test, ranked; ...")."""
     import cifarlens.failures as F
+    import cifarlens.plots as P
 
     figs = []
-    monkeypatch.setattr(F, "save_figure", lambda fig, path, **kw: figs.append(fig))
+    monkeypatch.setattr(P, "save_figure", lambda fig, path, **kw: figs.append(fig))
     title = "Most confident failures (test, ranked; confidence after temperature scaling, T = 0.43)"
     fail = {"position": 0, "rank": 1, "index": 7, "true_name": "a", "pred_name": "b",
             "confidence": 0.99, "label_error_suspect": False}

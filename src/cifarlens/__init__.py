@@ -7,7 +7,7 @@ The public Python API:
         (targets=None: the predicted class; layer: a module or its name, e.g. "features.10")
     cifarlens.cam_figures.overlay(image, cam) -> RGB uint8 array for display
 Submodules (data, models, train, evaluate, failures, explain, gradcam, cam_metrics,
-cam_figures, stats, study, report, ...) load lazily.
+cam_figures, plots, stats, study, report, ...) load lazily.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["load_model", "load_split", "__version__"]
 _SUBMODULES = {"data", "models", "train", "runs", "evaluate", "failures", "explain",
                "explanations", "metrics", "stats", "study", "report", "complexity", "synth",
                "download", "augment", "browse", "figures", "gradcam", "cam_metrics",
-               "cam_figures", "runtime", "userdata"}
+               "cam_figures", "runtime", "userdata", "plots"}
 
 
 def __getattr__(name: str) -> Any:

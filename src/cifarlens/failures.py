@@ -18,7 +18,6 @@ About 6% of CIFAR-100 test labels are wrong, so the failure list must separate t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,8 @@ import numpy as np
 from . import _console as console
 from . import metrics as M
 from ._defaults import CONFIDENT
-from ._io import locked, save_figure
+from ._io import locked
 from .errors import CifarlensError
-from .figures import IMAGE_INTERPOLATION, new_figure, safe_text
 from .runs import Run
 
 LABEL_ERROR_METHODS = ("cleanlab", "rule")
@@ -209,25 +207,4 @@ def _find_failures(run: Run, split: str, top: int, confident: float, max_true_pr
     return result
 
 
-def plot_gallery(images: np.ndarray, fails: list[dict[str, Any]], path: Path, *,
-                 title: str = "", cols: int = 4) -> None:
-    """Top failures: the raw image (upscaled, not normalized), true, predicted, confidence."""
-    n = max(1, len(fails))
-    rows = (n + cols - 1) // cols
-    fig, axes = new_figure(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, f in zip(axes.flat, fails, strict=False):
-        img = images[f["position"]].transpose(1, 2, 0)
-        ax.imshow(img, interpolation=IMAGE_INTERPOLATION)
-        flag = " [label?]" if f["label_error_suspect"] else ""
-        ax.set_title(f"#{f['rank']} (image {f['index']}){flag}\ntrue: {safe_text(f['true_name'])}\n"
-                     f"pred: {safe_text(f['pred_name'])} ({100 * f['confidence']:.1f}%"
-                     + (f", raw {100 * f['raw_confidence']:.1f}%" if "raw_confidence" in f else "")
-                     + ")",
-                     fontsize=8, color="#b00020" if flag else "black")
-    if not fails:
-        axes.flat[0].text(0.5, 0.5, "no failures", ha="center", va="center")
-    if title:
-        fig.suptitle(safe_text(title, 160))  # a title, not a label: not cut at 40
-    save_figure(fig, path)
+from .plots import plot_gallery  # noqa: E402  (the gallery is drawn in the figures layer)

@@ -8,7 +8,6 @@ matplotlib state (backend, rcParams, open pyplot figures).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,26 +88,3 @@ def safe_text(s: object, max_len: int = MAX_LABEL) -> str:
     format characters gone, whitespace collapsed, at most `max_len` chars), `$` escaped so it
     is never mathtext."""
     return plain_text(s, max_len, collapse=True).replace("$", r"\$")
-
-
-def plot_curves(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
-    """Loss and accuracy, train vs val, for one run or several on the same axes. Each run has
-    its arm's colour (figures.arm_color: baseline and variant as in every figure); train is
-    dashed, validation solid."""
-    from ._io import save_figure
-
-    fig, (ax_l, ax_a) = new_figure(1, 2, figsize=(9, 3.4))
-    for k, (name, hist) in enumerate(runs.items()):
-        ep = [r["epoch"] for r in hist]
-        color = arm_color(name, k)
-        tag = f"{name} " if name else ""
-        for kind in ("train", "val"):
-            ls = CURVE_STYLES[kind]
-            ax_l.plot(ep, [r[f"{kind}_loss"] for r in hist], ls, color=color,
-                      label=f"{tag}{kind}")
-            ax_a.plot(ep, [100 * r[f"{kind}_acc"] for r in hist], ls, color=color,
-                      label=f"{tag}{kind}")
-    ax_l.set(xlabel="epoch", ylabel="loss (cross-entropy, label-smoothed)", title="Loss")
-    ax_a.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-    ax_a.legend(fontsize=8)
-    save_figure(fig, path)

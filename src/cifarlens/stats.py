@@ -17,10 +17,8 @@ import numpy as np
 from scipy import stats as sps
 
 from ._checks import as_bool, as_cm, label_names
-from ._io import save_figure
 from .errors import CifarlensError
-from .figures import ARM_COLORS, arm_cmap, new_figure, safe_text
-from .metrics import _check_order, decorate_class_matrix, per_class_accuracy
+from .metrics import per_class_accuracy
 
 PathLike = str | os.PathLike
 
@@ -305,121 +303,13 @@ def per_class_changes(
     }
 
 
-def _sign_colors(values: Any) -> list[str]:
-    """Each change in the colour of the arm it favours (ARM_COLORS): > 0 variant, else
-    baseline."""
-    return [ARM_COLORS["variant"] if v > 0 else ARM_COLORS["baseline"] for v in values]
+# Moved to plots.py (the figures layer); the old names still work.
+_MOVED_TO_PLOTS = frozenset({"_sign_colors", "plot_confusion_difference", "plot_per_class_changes"})
 
 
-def plot_confusion_difference(
-    cm_a: Any,
-    cm_b: Any,
-    class_names: Sequence[str] | None,
-    path: PathLike,
-    *,
-    order: Any = None,
-    group_names: Sequence[str] | None = None,
-    group_of: Any = None,
-    names: tuple[str, str] = ("baseline", "variant"),
-    n_pairs: int = 12,
-) -> None:
-    """Heatmap of cm_b - cm_a (symmetric log colour scale) with the largest off-diagonal changes
-    listed beside it. Ordered and blocked by group (superclass) when ``group_of`` is given."""
-    from matplotlib.colors import SymLogNorm
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_PLOTS:
+        from . import plots
 
-    a, b = _same_test_set(cm_a, cm_b)
-    d = b - a
-    c = d.shape[0]
-    labels = label_names(class_names, c)
-    groups = None if group_of is None else np.asarray(group_of, dtype=np.int64)
-    if groups is not None and groups.shape != (c,):
-        raise CifarlensError(f"group_of must have {c} entries")
-    if order is None:
-        order = np.argsort(groups, kind="stable") if groups is not None else np.arange(c)
-    order = _check_order(order, c)
-    shown = d[np.ix_(order, order)]
-
-    side = float(min(14.0, max(5.0, 0.12 * c + 2.0)))
-    fig, (ax, tax) = new_figure(
-        1, 2, figsize=(side + 4.0, side + 0.8), gridspec_kw={"width_ratios": [side, 3.6]}
-    )
-    vmax = max(int(np.abs(d).max()), 1)
-    # symlog: single-image changes stay visible next to large diagonal shifts.
-    # Baseline colour -> white -> variant colour: each cell in the colour of the arm with more
-    # of it (off the diagonal more is worse, so no red/green).
-    im = ax.imshow(shown, cmap=arm_cmap(), norm=SymLogNorm(linthresh=1.0, vmin=-vmax,
-                                                          vmax=vmax),
-                   interpolation="nearest")
-    ax.grid(False)
-    decorate_class_matrix(ax, labels, order, groups, group_names, line_color="0.5")
-    cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.5, pad=0.01)
-    cb.set_label(f"change in count, {names[1]} − {names[0]} (symlog scale)")
-    n = int(a.sum())
-    gain = (np.trace(b) - np.trace(a)) / n if n else float("nan")
-    ax.set_title(f"Confusion change {names[1]} − {names[0]} (N={n}; diagonal: more right; "
-                 f"top-1 {100 * gain:+.2f} pp)")
-
-    off = d.copy()
-    np.fill_diagonal(off, 0)
-    t, p = np.nonzero(off)
-    vals = off[t, p]
-    lines = []
-    for head, sel in (("more often", vals > 0), ("less often", vals < 0)):
-        tt, pp, vv = t[sel], p[sel], vals[sel]
-        o = np.lexsort((pp, tt, -np.abs(vv)))[:n_pairs]
-        lines.append(f"{head} in {names[1]}:")
-        lines += [f"  {safe_text(labels[tt[i]])} → {safe_text(labels[pp[i]])}: {vv[i]:+d}"
-                  for i in o] or ["  (none)"]
-        lines.append("")
-    tax.axis("off")
-    tax.set_title("Largest changes in mistakes\n(true → predicted: Δcount)", loc="left")
-    tax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
-             transform=tax.transAxes)
-    save_figure(fig, path)
-
-
-def plot_per_class_changes(
-    cm_a: Any,
-    cm_b: Any,
-    class_names: Sequence[str] | None,
-    path: PathLike,
-    *,
-    k: int = 10,
-    names: tuple[str, str] = ("baseline", "variant"),
-) -> None:
-    """Left: every class's accuracy change, sorted. Right: the k most improved and worsened,
-    by name. Changes in percentage points, b - a."""
-    a, b = _same_test_set(cm_a, cm_b)
-    labels = label_names(class_names, a.shape[0])
-    delta = per_class_accuracy(b) - per_class_accuracy(a)
-    have = np.flatnonzero(np.isfinite(delta))
-    srt = have[np.argsort(delta[have], kind="stable")]
-    ch = per_class_changes(a, b, labels, k)
-
-    fig, (ax, bx) = new_figure(1, 2, figsize=(12.0, max(4.5, 0.28 * 2 * k + 1.5)),
-                               gridspec_kw={"width_ratios": [1.4, 1]})
-    vals = 100 * delta[srt]
-    ax.bar(np.arange(srt.size), vals, width=1.0, color=_sign_colors(vals), lw=0)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xlim(-0.5, srt.size - 0.5)
-    ax.set_xlabel("Classes, sorted by change")
-    ax.set_ylabel(f"Accuracy change, {names[1]} − {names[0]} (pp)")
-    ax.set_title(f"Per-class accuracy change: {ch['n_improved']} improved, "
-                 f"{ch['n_worsened']} worsened, {ch['n_unchanged']} unchanged")
-
-    # Top to bottom: most improved ... most worsened.
-    rows = ch["improved"] + ch["worsened"][::-1]
-    y = np.arange(len(rows))[::-1]
-    bv = [100 * r["delta"] for r in rows]
-    bx.barh(y, bv, color=_sign_colors(bv))
-    bx.set_yticks(y, [f"{safe_text(r['name'])} (n={r['n']})" for r in rows], fontsize=7)
-    bx.axvline(0, color="black", lw=0.8)
-    bx.set_xlabel("Accuracy change (pp)")
-    bx.set_ylabel("Class")
-    bx.set_title(f"Top {k} improved and worsened classes")
-    from matplotlib.patches import Patch
-
-    ax.legend(handles=[Patch(color=ARM_COLORS["variant"], label=f"{names[1]} better"),
-                       Patch(color=ARM_COLORS["baseline"], label=f"{names[0]} better")],
-              loc="upper left", fontsize=8)
-    save_figure(fig, path)
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -702,7 +702,7 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], chang
     summary's "comparison"), the baseline failures tracked in it, and its own figures. The
     first change's figures keep the one-change names (figures/gradcam_tracking.png); the
     others' carry the slug (figures/gradcam_tracking_SLUG.png, figures/curves_SLUG.png)."""
-    from .figures import plot_curves
+    from .plots import plot_curves
 
     seeds, s0, arm = plan["seeds"], plan["seeds"][0], change["slug"]
     ra, rb = runs["baseline"][s0], runs[arm][s0]
@@ -812,7 +812,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: i
     """Every number the report states. The one-change keys ("change", "models", "comparison",
     "failures"["top"/"tracking"], "figures") describe the first (or only) change; "variants"
     holds one such block per change, and "ablation" (2+ changes) the table of all of them."""
-    from .figures import plot_curves
+    from .plots import plot_curves
 
     s0 = plan["seeds"][0]
     changes = recorded_changes(plan)

@@ -35,7 +35,6 @@ from .data import (
     stratified_subset,
 )
 from .errors import CifarlensError
-from .figures import plot_curves  # also train.plot_curves (its old home)
 from .models import (
     MODELS,
     build_model,
@@ -44,6 +43,7 @@ from .models import (
     is_user_model,
     model_source,
 )
+from .plots import plot_curves  # also train.plot_curves (its old home)
 from .runs import (
     Run,
     check_data_identity,

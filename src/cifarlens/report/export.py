@@ -36,7 +36,7 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
     from .. import metrics as M
     from .. import stats as S
     from .._io import figure_formats
-    from ..figures import plot_curves
+    from ..plots import plot_curves
     from ..synth import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, FINE_TO_COARSE
 
     study_dir = Path(study_dir)
