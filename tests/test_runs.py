@@ -127,3 +127,13 @@ def test_the_data_is_read_once_per_run(tmp_path, monkeypatch):
     assert len(calls) == 1 and idx.tolist() == [0, 1]
     Run(run.path).data()  # a new Run reads again (the process-wide cache is data.py's)
     assert len(calls) == 2
+
+
+def test_the_study_folder_names_its_runs_and_files_in_one_place(tmp_path):
+    from cifarlens.study_folder import StudyFolder
+
+    s = StudyFolder(tmp_path / "study")
+    assert s.run("baseline", 2).path == tmp_path / "study" / "runs" / "baseline-s2"
+    assert s.file(s.SUMMARY) == tmp_path / "study" / "summary.json"
+    # a summary written elsewhere names its runs by a path that moved: only the name counts
+    assert s.run_by_name("/old/place/runs/variant-s0") == tmp_path / "study" / "runs" / "variant-s0"

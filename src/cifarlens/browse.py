@@ -31,8 +31,9 @@ from ._io import read_bytes, read_json, write_bytes, write_json, write_text
 from .errors import CifarlensError
 from .metrics import softmax
 from .runs import Run
+from .study_folder import StudyFolder
 
-FOLDER = "browse"
+FOLDER = StudyFolder.BROWSE
 TILE = 32  # atlas tile side in px (CIFAR images are 32x32)
 ATLAS_COLS = 32
 OUTCOMES = {  # key: (short label for the table, what it means)

@@ -407,7 +407,9 @@ def cmd_report(a: argparse.Namespace) -> int:
     from .report import render_report
 
     study = Path(a.study)
-    if not (study / "summary.json").is_file():
+    from .study_folder import StudyFolder
+
+    if not (study / StudyFolder.SUMMARY).is_file():
         raise CifarlensError(f"{study} is not a finished study (no summary.json)")
     html, md = render_report(study)
     print(f"report: {html} (markdown: {md})")

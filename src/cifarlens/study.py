@@ -31,6 +31,7 @@ from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
 from .runs import Run
+from .study_folder import StudyFolder
 from .summary_schema import check_summary
 from .train import TRAINING_SETTINGS, TrainConfig, config_diff, make_config, train
 
@@ -226,24 +227,25 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
     say = log or console.log
     if jobs < 1:
         raise CifarlensError("--jobs must be at least 1")
-    if change is not None or changes is not None or not (out / "study.json").exists():
+    folder = StudyFolder(out)
+    if change is not None or changes is not None or not folder.file(folder.PLAN).exists():
         plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
     t0 = time.perf_counter()
     with RunLock(out):
-        if (out / "study.json").exists():
-            old = read_json(out / "study.json")
+        if folder.file(folder.PLAN).exists():
+            old = read_json(folder.file(folder.PLAN))
             plan, arms, added = _merge_study(out, old, preset, seeds, overrides, change, changes)
             say(f"resuming the study in {out}" + (f"; adding {', '.join(added)}" if added else ""))
             if added or plan["changes"] != old.get("changes"):
-                write_json(out / "study.json", plan)
+                write_json(folder.file(folder.PLAN), plan)
         else:
             plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
-            write_json(out / "study.json", plan)
+            write_json(folder.file(folder.PLAN), plan)
         runs: dict[str, dict[int, Run]] = {a: {} for a in arms}
         todo: list[tuple[str, TrainConfig, Run]] = []
         for seed in plan["seeds"]:
             for arm, cfg in arms.items():
-                run = Run(out / "runs" / f"{arm}-s{seed}")
+                run = folder.run(arm, seed)
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
         # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
@@ -270,7 +272,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         summary["timing"] = {"total_s": time.perf_counter() - t0, **timing}
         summary["command"] = command or f"cifarlens study --out {shlex.quote(str(out))}"
         # the shape the report reads (summary_schema.py): a producer bug stops here, not there
-        write_json(out / "summary.json", check_summary(summary, "the study's summary"))
+        write_json(folder.file(folder.SUMMARY), check_summary(summary, "the study's summary"))
         from .report import render_report
 
         html, md = render_report(out, summary)
@@ -799,7 +801,7 @@ def _freeze_figures(out: Path, figs: dict[str, str]) -> dict[str, str]:
     frozen = {}
     for key, rel in figs.items():
         parts = Path(rel).parts
-        if parts and parts[0] == "runs":
+        if parts and parts[0] == StudyFolder.RUNS:
             copy = Path("figures") / "_".join(parts[1:])  # runs/R/figures/x.png -> R_figures_x.png
             write_bytes(out / copy, read_bytes(out / rel, "figure"))
             rel = str(copy)

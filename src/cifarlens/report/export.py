@@ -10,12 +10,13 @@ from typing import Any
 from .._io import read_json
 from ..errors import CifarlensError
 from ..runs import Run
+from ..study_folder import StudyFolder
 from .formats import _d
 from .sections import _histories
 
 # --------------------------------------------------------------------------- figure export
 
-EXPORT_DIR = "figures"  # STUDY/figures/<fmt>/
+EXPORT_DIR = StudyFolder.FIGURES  # STUDY/figures/<fmt>/
 
 
 def _run_dir(study_dir: Path, model: dict[str, Any]) -> Path | None:
@@ -24,7 +25,7 @@ def _run_dir(study_dir: Path, model: dict[str, Any]) -> Path | None:
     run = model.get("run")
     if not isinstance(run, str) or not run:
         return None
-    d = (study_dir / "runs" / Path(run).name).resolve()
+    d = StudyFolder(study_dir).run_by_name(run).resolve()
     return d if d.is_dir() and d.is_relative_to(study_dir.resolve()) else None
 
 
@@ -40,7 +41,7 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
     from ..synth import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, FINE_TO_COARSE
 
     study_dir = Path(study_dir)
-    summary = read_json(study_dir / "summary.json")
+    summary = read_json(study_dir / StudyFolder.SUMMARY)
     if not isinstance(summary, dict):
         raise CifarlensError(f"{study_dir / 'summary.json'} must hold a JSON object")
     models = _d(summary.get("models"))

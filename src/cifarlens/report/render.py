@@ -12,6 +12,7 @@ import jinja2
 
 from .._io import locked, read_json, write_text
 from ..errors import CifarlensError
+from ..study_folder import StudyFolder
 from ..summary_schema import readable_summary
 from .constants import _TEMPLATES, NA
 from .formats import MdRaw, clean_text, md_escape
@@ -77,15 +78,15 @@ def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tup
     if not study_dir.is_dir():
         raise CifarlensError(f"study folder not found: {study_dir}")
     if summary is None:
-        summary = read_json(study_dir / "summary.json")
-    summary = readable_summary(summary, str(study_dir / "summary.json"))
+        summary = read_json(study_dir / StudyFolder.SUMMARY)
+    summary = readable_summary(summary, str(study_dir / StudyFolder.SUMMARY))
     ctx = build_context(summary, study_dir)
     try:
         html, md = render_html(ctx), render_markdown(ctx)
     except jinja2.TemplateError as e:  # a broken installed template, not a user error
         raise RuntimeError(f"report template error: {e}") from e
     tables = comparison_tables(summary, study_dir)
-    html_path, md_path = study_dir / "report.html", study_dir / "report.md"
+    html_path, md_path = study_dir / StudyFolder.REPORT_HTML, study_dir / StudyFolder.REPORT_MD
     write_text(html_path, html)
     write_text(md_path, md)
     for name, text in tables.items():

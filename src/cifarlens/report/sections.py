@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from ..errors import CifarlensError
 from ..runs import Run
+from ..study_folder import StudyFolder
 from .constants import (
     ALPHA,
     BROWSE_JS,
@@ -399,7 +400,7 @@ def still_improving(values: list[float], higher_is_better: bool = True) -> dict[
 def _histories(study_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """run name -> its per-epoch records, from STUDY/runs/*/metrics.jsonl (bad lines skipped)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    root = study_dir / "runs"
+    root = study_dir / StudyFolder.RUNS
     if not root.is_dir():
         return out
     for path in sorted(root.glob(f"*/{Run.HISTORY}")):
@@ -1108,7 +1109,7 @@ def describe_class_change(x: dict[str, Any]) -> str:
             f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}])")
 
 
-NOTES_FILE = "notes.md"
+NOTES_FILE = StudyFolder.NOTES
 MAX_NOTES_BYTES = 1024 * 1024
 _NOTE_HEADING = re.compile(r"^##[ \t]+(?:(study)|test[ \t]+(\d+))[ \t]*$", re.IGNORECASE)
 

@@ -8,13 +8,14 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ..study_folder import StudyFolder
 from .formats import _d, _diff, _l, _s, clean_text, num
 from .sections import _first, _View, class_change_ci
 from .sentences import SEED_REPORT, _seed_ci
 
 # --------------------------------------------------------------------------- CSV tables
 
-TABLES_DIR = "tables"
+TABLES_DIR = StudyFolder.TABLES
 
 
 def _cell(x: Any) -> str:
