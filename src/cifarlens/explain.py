@@ -198,10 +198,7 @@ def explain_run(run: Run | str | os.PathLike, split: str = "test", *, failures: 
     if all_images:
         pos = np.arange(len(labels))
     elif indices:
-        where = {int(i): k for k, i in enumerate(ds_idx)}
-        missing = [i for i in indices if i not in where]
-        if missing:
-            raise CifarlensError(f"indices not in the {split} split: {missing[:5]}")
+        where = {int(i): k for k, i in enumerate(ds_idx)}  # all present: check_indices above
         pos = np.array([where[i] for i in indices])
     else:
         pos = np.array([f["position"] for f in fails["failures"][:failures]], dtype=np.int64)

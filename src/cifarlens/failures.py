@@ -27,6 +27,7 @@ from . import metrics as M
 from ._defaults import CONFIDENT
 from ._io import locked
 from .errors import CifarlensError
+from .plots import plot_gallery  # the gallery is drawn in the figures layer
 from .runs import Run
 
 LABEL_ERROR_METHODS = ("cleanlab", "rule")
@@ -206,5 +207,3 @@ def _find_failures(run: Run, split: str, top: int, confident: float, max_true_pr
         f"candidates: {result['cleanlab_issues']})")
     return result
 
-
-from .plots import plot_gallery  # noqa: E402  (the gallery is drawn in the figures layer)
