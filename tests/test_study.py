@@ -368,3 +368,37 @@ def test_the_analysis_worker_draws_no_progress_bar(monkeypatch):
     calls.clear()
     st._overlap_job("/nowhere/run", False, None)  # a later run: evaluate only
     assert calls == [("evaluate", False)]
+
+
+def test_demo_leaves_a_core_for_the_analysis_unless_told(monkeypatch):
+    """`cifarlens demo` with no --threads and no OMP_NUM_THREADS trains on half the cores, so
+    each finished run is analysed beside the next one's training (issue 20: the demo as the
+    README runs it spent 43% of its wall time outside training with torch's default threads)."""
+    import torch
+
+    import cifarlens.study as st
+    from cifarlens import cli
+
+    assert st.demo_threads(2, cuda=False) == 1 and st.demo_threads(8, cuda=False) == 4
+    assert st.demo_threads(1, cuda=False) is None and st.demo_threads(8, cuda=True) is None
+    seen = []
+
+    def fake_demo(out, **kw):
+        seen.append(torch.get_num_threads())
+        raise CifarlensError("stop here")
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(st, "demo", fake_demo)
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert cli.main(["demo", "--out", "unused"]) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert cli.main(["demo", "--out", "unused"]) == 1  # the user's choice is kept
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert cli.main(["demo", "--out", "unused", "--threads", "2"]) == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2, 2]

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import _console as console
 from ._defaults import CONFIDENT
 from .errors import CifarlensError
 
@@ -176,9 +177,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_threads_arg(p)
 
 
-def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+def _add_threads_arg(p: argparse.ArgumentParser,
+                     default: str = "torch's, one per core") -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="CPU threads for torch in this command (default: torch's, one per core; "
+                   help=f"CPU threads for torch in this command (default: {default}; "
                         "on a shared machine 1 is steadier, docs/benchmarks.md section 2)")
 
 
@@ -425,8 +427,16 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .study import demo
+    from .study import demo, demo_threads
 
+    if not a.threads and "OMP_NUM_THREADS" not in os.environ and a.jobs == 1:
+        import torch
+
+        n = demo_threads(os.cpu_count(), torch.cuda.is_available())
+        if n is not None:  # this command's process only, like --threads
+            torch.set_num_threads(n)
+            console.log(f"demo: training on {n} of {os.cpu_count()} CPU threads, analysing "
+                        "finished runs on the rest (--threads N to choose)")
     summary = demo(a.out, seeds=a.seeds, jobs=a.jobs, progress=not a.no_progress)
     _print_result(summary, Path(a.out) / "study")
     return 0
@@ -523,7 +533,8 @@ def _register_analysis(sub) -> None:
     d.add_argument("--out", default="cifarlens-demo", help="folder (default ./cifarlens-demo)")
     _add_seeds_jobs(d)
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_threads_arg(d)
+    _add_threads_arg(d, "half the cores on a CPU, the other half analysing finished runs "
+                        "beside training; OMP_NUM_THREADS is respected")
     d.set_defaults(func=cmd_demo)
 
 

@@ -404,6 +404,18 @@ def overlap_analysis(device: str) -> bool:
 OVERLAP = "auto"
 
 
+def demo_threads(cpu_count: int | None, cuda: bool) -> int | None:
+    """The demo's training threads when the user chose none: half the cores on a CPU with two
+    or more, so the other half analyses each finished run beside the next one's training
+    (`overlap_analysis`). On 2 cores that is the fastest split measured (bench/stage_costs.py,
+    docs/benchmarks.md section 10): the smoke model gains little from a second training thread,
+    while evaluation and Grad-CAM run for free beside it. None: keep torch's default (a GPU
+    trains, or one core cannot be split)."""
+    if cuda or not cpu_count or cpu_count < 2:
+        return None
+    return cpu_count // 2
+
+
 def _overlap_init(threads: int) -> None:
     import torch
 
