@@ -104,3 +104,15 @@ def test_evaluate_progress_counts_images_then_figures(run_copy, monkeypatch):
     n = sum(len(np.load(run_copy / f"predictions_{s}.npz")["labels"]) for s in ("val", "test"))
     assert seen[0] == ("predicting", n, n)
     assert seen[1][0] == "figures" and seen[1][1] == seen[1][2] == 2 * 4  # CIFAR-100: 4 each
+
+
+def test_the_result_says_what_this_invocation_measured():
+    """The study and the demo end with their own measured time (the README's table is one
+    machine's), with the share outside training; nothing when no time was recorded."""
+    s = {"timing": {"total_s": 84.0, "train_s": 48.0, "evaluate_s": 20.0},
+         "environment": {"device": "cpu", "device_name": "Intel Xeon", "threads": 1}}
+    assert cli._time_line(s) == ("time: 84 s in all, 48 s training (43% outside training), "
+                                 "on Intel Xeon with 1 thread(s)")
+    s["timing"] = {"total_s": 7200.0, "train_s": None}  # --jobs: stages overlap, no split
+    assert cli._time_line(s) == "time: 2.0 h in all, on Intel Xeon with 1 thread(s)"
+    assert cli._time_line({"timing": {}}) is None and cli._time_line({}) is None

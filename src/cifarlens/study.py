@@ -307,7 +307,8 @@ def _finished(run: Run | Path) -> bool:
     return run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
 
 
-def _fmt_eta(s: float) -> str:
+def fmt_duration(s: float) -> str:
+    """A duration as people say it: '48 s', '12 min', '3.1 h'."""
     if s < 90:
         return f"{max(s, 1):.0f} s"
     if s < 90 * 60:
@@ -341,9 +342,9 @@ class StudyProgress:
         self.finished += 1
         left = self.total - self.done
         eta = self.eta_s()
-        tail = (f"{left} left, about {_fmt_eta(eta)} left" if left and eta is not None
+        tail = (f"{left} left, about {fmt_duration(eta)} left" if left and eta is not None
                 else "all runs done")
-        line = f"[{self.done}/{self.total} runs] {name} done in {_fmt_eta(took_s)}; {tail}"
+        line = f"[{self.done}/{self.total} runs] {name} done in {fmt_duration(took_s)}; {tail}"
         self.say(line)
         return line
 
