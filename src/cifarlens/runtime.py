@@ -241,8 +241,10 @@ def infer_logits(model: torch.nn.Module, images: np.ndarray | torch.Tensor, mean
     try:
         for i in range(0, len(x), batch_size):
             xb = normalize(x[i:i + batch_size].to(device, non_blocking=True), m, s)
-            if device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            # NHWC on the CPU too: PyTorch's CPU max-pool is ~8x slower in NCHW, and the smoke
+            # model's eval forward 1.7x (vgg in bf16 1.8x) faster in NHWC (docs/benchmarks.md
+            # section 3, "Inference layout")
+            xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device, precision):
                 out.append(model(xb).float())
             if on_batch is not None:
