@@ -242,6 +242,12 @@ def _guarded(module: str, name: str, real):
                 raise _Refused(f"_codecs.encode with {_short(encoding)}")
             return obj.encode("latin-1")
         return encode
+    if name == "bytes":
+        def empty_bytes(*args):
+            if args:
+                raise _Refused(f"bytes{_short(args)}")
+            return b""
+        return empty_bytes
     return real  # numpy.ndarray: only ever passed to _reconstruct
 
 
@@ -260,6 +266,9 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(str, "latin1"): pure, safe.
     ("_codecs", "encode"),
+    # ... and an empty bytes (an empty class name) as bytes(): only ever called with no argument
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
 }
 
 
