@@ -623,10 +623,13 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
                                  f"`cifarlens data download --data-dir {root}` extracts it")
         raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
                              f"{spec['folder']}/ folder there, or allow downloading")
+    from .data_guess import clean_on_failure, refuse_other_dataset
     from .download import fetch, install_folder
 
     if not archive.exists():
-        fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
+        refuse_other_dataset(root, name)  # a mistyped --dataset or --data-dir: no download
+        with clean_on_failure(root):
+            fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
     files, _, _ = read_archive_files(archive, name)
     install_folder(root, spec["folder"], files)
     return folder
