@@ -49,3 +49,31 @@ def test_plotting_with_cifarlens_keeps_the_users_matplotlib_state(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
     for name in ("r", "c", "p", "g"):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+BAD_BACKEND = r"""
+import os
+import numpy as np
+import cifarlens.metrics as M
+from cifarlens.explain import plot_explanations
+
+rng = np.random.default_rng(0)
+M.plot_confusion(np.array([[3, 1], [2, 4]]), ["a", "b"], OUT + "/c.png")
+plot_explanations(rng.integers(0, 255, (1, 32, 32, 3)).astype(np.uint8), rng.random((1, 32, 32)),
+                  rng.random((1, 32, 32)), ["t"], OUT + "/g.png", pred_names=["a"],
+                  true_names=["b"], confidences=[0.5])
+assert os.environ["MPLBACKEND"] == "nonsense"  # the user's environment is left as it was
+print("ok")
+"""
+
+
+def test_an_invalid_mplbackend_does_not_stop_the_figures(tmp_path):
+    # cifarlens never uses a backend, but matplotlib validates MPLBACKEND on import (issue 20)
+    import os
+
+    env = {**os.environ, "MPLBACKEND": "nonsense"}
+    r = subprocess.run([sys.executable, "-c", f"OUT = {str(tmp_path)!r}\n" + BAD_BACKEND],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    for name in ("c", "g"):
+        assert (tmp_path / f"{name}.png").read_bytes().startswith(b"\x89PNG")

@@ -380,3 +380,37 @@ def test_explain_points_with_the_boxes_of_the_data_it_verified(analysed_copy, sy
     want = np.asarray(read_synth_info(data.folder, verify=False)["boxes"]["test"])[idx]
     assert np.array_equal(object_boxes(data, "test", idx), want)
     assert pointing_game(np.ones((1, 32, 32)), want[:1]).tolist() == [False]  # flat map: miss
+
+
+def test_a_full_disk_during_report_names_the_path_and_leaves_no_lock(tmp_path, capsys,
+                                                                     monkeypatch):
+    # issue 20: "No space left on device" without a path, and an empty .lock left behind
+    import errno
+    import os
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "summary.json").write_text("{}")
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+    err = _one_line_error(capsys, ["report", str(study)])
+    assert str(study) in err and "disk full" in err, err
+    assert not (study / ".lock").exists()
+    assert [p.name for p in study.iterdir()] == ["summary.json"]  # no temp file either

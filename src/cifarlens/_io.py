@@ -190,8 +190,14 @@ class RunLock:
                 ) from None
             except OSError as e:
                 raise CifarlensError(f"cannot lock {self.path.parent}: {e.strerror or e}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(me + "\n")
+            except OSError as e:  # a full disk: no empty lock left behind, and say where
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                msg = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+                raise CifarlensError(f"cannot write lock {self.path}: {msg}") from None
             _HELD[key] = 1
             self._held = True
             return self

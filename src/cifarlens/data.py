@@ -242,6 +242,12 @@ def _guarded(module: str, name: str, real):
                 raise _Refused(f"_codecs.encode with {_short(encoding)}")
             return obj.encode("latin-1")
         return encode
+    if name == "bytes":
+        def empty_bytes(*args):
+            if args:
+                raise _Refused(f"bytes{_short(args)}")
+            return b""
+        return empty_bytes
     return real  # numpy.ndarray: only ever passed to _reconstruct
 
 
@@ -260,6 +266,9 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(str, "latin1"): pure, safe.
     ("_codecs", "encode"),
+    # ... and an empty bytes (an empty class name) as bytes(): only ever called with no argument
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
 }
 
 
@@ -614,10 +623,13 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
                                  f"`cifarlens data download --data-dir {root}` extracts it")
         raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
                              f"{spec['folder']}/ folder there, or allow downloading")
+    from .data_guess import clean_on_failure, refuse_other_dataset
     from .download import fetch, install_folder
 
     if not archive.exists():
-        fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
+        refuse_other_dataset(root, name)  # a mistyped --dataset or --data-dir: no download
+        with clean_on_failure(root):
+            fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
     files, _, _ = read_archive_files(archive, name)
     install_folder(root, spec["folder"], files)
     return folder

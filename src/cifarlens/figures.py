@@ -11,10 +11,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import matplotlib
-from matplotlib.figure import Figure
-
+from ._mpl import matplotlib  # first: matplotlib imported whatever MPLBACKEND says
 from ._text import plain_text
+
+Figure = matplotlib.figure.Figure
 
 DPI = 150
 # The one colour pair for the two arms in every figure and in the report (Okabe-Ito blue and

@@ -248,4 +248,7 @@ def build_model(name: str, num_classes: int, *, source: dict[str, Any] | None = 
     if shape != (1, num_classes):
         raise CifarlensError(f"model {name}: a 1x3x32x32 image gave output {shape}, expected "
                              f"(1, {num_classes}) logits")
+    from .model_check import check_training_step
+
+    check_training_step(model, name, num_classes)  # on a copy: `model` is left as it is
     return model

@@ -48,6 +48,7 @@ from .data import (
     safe_unpickle,
 )
 from .errors import CifarlensError
+from .image_import import check_class_names, check_inside, load_image, shown
 
 USER_FOLDER = "cifarlens-user"  # what `data import` writes
 # A run finds its data again as <recorded parent>/<one of these>: one dataset per name and parent.
@@ -354,6 +355,9 @@ def register(path: str | os.PathLike, name: str | None = None, *, force: bool = 
                              f"of 2 to {MAX_CLASSES} class names")
     class_names = _names(meta, names_key, len(names), str(folder / files["meta"]),
                          len(raws[files["meta"]]))
+    # blank, control-character or look-alike names: one line before a byte is written
+    check_class_names(class_names, [f"{folder / files['meta']} (class {i})"
+                                    for i in range(len(class_names))])
     coarse = meta.get(b"coarse_label_names") if layout == "cifar100" else None
     first = safe_unpickle(raws[files["train"][0]], str(folder / files["train"][0]))
     has_coarse = isinstance(coarse, list) and b"coarse_labels" in first
@@ -390,21 +394,27 @@ def _scan(src: Path) -> dict[str, dict[str, list[Path]]]:
         if not d.is_dir():
             raise CifarlensError(f"{src} has no {split}/ folder: an image folder is "
                                  f"SRC/train/CLASS/*.png|jpg and SRC/test/CLASS/*.png|jpg")
+        check_inside(src, d)
         classes: dict[str, list[Path]] = {}
         for c in sorted(p for p in d.iterdir() if not p.name.startswith(".")):
+            check_inside(src, c)
             if not c.is_dir():
-                raise CifarlensError(f"{c} is not a class folder (only class folders belong in "
-                                     f"{d})")
+                raise CifarlensError(f"{shown(c)} is not a class folder (only class folders "
+                                     f"belong in {shown(d)})")
             imgs = []
             for f in sorted(c.iterdir()):
                 if f.name.startswith("."):
                     continue  # .DS_Store and the like
+                check_inside(src, f)
                 if f.suffix.lower() not in IMAGE_EXTENSIONS or not f.is_file():
-                    raise CifarlensError(f"{f} is not a .png, .jpg or .jpeg image")
+                    raise CifarlensError(f"{shown(f)} is not a .png, .jpg or .jpeg image")
                 imgs.append(f)
             if not imgs:
-                raise CifarlensError(f"class folder {c} has no images")
+                raise CifarlensError(f"class folder {shown(c)} has no images")
             classes[c.name] = imgs
+        # one line for a non-UTF-8, blank or look-alike name; stored NFC-normalised
+        names = check_class_names(list(classes), [str(d / c) for c in classes])
+        classes = dict(zip(names, classes.values(), strict=True))
         if len(classes) < 2:
             raise CifarlensError(f"{d} needs at least 2 class folders, found {len(classes)}")
         out[split] = classes
@@ -417,29 +427,6 @@ def _scan(src: Path) -> dict[str, dict[str, list[Path]]]:
     if len(a) > MAX_CLASSES:
         raise CifarlensError(f"{len(a)} classes: at most {MAX_CLASSES}")
     return out
-
-
-def _load_image(path: Path, side: int) -> np.ndarray:
-    """One image as uint8 (side, side, 3): EXIF-rotated, RGB, centre-cropped to a square and
-    resized with bicubic filtering (left as it is when it already is side x side)."""
-    import warnings
-
-    from PIL import Image, ImageOps
-
-    try:
-        with warnings.catch_warnings():
-            # a file claiming huge dimensions is a bad image here, not a warning
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                if im.size != (side, side):
-                    im = ImageOps.fit(im, (side, side), Image.Resampling.BICUBIC)
-                return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
-        raise CifarlensError(f"cannot read image {path}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
 
 
 def import_images(src: str | os.PathLike, data_dir: str | os.PathLike | None, *, size: int = 32,
@@ -483,9 +470,9 @@ def import_images(src: str | os.PathLike, data_dir: str | os.PathLike | None, *,
             xs, ys, fnames = [], [], []
             for label, c in enumerate(classes):
                 for f in tree[split][c]:
-                    xs.append(_load_image(f, size))
+                    xs.append(load_image(f, size))
                     ys.append(label)
-                    fnames.append(str(f.relative_to(srcp)).encode("utf-8", "replace"))
+                    fnames.append(os.fsencode(f.relative_to(srcp)))
                     bar.update()
             rows = np.stack(xs).transpose(0, 3, 1, 2).reshape(len(xs), -1)
             files[split] = _pickle({
