@@ -168,6 +168,10 @@ def read_config(run: str | os.PathLike) -> dict:
         raise bad(f"need {k} >= 2 class names as strings")
     if "data_identity" in cfg and not isinstance(cfg["data_identity"], dict):
         raise bad("'data_identity' is not an object")
+    for where, d in (("data_dir", cfg.get("data_dir")),
+                     ("config.data_dir", cfg["config"].get("data_dir"))):
+        if d is not None and not isinstance(d, str):  # a list or number: a path it cannot be
+            raise bad(f"'{where}' is not a path (got {type(d).__name__})")
     return cfg
 
 
