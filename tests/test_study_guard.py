@@ -65,3 +65,12 @@ def test_other_precision_is_refused_before_training(tmp_path, two_datasets):
     assert (out / "study.json").read_text() == before
     assert "label_smoothing" not in json.dumps(json.loads(before)["changes"])
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["baseline-s0"]
+
+
+def test_val_fraction_leaving_no_training_images_writes_nothing(tmp_path, two_datasets):
+    out = tmp_path / "new"
+    with pytest.raises(CifarlensError, match="leaves no training images"):
+        run_study(out, preset="smoke", seeds=1, change="label_smoothing=0", progress=False,
+                  overrides={"data_dir": str(two_datasets[0]), "device": "cpu",
+                             "val_fraction": 0.999}, log=lambda m: None)
+    assert not out.exists()

@@ -32,7 +32,7 @@ from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
 from .runs import Run
 from .study_folder import StudyFolder
-from .study_guard import check_study_runs, compare_environments
+from .study_guard import check_split, check_study_runs, compare_environments
 from .summary_schema import check_summary
 from .train import TRAINING_SETTINGS, TrainConfig, config_diff, make_config, train
 
@@ -231,6 +231,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
     folder = StudyFolder(out)
     if change is not None or changes is not None or not folder.file(folder.PLAN).exists():
         plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
+        check_split(arms["baseline"])  # before the study folder exists
     t0 = time.perf_counter()
     with RunLock(out):
         if folder.file(folder.PLAN).exists():

@@ -81,3 +81,15 @@ def check_study_runs(todo: list[tuple[str, Any, Run]], out: Any) -> None:
             named.append((f"a run to train here ({cfg.device}, {cfg.precision})",
                           planned_environment(cfg)))
     compare_environments(named)
+
+
+def check_split(cfg: Any) -> None:
+    """Before the study folder is created: the baseline's split leaves training images (a
+    --val-fraction of 0.999 holds every image of a small class out)."""
+    from .data import load_dataset, stratified_split
+
+    data = load_dataset(cfg.dataset, cfg.data_dir, progress=False)
+    train_idx, _ = stratified_split(data.train_y, cfg.val_fraction, cfg.seed)
+    if len(train_idx) == 0:
+        raise CifarlensError(f"--val-fraction {cfg.val_fraction} leaves no training images "
+                             f"({len(data.train_y)} in {data.folder}); use a smaller fraction")
