@@ -69,7 +69,7 @@ def predictions_csv(p: dict[str, np.ndarray], class_names: list[str]) -> str:
     from .csvfile import csv_text
 
     return csv_text(PREDICTION_CSV_COLUMNS,
-                    ([i, t, k, round(c, 6), class_names[t], class_names[k]]
+                    ([i, t, k, f"{c:.6f}", class_names[t], class_names[k]]
                      for i, t, k, c in zip(p["indices"].tolist(), p["labels"].tolist(),
                                            p["pred"].tolist(), p["confidence"].tolist(),
                                            strict=True)))
