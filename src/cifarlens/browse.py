@@ -19,7 +19,6 @@ across the two.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._io import read_bytes, read_json, write_bytes, write_json, write_text
+from .csvfile import csv_text
 from .errors import CifarlensError
 from .metrics import softmax
 from .runs import Run
@@ -158,16 +158,12 @@ def _round(m: np.ndarray) -> list:
 
 
 def _csv(rows: list[dict[str, Any]], names: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["index", "true", "baseline_pred", "baseline_conf", "baseline_conf_scaled",
-                "variant_pred", "variant_conf", "variant_conf_scaled", "outcome",
-                "label_error_suspect"])
-    for r in rows:
-        w.writerow([r["index"], names[r["true"]], names[r["pred_a"]], r["conf_a"], r["tconf_a"],
-                    names[r["pred_b"]], r["conf_b"], r["tconf_b"], r["outcome"],
-                    int(r["label_suspect"])])
-    return buf.getvalue()
+    return csv_text(["index", "true", "baseline_pred", "baseline_conf", "baseline_conf_scaled",
+                     "variant_pred", "variant_conf", "variant_conf_scaled", "outcome",
+                     "label_error_suspect"],
+                    ([r["index"], names[r["true"]], names[r["pred_a"]], r["conf_a"], r["tconf_a"],
+                      names[r["pred_b"]], r["conf_b"], r["tconf_b"], r["outcome"],
+                      int(r["label_suspect"])] for r in rows))
 
 
 def load(study: str | Path, rel: Any) -> dict[str, Any] | None:

@@ -43,6 +43,17 @@ def _int_at_least(lo: int, what: str):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer >= 0")
+# More torch threads than 4 per core only slows a run down, and an unbounded count spawned
+# 32k threads (issue 20): --threads is refused above this.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+
+
+def _threads(s: str) -> int:
+    v = _positive_int(s)
+    if v > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_THREADS} threads (4 per CPU "
+                                         f"core on this machine), got {s!r}")
+    return v
 
 
 def _int_range(lo: int, hi: int):
@@ -179,7 +190,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _add_threads_arg(p: argparse.ArgumentParser,
                      default: str = "torch's, one per core") -> None:
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=_threads, metavar="N",
                    help=f"CPU threads for torch in this command (default: {default}; "
                         "on a shared machine 1 is steadier, docs/benchmarks.md section 2)")
 

@@ -64,18 +64,15 @@ PREDICTION_CSV_COLUMNS = ("index", "true", "pred", "confidence", "true_name", "p
 
 def predictions_csv(p: dict[str, np.ndarray], class_names: list[str]) -> str:
     """predictions_<split>.npz as CSV, one row per image (for a spreadsheet or pandas): dataset
-    index, true and predicted class (number and name), top softmax probability. Names are
-    quoted by the csv module where they hold commas, quotes or line breaks."""
-    import csv
-    import io
+    index, true and predicted class (number and name), top softmax probability. Names go
+    through the one CSV writer (csvfile.py): never a formula, no control or bidi character."""
+    from .csvfile import csv_text
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PREDICTION_CSV_COLUMNS)
-    for i, t, k, c in zip(p["indices"].tolist(), p["labels"].tolist(), p["pred"].tolist(),
-                          p["confidence"].tolist(), strict=True):
-        w.writerow([i, t, k, f"{c:.6f}", class_names[t], class_names[k]])
-    return buf.getvalue()
+    return csv_text(PREDICTION_CSV_COLUMNS,
+                    ([i, t, k, f"{c:.6f}", class_names[t], class_names[k]]
+                     for i, t, k, c in zip(p["indices"].tolist(), p["labels"].tolist(),
+                                           p["pred"].tolist(), p["confidence"].tolist(),
+                                           strict=True)))
 
 
 def model_classes(model: torch.nn.Module) -> int:

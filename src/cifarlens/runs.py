@@ -168,6 +168,10 @@ def read_config(run: str | os.PathLike) -> dict:
         raise bad(f"need {k} >= 2 class names as strings")
     if "data_identity" in cfg and not isinstance(cfg["data_identity"], dict):
         raise bad("'data_identity' is not an object")
+    for where, d in (("data_dir", cfg.get("data_dir")),
+                     ("config.data_dir", cfg["config"].get("data_dir"))):
+        if d is not None and not isinstance(d, str):  # a list or number: a path it cannot be
+            raise bad(f"'{where}' is not a path (got {type(d).__name__})")
     return cfg
 
 
@@ -617,15 +621,12 @@ class Run:
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl and metrics.csv: one row per epoch (every key of every row: a run
         resumed from an older version's checkpoint has rows without newer columns)."""
-        import csv
+        from .csvfile import csv_text
 
         write_text(self.path / self.HISTORY, "".join(json.dumps(r) + "\n" for r in history))
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in history for k in r)),
-                           restval="")
-        w.writeheader()
-        w.writerows(history)
-        write_text(self.path / self.HISTORY_CSV, buf.getvalue())
+        keys = list(dict.fromkeys(k for r in history for k in r))
+        write_text(self.path / self.HISTORY_CSV,
+                   csv_text(keys, ([r.get(k) for k in keys] for r in history)))
 
     def write_done(self, summary: dict[str, Any]) -> None:
         write_json(self.path / self.DONE, summary)

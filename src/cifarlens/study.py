@@ -32,6 +32,7 @@ from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
 from .runs import Run
 from .study_folder import StudyFolder
+from .study_guard import check_split, check_study_runs, compare_environments
 from .summary_schema import check_summary
 from .train import TRAINING_SETTINGS, TrainConfig, config_diff, make_config, train
 
@@ -230,17 +231,17 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
     folder = StudyFolder(out)
     if change is not None or changes is not None or not folder.file(folder.PLAN).exists():
         plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
+        check_split(arms["baseline"])  # before the study folder exists
     t0 = time.perf_counter()
     with RunLock(out):
         if folder.file(folder.PLAN).exists():
             old = read_json(folder.file(folder.PLAN))
             plan, arms, added = _merge_study(out, old, preset, seeds, overrides, change, changes)
             say(f"resuming the study in {out}" + (f"; adding {', '.join(added)}" if added else ""))
-            if added or plan["changes"] != old.get("changes"):
-                write_json(folder.file(folder.PLAN), plan)
+            rewrite = bool(added) or plan["changes"] != old.get("changes")
         else:
+            old, rewrite = None, True
             plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
-            write_json(folder.file(folder.PLAN), plan)
         runs: dict[str, dict[int, Run]] = {a: {} for a in arms}
         todo: list[tuple[str, TrainConfig, Run]] = []
         for seed in plan["seeds"]:
@@ -248,6 +249,9 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
                 run = folder.run(arm, seed)
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+        check_study_runs(todo, out)  # other data or environment: refused before it is recorded
+        if rewrite:
+            write_json(folder.file(folder.PLAN), plan)
         # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
         # overlap, so only their total is known.
         timing: dict[str, float | None] = {"train_s": 0.0, "evaluate_s": 0.0}
@@ -259,7 +263,11 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
             _run_parallel(todo, jobs, progress, say)
             timing = {"train_s": None, "evaluate_s": None}
         timing["runs_s"] = time.perf_counter() - t_runs
-        check_same_environment([run for _, _, run in todo])
+        try:
+            check_same_environment([run for _, _, run in todo])
+        except CifarlensError:
+            _unrecord(folder, old)  # a refused comparison is not kept in study.json
+            raise
         s0 = plan["seeds"][0]
         first = plan["changes"][0]["slug"]
         t_an = time.perf_counter()
@@ -278,6 +286,14 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         html, md = render_report(out, summary)
     say(f"markdown report: {md}")
     return summary
+
+
+def _unrecord(folder: StudyFolder, old: dict[str, Any] | None) -> None:
+    """study.json back to what it held before this call (none: removed)."""
+    if old is None:
+        folder.file(folder.PLAN).unlink(missing_ok=True)
+    else:
+        write_json(folder.file(folder.PLAN), old)
 
 
 def _stage_train(cfg: TrainConfig, run: Run | Path, progress: bool, say, arm: str) -> None:
@@ -609,31 +625,10 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-# The resolved settings that change a run's numbers without being training settings: runs that
-# differ in any of them are not comparable (bf16 vs fp32 alone flipped right/wrong on 108 of
-# 1,000 test images of one baseline).
-ENV_KEYS = ("precision", "device", "device_name", "cpu_model", "gpu_model", "torch")
-
-
 def check_same_environment(runs: list[Run] | list[Path]) -> None:
     """Refuse to compare runs that resolved precision, device or hardware differently."""
-    first = None
-    for run in runs:
-        run = Run.of(run)
-        env = run.config.get("environment", {})
-        # cuda:0 vs cuda:1 is the same kind of device; old runs lack the newer keys
-        env = {k: (str(env[k]).split(":")[0] if k == "device" else env[k])
-               for k in ENV_KEYS if env.get(k) is not None}
-        if first is None:
-            first = (run, env)
-            continue
-        diffs = [f"{k} {first[1][k]!r} vs {env[k]!r}" for k in ENV_KEYS
-                 if k in env and k in first[1] and env[k] != first[1][k]]
-        if diffs:
-            raise CifarlensError(
-                f"refusing to compare: {first[0].name} and {run.name} ran differently "
-                f"({'; '.join(diffs)}); rerun them on one machine type with the same "
-                "--device and --precision")
+    compare_environments([(r.name, r.config.get("environment", {}))
+                          for r in map(Run.of, runs)])
 
 
 def _stage_failures(run: Run | Path, top: int, say, progress: bool = True) -> None:

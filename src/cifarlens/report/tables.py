@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
+from ..csvfile import csv_cell, csv_text
 from ..study_folder import StudyFolder
-from .formats import _d, _diff, _l, _s, clean_text, num
+from .formats import _d, _diff, _l, _s
 from .sections import _first, _View, class_change_ci
 from .sentences import SEED_REPORT, _seed_ci
 
@@ -18,26 +17,9 @@ from .sentences import SEED_REPORT, _seed_ci
 TABLES_DIR = StudyFolder.TABLES
 
 
-def _cell(x: Any) -> str:
-    """A CSV cell: numbers in full precision (repr), missing as empty, text cleaned and kept
-    from being read as a spreadsheet formula (a leading = + - @ gets a quote)."""
-    if x is None or isinstance(x, bool):
-        return "" if x is None else str(int(x))
-    f = num(x)
-    if f is not None:
-        return repr(int(f)) if isinstance(x, int) else repr(f)
-    if isinstance(x, (int, float)):  # NaN / inf
-        return ""
-    t = clean_text(x)
-    return "'" + t if t[:1] in ("=", "+", "-", "@") else t
-
-
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows([[_cell(c) for c in r] for r in rows])
-    return buf.getvalue()
+# the one CSV writer (csvfile.py): kept under these names for the report's importers
+_cell = csv_cell
+_csv_text = csv_text
 
 
 def comparison_tables(summary: dict[str, Any], study_dir: Path) -> dict[str, str]:
