@@ -151,6 +151,21 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
 # Lock files this process holds, with how many RunLocks hold each: a stage that runs inside
 # another (study -> evaluate) takes the same folder's lock again without refusing itself.
 _HELD: dict[Path, int] = {}
+# Owners ("host pid") whose locks this process works under: the study's analysis worker runs
+# a stage in a folder its parent holds, so no other command slips in between the run's
+# training and its analysis (issue 20).
+_ADOPTED: set[str] = set()
+
+
+def lock_owner() -> str:
+    """This process as a lock file names it."""
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def adopt_locks_of(owner: str) -> None:
+    """Work under the locks that `owner` (another process's `lock_owner()`) holds: a RunLock on
+    such a folder is granted without taking the file, and leaves it to its owner."""
+    _ADOPTED.add(owner)
 
 
 class RunLock:
@@ -174,11 +189,13 @@ class RunLock:
             _HELD[key] += 1
             self._held = True
             return self
-        me = f"{socket.gethostname()} {os.getpid()}"
+        me = lock_owner()
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                if _ADOPTED and self._owner() in _ADOPTED:
+                    return self  # our parent's lock: not ours to take or remove
                 if self._is_stale():
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()

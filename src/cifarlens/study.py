@@ -12,6 +12,7 @@ Each stage is skipped when its output exists, so a stopped study resumes where i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -28,7 +29,7 @@ from . import _console as console
 from . import metrics as M
 from . import stats as S
 from ._defaults import CONFIDENT
-from ._io import RunLock, read_json, write_json
+from ._io import RunLock, adopt_locks_of, lock_owner, read_json, write_json
 from .errors import CifarlensError
 from .runs import Run
 from .study_folder import StudyFolder
@@ -233,7 +234,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
         check_split(arms["baseline"])  # before the study folder exists
     t0 = time.perf_counter()
-    with RunLock(out):
+    with RunLock(out), contextlib.ExitStack() as held:
         if folder.file(folder.PLAN).exists():
             old = read_json(folder.file(folder.PLAN))
             plan, arms, added = _merge_study(out, old, preset, seeds, overrides, change, changes)
@@ -250,6 +251,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
         check_study_runs(todo, out)  # other data or environment: refused before it is recorded
+        _hold_runs(held, [run for _, _, run in todo])
         if rewrite:
             write_json(folder.file(folder.PLAN), plan)
         # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
@@ -294,6 +296,22 @@ def _unrecord(folder: StudyFolder, old: dict[str, Any] | None) -> None:
         folder.file(folder.PLAN).unlink(missing_ok=True)
     else:
         write_json(folder.file(folder.PLAN), old)
+
+
+def _hold_runs(stack: contextlib.ExitStack, runs: list[Run]) -> None:
+    """Lock every run of the study until its report is written: a run's lock used to be free
+    between its training and its analysis, and a `cifarlens evaluate RUN` there aborted the
+    study (issue 20). The analysis worker and --jobs processes work under these locks
+    (`_io.adopt_locks_of`). A run folder made only for its lock goes again with it."""
+    for run in runs:
+        if not run.path.exists():
+            stack.callback(_remove_if_empty, run.path)
+        stack.enter_context(RunLock(run.path))
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()  # only an empty folder: a run that trained keeps everything
 
 
 def _stage_train(cfg: TrainConfig, run: Run | Path, progress: bool, say, arm: str) -> None:
@@ -433,10 +451,32 @@ def demo_threads(cpu_count: int | None, cuda: bool) -> int | None:
     return cpu_count // 2
 
 
-def _overlap_init(threads: int) -> None:
+def exit_with_parent(poll_s: float = 1.0, grace_s: float = 30.0) -> None:
+    """Stop this worker process once the study's process is gone: a SIGKILLed study cannot
+    tell its workers, which kept training (issue 20). A daemon thread polls the parent pid;
+    SIGTERM first (the default action ends the process; atomic writes leave no half file),
+    then a hard exit if a handler kept it alive."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cifarlens-parent-watch", daemon=True).start()
+
+
+def _overlap_init(threads: int, lock_owner: str) -> None:
     import torch
 
+    exit_with_parent()
     torch.set_num_threads(threads)  # what the study's own process uses: the same numbers
+    adopt_locks_of(lock_owner)  # the study holds its runs' locks for this worker
 
 
 def _overlap_job(run_path: str, figures: bool, failures_top: int | None) -> list[str]:
@@ -464,7 +504,7 @@ class _Overlap:
         self.say = say
         self.pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
                                         initializer=_overlap_init,
-                                        initargs=(torch.get_num_threads(),))
+                                        initargs=(torch.get_num_threads(), lock_owner()))
         self.jobs: list[tuple[str, Any]] = []
 
     def submit(self, run: Run, *, figures: bool, failures_top: int | None) -> None:
@@ -523,6 +563,8 @@ def _child(job: dict[str, Any], q) -> None:
 
     if job["threads"] is not None:
         torch.set_num_threads(job["threads"])  # this process only: the slot's share of the cores
+    adopt_locks_of(job["lock_owner"])  # the study holds its runs' locks for this process
+    exit_with_parent()
     name = job["name"]
 
     def log(m: str) -> None:
@@ -581,6 +623,7 @@ def _run_parallel(todo: list[tuple[str, TrainConfig, Run]], jobs: int, progress:
                 slot = free.pop(0)
                 name = f"{arm} seed {cfg.seed}"
                 job = {"name": name, "arm": arm, "config": dataclasses.asdict(cfg),
+                       "lock_owner": lock_owner(),
                        "run": str(run), "figures": cfg.seed == todo[0][1].seed, **slots[slot]}
                 p = ctx.Process(target=_child, args=(job, q), name=f"cifarlens {name}")
                 p.start()
