@@ -30,6 +30,7 @@ from . import stats as S
 from ._defaults import CONFIDENT
 from ._io import RunLock, read_json, write_json
 from .errors import CifarlensError
+from .estimate import say_plan
 from .runs import Run
 from .study_folder import StudyFolder
 from .summary_schema import check_summary
@@ -256,6 +257,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
                 run = folder.run(arm, seed)
                 runs[arm][seed] = run
                 todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+        say_plan(todo, say)  # what it will do and about how long, before the first step
         # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
         # overlap, so only their total is known.
         timing: dict[str, float | None] = {"train_s": 0.0, "evaluate_s": 0.0}
