@@ -44,3 +44,26 @@ def test_study_script_resolves_relative_paths_where_the_user_stands(fake_checkou
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == [f"cwd={user}", "args=study --data-dir data --out study"]
     assert not (fake_checkout / "study").exists() and not (fake_checkout / "data").exists()
+
+
+def test_readme_images_are_the_studys_own_figures(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_images", ROOT / "scripts" / "readme_images.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    figures = tmp_path / "study" / "figures"
+    figures.mkdir(parents=True)
+    out = tmp_path / "images"
+    out.mkdir()
+    (out / "demo_tracking.png").write_bytes(b"old")
+    with pytest.raises(SystemExit, match="no baseline Grad-CAM"):
+        mod.main([str(tmp_path / "study"), "--out", str(out)])
+    (figures / "baseline-s0_figures_gradcam_test.png").write_bytes(mod.PNG + b"cam")
+    with pytest.raises(SystemExit, match="gradcam_tracking.png is missing"):
+        mod.main([str(tmp_path / "study"), "--out", str(out)])
+    assert (out / "demo_tracking.png").read_bytes() == b"old"  # nothing replaced
+    (figures / "gradcam_tracking.png").write_bytes(mod.PNG + b"track")
+    assert mod.main([str(tmp_path / "study"), "--out", str(out)]) == 0
+    assert (out / "demo_tracking.png").read_bytes() == mod.PNG + b"track"
+    assert (out / "demo_gradcam.png").read_bytes() == mod.PNG + b"cam"
