@@ -3,6 +3,7 @@
 set -euo pipefail
 CIFARLENS_EXTRAS="[dev]"
 source "$(dirname "$0")/env.sh"
+cd "$CIFARLENS_ROOT"  # the suite's paths (tests/, pyproject's settings) are the checkout's
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian's chromium for the report's browser test..." >&2
@@ -14,7 +15,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
 set +e
-.venv/bin/python -m pytest "$@"
+"$CIFARLENS_VENV/bin/python" -m pytest "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "error: no tests were collected" >&2; exit 1; fi

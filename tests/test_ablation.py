@@ -84,6 +84,17 @@ def test_plan_one_variant_per_change_each_one_setting_off():
     assert plan_study("smoke", "augment=crop-flip")[0]["changes"] == plan1["changes"]
 
 
+def test_misspelled_change_suggests_only_accepted_keys():
+    from cifarlens.study import PAIRING_SETTINGS, parse_change
+
+    with pytest.raises(CifarlensError, match="not a training setting") as e:
+        parse_change("lerning_rate=0.1")
+    offered = str(e.value).split("choose from: ", 1)[1].split(", ")
+    assert "lr" in offered and not set(offered) & set(PAIRING_SETTINGS)
+    with pytest.raises(CifarlensError, match="dataset is refused"):
+        parse_change("dataset=cifar10")
+
+
 def test_plan_refuses_per_change():
     with pytest.raises(CifarlensError, match="dataset is refused"):
         plan_study("smoke", changes=["augment=crop-flip", "dataset=cifar10"])

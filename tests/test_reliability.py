@@ -617,8 +617,22 @@ def test_lock_is_released_on_error_and_on_ctrl_c(tmp_path, capsys, monkeypatch, 
 
     monkeypatch.setattr(T, "load_dataset", interrupted)
     assert cli.main(argv) == 130
-    assert capsys.readouterr().err == "cifarlens: interrupted\n" and not (run / ".lock").exists()
+    # Ctrl-C before the first epoch still says how to continue
+    assert capsys.readouterr().err == (f"cifarlens: interrupted; continue {run} with the same "
+                                       "command and --resume\n") and not (run / ".lock").exists()
     # normal exit: see the `reference` fixture; Ctrl-C mid-epoch with resume: test_train.py
+
+
+def test_ctrl_c_in_a_study_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import cifarlens.study
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cifarlens.study, "run_study", interrupted)
+    assert cli.main(["study", "--out", str(tmp_path / "s")]) == 130
+    err = capsys.readouterr().err
+    assert err == f"cifarlens: interrupted; rerun the same command to resume {tmp_path / 's'}\n"
 
 
 # --- 6. untrusted input executes nothing ------------------------------------------------------------

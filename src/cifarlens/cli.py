@@ -761,6 +761,17 @@ def _check_args(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         parser.error(f"--confident must be a probability between 0 and 1, got {c:g}")
 
 
+def _resume_hint(a: argparse.Namespace) -> str:
+    """How to continue after Ctrl-C, also when it came before the first epoch (train.py's own
+    message covers only the epoch loop): train resumes with --resume, a study by rerunning it."""
+    out = getattr(a, "out", None)
+    if a.func is cmd_train and out:
+        return f"; continue {out} with the same command and --resume"
+    if a.func is cmd_study and out:
+        return f"; rerun the same command to resume {out}"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -775,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cifarlens: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("cifarlens: interrupted", file=sys.stderr)
+        print(f"cifarlens: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except OSError as e:  # e.g. permission denied on a path the user gave
         where = f" {e.filename}" if getattr(e, "filename", None) else ""

@@ -31,6 +31,7 @@ from . import stats as S
 from ._defaults import CONFIDENT
 from ._io import RunLock, adopt_locks_of, lock_owner, read_json, write_json
 from .errors import CifarlensError
+from .estimate import say_plan
 from .runs import Run
 from .study_folder import StudyFolder
 from .study_guard import check_split, check_study_runs, compare_environments
@@ -46,9 +47,13 @@ def parse_change(text: str) -> tuple[str, Any]:
         raise CifarlensError(f"--change must look like KEY=VALUE (e.g. augment=crop-flip), got {text!r}")
     key, raw = (s.strip() for s in text.split("=", 1))
     key = key.replace("-", "_")
+    if key in PAIRING_SETTINGS:
+        raise CifarlensError(_pairing_refusal(key))
     if key not in TRAINING_SETTINGS:
+        # only the settings the one-change guard accepts: never suggest one it then refuses
+        changeable = [k for k in TRAINING_SETTINGS if k not in PAIRING_SETTINGS]
         raise CifarlensError(f"--change: {key!r} is not a training setting; choose from: "
-                             f"{', '.join(TRAINING_SETTINGS)}")
+                             f"{', '.join(changeable)}")
     default = getattr(TrainConfig(), key)
     if raw.lower() in ("none", "null") and key == "train_limit":
         return key, None
@@ -74,13 +79,17 @@ def config_differences(a: TrainConfig, b: TrainConfig) -> list[tuple[str, Any, A
 PAIRING_SETTINGS = ("dataset", "val_fraction")
 
 
+def _pairing_refusal(key: str) -> str:
+    return (f"--change {key} is refused: the two arms would not be compared on the same "
+            f"{'test images' if key == 'dataset' else 'split'}, so the paired tests do not apply; "
+            "run two studies instead")
+
+
 def one_change_guard(a: TrainConfig, b: TrainConfig) -> str:
     """The seed's method rests on exactly one modification: refuse anything else."""
     for key in PAIRING_SETTINGS:
         if getattr(a, key) != getattr(b, key):
-            raise CifarlensError(f"--change {key} is refused: the two arms would not be compared "
-                                 f"on the same {'test images' if key == 'dataset' else 'split'}, "
-                                 "so the paired tests do not apply; run two studies instead")
+            raise CifarlensError(_pairing_refusal(key))
     if a.seed != b.seed:
         raise CifarlensError(f"baseline and variant must share the seed ({a.seed} vs {b.seed}); "
                              "use --seeds N to repeat both arms over several seeds")
@@ -254,6 +263,7 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         _hold_runs(held, [run for _, _, run in todo])
         if rewrite:
             write_json(folder.file(folder.PLAN), plan)
+        say_plan(todo, say)  # what it will do and about how long, before the first step
         # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
         # overlap, so only their total is known.
         timing: dict[str, float | None] = {"train_s": 0.0, "evaluate_s": 0.0}
