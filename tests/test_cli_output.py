@@ -111,9 +111,11 @@ def test_the_result_says_what_this_invocation_measured():
     """The study and the demo end with their own measured time (the README's table is one
     machine's), with the share outside training; nothing when no time was recorded."""
     s = {"timing": {"total_s": 84.0, "train_s": 48.0, "evaluate_s": 20.0},
-         "environment": {"device": "cpu", "device_name": "Intel Xeon", "threads": 1}}
+         "environment": {"device": "cpu", "device_name": "x86_64", "cpu_model": "Intel Xeon",
+                         "gpu_model": None, "threads": 1}}
     assert cli._time_line(s) == ("time: 84 s in all, 48 s training (43% outside training), "
-                                 "on Intel Xeon with 1 thread(s)")
+                                 "on Intel Xeon with 1 thread")
     s["timing"] = {"total_s": 7200.0, "train_s": None}  # --jobs: stages overlap, no split
-    assert cli._time_line(s) == "time: 2.0 h in all, on Intel Xeon with 1 thread(s)"
+    s["environment"].update(device="cuda:0", gpu_model="NVIDIA H200", threads=2)
+    assert cli._time_line(s) == "time: 2.0 h in all, on NVIDIA H200 with 2 threads"
     assert cli._time_line({"timing": {}}) is None and cli._time_line({}) is None

@@ -440,10 +440,11 @@ def _time_line(summary: dict) -> str | None:
     if isinstance(train, (int, float)) and train > 0:
         line += (f", {fmt_duration(train)} training ({100 * (total - train) / total:.0f}% "
                  "outside training)")
-    where = env.get("device_name") or env.get("device")
+    gpu = str(env.get("device") or "").startswith("cuda")
+    where = (env.get("gpu_model") if gpu else env.get("cpu_model")) or env.get("device")
     if where:
-        line += f", on {where}" + (f" with {env['threads']} thread(s)" if env.get("threads")
-                                   else "")
+        k = env.get("threads")
+        line += f", on {where}" + (f" with {k} thread{'s' * (k != 1)}" if k else "")
     return line
 
 

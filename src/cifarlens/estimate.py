@@ -52,9 +52,12 @@ def human(seconds: float) -> str:
 
 
 def plan_line(plan: Plan, rate: float | None, how: str) -> str:
-    line = (f"plan: {plan.runs} run{'s' * (plan.runs != 1)} to train ({plan.arms} arms x "
-            f"{plan.seeds} seeds), {plan.epochs} epochs x {plan.images:,} images each, on "
-            f"{plan.device} ({plan.precision}, {plan.threads} threads)")
+    def n(k: int, word: str) -> str:
+        return f"{k:,} {word}{'s' * (k != 1)}"
+
+    line = (f"plan: {n(plan.runs, 'run')} to train ({n(plan.arms, 'arm')} x "
+            f"{n(plan.seeds, 'seed')}), {n(plan.epochs, 'epoch')} x {plan.images:,} images each, "
+            f"on {plan.device} ({plan.precision}, {n(plan.threads, 'thread')})")
     if rate is None or plan.runs == 0:
         return line
     return line + f"; {how} {rate:,.0f} img/s -> about {human(duration_s(plan, rate))}"
