@@ -308,7 +308,8 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
     printed = r.stdout.splitlines()
     assert printed[-1].startswith("report: ")
     lines = R.ablation_lines(_load(out))
-    assert len(lines) == 3 and printed[-4:-1] == lines  # after the headline, before the path
+    # after the headline, before the measured time and the path
+    assert len(lines) == 3 and printed[-5:-2] == lines and printed[-2].startswith("time: ")
     assert [ln.split(" ")[0] for ln in lines] == ["augment:", "label_smoothing:", "weight_decay:"]
 
 
