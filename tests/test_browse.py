@@ -139,6 +139,10 @@ def test_browser_sorts_filters_and_draws_in_chromium(tmp_path):
     assert _view(exe, tmp_path, page, "#browse?min=0.9&sort=index").visible == [11, 12, 13]
     # a row opened from the address draws its maps
     assert _view(exe, tmp_path, page, "#browse?show=2").drawn == "2"
+    # keys from the address never reach an object's prototype (it threw in the console before;
+    # _view fails on any console error)
+    proto = _view(exe, tmp_path, page, "#browse?show=__proto__&sort=__proto__")
+    assert proto.drawn is None and len(proto.visible) == 5
 
 
 def test_report_without_browse_record_has_no_section(tmp_path):

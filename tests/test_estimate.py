@@ -45,5 +45,5 @@ def test_study_says_its_plan_before_training(tmp_path, synth100, monkeypatch):
     plan = [ln for ln in lines if ln.startswith("plan:")]
     assert len(plan) == 1, lines
     assert re.fullmatch(r"plan: 4 runs to train \(2 arms x 2 seeds\), \d+ epochs x [\d,]+ images "
-                        r"each, on cpu \((bf16|fp32), \d+ threads\); measured [\d,]+ img/s -> "
+                        r"each, on cpu \((bf16|fp32), \d+ threads?\); measured [\d,]+ img/s -> "
                         r"about .+", plan[0]), plan[0]

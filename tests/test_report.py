@@ -1038,3 +1038,14 @@ def test_every_section_has_its_builder_named_in_one_explicit_table():
     # issue 9: sections were found by building function names and looking them up in globals()
     assert [sid for sid, _ in R.SECTIONS] == list(R.SECTION_BUILDERS)
     assert all(callable(f) for f in R.SECTION_BUILDERS.values())
+
+
+def test_the_subtitle_names_generated_data_and_figures_link_to_full_size(tmp_path, pngs):
+    """The subtitle said "CIFAR-100" on generated data, and the 100-class confusion matrix
+    could not be zoomed in the page (issue 20): each figure links to its full-size file."""
+    h, _, _ = render(tmp_path, pngs)
+    sub = re.search(r'<p class="sub">(.*?) · created', h).group(1)
+    assert sub.startswith("generated data in the CIFAR-100 format: baseline vs variant")
+    h2, _, _ = render(tmp_path / "official", pngs, {**make_summary(), "data_source": "official"})
+    assert re.search(r'<p class="sub">(.*?) · created', h2).group(1).startswith("CIFAR-100:")
+    assert re.search(r'<a class="path" href="figures/[^"]+\.png" target="_blank"', h)

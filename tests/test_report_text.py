@@ -145,3 +145,12 @@ def test_true_class_evidence_caption_explains_black(tmp_path, pngs):
     for doc in map(_text, (h, m)):
         assert ('In the "evidence for the true class" panels, black means no evidence for that '
                 "class") in doc
+
+
+def test_a_probability_short_of_one_never_reads_as_100_percent():
+    """Temperature-scaled confidences were printed as '100.00%' (issue 20)."""
+    from cifarlens.report.formats import fmt_pct
+
+    assert fmt_pct(0.99996) == ">99.99%" and fmt_pct(1.0) == "100.00%"
+    assert fmt_pct(0.00001) == "<0.01%" and fmt_pct(0.0) == "0.00%"
+    assert fmt_pct(0.6291) == "62.91%" and fmt_pct(0.99996, 1) == ">99.9%"

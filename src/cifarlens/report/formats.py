@@ -46,9 +46,19 @@ def num(x: Any) -> float | None:
 
 
 def fmt_pct(x: Any, digits: int = 2) -> str:
-    """A fraction in [0, 1] as a percentage: 0.6291 -> '62.91%'."""
+    """A fraction in [0, 1] as a percentage: 0.6291 -> '62.91%'. A value short of 1 (or above
+    0) never reads as 100% (0%): a temperature-scaled confidence of 0.99996 is '>99.99%'."""
     f = num(x)
-    return NA if f is None else f"{f * 100:.{digits}f}%"
+    if f is None:
+        return NA
+    text = f"{f * 100:.{digits}f}%"
+    top, least = f"{100:.{digits}f}%", f"{0:.{digits}f}%"
+    step = f"{10 ** -digits:.{digits}f}" if digits else "1"
+    if text == top and f < 1:
+        return f">{100 - float(step):.{digits}f}%"
+    if text == least and f > 0:
+        return f"<{step}%"
+    return text
 
 
 def fmt_points(x: Any, signed: bool = False) -> str:

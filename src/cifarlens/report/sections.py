@@ -838,8 +838,9 @@ def _sec_failure_cases(v: _View) -> list[Block]:
                     "top-1 minus top-2 probability; P(true): probability of the given label)"))
     pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
     if pce and not any((num(x.get("count")) or 0) >= 2 for x in pce):
-        out.append(_p(f"No class has more than one confident error: the {len(pce)} listed are "
-                      "spread one per class, so no class stands out."
+        # no count here: it once read "the 10 listed" under the 12-row failures table above
+        out.append(_p("No class has more than one confident error: each class with one has "
+                      "only that one, so no class stands out."
                       if len(pce) > 1 else "Only one class has a confident error."))
     elif pce:
         out.append(_table(
@@ -1266,7 +1267,9 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
         "script_hash": BROWSE_JS_SHA256,
         "title": _s(v.sm.get("title"), "cifarlens study"),
         "created": _s(v.sm.get("created")),
-        "subtitle": f"{v.dataset}: baseline vs variant ({v.change_text})",
+        # generated data is named as such here too, not as the dataset whose format it copies
+        "subtitle": (f"generated data in the {v.dataset} format" if v.generated else v.dataset)
+                    + f": baseline vs variant ({v.change_text})",
         "generated": v.generated,
         "dataset": v.dataset,
         "sections": sections,

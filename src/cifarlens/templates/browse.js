@@ -10,7 +10,8 @@
   var data = JSON.parse(dataEl.textContent);
   var tbody = table.tBodies[0];
   var rows = Array.prototype.slice.call(tbody.rows);
-  var byK = {};
+  // maps without a prototype: keys come from the URL (#browse?show=__proto__ must find nothing)
+  var byK = Object.create(null);
   rows.forEach(function (r) { byK[r.dataset.k] = r; });
   var ctl = {
     true: document.getElementById("bf-true"),
@@ -24,7 +25,7 @@
   // inferno, 9 stops from matplotlib: the colormap of every Grad-CAM figure in the report
   var LUT = [[0, 0, 4], [33, 12, 74], [87, 16, 110], [138, 34, 106], [188, 55, 84],
              [228, 90, 49], [249, 142, 9], [249, 203, 53], [252, 255, 164]];
-  var NUMERIC = {index: 1, ca: 1, cb: 1, tca: 1, tcb: 1};
+  var NUMERIC = Object.assign(Object.create(null), {index: 1, ca: 1, cb: 1, tca: 1, tcb: 1});
 
   function color(v) {
     var x = Math.min(Math.max(v, 0), 1) * (LUT.length - 1);
@@ -161,7 +162,20 @@
     if (state.show !== null) { show(state.show); }
   });
   if (url) { atlas.src = url[1]; }
+  function toBrowser() { document.getElementById("browse").scrollIntoView(); }
   var fromHash = readHash();
   apply();
-  if (fromHash) { document.getElementById("browse").scrollIntoView(); }
+  if (fromHash) {
+    toBrowser();
+    // figures above may still change the layout while they load: scroll again once they have
+    window.addEventListener("load", toBrowser);
+  }
+  // a #browse?... link inside the report changes only the hash: filter and go there too
+  window.addEventListener("hashchange", function () {
+    if (readHash()) {
+      apply();
+      if (state.show !== null) { show(state.show); }
+      toBrowser();
+    }
+  });
 })();
