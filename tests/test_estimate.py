@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import cifarlens.study as S
-from cifarlens.estimate import Plan, duration_s, human, plan_line, recorded_rate, train_images
+from cifarlens._console import fmt_duration
+from cifarlens.estimate import Plan, duration_s, plan_line, recorded_rate, train_images
 
 
 def test_duration_is_runs_times_epochs_times_images_over_rate():
@@ -16,7 +17,7 @@ def test_duration_is_runs_times_epochs_times_images_over_rate():
     line = plan_line(plan, 184.0, "measured")
     assert line == ("plan: 6 runs to train (2 arms x 3 seeds), 50 epochs x 40,000 images each, "
                     "on cpu (bf16, 2 threads); measured 184 img/s -> about 18.1 h")
-    assert human(30) == "30 s" and human(600) == "10 min" and human(7200) == "2.0 h"
+    assert fmt_duration(30) == "30 s" and fmt_duration(600) == "10 min" and fmt_duration(7200) == "2.0 h"
     # nothing left to train: no estimate
     assert "img/s" not in plan_line(Plan(0, 2, 3, 50, 40_000, "cpu", "fp32", 1), 184.0, "measured")
 

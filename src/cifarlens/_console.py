@@ -24,3 +24,12 @@ def progress(total: int, desc: str, enabled: bool, unit: str = "step",
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, delay=delay,
                 leave=False, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def fmt_duration(s: float) -> str:
+    """A duration as people say it: '48 s', '12 min', '3.1 h' (plans, ETAs, measured times)."""
+    if s < 90:
+        return f"{max(s, 1):.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"

@@ -434,8 +434,7 @@ def _time_line(summary: dict) -> str | None:
     total, train = t.get("total_s"), t.get("train_s")
     if not isinstance(total, (int, float)) or total <= 0:
         return None
-    from .study import fmt_duration
-
+    fmt_duration = console.fmt_duration
     line = f"time: {fmt_duration(total)} in all"
     if isinstance(train, (int, float)) and train > 0:
         line += (f", {fmt_duration(train)} training ({100 * (total - train) / total:.0f}% "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ._console import fmt_duration
 from .data import stratified_split
 from .models import build_model
 from .runtime import autocast, resolve_device, resolve_precision
@@ -43,13 +44,6 @@ def duration_s(plan: Plan, rate: float) -> float:
     return plan.runs * plan.epochs * plan.images / rate
 
 
-def human(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
 
 def plan_line(plan: Plan, rate: float | None, how: str) -> str:
     def n(k: int, word: str) -> str:
@@ -60,7 +54,7 @@ def plan_line(plan: Plan, rate: float | None, how: str) -> str:
             f"on {plan.device} ({plan.precision}, {n(plan.threads, 'thread')})")
     if rate is None or plan.runs == 0:
         return line
-    return line + f"; {how} {rate:,.0f} img/s -> about {human(duration_s(plan, rate))}"
+    return line + f"; {how} {rate:,.0f} img/s -> about {fmt_duration(duration_s(plan, rate))}"
 
 
 def recorded_rate(runs: list[Path], images: int) -> float | None:

@@ -351,15 +351,6 @@ def _finished(run: Run | Path) -> bool:
     return run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
 
 
-def fmt_duration(s: float) -> str:
-    """A duration as people say it: '48 s', '12 min', '3.1 h'."""
-    if s < 90:
-        return f"{max(s, 1):.0f} s"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
 class StudyProgress:
     """Whole-study progress on stderr: runs done of all, and an ETA for the runs left from the
     time measured per run in this invocation (wall time / runs finished, so runs trained side by
@@ -386,9 +377,9 @@ class StudyProgress:
         self.finished += 1
         left = self.total - self.done
         eta = self.eta_s()
-        tail = (f"{left} left, about {fmt_duration(eta)} left" if left and eta is not None
+        tail = (f"{left} left, about {console.fmt_duration(eta)} left" if left and eta is not None
                 else "all runs done")
-        line = f"[{self.done}/{self.total} runs] {name} done in {fmt_duration(took_s)}; {tail}"
+        line = f"[{self.done}/{self.total} runs] {name} done in {console.fmt_duration(took_s)}; {tail}"
         self.say(line)
         return line
 
