@@ -1,0 +1,1 @@
+"""The study: a baseline against one-change variants over paired seeds, and its engines."""

@@ -1,0 +1,307 @@
+"""`--engine ray`: each run of a study as one Ray core task, on this machine or on a cluster.
+
+Ray core tasks, not Ray Tune: a study is a fixed grid of arms x seeds, not a search. Each task
+trains its run (resuming from the run's last complete epoch), then makes what the study needs
+from it; the driver (the study's process) waits and writes the report. Ray retries a task whose
+worker or node was lost (`max_retries`); the retry resumes from the run's checkpoint, bit-exact,
+so a lost machine costs at most one epoch. An application error (CifarlensError: bad data, a
+refused config) is never retried: it fails the study in one line naming the run.
+
+Without an address the engine starts a Ray instance of its own and stops it at the end, with
+`address="local"` said explicitly: a bare `ray.init()` joins whatever RAY_ADDRESS or a stale
+cluster file in Ray's default temp folder points at. The instance gets its own temp folder, no
+dashboard, no usage stats, and token authentication with a token kept in that folder (Ray 2.60
+binds every network interface; its default token would go to ~/.ray/auth_token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import CifarlensError
+from ._worker import (
+    Probe,
+    WorkerSetup,
+    data_folders,
+    make_probe,
+    remove_probes,
+    run_job,
+    storage_refusal,
+    study_folders,
+    unseen,
+)
+
+INSTALL = 'Ray is not installed here: pip install "cifarlens[ray]"'
+# The user's own Ray authentication settings, if any, are left as they are.
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def import_ray() -> Any:
+    # Ray's driver merges worker lines that differ only in numbers ("[repeated 3x across
+    # cluster]"), which hides other runs' epochs; it reads the switch once, at import.
+    dedup = {"RAY_DEDUP_LOGS": os.environ.get("RAY_DEDUP_LOGS", "0")}
+    try:
+        with _environ(dedup):
+            import ray
+    except ImportError:
+        raise CifarlensError(INSTALL) from None
+    return ray
+
+
+@contextlib.contextmanager
+def _environ(changes: dict[str, str]) -> Iterator[None]:
+    """Set these variables for Ray's own processes (they read them when they start), and put
+    the driver's environment back afterwards, Ray's own changes to it included (ray.init sets
+    RAY_AUTH_MODE)."""
+    old = {k: os.environ.get(k) for k in (*changes, *AUTH_VARS)}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _ray_task(fn: Callable, job: Any, setup: WorkerSetup, probes: Sequence[Probe]) -> Any:
+    """The body of every run's task, in a Ray worker."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return run_job(fn, job, setup=setup, probes=probes, where=f"Ray node {node[:8]}")
+
+
+def _probe_task(probes: Sequence[Probe]) -> tuple[str, str | None]:
+    """The storage check on one node: (host, 'PATH: why' or None)."""
+    import socket
+
+    return socket.gethostname(), unseen(probes)
+
+
+class RayEngine:
+    """Runs a study's runs as Ray tasks. `fn(job, log) -> outcome` is what each task calls
+    (cifarlens.study.engines.base.execute for a study). `address`: None for an instance of
+    this engine's own, "auto" or "HOST:PORT" for a running cluster. `temp_dir`, `num_cpus`:
+    the own instance's temp folder (default: a fresh one under $TMPDIR, removed at the end) and
+    CPUs (default: all). `accelerator_type`: pin every run to one GPU model (Ray's names, e.g.
+    "H100"), so that no two runs of a study differ in hardware."""
+
+    name = "ray"
+    poll_s = 1.0  # how often the driver wakes while it waits (Ctrl-C is seen within this)
+    check_timeout_s = 120.0  # the storage check: a busy node starts a worker within this
+
+    def __init__(self, address: str | None = None, *, fn: Callable[[Any, Callable], Any],
+                 temp_dir: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
+                 accelerator_type: str | None = None, setup: WorkerSetup | None = None,
+                 say: Callable[[str], None] = _say) -> None:
+        self.address, self.fn, self.temp_dir, self.num_cpus = address, fn, temp_dir, num_cpus
+        self.max_retries, self.accelerator_type = max_retries, accelerator_type
+        self.setup, self.say = setup or WorkerSetup(), say
+
+    # --- the Ray session -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self, ray: Any) -> Iterator[None]:
+        if ray.is_initialized():  # the caller's own session: use it, leave it running
+            yield
+            return
+        if self.address is not None:
+            with _environ({"RAY_USAGE_STATS_ENABLED": "0"}):
+                try:
+                    ray.init(address=self.address, logging_level=logging.WARNING)
+                except Exception as e:  # noqa: BLE001 - Ray raises many kinds; one line
+                    raise CifarlensError(f"cannot connect to the Ray cluster at {self.address}: "
+                                         f"{_first_line(e)}") from None
+                try:
+                    yield
+                finally:
+                    ray.shutdown()  # the driver's connection only: the cluster stays up
+            return
+        with self._local_instance(ray):
+            yield
+
+    @contextlib.contextmanager
+    def _local_instance(self, ray: Any) -> Iterator[None]:
+        own_tmp = self.temp_dir is None
+        tmp = Path(tempfile.mkdtemp(prefix="cifarlens-ray-") if own_tmp else self.temp_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = {"RAY_USAGE_STATS_ENABLED": "0"}
+        token = None
+        if not any(os.environ.get(k) for k in AUTH_VARS):
+            token = tmp / f"auth-token-{os.getpid()}"
+            fd = os.open(token, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            # RAY_AUTH_MODE stays unset: ray.init then turns token mode on itself, in a way its
+            # own client in this process sees too, and finds this token instead of making one
+            env["RAY_AUTH_TOKEN_PATH"] = str(token)
+        try:
+            with _environ(env):
+                try:
+                    ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False,
+                             _temp_dir=str(tmp.resolve()), logging_level=logging.WARNING)
+                except Exception as e:  # noqa: BLE001 - Ray raises many kinds; one line
+                    raise CifarlensError(f"cannot start Ray here: {_first_line(e)}") from None
+                try:
+                    yield
+                finally:
+                    ray.shutdown()
+        finally:
+            if token is not None:
+                token.unlink(missing_ok=True)
+            if own_tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    # --- before any run: placement and storage ---------------------------------------------
+
+    def _placement(self, ray: Any, jobs: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """Ray task options per run: one GPU per run on a cluster with GPUs (Ray sets
+        CUDA_VISIBLE_DEVICES), else the run's threads as CPUs. Refuses a run no node can hold
+        (Ray would queue it forever)."""
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+        most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
+        if self.accelerator_type:
+            kinds = sorted({k.split(":", 1)[1] for n in nodes for k in n["Resources"]
+                            if k.startswith("accelerator_type:")})
+            if self.accelerator_type not in kinds:
+                raise CifarlensError(f"no Ray node has accelerator type {self.accelerator_type!r}"
+                                     f" (the cluster has: {', '.join(kinds) or 'none'})")
+        options = {}
+        for job in jobs:
+            device = str(job.config.get("device", "auto"))
+            if device.startswith("cuda") and not gpus:
+                raise CifarlensError(f"run {job.name} asks for --device {device}, but the Ray "
+                                     "cluster has no GPU")
+            opts: dict[str, Any] = {"name": f"cifarlens {job.name}", "max_retries": self.max_retries,
+                                    "retry_exceptions": False}
+            if gpus and device != "cpu":
+                opts.update(num_gpus=1, num_cpus=1)
+                if self.accelerator_type:
+                    opts["accelerator_type"] = self.accelerator_type
+            else:
+                if job.threads > most_cpus:
+                    raise CifarlensError(f"run {job.name} needs {job.threads} CPUs (its threads) "
+                                         f"but the largest Ray node has {most_cpus:g}; use "
+                                         f"--threads {int(most_cpus)} or fewer")
+                opts["num_cpus"] = job.threads
+            options[job.name] = opts
+        return options
+
+    def _check_storage(self, ray: Any, jobs: Sequence[Any]) -> list[Probe]:
+        """One task on every node reads the tokens the driver wrote into the study folder and
+        the data folder. Returns the study folder's probes, which every run checks again where
+        it lands (a node that joins later is checked too); the data folder's token goes now."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        study = [make_probe(f, must_write=True) for f in study_folders(jobs)]
+        data = [make_probe(f) for f in data_folders(jobs)]
+        try:
+            task = ray.remote(_probe_task)
+            refs = {task.options(num_cpus=0, max_retries=0, scheduling_strategy=(
+                        NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                    ).remote(study + data): n for n in ray.nodes() if n.get("Alive")}
+            ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=self.check_timeout_s)
+            if late:
+                n = refs[late[0]]
+                raise CifarlensError(f"Ray node {n['NodeManagerAddress']} did not answer the "
+                                     f"storage check within {self.check_timeout_s:g} s")
+            for ref in ready:
+                host, gone = ray.get(ref)
+                if gone:
+                    raise storage_refusal(f"Ray node {host} ({refs[ref]['NodeManagerAddress']})",
+                                          gone)
+        except BaseException:
+            remove_probes(study)
+            raise
+        finally:
+            remove_probes(data)
+        self.say(f"Ray: {len(refs)} node(s) see the study folder"
+                 + (" and the data folder" if data else ""))
+        return study
+
+    # --- the runs ----------------------------------------------------------------------------
+
+    def run(self, jobs: Sequence[Any], on_done: Callable[[Any], None]) -> list[Any]:
+        """Every job as a task; `on_done(outcome)` as each run finishes. Returns the outcomes
+        in the jobs' order. Ctrl-C or a failed run cancels the runs still going; each keeps
+        its last complete epoch, and the next call resumes them."""
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        ray = import_ray()
+        with self._session(ray):
+            options = self._placement(ray, jobs)
+            probes = self._check_storage(ray, jobs)
+            try:
+                return self._run_tasks(ray, jobs, options, probes, on_done)
+            finally:
+                remove_probes(probes)
+
+    def _run_tasks(self, ray: Any, jobs: list[Any], options: dict[str, dict[str, Any]],
+                   probes: list[Probe], on_done: Callable[[Any], None]) -> list[Any]:
+        # a fresh worker process per run: no torch threads, CUDA context or memory carried over
+        task = ray.remote(max_calls=1)(_ray_task)
+        refs = {task.options(**options[j.name]).remote(self.fn, j, self.setup, probes): j
+                for j in jobs}
+        res = ray.cluster_resources()
+        self.say(f"Ray: {len(jobs)} runs sent as tasks to {res.get('CPU', 0):g} CPUs and "
+                 f"{res.get('GPU', 0):g} GPUs; a lost worker or node is retried up to "
+                 f"{self.max_retries} times, resuming its run")
+        done: dict[str, Any] = {}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_s)
+                for ref in ready:
+                    outcome = self._result(ray, ref, refs[ref])
+                    done[refs[ref].name] = outcome
+                    on_done(outcome)
+        except BaseException as e:
+            self._cancel(ray, pending, e)
+            raise
+        return [done[j.name] for j in jobs]
+
+    def _result(self, ray: Any, ref: Any, job: Any) -> Any:
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None) or e
+            why = str(cause) if isinstance(cause, CifarlensError) else \
+                f"{type(cause).__name__}: {_first_line(cause)}"
+            raise CifarlensError(f"run {job.name} failed: {why}") from None
+        except ray.exceptions.RayError as e:
+            raise CifarlensError(
+                f"run {job.name} was lost {self.max_retries + 1} times ({type(e).__name__}); "
+                "it keeps its last complete epoch: rerun the study to resume it") from None
+
+    def _cancel(self, ray: Any, pending: list[Any], why: BaseException) -> None:
+        """Stop the runs still queued or running: force, since a run keeps every complete
+        epoch (atomic writes) and a cancelled task is not retried."""
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        if pending:
+            what = "interrupted" if isinstance(why, KeyboardInterrupt) else "stopped"
+            self.say(f"Ray: {what}; cancelled {len(pending)} run(s), each keeps its last "
+                     "complete epoch: rerun the study to resume")

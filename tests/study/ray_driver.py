@@ -1,0 +1,151 @@
+"""A study's driver on a real Ray instance, for tests/study/test_engine_ray.py, which runs it in
+a network namespace holding only `lo` (`unshare -n`), so nothing Ray starts is reachable from
+outside this machine. Reads a JSON spec (argv[1]), writes a JSON result to spec["result"].
+
+spec: study, data, temp (Ray's temp folder), result, names (runs to include, or null), hold
+(runs to hold after epoch 1), marker_dir, cluster ("local": the engine's own instance; "nodes":
+a head without CPUs and two 1-CPU nodes; "hidden": a head and a node that sees an empty folder
+where the study is), action (null, "sigkill": SIGKILL the held worker, "remove-node": remove the
+held run's node), listen (record `ss -ltnp` inside and outside the namespace once Ray is up).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import engine_jobs as E
+
+from cifarlens.errors import CifarlensError
+from cifarlens.study.engines._worker import WorkerSetup
+from cifarlens.study.engines.ray import RayEngine
+
+
+def wait_for(path: Path, seconds: float = 45.0) -> dict | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.1)
+    return None
+
+
+def listening(outside: bool) -> list[str]:
+    """`ss -ltnp` lines, here or (through the parent's network namespace) outside."""
+    cmd = ["ss", "-Hltnp"]
+    if outside:
+        cmd = ["nsenter", "-t", str(os.getppid()), "-n", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.splitlines()
+
+
+def act(spec: dict, result: dict, cluster) -> None:
+    """In a thread: once the held run sits after its epoch-1 checkpoint, kill its worker or
+    remove its node."""
+    held = wait_for(Path(spec["marker_dir"]) / f"{spec['hold'][0]}.held")
+    result["held"] = held
+    if held is None:
+        return
+    if spec["action"] == "sigkill":
+        os.kill(held["pid"], signal.SIGKILL)
+        result["killed_pid"] = held["pid"]
+    elif spec["action"] == "remove-node":
+        node = next(n for n in cluster.worker_nodes if n.node_id == held["node"])
+        cluster.remove_node(node, allow_graceful=False)
+        result["removed_node"] = held["node"]
+
+
+def hidden_node(spec: dict, address: str) -> subprocess.Popen:
+    """A Ray node in its own mount namespace, where the study folder is an empty tmpfs: a
+    worker machine that does not share the study's storage."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    cmd = (f"mount -t tmpfs tmpfs {spec['study']} && exec {ray_cli} start --address={address} "
+           "--num-cpus=1 --block --disable-usage-stats")
+    return subprocess.Popen(["unshare", "-m", "sh", "-c", cmd], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_cluster(spec: dict):
+    from ray.cluster_utils import Cluster
+
+    head_cpus = 0 if spec["cluster"] == "nodes" else 1
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": head_cpus, "include_dashboard": False, "temp_dir": spec["temp"]})
+    extra = None
+    if spec["cluster"] == "nodes":
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+    else:
+        extra = hidden_node(spec, cluster.address)
+        for _ in range(300):  # the node joins within seconds; at most 30 s
+            if sum(n["Alive"] for n in cluster.global_state.node_table()) >= 2:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the hidden node did not join in 30 s")
+    return cluster, extra
+
+
+def stop(extra: subprocess.Popen | None) -> None:
+    if extra is None:
+        return
+    os.killpg(extra.pid, signal.SIGTERM)  # its own session: only what this script started
+    try:
+        extra.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(extra.pid, signal.SIGKILL)
+        extra.wait(timeout=10)
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    os.environ["RAY_TMPDIR"] = spec["temp"]  # Ray's cluster address file goes here, not /tmp/ray
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    jobs = E.study_jobs(spec["study"], spec["data"], names=spec.get("names"))
+    hold = spec.get("hold")
+    fn = functools.partial(E.execute, hold=E.Hold(tuple(hold), spec["marker_dir"])) if hold \
+        else E.execute
+    setup = WorkerSetup(log_dir=str(Path(spec["study"]) / "logs"))
+    Path(setup.log_dir).mkdir(parents=True, exist_ok=True)
+    result: dict = {"order": []}
+    cluster = extra = None
+    rc = 0
+
+    def on_done(outcome) -> None:
+        result["order"].append(outcome.name)
+        if spec.get("listen") and "inside" not in result:
+            result["inside"], result["outside"] = listening(False), listening(True)
+
+    try:
+        if spec["cluster"] == "local":
+            engine = RayEngine(fn=fn, temp_dir=spec["temp"], num_cpus=2, setup=setup)
+        else:
+            token = Path(spec["temp"]) / "test-token"
+            token.write_text("t" * 64)
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+            cluster, extra = start_cluster(spec)
+            engine = RayEngine(cluster.address, fn=fn, setup=setup)
+        if spec.get("action"):
+            threading.Thread(target=act, args=(spec, result, cluster), daemon=True).start()
+        outcomes = engine.run(jobs, on_done)
+        result["outcomes"] = [o.__dict__ for o in outcomes]
+    except CifarlensError as e:
+        result["error"], rc = str(e), 1
+    except KeyboardInterrupt:
+        result["interrupted"], rc = True, 130
+    finally:
+        stop(extra)
+        if cluster is not None:
+            cluster.shutdown()
+        Path(spec["result"]).write_text(json.dumps(result))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
