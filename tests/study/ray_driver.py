@@ -105,7 +105,9 @@ def stop(extra: subprocess.Popen | None) -> None:
 
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    os.environ["RAY_TMPDIR"] = spec["temp"]  # Ray's cluster address file goes here, not /tmp/ray
+    # Ray's cluster address file (cluster_utils writes one) goes here, not into /tmp/ray
+    os.environ["RAY_TMPDIR"] = spec["temp"]
+    Path(spec["temp"], "ray").mkdir(parents=True, exist_ok=True)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     jobs = E.study_jobs(spec["study"], spec["data"], names=spec.get("names"))
     hold = spec.get("hold")
