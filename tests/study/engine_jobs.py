@@ -41,17 +41,20 @@ class RunOutcome:
     resumed_from: int | None
 
 
-def study_jobs(study: str | Path, data: str | Path, seeds: int = 2, epochs: int = 2,
-               names: tuple[str, ...] | None = None) -> list[RunJob]:
-    """The 2-arm x `seeds` smoke study the tests run (1 thread per run, the CPU, fp32)."""
+def study_jobs(study: str | Path, data: str | Path, seeds: int = 2, epochs: int | None = 2,
+               names: tuple[str, ...] | None = None, dataset: str = "cifar10",
+               extra: dict | None = None) -> list[RunJob]:
+    """The 2-arm x `seeds` smoke study the tests run (1 thread per run, the CPU, fp32;
+    epochs None: the smoke preset's; `extra`: settings for every run)."""
     from cifarlens.train import make_config
 
     jobs = []
     for seed in range(seeds):
         for arm, change in ARMS.items():
             name = f"{arm}-s{seed}"
-            cfg = make_config("smoke", dataset="cifar10", data_dir=str(data), device="cpu",
-                              precision="fp32", epochs=epochs, seed=seed, **change)
+            cfg = make_config("smoke", dataset=dataset, data_dir=str(data), device="cpu",
+                              precision="fp32", epochs=epochs, seed=seed,
+                              **{**change, **(extra or {})})
             jobs.append(RunJob(name, str(Path(study) / "runs" / name), asdict(cfg), threads=1))
     return [j for j in jobs if names is None or j.name in names]
 

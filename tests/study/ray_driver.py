@@ -6,7 +6,8 @@ spec: study, data, temp (Ray's temp folder), result, names (runs to include, or 
 (runs to hold after epoch 1), marker_dir, cluster ("local": the engine's own instance; "nodes":
 a head without CPUs and two 1-CPU nodes; "hidden": a head and a node that sees an empty folder
 where the study is), action (null, "sigkill": SIGKILL the held worker, "remove-node": remove the
-held run's node), listen (record `ss -ltnp` inside and outside the namespace once Ray is up).
+held run's node), listen (record `ss -ltnp` inside and outside the namespace once Ray is up),
+extra (settings for every run).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def main() -> int:
     os.environ["RAY_TMPDIR"] = spec["temp"]
     Path(spec["temp"], "ray").mkdir(parents=True, exist_ok=True)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    jobs = E.study_jobs(spec["study"], spec["data"], names=spec.get("names"))
+    jobs = E.study_jobs(spec["study"], spec["data"], names=spec.get("names"),
+                        extra=spec.get("extra"))
     hold = spec.get("hold")
     fn = functools.partial(E.execute, hold=E.Hold(tuple(hold), spec["marker_dir"])) if hold \
         else E.execute

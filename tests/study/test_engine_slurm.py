@@ -121,18 +121,18 @@ def test_slurm_job_killed_is_submitted_again_and_resumes(job_env, tmp_path, engi
     check_against(reference, study)
 
 
-def test_slurm_application_error_fails_in_one_line(job_env, tmp_path):
-    empty = tmp_path / "no-data"
-    empty.mkdir()
+def test_slurm_application_error_fails_in_one_line(job_env, tmp_path, engine_data):
     study = tmp_path / "study"
     said: list[str] = []
     engine = engine_for(study)
     engine.say = said.append
+    jobs = E.study_jobs(study, engine_data, names=("baseline-s0",), extra={"train_limit": 5})
     with pytest.raises(CifarlensError) as err:
-        engine.run(E.study_jobs(study, empty, names=("baseline-s0",)), lambda o: None)
-    msg = str(err.value)
-    assert msg.startswith("run baseline-s0 failed: ") and str(empty) in msg and "\n" not in msg
+        engine.run(jobs, lambda o: None)
+    assert str(err.value) == ("run baseline-s0 failed: --train-limit 5 is below one image per "
+                              "class: the training split has 10 classes, so use at least 10")
     assert not [m for m in said if "submitted again" in m]  # not retried
+    assert (study / "logs" / "slurm" / "baseline-s0.log").read_text().count("started on") == 1
 
 
 def test_checkpoint_resubmits_the_same_run(tmp_path):
