@@ -104,6 +104,21 @@ def stop(extra: subprocess.Popen | None) -> None:
         extra.wait(timeout=10)
 
 
+def held_gone(spec: dict) -> bool | None:
+    """Whether the held run's worker process is gone within 20 s (None: nothing was held)."""
+    marker = Path(spec["marker_dir"]) / f"{(spec.get('hold') or ['-'])[0]}.held"
+    if not marker.exists():
+        return None
+    pid = json.loads(marker.read_text())["pid"]
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     # Ray's cluster address file (cluster_utils writes one) goes here, not into /tmp/ray
@@ -128,6 +143,8 @@ def main() -> int:
 
     try:
         if spec["cluster"] == "local":
+            # nothing listens there: a bare ray.init() would try to join it and fail
+            os.environ["RAY_ADDRESS"] = "127.0.0.1:9"
             engine = RayEngine(fn=fn, temp_dir=spec["temp"], num_cpus=2, setup=setup)
         else:
             token = Path(spec["temp"]) / "test-token"
@@ -143,6 +160,7 @@ def main() -> int:
         result["error"], rc = str(e), 1
     except KeyboardInterrupt:
         result["interrupted"], rc = True, 130
+        result["held_gone"] = held_gone(spec)  # before this script stops any Ray node
     finally:
         stop(extra)
         if cluster is not None:

@@ -67,6 +67,7 @@ def check_against(reference: dict, study: Path, names=NAMES) -> None:
         assert np.array_equal(got, reference[name]), f"{name}: logits differ from sequential"
 
 
+@pytest.mark.slow  # starts Ray or submitit jobs that train
 def test_slurm_local_jobs_equal_sequential_runs(job_env, tmp_path, engine_data, reference):
     study = tmp_path / "study"
     jobs = E.study_jobs(study, engine_data, names=NAMES)
@@ -81,6 +82,7 @@ def test_slurm_local_jobs_equal_sequential_runs(job_env, tmp_path, engine_data, 
     assert not list((study / "runs").glob(".cifarlens-storage-check-*"))  # tokens removed
 
 
+@pytest.mark.slow  # starts Ray or submitit jobs that train
 def test_slurm_preempted_job_requeues_itself_and_resumes(job_env, tmp_path, engine_data,
                                                          reference):
     """Slurm's signal before the time limit or on preemption (USR2, what submitit asks
@@ -104,6 +106,7 @@ def test_slurm_preempted_job_requeues_itself_and_resumes(job_env, tmp_path, engi
     check_against(reference, study)
 
 
+@pytest.mark.slow  # starts Ray or submitit jobs that train
 def test_slurm_job_killed_is_submitted_again_and_resumes(job_env, tmp_path, engine_data,
                                                          reference):
     study, markers = tmp_path / "study", tmp_path / "markers"
@@ -121,6 +124,7 @@ def test_slurm_job_killed_is_submitted_again_and_resumes(job_env, tmp_path, engi
     check_against(reference, study)
 
 
+@pytest.mark.slow  # starts Ray or submitit jobs that train
 def test_slurm_application_error_fails_in_one_line(job_env, tmp_path, engine_data):
     study = tmp_path / "study"
     said: list[str] = []

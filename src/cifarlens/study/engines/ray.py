@@ -121,9 +121,11 @@ class RayEngine:
     # --- the Ray session -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _session(self, ray: Any) -> Iterator[None]:
+    def _session(self, ray: Any) -> Iterator[bool]:
+        """Connected to Ray for the block; True when this engine connected (and disconnects
+        at the end, which ends its Ray job and with it every task still running)."""
         if ray.is_initialized():  # the caller's own session: use it, leave it running
-            yield
+            yield False
             return
         if self.address is not None:
             with _environ({"RAY_USAGE_STATS_ENABLED": "0"}):
@@ -133,12 +135,12 @@ class RayEngine:
                     raise CifarlensError(f"cannot connect to the Ray cluster at {self.address}: "
                                          f"{_first_line(e)}") from None
                 try:
-                    yield
+                    yield True
                 finally:
                     ray.shutdown()  # the driver's connection only: the cluster stays up
             return
         with self._local_instance(ray):
-            yield
+            yield True
 
     @contextlib.contextmanager
     def _local_instance(self, ray: Any) -> Iterator[None]:
@@ -250,16 +252,17 @@ class RayEngine:
         if not jobs:
             return []
         ray = import_ray()
-        with self._session(ray):
+        with self._session(ray) as owned:
             options = self._placement(ray, jobs)
             probes = self._check_storage(ray, jobs)
             try:
-                return self._run_tasks(ray, jobs, options, probes, on_done)
+                return self._run_tasks(ray, jobs, options, probes, on_done, owned)
             finally:
                 remove_probes(probes)
 
     def _run_tasks(self, ray: Any, jobs: list[Any], options: dict[str, dict[str, Any]],
-                   probes: list[Probe], on_done: Callable[[Any], None]) -> list[Any]:
+                   probes: list[Probe], on_done: Callable[[Any], None], owned: bool
+                   ) -> list[Any]:
         # a fresh worker process per run: no torch threads, CUDA context or memory carried over
         task = ray.remote(max_calls=1)(_ray_task)
         refs = {task.options(**options[j.name]).remote(self.fn, j, self.setup, probes): j
@@ -278,7 +281,7 @@ class RayEngine:
                     done[refs[ref].name] = outcome
                     on_done(outcome)
         except BaseException as e:
-            self._cancel(ray, pending, e)
+            self._cancel(ray, pending, e, owned)
             raise
         return [done[j.name] for j in jobs]
 
@@ -295,13 +298,20 @@ class RayEngine:
                 f"run {job.name} was lost {self.max_retries + 1} times ({type(e).__name__}); "
                 "it keeps its last complete epoch: rerun the study to resume it") from None
 
-    def _cancel(self, ray: Any, pending: list[Any], why: BaseException) -> None:
-        """Stop the runs still queued or running: force, since a run keeps every complete
-        epoch (atomic writes) and a cancelled task is not retried."""
-        for ref in pending:
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
+    def _cancel(self, ray: Any, pending: list[Any], why: BaseException, owned: bool) -> None:
+        """Stop the runs still queued or running; each keeps every complete epoch (atomic
+        writes). In a session of its own the engine leaves that to the disconnect that
+        follows: Ray ends the job and kills its workers (tested with a cluster that stays up).
+        ray.cancel(force=True) on a task finishing at that moment aborts Ray 2.60's driver
+        ("Check failed: ... Tried to complete task that was not pending", seen in this test),
+        so in the caller's session only the tasks not yet finished are cancelled."""
+        if pending:  # those that finished meanwhile are left alone
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+        if not owned:
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
         if pending:
             what = "interrupted" if isinstance(why, KeyboardInterrupt) else "stopped"
-            self.say(f"Ray: {what}; cancelled {len(pending)} run(s), each keeps its last "
+            self.say(f"Ray: {what}; stopping {len(pending)} run(s), each keeps its last "
                      "complete epoch: rerun the study to resume")
