@@ -62,8 +62,8 @@ def run_copy(smoke_run, tmp_path) -> Path:
 def analysed_run(tmp_path_factory, smoke_run) -> Path:
     """The smoke run with what the explain stage reads and never makes itself: predictions and
     metrics (evaluate) and the ranked test failures (failures)."""
-    from cifarlens.analysis.evaluate import evaluate
-    from cifarlens.analysis.failures import find_failures
+    from cifarlens.stages.evaluate import evaluate
+    from cifarlens.stages.failures import find_failures
 
     dst = tmp_path_factory.mktemp("analysed") / "run"
     shutil.copytree(smoke_run, dst)

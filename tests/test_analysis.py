@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens.analysis.evaluate import evaluate
-from cifarlens.analysis.failures import class_thresholds, find_failures, rank_failures
+from cifarlens.analysis.failures import class_thresholds, rank_failures
 from cifarlens.analysis.metrics import apply_temperature, softmax
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
+from cifarlens.stages.evaluate import evaluate
+from cifarlens.stages.failures import find_failures
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,6 @@ def test_cleanlab_flags_a_confusable_flip_the_rule_misses():
 def test_gallery_title_is_not_cut_like_a_label(monkeypatch, tmp_path):
     """The gallery's title names how confidence was measured; it was cut at a label's 40 chars
     ("Most confident failures (test, ranked; ...")."""
-    import cifarlens.analysis.failures as F
     import cifarlens.figures.plots as P
 
     figs = []
@@ -178,5 +178,5 @@ def test_gallery_title_is_not_cut_like_a_label(monkeypatch, tmp_path):
     title = "Most confident failures (test, ranked; confidence after temperature scaling, T = 0.43)"
     fail = {"position": 0, "rank": 1, "index": 7, "true_name": "a", "pred_name": "b",
             "confidence": 0.99, "label_error_suspect": False}
-    F.plot_gallery(np.zeros((1, 3, 32, 32), np.uint8), [fail], tmp_path / "g.png", title=title)
+    P.plot_gallery(np.zeros((1, 3, 32, 32), np.uint8), [fail], tmp_path / "g.png", title=title)
     assert figs[0]._suptitle.get_text() == title

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlens.data.batches import Batches
 from cifarlens.data.split import channel_stats, normalize
 from cifarlens.errors import CifarlensError
 from cifarlens.training import augment as A
+from cifarlens.training.batches import Batches
 
 CPU = torch.device("cpu")
 

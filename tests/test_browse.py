@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from test_report import CHROMIUM_FLAGS, _chromium, _console, make_summary
 
-from cifarlens.analysis.evaluate import predict
 from cifarlens.report.constants import BROWSE_JS, BROWSE_JS_SHA256
 from cifarlens.report.render import render_report
 from cifarlens.runs import Run
+from cifarlens.stages.evaluate import predict
 from cifarlens.study import browse as B
 
 

@@ -72,7 +72,7 @@ def test_explain_prepares_what_it_needs_and_prints_only_its_result(run_copy, cap
 
 
 def test_predictions_csv_quotes_names_that_hold_separators():
-    from cifarlens.analysis.evaluate import predictions_csv
+    from cifarlens.stages.evaluate import predictions_csv
 
     p = {"indices": np.array([7, 3]), "labels": np.array([0, 1]), "pred": np.array([1, 1]),
          "confidence": np.array([0.5, 0.25], dtype=np.float32)}
@@ -85,7 +85,7 @@ def test_predictions_csv_quotes_names_that_hold_separators():
 
 def test_evaluate_progress_counts_images_then_figures(run_copy, monkeypatch):
     """With the delay at 0 the bar shows; it advances once per image, then once per figure."""
-    from cifarlens.analysis import evaluate as E
+    from cifarlens.stages import evaluate as E
 
     seen: list[tuple[str, int, int]] = []
     real = E._progress

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens.data.batches import Batches
 from cifarlens.data.dataset import read_folder
 from cifarlens.data.load import load_dataset, locate
 from cifarlens.data.pickles import safe_unpickle
@@ -13,6 +12,7 @@ from cifarlens.data.registry import DATASETS
 from cifarlens.data.split import channel_stats, stratified_split, stratified_subset
 from cifarlens.errors import CifarlensError
 from cifarlens.training.augment import random_crop, random_flip
+from cifarlens.training.batches import Batches
 
 
 def test_reads_cifar100_format(synth100):

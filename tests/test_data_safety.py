@@ -308,7 +308,7 @@ def test_reading_an_archive_writes_nothing(tiny10, tmp_path, capsys):
 
 def test_evaluate_of_a_copied_run_never_writes_into_its_data_folder(run_copy, synth100, tmp_path,
                                                                    capsys):
-    from cifarlens.analysis.evaluate import evaluate
+    from cifarlens.stages.evaluate import evaluate
 
     root = tmp_path / "archive-only"
     root.mkdir()

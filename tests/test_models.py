@@ -191,7 +191,7 @@ def test_user_factory_builds_counts_and_records_its_source(user_module):
     src = model_source(f"{name}:net")
     assert src == {"kind": "user", "ref": f"{name}:net", "file": str(path.resolve()),
                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    from cifarlens import __version__
+    from cifarlens._version import __version__
 
     assert model_source("resnet18") == {"kind": "builtin", "ref": "cifarlens.training.models:resnet18",
                                         "cifarlens": __version__}

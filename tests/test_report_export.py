@@ -11,9 +11,9 @@ import test_report
 from matplotlib.figure import Figure
 from test_report import make_study, make_summary
 
-from cifarlens._io import figure_formats, save_figure
 from cifarlens.cli import main
 from cifarlens.errors import CifarlensError
+from cifarlens.figures.style import figure_formats, save_figure
 from cifarlens.report.export import export_figures
 
 pngs = test_report.pngs  # the figure fixture, shared

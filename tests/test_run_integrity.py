@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from cifarlens._io import RunLock
-from cifarlens.analysis.evaluate import predict
 from cifarlens.cli import build_parser, main
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import (
@@ -37,6 +36,7 @@ from cifarlens.runs import (
     read_norm,
     save_checkpoint,
 )
+from cifarlens.stages.evaluate import predict
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -328,7 +328,7 @@ def test_explain_refuses_unknown_indices_before_writing(run_copy, capsys):
 def test_failure_gallery_is_bounded(run_copy):
     from PIL import Image
 
-    from cifarlens.analysis.failures import MAX_GALLERY, find_failures
+    from cifarlens.stages.failures import MAX_GALLERY, find_failures
 
     predict(run_copy, ("test",), device="cpu")
     notes: list[str] = []
@@ -368,11 +368,11 @@ def test_explain_points_with_the_boxes_of_the_data_it_verified(analysed_copy, sy
     """Generated data carries object boxes; explain takes them from the manifest read with the
     data (no second read), so the pointing game is computed and equals a recount from the boxes
     in the dataset's own manifest file."""
-    from cifarlens.cam.explain import explain_run, object_boxes
     from cifarlens.cam.quality import pointing_game
     from cifarlens.data.synth import read_synth_info
+    from cifarlens.stages.explain import explain, object_boxes
 
-    r = explain_run(analysed_copy, "test", failures=4, correct_sample=40, steps=4,
+    r = explain(analysed_copy, "test", failures=4, correct_sample=40, steps=4,
                     log=lambda m: None)
     assert r["pointing_game"]["n"] == 40 and 0 <= r["pointing_game"]["hit_rate"] <= 1
     data = Run(analysed_copy).data()

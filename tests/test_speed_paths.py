@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cifarlens.cli import main
-from cifarlens.data.batches import Batches
 from cifarlens.errors import CifarlensError
 from cifarlens.training import loop as T
 from cifarlens.training import runtime as R
+from cifarlens.training.batches import Batches
 from cifarlens.training.config import make_config
 from cifarlens.training.loop import _CompileProbe, _make_step, time, train
 from cifarlens.training.runtime import (

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import Tensor
 
-from cifarlens._io import save_figure
 from cifarlens._text import plain_text
 from cifarlens.cam.gradcam import INTERPOLATION, resize_maps
 from cifarlens.cam.quality import _as_maps
 from cifarlens.errors import CifarlensError
-from cifarlens.figures.style import IMAGE_INTERPOLATION
+from cifarlens.figures.style import IMAGE_INTERPOLATION, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

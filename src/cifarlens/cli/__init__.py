@@ -65,7 +65,7 @@ def _document(parser: argparse.ArgumentParser, path: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cifarlens import __version__
+    from cifarlens._version import __version__
 
     p = Parser(prog="cifarlens", description="Train, evaluate, explain and compare CIFAR CNNs.")
     p.add_argument("--version", action="version", version=f"cifarlens {__version__}")

@@ -15,7 +15,7 @@ from cifarlens.cli.args import (
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from cifarlens.analysis.evaluate import evaluate
+    from cifarlens.stages.evaluate import evaluate
 
     splits = ("val", "test") if a.split == "all" else (a.split,)
     evaluate(a.run, splits, checkpoint=a.checkpoint, data_dir=a.data_dir, device=a.device,
@@ -27,9 +27,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def prepare_run(a: argparse.Namespace, *, failures: bool):
     """The stages a command's stage needs first, run only where their outputs are missing or
     come from another checkpoint: predictions (evaluate), then failures when asked."""
-    from cifarlens.analysis.evaluate import evaluate
-    from cifarlens.analysis.failures import find_failures
     from cifarlens.runs import Run
+    from cifarlens.stages.evaluate import evaluate
+    from cifarlens.stages.failures import find_failures
 
     run = Run.open(a.run)
     if not run.predictions_current(a.split):
@@ -40,7 +40,7 @@ def prepare_run(a: argparse.Namespace, *, failures: bool):
 
 
 def cmd_failures(a: argparse.Namespace) -> int:
-    from cifarlens.analysis.failures import find_failures
+    from cifarlens.stages.failures import find_failures
 
     run = prepare_run(a, failures=False)
     r = find_failures(run, a.split, top=a.top, confident=a.confident,
@@ -50,12 +50,12 @@ def cmd_failures(a: argparse.Namespace) -> int:
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    from cifarlens.cam.explain import check_indices, explain_run
+    from cifarlens.stages.explain import check_indices, explain
 
     check_indices(a.run, a.split, a.indices)  # before evaluate writes anything
     # the top failures are what a plain explain shows; chosen images or --all need none
     run = prepare_run(a, failures=not a.indices and not a.all)
-    r = explain_run(run, a.split, failures=a.failures, indices=a.indices, target=a.target,
+    r = explain(run, a.split, failures=a.failures, indices=a.indices, target=a.target,
                     all_images=a.all, layer=a.layer, progress=not a.no_progress)
     print(f"wrote {run.file(r['file'])} ({r['explained']} images)")  # ad-hoc: a tagged name
     return 0

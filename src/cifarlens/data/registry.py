@@ -9,12 +9,6 @@ from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
 # The augmentations live in augment.py; re-exported here, where Batches applies them.
-from cifarlens.training.augment import (  # noqa: E402, F401
-    AUGMENTS,
-    MIXING,
-    random_crop,
-    random_flip,
-)
 
 ENV_DATA_DIR = "CIFARLENS_DATA"
 IMAGE_SIZE = 32  # the CIFAR format's side; user data may be imported at another --size

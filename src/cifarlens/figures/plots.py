@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from cifarlens._io import save_figure
 from cifarlens.analysis._checks import as_bool as _as_bool
 from cifarlens.analysis._checks import as_cm as _as_cm
 from cifarlens.analysis._checks import as_labels as _as_labels
@@ -33,6 +32,7 @@ from cifarlens.figures.style import (
     arm_color,
     new_figure,
     safe_text,
+    save_figure,
 )
 
 PathLike = str | os.PathLike

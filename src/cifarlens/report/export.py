@@ -35,7 +35,6 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
     difference, per-class changes, reliability) as `fmt` ('svg' or 'pdf') into
     STUDY/figures/<fmt>/; return (written files, keys not redrawn, with why). The Grad-CAM and
     gallery figures need the models and images, so they stay PNG."""
-    from cifarlens._io import figure_formats
     from cifarlens.data.cifar_names import (
         CIFAR10_NAMES,
         CIFAR100_COARSE_NAMES,
@@ -43,6 +42,7 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
         FINE_TO_COARSE,
     )
     from cifarlens.figures.plots import plot_curves
+    from cifarlens.figures.style import figure_formats
 
     study_dir = Path(study_dir)
     summary = read_json(study_dir / StudyFolder.SUMMARY)

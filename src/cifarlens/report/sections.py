@@ -674,7 +674,7 @@ SECTION_BUILDERS: dict[str, Any] = {
 
 def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     """All report content as plain, already-formatted strings, shared by both templates."""
-    from cifarlens import __version__
+    from cifarlens._version import __version__
 
     v = View(summary, study_dir)
     sections = []

@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
 from cifarlens.training.config import TRAINING_SETTINGS, TrainConfig, config_diff, make_config
 

@@ -21,9 +21,6 @@ from typing import Any
 
 from cifarlens import _console as console
 from cifarlens._io import RunLock, read_json, write_json
-
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 from cifarlens.study.engines.local import run_sequential

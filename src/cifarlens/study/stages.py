@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from cifarlens._defaults import CONFIDENT
-
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.runs import Run
 from cifarlens.training.config import TrainConfig
 from cifarlens.training.loop import train
@@ -27,7 +24,7 @@ def stage_evaluate(run: Run | Path, say, figures: bool = True) -> None:
     the run's test figures; the report shows those of the first seed only, and drawing is most
     of evaluate's time (docs/benchmarks.md section 10): `cifarlens evaluate RUN` draws them
     for any other run."""
-    from cifarlens.analysis.evaluate import evaluate
+    from cifarlens.stages.evaluate import evaluate
 
     run = Run.of(run)
     if all(run.metrics_current(s) for s in ("val", "test")):
@@ -42,11 +39,11 @@ def run_finished(run: Run | Path) -> bool:
 
 def stage_failures(run: Run | Path, top: int, say, progress: bool = True) -> None:
     """Failures, then Grad-CAM of them, unless already made from the run's current best.pt."""
-    from cifarlens.analysis.failures import find_failures
-    from cifarlens.cam.explain import explain_run
+    from cifarlens.stages.explain import explain
+    from cifarlens.stages.failures import find_failures
 
     run = Run.of(run)
     if run.current_failures("test") is None:
         find_failures(run, "test", top=top, confident=CONFIDENT, log=say)
     if run.current_explanation("test") is None:
-        explain_run(run, "test", failures=top, log=say, progress=progress)
+        explain(run, "test", failures=top, log=say, progress=progress)

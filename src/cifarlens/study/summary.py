@@ -11,9 +11,6 @@ import numpy as np
 
 from cifarlens.analysis import metrics as M
 from cifarlens.analysis import stats as S
-
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
 from cifarlens.figures import plots
 from cifarlens.runs import Run

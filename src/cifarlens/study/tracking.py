@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
+from cifarlens.cam.figures import plot_tracking
 from cifarlens.runs import Run
 
 
@@ -24,8 +23,8 @@ def track_failures(ra: Run | Path, rb: Run | Path, fails: dict, top: int, data, 
     """
     import torch
 
-    from cifarlens.analysis.failures import scaled_probs
     from cifarlens.cam.gradcam import gradcam
+    from cifarlens.stages.failures import scaled_probs
 
     ra, rb = Run.open(ra), Run.open(rb)
     pa, pb = ra.predictions("test"), rb.predictions("test")

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from cifarlens import _console as console
 from cifarlens._io import RunLock
-from cifarlens.data.batches import Batches
 from cifarlens.data.dataset import CifarData
 from cifarlens.data.load import load_dataset
 from cifarlens.data.split import channel_stats, stratified_split, stratified_subset
@@ -34,6 +33,7 @@ from cifarlens.runs import (
     latest_good_checkpoint,
     prune_checkpoints,
 )
+from cifarlens.training.batches import Batches
 from cifarlens.training.config import TrainConfig, diff_configs, validate_config
 from cifarlens.training.models import (
     build_model,

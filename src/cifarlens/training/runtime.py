@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarlens import __version__
+from cifarlens._version import __version__
 from cifarlens.data.split import normalize
 from cifarlens.errors import CifarlensError
 

@@ -7,9 +7,6 @@ import time
 from typing import Any
 
 from cifarlens._io import adopt_locks_of, lock_owner
-
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 from cifarlens.study.engines.processes import exit_with_parent, gpu_count

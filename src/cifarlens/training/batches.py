@@ -10,7 +10,7 @@ from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
 # The augmentations live in augment.py; re-exported here, where Batches applies them.
-from cifarlens.training.augment import (  # noqa: E402, F401
+from cifarlens.training.augment import (
     AUGMENTS,
     MIXING,
     random_crop,

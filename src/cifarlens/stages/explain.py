@@ -47,7 +47,7 @@ from cifarlens.data.dataset import CifarData
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 
-__all__ = ["DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "check_indices", "explain_run", "object_boxes"]
+__all__ = ["DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "check_indices", "explain", "object_boxes"]
 
 TARGETS = ("predicted", "true", "both")
 
@@ -119,7 +119,7 @@ def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray
 
 
 @locked
-def explain_run(run: Run | str | os.PathLike, split: str = "test", *, failures: int = 12,
+def explain(run: Run | str | os.PathLike, split: str = "test", *, failures: int = 12,
                 indices: list[int] | None = None, target: str = "both", all_images: bool = False,
                 correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
                 layer: str | None = None, log=console.log, progress: bool = True) -> dict[str, Any]:
