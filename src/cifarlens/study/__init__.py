@@ -1,1 +1,1 @@
-"""The study: a baseline against one-change variants over paired seeds, and its engines."""
+"""The study: a plan of runs, an engine that produces them, and the summary the report reads."""

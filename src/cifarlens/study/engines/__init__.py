@@ -1,1 +1,1 @@
-"""Engines that run a study's runs, one module each, behind one run(jobs, on_done)."""
+"""Engines that produce a study's runs: local, processes (--jobs), Ray tasks and Slurm jobs."""

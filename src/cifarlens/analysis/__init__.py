@@ -1,0 +1,1 @@
+"""Analyses of a trained run: predictions, metrics, calibration, statistics and failures."""
