@@ -17,7 +17,7 @@ from netns import child_env, netns_refusal
 def engine_data(tmp_path_factory) -> Path:
     """CIFAR-10-format generated data, 20 train / 5 test images per class: a smoke run of 2
     epochs trains on it in about a second."""
-    from cifarlens.synth import write_synthetic
+    from cifarlens.data.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("engine_data")
     write_synthetic(root, "cifar10", train_per_class=20, test_per_class=5, seed=0)
@@ -28,10 +28,10 @@ def engine_data(tmp_path_factory) -> Path:
 def reference(tmp_path_factory, engine_data) -> dict[str, np.ndarray]:
     """Test logits of the study's 4 runs trained one after another in one fresh process with
     1 thread each: what the local engine does."""
-    import engine_jobs as E
+    import cluster_jobs as E
 
     tmp = tmp_path_factory.mktemp("reference")
-    code = ("import engine_jobs as E, sys; "
+    code = ("import cluster_jobs as E, sys; "
             "E.run_sequentially(E.study_jobs(sys.argv[1], sys.argv[2]))")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp / "study"), str(engine_data)],
                           env=child_env(tmp), capture_output=True, text=True, timeout=240)

@@ -2,12 +2,13 @@
 a network namespace holding only `lo` (`unshare -n`), so nothing Ray starts is reachable from
 outside this machine. Reads a JSON spec (argv[1]), writes a JSON result to spec["result"].
 
-spec: study, data, temp (Ray's temp folder), result, names (runs to include, or null), hold
-(runs to hold after epoch 1), marker_dir, cluster ("local": the engine's own instance; "nodes":
-a head without CPUs and two 1-CPU nodes; "hidden": a head and a node that sees an empty folder
-where the study is), action (null, "sigkill": SIGKILL the held worker, "remove-node": remove the
-held run's node), listen (record `ss -ltnp` inside and outside the namespace once Ray is up),
-extra (settings for every run).
+spec: study, data, temp (Ray's temp folder), result, study_mode (true: the whole study through
+`run_study` with the Ray engine; false: the engine's `run` on the study's jobs), names (runs
+to include, or null), hold (runs to hold after epoch 1), marker_dir, cluster ("local": the
+engine's own instance; "nodes": a head without CPUs and two 1-CPU nodes; "hidden": a head and a
+node that sees an empty folder where the study is), action (null, "sigkill": SIGKILL the held
+worker, "remove-node": remove the held run's node), listen (record `ss -ltnp` inside and
+outside the namespace once Ray is up), extra (settings for every run).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import threading
 import time
 from pathlib import Path
 
-import engine_jobs as E
+import cluster_jobs as E
 
 from cifarlens.errors import CifarlensError
-from cifarlens.study.engines._worker import WorkerSetup
 from cifarlens.study.engines.ray import RayEngine
+from cifarlens.study.run import run_study
+from cifarlens.study.schema import to_json
 
 
 def wait_for(path: Path, seconds: float = 45.0) -> dict | None:
@@ -119,43 +121,59 @@ def held_gone(spec: dict) -> bool | None:
     return False
 
 
+def make_engine(spec: dict, fn):
+    """The engine and, for a cluster, the cluster and any node started outside it."""
+    if spec["cluster"] == "local":
+        # nothing listens there: a bare ray.init() would try to join it and fail
+        os.environ["RAY_ADDRESS"] = "127.0.0.1:9"
+        return RayEngine(threads=1, temp_dir=spec["temp"], num_cpus=2, fn=fn), None, None
+    token = Path(spec["temp"]) / "test-token"
+    token.write_text("t" * 64)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    cluster, extra = start_cluster(spec)
+    return RayEngine(cluster.address, threads=1, fn=fn), cluster, extra
+
+
+def run(spec: dict, engine: RayEngine, said: list[str], result: dict) -> None:
+    """The study (or its jobs) on the engine; what it returned into `result`."""
+
+    def say(line: str) -> None:
+        said.append(line)
+        print(line, file=sys.stderr, flush=True)
+        if spec.get("listen") and "inside" not in result and " done in " in line:
+            result["inside"], result["outside"] = listening(False), listening(True)
+
+    if spec.get("study_mode"):
+        summary = run_study(spec["study"], preset="smoke", changes=E.CHANGE, seeds=2,
+                            overrides=E.overrides(spec["data"]), failures_top=4,
+                            engine=engine, log=say)
+        result["engine"] = to_json(summary.engine)
+        return
+    jobs = E.study_jobs(spec["study"], spec["data"], names=spec.get("names"),
+                        extra=spec.get("extra"))
+    res = engine.run(jobs, say)
+    result["outcomes"] = [o.record() for o in res.outcomes]
+    result["record"] = res.record
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     # Ray's cluster address file (cluster_utils writes one) goes here, not into /tmp/ray
     os.environ["RAY_TMPDIR"] = spec["temp"]
     Path(spec["temp"], "ray").mkdir(parents=True, exist_ok=True)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    jobs = E.study_jobs(spec["study"], spec["data"], names=spec.get("names"),
-                        extra=spec.get("extra"))
     hold = spec.get("hold")
-    fn = functools.partial(E.execute, hold=E.Hold(tuple(hold), spec["marker_dir"])) if hold \
-        else E.execute
-    setup = WorkerSetup(log_dir=str(Path(spec["study"]) / "logs"))
-    Path(setup.log_dir).mkdir(parents=True, exist_ok=True)
-    result: dict = {"order": []}
+    fn = functools.partial(E.held_execute, hold=E.Hold(tuple(hold), spec["marker_dir"])) \
+        if hold else E.execute
+    said: list[str] = []
+    result: dict = {"said": said}
     cluster = extra = None
     rc = 0
-
-    def on_done(outcome) -> None:
-        result["order"].append(outcome.name)
-        if spec.get("listen") and "inside" not in result:
-            result["inside"], result["outside"] = listening(False), listening(True)
-
     try:
-        if spec["cluster"] == "local":
-            # nothing listens there: a bare ray.init() would try to join it and fail
-            os.environ["RAY_ADDRESS"] = "127.0.0.1:9"
-            engine = RayEngine(fn=fn, temp_dir=spec["temp"], num_cpus=2, setup=setup)
-        else:
-            token = Path(spec["temp"]) / "test-token"
-            token.write_text("t" * 64)
-            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-            cluster, extra = start_cluster(spec)
-            engine = RayEngine(cluster.address, fn=fn, setup=setup)
+        engine, cluster, extra = make_engine(spec, fn)
         if spec.get("action"):
             threading.Thread(target=act, args=(spec, result, cluster), daemon=True).start()
-        outcomes = engine.run(jobs, on_done)
-        result["outcomes"] = [o.__dict__ for o in outcomes]
+        run(spec, engine, said, result)
     except CifarlensError as e:
         result["error"], rc = str(e), 1
     except KeyboardInterrupt:

@@ -1,8 +1,8 @@
 """`--engine ray` on a real local Ray instance or cluster, every Ray process inside a network
-namespace that holds only `lo` (tests/study/ray_driver.py runs there): the study equals the runs
-trained one after another bit for bit, a SIGKILLed worker and a removed node cost one epoch,
-a node that cannot see the study folder is refused in one line, and Ctrl-C leaves every run
-resumable."""
+namespace that holds only `lo` (tests/study/ray_driver.py runs there): a whole study through
+`run_study` equals the runs trained one after another bit for bit and records where each ran,
+a SIGKILLed worker and a removed node cost one epoch, a node that cannot see the study folder
+is refused in one line, and Ctrl-C leaves every run resumable."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import engine_jobs as E
+import cluster_jobs as E
 import numpy as np
 import pytest
 from netns import child_env, driver_cmd, run_driver
@@ -23,6 +23,7 @@ from netns import child_env, driver_cmd, run_driver
 from cifarlens.errors import CifarlensError
 from cifarlens.study.engines import ray as R
 from cifarlens.study.engines._worker import make_probe, remove_probes, unseen
+from cifarlens.study.engines.base import RunJob
 
 pytest.importorskip("ray", reason='Ray is not installed: pip install "cifarlens[ray]"')
 
@@ -33,7 +34,7 @@ def spec_for(tmp: Path, data: Path, **over) -> dict:
     (tmp / "markers").mkdir(exist_ok=True)
     spec = {"study": str(tmp / "study"), "data": str(data), "temp": str(temp),
             "result": str(tmp / f"result-{len(list(tmp.glob('result-*')))}.json"),
-            "names": None, "hold": None, "marker_dir": str(tmp / "markers"),
+            "study_mode": False, "names": None, "hold": None, "marker_dir": str(tmp / "markers"),
             "cluster": "local", "action": None, "listen": False}
     spec.update(over)
     return spec
@@ -62,15 +63,31 @@ def short_tmp(tmp_path_factory) -> Path:
 @pytest.mark.slow  # starts Ray or submitit jobs that train
 def test_ray_study_equals_sequential_runs_and_listens_on_loopback_only(
         netns, short_tmp, engine_data, reference):
-    spec = spec_for(short_tmp, engine_data, listen=True)
-    rc, result, out = run_driver(short_tmp, spec)
+    """The whole study (run_study with RayEngine, 2 CPUs, 1 thread per run): every run's test
+    logits equal the runs trained one after another; summary.json and study.json name the
+    engine and where each run ran; Ray listened on loopback only, inside the namespace."""
+    spec = spec_for(short_tmp, engine_data, study_mode=True, listen=True)
+    rc, result, out = run_driver(short_tmp, spec, timeout=240)
     assert rc == 0, out[-3000:]
-    assert [o["name"] for o in result["outcomes"]] == list(reference)  # in the jobs' order
-    assert sorted(result["order"]) == sorted(reference)  # on_done once per run
-    for o in result["outcomes"]:
-        assert (o["host"], o["device"], o["gpu"], o["resumed_from"]) == \
-            (os.uname().nodename, "cpu", None, None)
-    assert_equal_to_reference(Path(spec["study"]), reference)
+    study = Path(spec["study"])
+    assert_equal_to_reference(study, reference)
+    engine = result["engine"]
+    assert engine["name"] == "ray" and engine["ray_address"] == "local"
+    assert engine["ray_version"] == __import__("ray").__version__
+    assert engine["slurm_partition"] is None and engine["submitit_version"] is None
+    assert sorted(engine["runs"]) == sorted(reference)
+    for r in engine["runs"].values():
+        assert (r["host"], r["device"], r["gpu"], r["trained"]) == \
+            (os.uname().nodename, "cpu", None, True)
+        assert r["train_s"] > 0 and r["analysis_s"] > 0
+    assert json.loads((study / "summary.json").read_text())["engine"] == engine
+    assert json.loads((study / "study.json").read_text())["engine"] == "ray"
+    # progress: runs done of all with the time left, as the local engine says it
+    said = result["said"]
+    assert "[0/4 runs] 4 to train and evaluate; time left known after the first" in said
+    done = [m for m in said if re.match(r"^\[\d/4 runs\] \w+ seed \d done in ", m)]
+    assert len(done) == 4 and done[-1].endswith("; all runs done"), said
+    assert all("left, about" in m for m in done[:-1]), done
     # Ray's own processes listened inside the namespace, on loopback only, and none of them
     # shows in the machine's listening sockets outside it.
     inside, outside = result["inside"], result["outside"]
@@ -81,9 +98,11 @@ def test_ray_study_equals_sequential_runs_and_listens_on_loopback_only(
     assert not _pids(inside) & _pids(outside), (inside, outside)
     # the engine's own token, in its temp folder, and nothing in ~/.ray or left behind
     assert not (short_tmp / ".ray").exists()
-    assert not list(Path(spec["study"], "runs").glob(".cifarlens-storage-check-*"))
+    assert not list((study / "runs").glob(".cifarlens-storage-check-*"))
     assert not list(engine_data.glob(".cifarlens-storage-check-*"))
-    assert "Ray: 1 node(s) see the study folder and the data folder" in out
+    assert "Ray: 1 node(s) see the study folder and the data folder" in said
+    for name in reference:  # each run's log, in the study folder
+        assert "started on" in run_log(study, name)
 
 
 @pytest.mark.slow  # starts Ray or submitit jobs that train
@@ -94,12 +113,11 @@ def test_ray_worker_sigkilled_mid_run_is_retried_and_resumes(netns, short_tmp, e
     rc, result, out = run_driver(short_tmp, spec)
     assert rc == 0, out[-3000:]
     assert result["killed_pid"] == result["held"]["pid"]
-    by_name = {o["name"]: o for o in result["outcomes"]}
-    assert by_name["baseline-s0"]["resumed_from"] == 1
-    assert all(by_name[n]["resumed_from"] is None for n in by_name if n != "baseline-s0")
+    assert sorted(o["name"] for o in result["outcomes"]) == names
     log = run_log(Path(spec["study"]), "baseline-s0")
     assert log.count("started on") == 2, log
-    assert re.search(r"resuming .* after epoch 1 ", log), log
+    assert E.resumed_after(log) == [1], log
+    assert E.resumed_after(run_log(Path(spec["study"]), "variant-s0")) == []
     assert_equal_to_reference(Path(spec["study"]), reference, names)
 
 
@@ -112,9 +130,8 @@ def test_ray_node_removed_mid_run_resumes_on_the_other_node(netns, short_tmp, en
     rc, result, out = run_driver(short_tmp, spec)
     assert rc == 0, out[-3000:]
     assert result["removed_node"] == result["held"]["node"]
-    by_name = {o["name"]: o for o in result["outcomes"]}
-    assert by_name["baseline-s0"]["resumed_from"] == 1
     log = run_log(Path(spec["study"]), "baseline-s0")
+    assert E.resumed_after(log) == [1], log
     nodes = re.findall(r"started on .*\(Ray node (\w+)\)", log)
     assert len(nodes) == 2 and nodes[0] != nodes[1], log  # the retry ran on the other node
     assert_equal_to_reference(Path(spec["study"]), reference, names)
@@ -171,7 +188,8 @@ def test_ray_ctrl_c_cancels_the_runs_and_a_rerun_resumes(netns, short_tmp, engin
     assert proc.returncode == 130, out[-3000:]
     result = json.loads(Path(spec["result"]).read_text())
     assert result["interrupted"] is True
-    assert re.search(r"Ray: interrupted; stopping [12] run\(s\)", out), out[-3000:]
+    assert any(re.match(r"Ray: interrupted; stopping [12] run\(s\)", m) for m in
+               result["said"]), out[-3000:]
     assert result["held_gone"] is True  # killed by the cluster, before the driver stopped it
     with pytest.raises(ProcessLookupError):
         os.kill(held["pid"], 0)
@@ -180,18 +198,19 @@ def test_ray_ctrl_c_cancels_the_runs_and_a_rerun_resumes(netns, short_tmp, engin
     again = spec_for(short_tmp, engine_data, names=names)
     rc, result, out = run_driver(short_tmp, again)
     assert rc == 0, out[-3000:]
-    assert {o["name"]: o["resumed_from"] for o in result["outcomes"]}["baseline-s0"] == 1
+    assert E.resumed_after(run_log(Path(spec["study"]), "baseline-s0")) == [1]
     assert_equal_to_reference(Path(spec["study"]), reference, names)
 
 
 # --- without a Ray instance -----------------------------------------------------------------
 
 
-def test_without_ray_installed_the_engine_says_how_to_install_it(monkeypatch):
+def test_without_ray_installed_the_engine_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    (job,) = E.study_jobs(tmp_path / "study", tmp_path / "data", seeds=1, names=("baseline-s0",))
     with pytest.raises(CifarlensError, match=r'^Ray is not installed here: pip install '
                                              r'"cifarlens\[ray\]"$'):
-        R.RayEngine(fn=E.execute).run([E.RunJob("a", "/x", {}, 1)], lambda o: None)
+        R.RayEngine().run([job], lambda m: None)
 
 
 class _Nodes:
@@ -204,32 +223,33 @@ class _Nodes:
         return [{"Alive": True, "Resources": r} for r in self.resources]
 
 
-def _job(name: str, threads: int = 1, device: str = "cpu") -> E.RunJob:
-    return E.RunJob(name, f"/s/runs/{name}", {"device": device}, threads)
+def _job(name: str, device: str = "cpu") -> RunJob:
+    return RunJob(name=name, arm="baseline", seed=0, run_dir=f"/s/runs/{name}",
+                  config={"device": device})
 
 
 def test_placement_gpu_per_run_threads_as_cpus_and_refusals():
-    engine = R.RayEngine(fn=E.execute, max_retries=2)
-    cpu = engine._placement(_Nodes({"CPU": 4}, {"CPU": 2}), [_job("a", 3), _job("b", 1, "auto")])
+    engine = R.RayEngine(max_retries=2)
+    cpu = engine._placement(_Nodes({"CPU": 4}, {"CPU": 2}), [_job("a"), _job("b", "auto")], 3)
     assert cpu["a"] == {"name": "cifarlens a", "max_retries": 2, "retry_exceptions": False,
                         "num_cpus": 3}
-    assert cpu["b"]["num_cpus"] == 1 and "num_gpus" not in cpu["b"]
-    gpu = engine._placement(_Nodes({"CPU": 8, "GPU": 2}), [_job("a", 4, "auto"), _job("c", 2)])
+    assert cpu["b"]["num_cpus"] == 3 and "num_gpus" not in cpu["b"]
+    gpu = engine._placement(_Nodes({"CPU": 8, "GPU": 2}), [_job("a", "auto"), _job("c")], 2)
     assert (gpu["a"]["num_gpus"], gpu["a"]["num_cpus"]) == (1, 1)
     assert "num_gpus" not in gpu["c"] and gpu["c"]["num_cpus"] == 2  # --device cpu stays put
     with pytest.raises(CifarlensError, match=r"run a needs 5 CPUs .* largest Ray node has 4; "
                                              r"use --threads 4 or fewer$"):
-        engine._placement(_Nodes({"CPU": 4}, {"CPU": 2}), [_job("a", 5)])
+        engine._placement(_Nodes({"CPU": 4}, {"CPU": 2}), [_job("a")], 5)
     with pytest.raises(CifarlensError, match="run a asks for --device cuda, but the Ray cluster "
                                              "has no GPU"):
-        engine._placement(_Nodes({"CPU": 4}), [_job("a", 1, "cuda")])
-    pinned = R.RayEngine(fn=E.execute, accelerator_type="H100")
+        engine._placement(_Nodes({"CPU": 4}), [_job("a", "cuda")], 1)
+    pinned = R.RayEngine(accelerator_type="H100")
     nodes = _Nodes({"CPU": 8, "GPU": 1, "accelerator_type:H100": 1},
                    {"CPU": 8, "GPU": 1, "accelerator_type:A100": 1})
-    assert pinned._placement(nodes, [_job("a", 1, "auto")])["a"]["accelerator_type"] == "H100"
+    assert pinned._placement(nodes, [_job("a", "auto")], 1)["a"]["accelerator_type"] == "H100"
     with pytest.raises(CifarlensError, match=r"no Ray node has accelerator type 'H200' "
                                              r"\(the cluster has: A100, H100\)"):
-        R.RayEngine(fn=E.execute, accelerator_type="H200")._placement(nodes, [_job("a")])
+        R.RayEngine(accelerator_type="H200")._placement(nodes, [_job("a")], 1)
 
 
 def test_storage_probes_tell_the_same_folder_from_another(tmp_path):

@@ -9,14 +9,13 @@ import functools
 import json
 import os
 import pickle
-import re
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-import engine_jobs as E
+import cluster_jobs as E
 import numpy as np
 import pytest
 from netns import HERE, SRC
@@ -24,6 +23,7 @@ from netns import HERE, SRC
 from cifarlens.errors import CifarlensError
 from cifarlens.study.engines import slurm as S
 from cifarlens.study.engines._worker import WorkerSetup
+from cifarlens.study.engines.base import RunJob
 
 pytest.importorskip("submitit", reason='submitit is not installed: pip install "cifarlens[slurm]"')
 
@@ -38,9 +38,8 @@ def job_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
-def engine_for(study: Path, fn=E.execute, **kw) -> S.SlurmEngine:
-    engine = S.SlurmEngine(gpus_per_run=0, time="10", folder=str(study / "logs" / "slurm"),
-                           cluster="local", fn=fn, say=lambda m: None, **kw)
+def engine_for(fn=E.execute) -> S.SlurmEngine:
+    engine = S.SlurmEngine(gpus_per_run=0, time="10", threads=1, cluster="local", fn=fn)
     engine.poll_s = 0.2
     return engine
 
@@ -71,15 +70,22 @@ def check_against(reference: dict, study: Path, names=NAMES) -> None:
 def test_slurm_local_jobs_equal_sequential_runs(job_env, tmp_path, engine_data, reference):
     study = tmp_path / "study"
     jobs = E.study_jobs(study, engine_data, names=NAMES)
-    done: list[str] = []
-    outcomes = engine_for(study).run(jobs, lambda o: done.append(o.name))
-    assert [o.name for o in outcomes] == list(NAMES) and sorted(done) == sorted(NAMES)
-    assert all((o.device, o.gpu, o.resumed_from) == ("cpu", None, None) for o in outcomes)
+    said: list[str] = []
+    res = engine_for().run(jobs, said.append)
+    assert [o.name for o in res.outcomes] == list(NAMES)  # in the jobs' order
+    assert all((o.device, o.gpu, o.trained) == ("cpu", None, True) for o in res.outcomes)
+    assert res.record == {"slurm_partition": None, "slurm_gpus_per_run": 0, "slurm_time": "10",
+                          "submitit_version": __import__("submitit").__version__}
     check_against(reference, study)
-    logs = study / "logs" / "slurm"
-    assert len(list(logs.glob("*/*_0_log.err"))) == 2  # submitit's own logs, one job per run
+    logs = study / "logs"
+    assert len(list((logs / "slurm").glob("*/*_0_log.err"))) == 2  # submitit's, one job per run
     assert "started on" in (logs / "baseline-s0.log").read_text()
     assert not list((study / "runs").glob(".cifarlens-storage-check-*"))  # tokens removed
+    assert "[0/2 runs] 2 to train and evaluate; time left known after the first" in said
+    assert said[-1].startswith("[2/2 runs] ") and said[-1].endswith("; all runs done"), said
+    # the same call again: every run finished, nothing is submitted
+    said.clear()
+    assert engine_for().run(jobs, said.append).outcomes == [] and said == []
 
 
 @pytest.mark.slow  # starts Ray or submitit jobs that train
@@ -92,17 +98,16 @@ def test_slurm_preempted_job_requeues_itself_and_resumes(job_env, tmp_path, engi
 
     study, markers = tmp_path / "study", tmp_path / "markers"
     markers.mkdir()
-    fn = functools.partial(E.execute, hold=E.Hold(("baseline-s0",), str(markers)))
+    fn = functools.partial(E.held_execute, hold=E.Hold(("baseline-s0",), str(markers)))
     seen: dict = {}
     usr = LocalJobEnvironment._usr_sig()
     act_when_held(markers / "baseline-s0.held", lambda pid: os.kill(pid, usr), seen)
-    outcomes = engine_for(study, fn).run(E.study_jobs(study, engine_data, names=NAMES),
-                                         lambda o: None)
+    engine_for(fn).run(E.study_jobs(study, engine_data, names=NAMES), lambda m: None)
     assert seen["held"]["pid"]
-    assert {o.name: o.resumed_from for o in outcomes} == {"baseline-s0": 1, "variant-s0": None}
-    log = (study / "logs" / "slurm" / "baseline-s0.log").read_text()
+    log = (study / "logs" / "baseline-s0.log").read_text()
     assert "requeued (time limit or preemption)" in log, log
-    assert log.count("started on") == 2 and re.search(r"resuming .* after epoch 1 ", log), log
+    assert log.count("started on") == 2 and E.resumed_after(log) == [1], log
+    assert E.resumed_after((study / "logs" / "variant-s0.log").read_text()) == []
     check_against(reference, study)
 
 
@@ -111,14 +116,12 @@ def test_slurm_job_killed_is_submitted_again_and_resumes(job_env, tmp_path, engi
                                                          reference):
     study, markers = tmp_path / "study", tmp_path / "markers"
     markers.mkdir()
-    fn = functools.partial(E.execute, hold=E.Hold(("baseline-s0",), str(markers)))
+    fn = functools.partial(E.held_execute, hold=E.Hold(("baseline-s0",), str(markers)))
     said: list[str] = []
     seen: dict = {}
     act_when_held(markers / "baseline-s0.held", lambda pid: os.kill(pid, signal.SIGKILL), seen)
-    engine = engine_for(study, fn)
-    engine.say = said.append
-    outcomes = engine.run(E.study_jobs(study, engine_data, names=NAMES), lambda o: None)
-    assert {o.name: o.resumed_from for o in outcomes}["baseline-s0"] == 1
+    engine_for(fn).run(E.study_jobs(study, engine_data, names=NAMES), said.append)
+    assert E.resumed_after((study / "logs" / "baseline-s0.log").read_text()) == [1]
     again = [m for m in said if "ended without a result" in m]
     assert len(again) == 1 and again[0].startswith("Slurm: run baseline-s0 (job "), said
     check_against(reference, study)
@@ -128,22 +131,25 @@ def test_slurm_job_killed_is_submitted_again_and_resumes(job_env, tmp_path, engi
 def test_slurm_application_error_fails_in_one_line(job_env, tmp_path, engine_data):
     study = tmp_path / "study"
     said: list[str] = []
-    engine = engine_for(study)
-    engine.say = said.append
     jobs = E.study_jobs(study, engine_data, names=("baseline-s0",), extra={"train_limit": 5})
     with pytest.raises(CifarlensError) as err:
-        engine.run(jobs, lambda o: None)
+        engine_for().run(jobs, said.append)
     assert str(err.value) == ("run baseline-s0 failed: --train-limit 5 is below one image per "
                               "class: the training split has 10 classes, so use at least 10")
     assert not [m for m in said if "submitted again" in m]  # not retried
-    assert (study / "logs" / "slurm" / "baseline-s0.log").read_text().count("started on") == 1
+    assert (study / "logs" / "baseline-s0.log").read_text().count("started on") == 1
+
+
+def _job(tmp_path: Path, name: str = "baseline-s0") -> RunJob:
+    return RunJob(name=name, arm="baseline", seed=0, run_dir=str(tmp_path / "runs" / name),
+                  config={"seed": 0})
 
 
 def test_checkpoint_resubmits_the_same_run(tmp_path):
     from submitit.helpers import Checkpointable, DelayedSubmission
 
     task = S.SlurmRun(E.execute, WorkerSetup(log_dir=str(tmp_path)))
-    job = E.RunJob("baseline-s0", str(tmp_path / "runs" / "baseline-s0"), {"seed": 0}, 1)
+    job = _job(tmp_path)
     assert isinstance(task, Checkpointable)
     again = task.checkpoint(job)
     assert isinstance(again, DelayedSubmission)
@@ -156,16 +162,14 @@ def test_checkpoint_resubmits_the_same_run(tmp_path):
 def test_without_slurm_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
     with pytest.raises(CifarlensError, match=r"^no Slurm here \(sbatch is not on PATH\)"):
-        S.SlurmEngine(folder=str(tmp_path / "logs"), fn=E.execute).run(
-            [E.RunJob("a", str(tmp_path / "runs" / "a"), {}, 1)], lambda o: None)
+        S.SlurmEngine().run([_job(tmp_path)], lambda m: None)
 
 
 def test_without_submitit_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "submitit", None)
     with pytest.raises(CifarlensError, match=r'^submitit is not installed here: pip install '
                                              r'"cifarlens\[slurm\]"$'):
-        S.SlurmEngine(folder=str(tmp_path), cluster="local", fn=E.execute).run(
-            [E.RunJob("a", str(tmp_path / "runs" / "a"), {}, 1)], lambda o: None)
+        S.SlurmEngine(cluster="local").run([_job(tmp_path)], lambda m: None)
 
 
 @pytest.mark.parametrize("text,minutes", [

@@ -19,10 +19,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..._io import adopt_locks_of, write_text
-from ...errors import CifarlensError
+from cifarlens._io import adopt_locks_of, write_text
+from cifarlens.errors import CifarlensError
+from cifarlens.study.engines.base import EngineResult, RunJob, RunOutcome, execute, finished
+from cifarlens.study.folder import StudyFolder
+from cifarlens.study.progress import StudyProgress
+
+Log = Callable[[str], None]
+RunFn = Callable[[RunJob, Log], RunOutcome]
 
 TOKEN_PREFIX = ".cifarlens-storage-check-"
 
@@ -42,10 +47,13 @@ class Probe:
 class WorkerSetup:
     """The study's context that travels with every run: `log_dir` (on the shared storage) gets
     one `<run>.log` per run, appended by every attempt; `lock_owner` is the study process's
-    `_io.lock_owner()`, whose run locks the worker works under (the study holds them)."""
+    `_io.lock_owner()`, whose run locks the worker works under (the study holds them);
+    `threads`: torch's CPU threads in the worker (the study's, so that CPU runs give the same
+    numbers as the local engine's; None: the worker's default)."""
 
     log_dir: str | None = None
     lock_owner: str | None = None
+    threads: int | None = None
 
 
 def _listing(folder: Path) -> tuple[tuple[str, int], ...]:
@@ -131,14 +139,19 @@ class RunLog:
                 f.write(f"{stamp} {msg}\n")
 
 
-def run_job(fn: Callable[[Any, Callable[[str], None]], Any], job: Any, *,
-            setup: WorkerSetup, probes: Sequence[Probe] = (), where: str = "") -> Any:
+def run_job(job: RunJob, *, setup: WorkerSetup, probes: Sequence[Probe] = (),
+            where: str = "", fn: RunFn = execute) -> RunOutcome:
     """One run where the engine placed it: refuse a machine that cannot see the study folder,
-    take the study's locks as the study process's own, log where it runs, then `fn(job, log)`."""
+    take the study's threads and locks, log where it runs, then produce the run (`fn`:
+    `engines.base.execute`; tests wrap it to stop a run at a known point)."""
     host = socket.gethostname()
     gone = unseen(probes)
     if gone:
         raise storage_refusal(host, gone)
+    if setup.threads:
+        import torch
+
+        torch.set_num_threads(setup.threads)  # this worker process only
     if setup.lock_owner:
         adopt_locks_of(setup.lock_owner)
     log = RunLog(job.name, setup.log_dir)
@@ -146,7 +159,7 @@ def run_job(fn: Callable[[Any, Callable[[str], None]], Any], job: Any, *,
     return fn(job, log)
 
 
-def study_folders(jobs: Sequence[Any]) -> list[str]:
+def study_folders(jobs: Sequence[RunJob]) -> list[str]:
     """The folders the runs are made in (the study's runs/ folder), made here if missing."""
     folders = sorted({str(Path(j.run_dir).parent) for j in jobs})
     for f in folders:
@@ -154,6 +167,38 @@ def study_folders(jobs: Sequence[Any]) -> list[str]:
     return folders
 
 
-def data_folders(jobs: Sequence[Any]) -> list[str]:
+def data_folders(jobs: Sequence[RunJob]) -> list[str]:
     """The data folders the runs name (None: the default, resolved on each worker, unchecked)."""
     return sorted({str(j.config["data_dir"]) for j in jobs if j.config.get("data_dir")})
+
+
+def log_folder(jobs: Sequence[RunJob]) -> Path:
+    """STUDY/logs (runs are STUDY/runs/<name>): each run's log across attempts, made here."""
+    folder = Path(jobs[0].run_dir).parent.parent / StudyFolder.LOGS
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Tally:
+    """What a remote engine's driver keeps while its runs come back: the study's progress
+    (runs done of all, time left) and the outcomes in the jobs' order. Runs that finished
+    before (a resumed study) are not sent out again."""
+
+    def __init__(self, jobs: Sequence[RunJob], say: Log, clock=time.perf_counter) -> None:
+        self.jobs = list(jobs)
+        self.pending = [j for j in self.jobs if not finished(j)]
+        self.progress = StudyProgress(len(self.jobs), len(self.jobs) - len(self.pending), say,
+                                      clock)
+        self.outcomes: dict[str, RunOutcome] = {}
+
+    def begin(self) -> None:
+        self.progress.begin()
+
+    def done(self, job: RunJob, outcome: RunOutcome) -> None:
+        self.outcomes[job.name] = outcome
+        self.progress.run_done(job.label, outcome.train_s + outcome.analysis_s)
+
+    def result(self, record: dict[str, object]) -> EngineResult:
+        # several runs at once: training and analysis time are known per run only
+        return EngineResult(outcomes=[self.outcomes[j.name] for j in self.jobs
+                                      if j.name in self.outcomes], record=record)

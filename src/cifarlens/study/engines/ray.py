@@ -21,17 +21,21 @@ import logging
 import os
 import secrets
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import CifarlensError
-from ._worker import (
+from cifarlens._io import lock_owner
+from cifarlens.errors import CifarlensError
+from cifarlens.study.engines._worker import (
+    Log,
     Probe,
+    RunFn,
+    Tally,
     WorkerSetup,
     data_folders,
+    log_folder,
     make_probe,
     remove_probes,
     run_job,
@@ -39,14 +43,11 @@ from ._worker import (
     study_folders,
     unseen,
 )
+from cifarlens.study.engines.base import EngineResult, RunJob, RunOutcome, execute
 
 INSTALL = 'Ray is not installed here: pip install "cifarlens[ray]"'
 # The user's own Ray authentication settings, if any, are left as they are.
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def import_ray() -> Any:
@@ -83,12 +84,13 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _ray_task(fn: Callable, job: Any, setup: WorkerSetup, probes: Sequence[Probe]) -> Any:
+def _ray_task(fn: RunFn, job: RunJob, setup: WorkerSetup, probes: Sequence[Probe]
+              ) -> RunOutcome:
     """The body of every run's task, in a Ray worker."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    return run_job(fn, job, setup=setup, probes=probes, where=f"Ray node {node[:8]}")
+    return run_job(job, setup=setup, probes=probes, where=f"Ray node {node[:8]}", fn=fn)
 
 
 def _probe_task(probes: Sequence[Probe]) -> tuple[str, str | None]:
@@ -99,24 +101,26 @@ def _probe_task(probes: Sequence[Probe]) -> tuple[str, str | None]:
 
 
 class RayEngine:
-    """Runs a study's runs as Ray tasks. `fn(job, log) -> outcome` is what each task calls
-    (cifarlens.study.engines.base.execute for a study). `address`: None for an instance of
-    this engine's own, "auto" or "HOST:PORT" for a running cluster. `temp_dir`, `num_cpus`:
-    the own instance's temp folder (default: a fresh one under $TMPDIR, removed at the end) and
-    CPUs (default: all). `accelerator_type`: pin every run to one GPU model (Ray's names, e.g.
-    "H100"), so that no two runs of a study differ in hardware."""
+    """Runs a study's runs as Ray tasks, each through `engines.base.execute` in its worker.
+    `address`: None for an instance of this engine's own, "auto" or "HOST:PORT" for a running
+    cluster. `threads`: torch's threads in every run, and the CPUs a CPU run asks Ray for
+    (default: the study process's, i.e. --threads). `temp_dir`, `num_cpus`: the own instance's
+    temp folder (default: a fresh one under $TMPDIR, removed at the end) and CPUs (default:
+    all). `accelerator_type`: pin every run to one GPU model (Ray's names, e.g. "H100"), so
+    that no two runs of a study differ in hardware. `fn`: what each task calls (default
+    `execute`; tests wrap it to stop a run at a known point)."""
 
     name = "ray"
     poll_s = 1.0  # how often the driver wakes while it waits (Ctrl-C is seen within this)
     check_timeout_s = 120.0  # the storage check: a busy node starts a worker within this
 
-    def __init__(self, address: str | None = None, *, fn: Callable[[Any, Callable], Any],
+    def __init__(self, address: str | None = None, *, threads: int | None = None,
                  temp_dir: str | None = None, num_cpus: int | None = None, max_retries: int = 3,
-                 accelerator_type: str | None = None, setup: WorkerSetup | None = None,
-                 say: Callable[[str], None] = _say) -> None:
-        self.address, self.fn, self.temp_dir, self.num_cpus = address, fn, temp_dir, num_cpus
-        self.max_retries, self.accelerator_type = max_retries, accelerator_type
-        self.setup, self.say = setup or WorkerSetup(), say
+                 accelerator_type: str | None = None, fn: RunFn = execute) -> None:
+        self.address, self.threads, self.temp_dir, self.num_cpus = (address, threads, temp_dir,
+                                                                    num_cpus)
+        self.max_retries, self.accelerator_type, self.fn = max_retries, accelerator_type, fn
+        self.say: Log = lambda m: None
 
     # --- the Ray session -------------------------------------------------------------------
 
@@ -176,7 +180,8 @@ class RayEngine:
 
     # --- before any run: placement and storage ---------------------------------------------
 
-    def _placement(self, ray: Any, jobs: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    def _placement(self, ray: Any, jobs: Sequence[RunJob], threads: int
+                   ) -> dict[str, dict[str, Any]]:
         """Ray task options per run: one GPU per run on a cluster with GPUs (Ray sets
         CUDA_VISIBLE_DEVICES), else the run's threads as CPUs. Refuses a run no node can hold
         (Ray would queue it forever)."""
@@ -195,22 +200,22 @@ class RayEngine:
             if device.startswith("cuda") and not gpus:
                 raise CifarlensError(f"run {job.name} asks for --device {device}, but the Ray "
                                      "cluster has no GPU")
-            opts: dict[str, Any] = {"name": f"cifarlens {job.name}", "max_retries": self.max_retries,
-                                    "retry_exceptions": False}
+            opts: dict[str, Any] = {"name": f"cifarlens {job.name}",
+                                    "max_retries": self.max_retries, "retry_exceptions": False}
             if gpus and device != "cpu":
                 opts.update(num_gpus=1, num_cpus=1)
                 if self.accelerator_type:
                     opts["accelerator_type"] = self.accelerator_type
             else:
-                if job.threads > most_cpus:
-                    raise CifarlensError(f"run {job.name} needs {job.threads} CPUs (its threads) "
+                if threads > most_cpus:
+                    raise CifarlensError(f"run {job.name} needs {threads} CPUs (its threads) "
                                          f"but the largest Ray node has {most_cpus:g}; use "
                                          f"--threads {int(most_cpus)} or fewer")
-                opts["num_cpus"] = job.threads
+                opts["num_cpus"] = threads
             options[job.name] = opts
         return options
 
-    def _check_storage(self, ray: Any, jobs: Sequence[Any]) -> list[Probe]:
+    def _check_storage(self, ray: Any, jobs: Sequence[RunJob]) -> list[Probe]:
         """One task on every node reads the tokens the driver wrote into the study folder and
         the data folder. Returns the study folder's probes, which every run checks again where
         it lands (a node that joins later is checked too); the data folder's token goes now."""
@@ -244,48 +249,54 @@ class RayEngine:
 
     # --- the runs ----------------------------------------------------------------------------
 
-    def run(self, jobs: Sequence[Any], on_done: Callable[[Any], None]) -> list[Any]:
-        """Every job as a task; `on_done(outcome)` as each run finishes. Returns the outcomes
-        in the jobs' order. Ctrl-C or a failed run cancels the runs still going; each keeps
-        its last complete epoch, and the next call resumes them."""
-        jobs = list(jobs)
-        if not jobs:
-            return []
+    def run(self, jobs: Sequence[RunJob], say: Log) -> EngineResult:
+        """Every run not finished before as a task; progress through `say` as each finishes.
+        Ctrl-C or a failed run stops the runs still going; each keeps its last complete epoch,
+        and the next call resumes them."""
+        import torch
+
+        self.say = say
+        tally = Tally(jobs, say)
+        if not tally.pending:
+            return tally.result({})
         ray = import_ray()
+        setup = WorkerSetup(log_dir=str(log_folder(jobs)), lock_owner=lock_owner(),
+                            threads=self.threads or torch.get_num_threads())
         with self._session(ray) as owned:
-            options = self._placement(ray, jobs)
-            probes = self._check_storage(ray, jobs)
+            own = owned and self.address is None  # an instance of its own, gone at the end
+            record = {"ray_address": "local" if own else ray.get_runtime_context().gcs_address,
+                      "ray_version": ray.__version__}
+            options = self._placement(ray, tally.pending, setup.threads)
+            probes = self._check_storage(ray, tally.pending)
             try:
-                return self._run_tasks(ray, jobs, options, probes, on_done, owned)
+                self._run_tasks(ray, tally, options, (setup, probes), owned)
             finally:
                 remove_probes(probes)
+        return tally.result(record)
 
-    def _run_tasks(self, ray: Any, jobs: list[Any], options: dict[str, dict[str, Any]],
-                   probes: list[Probe], on_done: Callable[[Any], None], owned: bool
-                   ) -> list[Any]:
+    def _run_tasks(self, ray: Any, tally: Tally, options: dict[str, dict[str, Any]],
+                   context: tuple[WorkerSetup, list[Probe]], owned: bool) -> None:
         # a fresh worker process per run: no torch threads, CUDA context or memory carried over
         task = ray.remote(max_calls=1)(_ray_task)
-        refs = {task.options(**options[j.name]).remote(self.fn, j, self.setup, probes): j
-                for j in jobs}
+        refs = {task.options(**options[j.name]).remote(self.fn, j, *context): j
+                for j in tally.pending}
         res = ray.cluster_resources()
-        self.say(f"Ray: {len(jobs)} runs sent as tasks to {res.get('CPU', 0):g} CPUs and "
-                 f"{res.get('GPU', 0):g} GPUs; a lost worker or node is retried up to "
-                 f"{self.max_retries} times, resuming its run")
-        done: dict[str, Any] = {}
+        self.say(f"Ray: {len(refs)} runs sent as tasks to {res.get('CPU', 0):g} CPUs and "
+                 f"{res.get('GPU', 0):g} GPUs, {context[0].threads} thread(s) each; a lost "
+                 f"worker or node is retried up to {self.max_retries} times, resuming its run; "
+                 f"logs in {context[0].log_dir}")
+        tally.begin()
         pending = list(refs)
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_s)
                 for ref in ready:
-                    outcome = self._result(ray, ref, refs[ref])
-                    done[refs[ref].name] = outcome
-                    on_done(outcome)
+                    tally.done(refs[ref], self._result(ray, ref, refs[ref]))
         except BaseException as e:
             self._cancel(ray, pending, e, owned)
             raise
-        return [done[j.name] for j in jobs]
 
-    def _result(self, ray: Any, ref: Any, job: Any) -> Any:
+    def _result(self, ray: Any, ref: Any, job: RunJob) -> RunOutcome:
         try:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as e:

@@ -13,7 +13,8 @@ the report. Faults:
   submitted again, up to `resubmits` times, and it resumes the same way;
 - an application error (CifarlensError: bad data, a refused config): never retried; the study
   fails in one line naming the run.
-Logs: `FOLDER/<jobid>_0_log.out|err` (submitit's), and `FOLDER/<run>.log` across attempts.
+Logs: `STUDY/logs/slurm/<jobid>/` (submitit's output, error and pickles), and
+`STUDY/logs/<run>.log` across attempts.
 """
 
 from __future__ import annotations
@@ -22,24 +23,29 @@ import contextlib
 import math
 import re
 import shutil
-import sys
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import CifarlensError
-from ._worker import (
+from cifarlens._io import lock_owner
+from cifarlens.errors import CifarlensError
+from cifarlens.study.engines._worker import (
+    Log,
     Probe,
+    RunFn,
     RunLog,
+    Tally,
     WorkerSetup,
     data_folders,
+    log_folder,
     make_probe,
     remove_probes,
     run_job,
     study_folders,
 )
+from cifarlens.study.engines.base import EngineResult, RunJob, RunOutcome, execute
 
 try:  # the base install has no submitit: SlurmEngine.run says how to get it
     from submitit.helpers import Checkpointable
@@ -49,10 +55,6 @@ except ImportError:  # pragma: no cover - exercised by the install message test
 INSTALL = 'submitit is not installed here: pip install "cifarlens[slurm]"'
 NO_SLURM = ("no Slurm here (sbatch is not on PATH): run the study on a Slurm login node, or "
             "use --engine ray or --engine processes")
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def import_submitit() -> Any:
@@ -96,21 +98,20 @@ class SlurmRun(Checkpointable):
     """One run as a Slurm job: the callable submitit pickles. Its `checkpoint()` (called by
     submitit on timeout or preemption) resubmits the same run, which resumes."""
 
-    def __init__(self, fn: Callable[[Any, Callable], Any], setup: WorkerSetup,
-                 probes: Sequence[Probe] = ()) -> None:
+    def __init__(self, fn: RunFn, setup: WorkerSetup, probes: Sequence[Probe] = ()) -> None:
         self.fn, self.setup, self.probes = fn, setup, tuple(probes)
 
-    def __call__(self, job: Any) -> Any:
+    def __call__(self, job: RunJob) -> RunOutcome | AppError:
         import os
 
         where = f"Slurm job {os.environ['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in os.environ \
             else "submitit " + os.environ.get("SUBMITIT_LOCAL_JOB_ID", "job")
         try:
-            return run_job(self.fn, job, setup=self.setup, probes=self.probes, where=where)
+            return run_job(job, setup=self.setup, probes=self.probes, where=where, fn=self.fn)
         except CifarlensError as e:
             return AppError(str(e))
 
-    def checkpoint(self, job: Any) -> Any:
+    def checkpoint(self, job: RunJob) -> Any:
         from submitit.helpers import DelayedSubmission
 
         RunLog(job.name, self.setup.log_dir)(
@@ -129,12 +130,13 @@ def _traceback_tail(e: BaseException) -> str:
 
 
 class SlurmEngine:
-    """Runs a study's runs as Slurm jobs. `fn(job, log) -> outcome` is what each job calls
-    (cifarlens.study.engines.base.execute for a study). `partition`, `gpus_per_run`, `time`
-    (a Slurm --time): the jobs' request; `folder`: the jobs' logs and pickles, inside the
-    study folder (it must be on storage the compute nodes share). `cluster`: None for Slurm,
-    "local" (subprocesses on this machine) or "debug" (in this process), as submitit names
-    them. `lock_owner`: the study process's `_io.lock_owner()`."""
+    """Runs a study's runs as Slurm jobs, each through `engines.base.execute`. `partition`,
+    `gpus_per_run`, `time` (a Slurm --time): the jobs' request; `threads`: torch's threads in
+    every run and its --cpus-per-task (default: the study process's, i.e. --threads). The
+    jobs' files go to STUDY/logs/slurm (the study folder must be on storage the compute nodes
+    share). `cluster`: None for Slurm, "local" (subprocesses on this machine) or "debug" (in
+    this process), as submitit names them. `fn`: what each job calls (default `execute`; tests
+    wrap it to stop a run at a known point)."""
 
     name = "slurm"
     poll_s = 5.0  # submitit batches its sacct calls; the driver checks its jobs this often
@@ -142,18 +144,24 @@ class SlurmEngine:
     max_requeues = 3  # timeouts/preemptions per job before it is given up
 
     def __init__(self, partition: str | None = None, gpus_per_run: int = 1,
-                 time: str | int = "4:00:00", folder: str = "slurm", cluster: str | None = None,
-                 *, fn: Callable[[Any, Callable], Any], lock_owner: str | None = None,
-                 say: Callable[[str], None] = _say) -> None:
-        self.partition, self.gpus_per_run, self.folder = partition, gpus_per_run, Path(folder)
-        self.timeout_min, self.cluster, self.fn = slurm_minutes(time), cluster, fn
-        self.setup, self.say = WorkerSetup(str(self.folder), lock_owner), say
+                 time: str | int = "4:00:00", *, threads: int | None = None,
+                 cluster: str | None = None, fn: RunFn = execute) -> None:
+        self.partition, self.gpus_per_run, self.time = partition, gpus_per_run, str(time)
+        self.timeout_min, self.threads, self.cluster, self.fn = (slurm_minutes(time), threads,
+                                                                 cluster, fn)
+        self.say: Log = lambda m: None
 
-    def _executor(self, submitit: Any) -> Any:
+    def check_here(self) -> Any:
+        """submitit, and Slurm's sbatch unless a local cluster was asked for: one line each
+        when missing (the CLI calls it before the study's plan)."""
+        submitit = import_submitit()
         if self.cluster is None and shutil.which("sbatch") is None:
             raise CifarlensError(NO_SLURM)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster or "slurm",
+        return submitit
+
+    def _executor(self, submitit: Any, folder: Path) -> Any:
+        folder.mkdir(parents=True, exist_ok=True)
+        ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster or "slurm",
                                    slurm_max_num_timeout=self.max_requeues)
         params: dict[str, Any] = {"timeout_min": self.timeout_min, "nodes": 1,
                                   "tasks_per_node": 1, "gpus_per_node": self.gpus_per_run}
@@ -162,38 +170,42 @@ class SlurmEngine:
         ex.update_parameters(**params)
         return ex
 
-    def run(self, jobs: Sequence[Any], on_done: Callable[[Any], None]) -> list[Any]:
-        """One job per run; `on_done(outcome)` as each finishes. Returns the outcomes in the
-        jobs' order. Ctrl-C or a failed run cancels the jobs still queued or running; each
-        run keeps its last complete epoch, and the next call resumes them."""
-        jobs = list(jobs)
-        if not jobs:
-            return []
-        submitit = import_submitit()
-        ex = self._executor(submitit)
+    def run(self, jobs: Sequence[RunJob], say: Log) -> EngineResult:
+        """One job per run not finished before; progress through `say` as each finishes.
+        Ctrl-C or a failed run cancels the jobs still queued or running; each run keeps its
+        last complete epoch, and the next call resumes them."""
+        import torch
+
+        self.say = say
+        tally = Tally(jobs, say)
+        if not tally.pending:
+            return tally.result({})
+        submitit = self.check_here()
+        logs = log_folder(jobs)
+        ex = self._executor(submitit, logs / "slurm")
         # Every job checks where it lands that it sees the driver's folders (tokens kept
         # until the end: a job may start hours later, on any node).
-        probes = [make_probe(f, must_write=True) for f in study_folders(jobs)]
-        probes += [make_probe(f) for f in data_folders(jobs)]
-        task = SlurmRun(self.fn, self.setup, probes)
+        probes = [make_probe(f, must_write=True) for f in study_folders(tally.pending)]
+        probes += [make_probe(f) for f in data_folders(tally.pending)]
+        setup = WorkerSetup(log_dir=str(logs), lock_owner=lock_owner(),
+                            threads=self.threads or torch.get_num_threads())
         try:
-            return self._wait(submitit, ex, task, jobs, on_done)
+            self._wait(ex, SlurmRun(self.fn, setup, probes), tally, submitit)
         finally:
             remove_probes(probes)
+        return tally.result({"slurm_partition": self.partition,
+                             "slurm_gpus_per_run": self.gpus_per_run,
+                             "slurm_time": self.time, "submitit_version": submitit.__version__})
 
-    def _submit(self, ex: Any, task: SlurmRun, job: Any) -> Any:
-        ex.update_parameters(name=f"cifarlens-{job.name}", cpus_per_task=job.threads)
+    def _submit(self, ex: Any, task: SlurmRun, job: RunJob) -> Any:
+        ex.update_parameters(name=f"cifarlens-{job.name}", cpus_per_task=task.setup.threads)
         return ex.submit(task, job)
 
-    def _wait(self, submitit: Any, ex: Any, task: SlurmRun, jobs: list[Any],
-              on_done: Callable[[Any], None]) -> list[Any]:
-        pending = {}
-        for job in jobs:
-            sj = self._submit(ex, task, job)
-            pending[sj] = (job, 0)
-        self.say(f"Slurm: {len(jobs)} runs submitted as jobs "
-                 f"{', '.join(str(sj.job_id) for sj in pending)}; logs in {self.folder}")
-        done: dict[str, Any] = {}
+    def _wait(self, ex: Any, task: SlurmRun, tally: Tally, submitit: Any) -> None:
+        pending = {self._submit(ex, task, job): (job, 0) for job in tally.pending}
+        self.say(f"Slurm: {len(pending)} runs submitted as jobs "
+                 f"{', '.join(str(sj.job_id) for sj in pending)}; logs in {task.setup.log_dir}")
+        tally.begin()
         try:
             while pending:
                 for sj in [sj for sj in pending if sj.done()]:
@@ -206,8 +218,7 @@ class SlurmEngine:
                                  f"result ({sj.state}); submitted again as job {again.job_id}, "
                                  "resuming from its last complete epoch")
                         continue
-                    done[job.name] = outcome
-                    on_done(outcome)
+                    tally.done(job, outcome)
                 if pending:
                     _time.sleep(self.poll_s)
         except BaseException as e:
@@ -219,9 +230,8 @@ class SlurmEngine:
                 self.say(f"Slurm: {what}; cancelled {len(pending)} job(s), each run keeps its "
                          "last complete epoch: rerun the study to resume")
             raise
-        return [done[j.name] for j in jobs]
 
-    def _outcome(self, submitit: Any, sj: Any, job: Any, tries: int) -> Any | None:
+    def _outcome(self, submitit: Any, sj: Any, job: RunJob, tries: int) -> RunOutcome | None:
         """The run's outcome; None for a job to submit again; CifarlensError for a failure."""
         errors = submitit.core.utils
         try:
