@@ -67,6 +67,7 @@ def act(spec: dict, result: dict, cluster) -> None:
 def hidden_node(spec: dict, address: str) -> subprocess.Popen:
     """A Ray node in its own mount namespace, where the study folder is an empty tmpfs: a
     worker machine that does not share the study's storage."""
+    Path(spec["study"]).mkdir(parents=True, exist_ok=True)  # the mount point
     ray_cli = Path(sys.executable).with_name("ray")
     cmd = (f"mount -t tmpfs tmpfs {spec['study']} && exec {ray_cli} start --address={address} "
            "--num-cpus=1 --block --disable-usage-stats")
