@@ -288,3 +288,22 @@ def test_read_only_data_folder_is_checked_by_its_listing(tmp_path, engine_data, 
     assert unseen([probe], tries=1) == f"{data}: other files than the study's machine sees"
     with pytest.raises(CifarlensError, match=f"^cannot write into {data}: Read-only file system$"):
         make_probe(data, must_write=True)
+
+
+def test_a_temp_folder_too_long_for_rays_sockets_is_one_line(monkeypatch, tmp_path):
+    """Ray's AF_UNIX sockets go under its temp folder (107 bytes at most): a long $TMPDIR, as
+    on many clusters, is refused up front with what to do, and nothing is left behind."""
+    deep = tmp_path / ("x" * 60)
+    deep.mkdir()
+    monkeypatch.setattr(R.tempfile, "tempdir", str(deep))
+    with pytest.raises(CifarlensError, match=r"^the temp folder .* is too long a path for Ray's "
+                                             r"sockets \(at most \d+ bytes\); set TMPDIR to a "
+                                             r"shorter folder, e\.g\. TMPDIR=/tmp$"):
+        R._own_temp()
+    assert not list(deep.iterdir())
+    monkeypatch.setattr(R.tempfile, "tempdir", "/tmp")
+    short = R._own_temp()
+    try:
+        assert short.parent == Path("/tmp") and short.name.startswith("clray-")
+    finally:
+        short.rmdir()

@@ -79,6 +79,24 @@ def _environ(changes: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# Ray's sockets go to TEMP/session_<date>_<time>_<us>_<pid>/sockets/plasma_store, and an AF_UNIX
+# path has at most 107 bytes: a long $TMPDIR (common on clusters) fails deep inside ray.init.
+_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+_SOCKET_MAX = 107
+
+
+def _own_temp() -> Path:
+    """A fresh temp folder for the engine's own Ray instance, short enough for its sockets."""
+    tmp = Path(tempfile.mkdtemp(prefix="clray-"))
+    if len(os.fsencode(tmp)) + _SOCKET_TAIL > _SOCKET_MAX:
+        shutil.rmtree(tmp, ignore_errors=True)
+        room = _SOCKET_MAX - _SOCKET_TAIL - len("/clray-12345678")
+        raise CifarlensError(f"the temp folder {tmp.parent} is too long a path for Ray's "
+                             f"sockets (at most {room} bytes); set TMPDIR to a shorter folder, "
+                             "e.g. TMPDIR=/tmp")
+    return tmp
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
@@ -149,7 +167,7 @@ class RayEngine:
     @contextlib.contextmanager
     def _local_instance(self, ray: Any) -> Iterator[None]:
         own_tmp = self.temp_dir is None
-        tmp = Path(tempfile.mkdtemp(prefix="cifarlens-ray-") if own_tmp else self.temp_dir)
+        tmp = _own_temp() if own_tmp else Path(self.temp_dir)
         tmp.mkdir(parents=True, exist_ok=True)
         env = {"RAY_USAGE_STATS_ENABLED": "0"}
         token = None
