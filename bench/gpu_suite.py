@@ -359,10 +359,10 @@ def stage_ray(s: Suite, P: dict, data: Path, dev: str) -> dict[str, Any]:
     r["runs"] = {k: {f: x[f] for f in ("host", "device", "gpu", "train_s", "analysis_s")}
                  for k, x in runs.items()}
     if per_run and r["rc"] == 0:
-        t = median(per_run)
+        t = round(median(per_run), 1)  # the projection uses the numbers it reports
         waves = -(-len(per_run) // max(1, gpus))
-        fixed = max(0.0, r["wall_s"] - waves * t)  # engine start, summary, report
-        r.update(per_run_s=round(t, 1), fixed_s=round(fixed, 1),
+        fixed = round(max(0.0, r["wall_s"] - waves * t), 1)  # engine start, summary, report
+        r.update(per_run_s=t, fixed_s=fixed,
                  projected_3_seed_study_s={str(g): round(project_study_s(t, g, 6, fixed), 1)
                                            for g in (1, 2, 6)})
     return r
