@@ -1,0 +1,1 @@
+"""Analyses of a trained run's outputs: neighbours in feature space, label issues."""
