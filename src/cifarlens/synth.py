@@ -35,6 +35,7 @@ from .data import DATASETS as OFFICIAL
 from .data import SYNTH_MANIFEST
 from .download import install_folder
 from .errors import CifarlensError
+from .synth_flips import check_train_noise, flip_labels, train_noise_of, train_noise_record
 
 # Bump when the rendering changes, so cached synthetic data is recognisably stale.
 SYNTH_VERSION = 1
@@ -320,12 +321,15 @@ def write_synthetic(
     seed: int = 0,
     label_noise: float = 0.0,
     archive: bool = True,
+    train_label_noise: float = 0.0,
+    train_noise_kind: str = "uniform",
 ) -> Path:
     """Write a synthetic dataset in the official pickle format under `out`; return its folder.
 
     Defaults: cifar100 50 train / 10 test images per class, cifar10 200 / 50. With
-    `label_noise` p, a fraction p of TEST labels is flipped to another class (image unchanged);
-    the side file records which. Same arguments give byte-identical files.
+    `label_noise` p, a fraction p of TEST labels is flipped to another class (image unchanged),
+    with `train_label_noise` TRAINING labels too (`synth_flips.flip_labels`); the side file
+    records which. Same arguments give byte-identical files.
     """
     if dataset not in DATASETS:
         raise CifarlensError(
@@ -338,6 +342,7 @@ def write_synthetic(
         raise CifarlensError("synthetic data needs at least 1 train and 1 test image per class")
     if not 0.0 <= label_noise <= 1.0:
         raise CifarlensError(f"label noise must be between 0 and 1, got {label_noise}")
+    check_train_noise(train_label_noise, train_noise_kind)
     num_classes: int = spec["num_classes"]
     root = _absolute(out)
     _check_ours(root, dataset, archive)  # before the work; checked again just before writing
@@ -352,17 +357,9 @@ def write_synthetic(
     test_y = _split_labels(num_classes, test_per_class, rng_test)
     test_x, test_boxes = render_images(test_y, num_classes, rng_test)
 
-    flipped: list[dict[str, int]] = []
-    n_flip = int(round(label_noise * len(test_y)))
-    if n_flip:
-        idx = np.sort(rng_noise.choice(len(test_y), n_flip, replace=False))
-        shift = rng_noise.integers(1, num_classes, n_flip)  # never back to the same class
-        noisy = test_y.copy()
-        noisy[idx] = (test_y[idx] + shift) % num_classes
-        flipped = [
-            {"index": int(i), "original": int(test_y[i]), "noisy": int(noisy[i])} for i in idx
-        ]
-        test_y = noisy
+    test_y, flipped = flip_labels(test_y, label_noise, "uniform", num_classes, rng_noise)
+    train_y, train_flipped = flip_labels(train_y, train_label_noise, train_noise_kind,
+                                         num_classes, np.random.default_rng([seed, 3]))  # own stream
 
     def filenames(labels: np.ndarray) -> list[bytes]:
         return [f"synth_c{int(c):03d}_{i:06d}.png".encode() for i, c in enumerate(labels)]
@@ -435,8 +432,9 @@ def write_synthetic(
         },
         "classes": [class_description(c, num_classes) for c in range(num_classes)],
         "boxes": {"train": train_boxes.tolist(), "test": test_boxes.tolist()},
-        "flipped_labels": {"train": [], "test": flipped},
+        "flipped_labels": {"train": train_flipped, "test": flipped},
     }
+    info.update(train_noise_record(train_label_noise, train_noise_kind))
 
     replace = _check_ours(root, dataset, archive)
     manifest = (json.dumps(info, indent=2) + "\n").encode()
@@ -555,7 +553,8 @@ def ensure_synthetic(out: Path, dataset: str = "cifar100", **kwargs: Any) -> Pat
                 "test_per_class": kwargs.get("test_per_class") or spec["test_per_class"],
                 "label_noise": kwargs.get("label_noise", 0.0),
             }
-            if info is not None and all(info.get(k) == v for k, v in want.items()):
+            if info is not None and all(info.get(k) == v for k, v in want.items()) \
+                    and train_noise_of(info) == train_noise_of(kwargs):
                 return folder
     return write_synthetic(out, dataset, **kwargs)
 
@@ -647,6 +646,8 @@ def validate_manifest(obj: Any, where: str, dataset: str | None = None) -> dict[
     noise = obj["label_noise"]
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
         raise bad("label_noise must be a number from 0 to 1")
+    check_train_noise(obj.get("train_label_noise", 0.0), obj.get("train_noise_kind", "uniform"),
+                      f"bad manifest {where}: ")  # optional keys: only data with training flips
     files = _generated_names(name) - {SIDE_FILE}
     md5 = obj["md5"]
     if not isinstance(md5, dict) or set(md5) != files:
