@@ -12,7 +12,7 @@ Method: the four throughputs are measured in the same process and the same round
 reversed every other round), on CIFAR-shaped random images (speed does not depend on the
 pixels): training steps as train.py takes them (bench/train_throughput.py's `ours`: Batches,
 crop-flip, train._make_step, bf16 where the CPU has it, channels_last), validation as
-runtime.infer_logits in the training precision, and the feature pass. Medians over rounds.
+training.runtime.infer_logits in the training precision, and the feature pass. Medians over rounds.
 
 Also measured: `nearest` over 40,000 x 512 float16 training features (the paper preset's
 split and the VGG's feature width) for 1,000 and 10,000 queries, time and peak numpy memory
@@ -37,8 +37,8 @@ from _common import machine_info, median, now, random_cifar, say, write_json  # 
 from train_throughput import build_ours  # noqa: E402
 
 from cifarlens.analysis.neighbours import features, nearest  # noqa: E402
-from cifarlens.models import build_model  # noqa: E402
-from cifarlens.runtime import infer_logits, resolve_precision  # noqa: E402
+from cifarlens.training.models import build_model  # noqa: E402
+from cifarlens.training.runtime import infer_logits, resolve_precision  # noqa: E402
 
 QUICK = {"epochs": 10, "train_images": 10_000, "val_images": 10_000, "test_images": 10_000,
          "batch_size": 128}

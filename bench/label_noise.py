@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlens import metrics as M
-from cifarlens.failures import label_issues, scaled_probs
+from cifarlens.analysis.failures import label_issues
+from cifarlens.analysis.metrics import softmax
 from cifarlens.runs import Run
+from cifarlens.stages.failures import scaled_probs
 
 KINDS = ("random", "superclass", "confused")
 
@@ -85,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("needs a CIFAR-100-format run (superclasses)")
     f2c = np.asarray(data.fine_to_coarse)
     pt, pv = Run(a.run).predictions("test"), Run(a.run).predictions("val")
-    raw = M.softmax(pt["logits"])
+    raw = softmax(pt["logits"])
     scaled, t = scaled_probs(a.run, "test", pt["logits"])
-    vprobs = M.softmax(pv["logits"])
+    vprobs = softmax(pv["logits"])
     k = vprobs.shape[1]
     mean_p = np.stack([vprobs[pv["labels"] == c].mean(0) if (pv["labels"] == c).any()
                        else np.zeros(k) for c in range(k)])
@@ -136,9 +137,10 @@ def _train_runs(root: Path, kind: str, rate: float, per_class: int, epochs: list
                 seeds: int) -> tuple[Path, dict[tuple[int, int], Path]]:
     """Generated data with flipped training labels and one evaluated smoke run per (epochs,
     seed); kept when already there (the bench can be rerun cheaply)."""
-    from cifarlens.evaluate import evaluate
-    from cifarlens.synth import ensure_synthetic
-    from cifarlens.train import make_config, train
+    from cifarlens.data.synth import ensure_synthetic
+    from cifarlens.stages.evaluate import evaluate
+    from cifarlens.training.config import make_config
+    from cifarlens.training.loop import train
 
     data = root / f"data-{kind}"
     ensure_synthetic(data, "cifar100", train_per_class=per_class, test_per_class=10, seed=0,
@@ -174,7 +176,7 @@ def _score(found: dict, flipped: np.ndarray, original: np.ndarray) -> dict[str, 
 
 def score_train_flips(a: argparse.Namespace) -> int:
     from cifarlens.analysis.label_issues import find_issues, run_val_set
-    from cifarlens.synth import read_synth_info
+    from cifarlens.data.synth import read_synth_info
 
     root, epochs = Path(a.train_flips), [int(e) for e in a.epochs.split(",")]
     rows = []

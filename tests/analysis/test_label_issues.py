@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from cifarlens.analysis import label_issues as LI
+from cifarlens.data.synth import confusable_classes
+from cifarlens.data.synth_flips import flip_labels
 from cifarlens.errors import CifarlensError
-from cifarlens.synth_flips import confusable_classes, flip_labels
 
 
 def _probs(pred: list[int], k: int = 3, p: float = 0.9) -> np.ndarray:
@@ -76,8 +77,9 @@ def test_flags_on_a_trained_models_val_split_find_planted_flips_above_chance(ana
     errors exactly as flipped training images that fell into the val split would be."""
     v = LI.run_val_set(analysed_run)
     rate = 0.1
-    noisy, rec = flip_labels(v["labels"], rate, kind, v["probs"].shape[1],
-                             np.random.default_rng(1))
+    k = v["probs"].shape[1]
+    noisy, rec = flip_labels(v["labels"], rate, kind, k, np.random.default_rng(1),
+                             confusable_classes(k))
     flipped = np.isin(v["indices"], v["indices"][[r["index"] for r in rec]])
     half = len(noisy) // 2  # two "seeds", each with half the val split
     sets = [{"indices": v["indices"][s], "labels": noisy[s], "probs": v["probs"][s]}
@@ -96,7 +98,7 @@ def test_flags_on_a_trained_models_val_split_find_planted_flips_above_chance(ana
 
 
 def _train_labels(root) -> tuple[np.ndarray, np.ndarray, dict]:
-    from cifarlens.data import load_dataset
+    from cifarlens.data.load import load_dataset
 
     d = load_dataset("cifar10", root, download=False, progress=False)
     info = json.loads((root / "cifar-10-batches-py" / "cifarlens-synth.json").read_text())
@@ -106,7 +108,8 @@ def _train_labels(root) -> tuple[np.ndarray, np.ndarray, dict]:
 @pytest.mark.parametrize("kind", ["uniform", "confusable"])
 def test_synth_training_flips_are_recorded_and_reproducible(tmp_path, kind):
     from cifarlens.cli import main
-    from cifarlens.synth import ensure_synthetic, validate_manifest, write_synthetic
+    from cifarlens.data.manifests import validate_manifest
+    from cifarlens.data.synth import ensure_synthetic, write_synthetic
 
     kw = {"train_per_class": 20, "test_per_class": 5, "seed": 3}
     write_synthetic(tmp_path / "clean", "cifar10", **kw)
@@ -141,13 +144,16 @@ def test_synth_training_flips_are_recorded_and_reproducible(tmp_path, kind):
 
 
 def test_bad_training_noise_settings_are_one_line_errors(tmp_path):
-    from cifarlens.synth import validate_manifest, write_synthetic
+    from cifarlens.data.manifests import validate_manifest
+    from cifarlens.data.synth import write_synthetic
 
     with pytest.raises(CifarlensError, match="from 0 to 1"):
         write_synthetic(tmp_path, "cifar10", train_per_class=2, test_per_class=1,
                         train_label_noise=1.5)
     with pytest.raises(CifarlensError, match="unknown label noise kind"):
         flip_labels(np.zeros(4, int), 0.5, "superclass", 10, np.random.default_rng(0))
+    with pytest.raises(CifarlensError, match="partner"):
+        flip_labels(np.zeros(4, int), 0.5, "confusable", 10, np.random.default_rng(0))
     folder = write_synthetic(tmp_path, "cifar10", train_per_class=2, test_per_class=1)
     info = json.loads((folder / "cifarlens-synth.json").read_text())
     with pytest.raises(CifarlensError, match="bad manifest x: unknown label noise kind"):

@@ -12,8 +12,8 @@ from torch import nn
 from cifarlens.analysis import cluster_tests as CT
 from cifarlens.analysis import neighbours as NB
 from cifarlens.errors import CifarlensError
-from cifarlens.models import build_model
-from cifarlens.runtime import infer_logits
+from cifarlens.training.models import build_model
+from cifarlens.training.runtime import infer_logits
 
 NORM = {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
 

@@ -1,1 +1,2 @@
-"""Analyses of a trained run's outputs: neighbours in feature space, label issues."""
+"""Analyses of a trained run: predictions, metrics, calibration, statistics, failures, neighbours
+in feature space and training-set label issues."""

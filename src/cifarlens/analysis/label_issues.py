@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CifarlensError
-from ..metrics import softmax  # moves with the restructure
-from ..runs import Run
+from cifarlens.analysis.metrics import softmax
+from cifarlens.errors import CifarlensError
+from cifarlens.runs import Run
 
 FILTER_BY = "prune_by_noise_rate"  # cleanlab's default filter; the one failures.py uses
 

@@ -27,10 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._console import progress as _progress
-from ..errors import CifarlensError
-from ..runtime import infer_logits, resolve_device  # moves with the restructure (training/)
-from .cluster_tests import clustered_mean_ci, permutation_within_strata, sign_flip_clusters
+from cifarlens._console import progress as _progress
+from cifarlens.analysis.cluster_tests import (
+    clustered_mean_ci,
+    permutation_within_strata,
+    sign_flip_clusters,
+)
+from cifarlens.errors import CifarlensError
+from cifarlens.training.runtime import infer_logits, resolve_device
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Cosine scores are computed in blocks of at most this many entries (64 MiB of float32): 40,000
@@ -72,7 +76,7 @@ def features(model: nn.Module, images_uint8: np.ndarray | torch.Tensor,
              batch_size: int = 256, device: str | torch.device = "cpu",
              precision: str = "fp32", progress: bool = False) -> np.ndarray:
     """(N, D) float16 features of uint8 NCHW images, in one batched pass in eval mode under
-    no_grad: `runtime.infer_logits` (the same normalization with `normalize` = the run's
+    no_grad: `training.runtime.infer_logits` (the same normalization with `normalize` = the run's
     {"mean", "std"}, channels_last) with a forward hook on the layer, removed afterwards.
 
     fp32 by default, also for runs trained in bf16: the failures are defined by `evaluate`'s
