@@ -12,6 +12,7 @@ RUN/                                  (every name below is spelled once, in `Run
   metrics_<split>.json            evaluate: accuracy, calibration, confusion matrix, ...
   failures_<split>.json           failures: ranked confident errors, label-error suspects
   explanations_<split>[_<tag>].npz  explain: Grad-CAM maps (a tag for ad-hoc options)
+  features_<split>[_<layer>].npz    neighbours: float16 features of the split's images
   analysis.json        what each analysis stage produced, with the checkpoint it came from
   figures/*.png        every stage's figures
 """
@@ -379,6 +380,12 @@ class Run:
     def explanations_name(split: str, tag: str = "") -> str:
         return f"explanations_{split}{'_' + tag if tag else ''}.npz"
 
+    @staticmethod
+    def features_name(split: str, layer: str = "") -> str:
+        """The feature cache of a split; `layer` '' is the default (the last Linear's input)."""
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", layer)
+        return f"features_{split}{'_' + tag if tag else ''}.npz"
+
     @classmethod
     def figure_name(cls, stem: str) -> str:
         """A figure's name relative to the run (what analysis.json and summaries record)."""
@@ -584,6 +591,29 @@ class Run:
         name = self.explanations_name(split, tag)
         save_npz(self.path / name, **arrays)
         return name
+
+    FEATURE_KEYS = ("indices", "features", "layer", "checkpoint_sha256")
+
+    def write_features(self, split: str, layer: str, arrays: dict[str, np.ndarray]) -> str:
+        name = self.features_name(split, layer)
+        save_npz(self.path / name, **arrays)
+        return name
+
+    def current_features(self, split: str, layer: str = "") -> dict[str, np.ndarray] | None:
+        """The split's cached features if they exist, are whole (N indices, (N, D) float16)
+        and were made from the current best.pt, else None (compute them again)."""
+        name = self.features_name(split, layer)
+        if not self.has(name):
+            return None
+        try:
+            f = load_npz(self.path / name, "features file")
+        except CifarlensError:
+            return None
+        ok = (all(k in f for k in self.FEATURE_KEYS) and f["features"].ndim == 2
+              and f["features"].dtype == np.float16
+              and f["indices"].shape == (len(f["features"]),)
+              and str(f["checkpoint_sha256"]) == self.checkpoint_sha256())
+        return f if ok else None
 
     def analysis(self) -> dict[str, Any]:
         """analysis.json: what each analysis stage produced (files and the numbers behind them)."""

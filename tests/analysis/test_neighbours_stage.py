@@ -1,0 +1,93 @@
+"""The neighbours stage: features cached through Run, neighbours in failures_<split>.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifarlens.analysis import neighbours as NB
+from cifarlens.runs import Run
+from cifarlens.stages import neighbours as ST
+
+
+def test_every_failure_gets_its_neighbours_from_the_right_classes_and_the_cache_is_reused(
+        analysed_copy):
+    run = Run(analysed_copy)
+    summary = ST.add_neighbours(run, "test", log=lambda m: None)
+    res = run.failures("test")
+    split = run.split_indices()
+    data = run.data()
+    train_idx = set(split["train_used"].tolist())
+    for f in res["failures"]:
+        for side in ("pred", "true"):
+            nb = f["neighbours"][side]
+            assert len(nb) == ST.K
+            assert {e["label"] for e in nb} == {f[side]}
+            assert all(e["index"] in train_idx and data.train_y[e["index"]] == e["label"]
+                       for e in nb)  # dataset indices, as in split.npz
+            sims = [e["similarity"] for e in nb]
+            assert sims == sorted(sims, reverse=True) and -1 <= sims[-1] <= sims[0] <= 1
+    assert res["neighbours"]["layer"] == "classifier.4" and res["neighbours"]["k"] == ST.K
+    assert summary == res["neighbours"]["summary"] and summary["n_failures"] == len(res["failures"])
+    assert run.analysis()["neighbours_test"]["numbers"] == summary
+    # the same neighbours straight from the arrays
+    ftr, itr, _ = ST.split_features(run, "train")
+    fte, _, _ = ST.split_features(run, "test")
+    f0 = res["failures"][0]
+    direct = NB.nearest(fte[[f0["position"]]], ftr, data.train_y[itr],
+                        np.array([[f0["pred"], f0["true"]]]))
+    assert [e["index"] for e in f0["neighbours"]["pred"]] == itr[direct["class_index"][0, 0]].tolist()
+    # cached: a second stage run reads the files instead of computing them
+    cache = run.file(Run.features_name("train"))
+    mtime = cache.stat().st_mtime_ns
+    ST.add_neighbours(run, "test", log=lambda m: None)
+    assert cache.stat().st_mtime_ns == mtime
+    assert run.current_features("train")["features"].dtype == np.float16
+
+
+def test_features_from_another_checkpoint_are_not_used(analysed_copy):
+    run = Run(analysed_copy)
+    f, idx, _ = ST.split_features(run, "test")
+    run.write_features("test", "", {"indices": idx, "features": f, "layer": np.array("x"),
+                                    "checkpoint_sha256": np.array("0" * 64)})
+    assert run.current_features("test") is None
+    ST.split_features(run, "test")
+    assert run.current_features("test") is not None
+    assert Run.features_name("test", "features.14") == "features_test_features.14.npz"
+    assert Run.features_name("train", "a/b c") == "features_train_a-b-c.npz"
+
+
+def test_cli_failures_takes_a_feature_layer_or_skips_the_neighbours(analysed_copy, capsys):
+    from cifarlens.cli import main
+
+    assert main(["failures", str(analysed_copy), "--no-progress", "--no-neighbours"]) == 0
+    run = Run(analysed_copy)
+    assert "neighbours" not in run.failures("test")
+    assert main(["failures", str(analysed_copy), "--no-progress",
+                 "--feature-layer", "features.14"]) == 0
+    res = run.failures("test")
+    assert res["neighbours"]["layer"] == "features.14"
+    assert run.has(Run.features_name("train", "features.14"))
+    assert len(res["failures"][0]["neighbours"]["true"]) == ST.K
+    assert main(["failures", str(analysed_copy), "--no-progress", "--feature-layer", "nope"]) == 1
+    assert "no module 'nope'" in capsys.readouterr().err
+
+
+def test_the_change_view_pairs_the_same_images_under_both_models(analysed_copy, tmp_path):
+    import shutil
+
+    from cifarlens._io import save_npz
+
+    variant = tmp_path / "variant"
+    shutil.copytree(analysed_copy, variant)
+    p = Run(variant).predictions("test")
+    wrong = np.flatnonzero(p["pred"] != p["labels"])
+    fixed = wrong[::3]  # the "variant" gets these right; its features are the baseline's
+    pred = p["pred"].copy()
+    pred[fixed] = p["labels"][fixed]
+    save_npz(Run(variant).file(Run.predictions_name("test")), **{**p, "pred": pred})
+    out = ST.change(analysed_copy, variant)
+    assert out["fixed"]["n"] == len(fixed) and out["fixed"]["mean_diff"] == pytest.approx(0.0)
+    assert not out["fixed"]["fell"] and not out["fixed"]["rose"]
+    assert out["still_wrong"]["n"] == len(wrong) - len(fixed)
+    assert out["fixed"]["p"] == pytest.approx(1.0)
