@@ -91,3 +91,46 @@ def test_the_change_view_pairs_the_same_images_under_both_models(analysed_copy, 
     assert not out["fixed"]["fell"] and not out["fixed"]["rose"]
     assert out["still_wrong"]["n"] == len(wrong) - len(fixed)
     assert out["fixed"]["p"] == pytest.approx(1.0)
+
+
+def test_the_browser_gets_thumbnails_of_the_tracked_failures_neighbours(analysed_copy, tmp_path):
+    import io
+    import json
+
+    from PIL import Image
+
+    from cifarlens.study import browse as B
+    from cifarlens.study import browse_neighbours as BN
+
+    study = tmp_path / "study"
+    B.prepare(study, analysed_copy, analysed_copy)
+    assert json.loads((study / "browse" / "errors.json").read_text())["neighbours"] is None
+    run = Run(analysed_copy)
+    ST.add_neighbours(run, "test", log=lambda m: None)
+    B.prepare(study, analysed_copy, analysed_copy)
+    rec = json.loads((study / "browse" / "errors.json").read_text())
+    rows, nb = rec["rows"], rec["neighbours"]
+    fails = run.failures("test")["failures"]
+    row_of = {r["index"]: r["k"] for r in rows}
+    assert list(nb["rows"]) == [str(row_of[f["index"]]) for f in fails[:BN.ROWS]]
+    tiles = {}
+    for f in fails[:BN.ROWS]:
+        got = nb["rows"][str(row_of[f["index"]])]
+        for side in ("pred", "true"):
+            assert [e[1] for e in got[side]] == [e["label"] for e in f["neighbours"][side]]
+            for (tile, _, _), e in zip(got[side], f["neighbours"][side], strict=True):
+                assert tiles.setdefault(e["index"], tile) == tile  # one tile per training image
+    assert sorted(tiles.values()) == list(range(len(rows), len(rows) + len(tiles)))
+    im = np.asarray(Image.open(io.BytesIO((study / "browse" / "atlas.jpg").read_bytes())))
+    assert im.shape[0] == 32 * -(-(len(rows) + len(tiles)) // 32)
+    train = run.data().train_x
+    for index, tile in list(tiles.items())[:5]:  # the tile shows that training image (JPEG q90)
+        r, c = divmod(tile, B.ATLAS_COLS)
+        cell = im[32 * r:32 * r + 32, 32 * c:32 * c + 32].astype(int)
+        assert np.abs(cell - train[index].transpose(1, 2, 0)).mean() < 8
+    ctx = B.table_context(study, "browse/errors.json")
+    assert ctx["data"]["neighbours"]["rows"] == nb["rows"]
+    first = next(iter(rec["neighbours"]["rows"].values()))
+    first["pred"][0][1] = "<b>"  # tampered: dropped, the table kept
+    (study / "browse" / "errors.json").write_text(json.dumps(rec))
+    assert B.load(study, "browse/errors.json")["neighbours"] is None

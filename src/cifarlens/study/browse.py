@@ -31,6 +31,8 @@ from cifarlens.analysis.metrics import softmax
 from cifarlens.csvfile import csv_text
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
+from cifarlens.study.browse_neighbours import neighbour_record
+from cifarlens.study.browse_neighbours import valid as valid_neighbours
 from cifarlens.study.folder import StudyFolder
 
 FOLDER = StudyFolder.BROWSE
@@ -117,13 +119,17 @@ def prepare(study: str | Path, run_a: Run | str | Path, run_b: Run | str | Path
     names = list(data.class_names)
     rows_out: list[dict[str, Any]] = []
     maps: dict[str, list] = {}
+    neighbours = None
     if len(pos):
         images = data.test_x[pa["indices"][pos]]
         ma_p, ma_t = _maps(run_a, images, pa["pred"][pos], y[pos])
         mb_p, mb_t = _maps(run_b, images, pb["pred"][pos], y[pos])
         maps = {"a_pred": _round(ma_p), "a_true": _round(ma_t), "b_pred": _round(mb_p),
                 "b_true": _round(mb_t)}
-        write_bytes(study / FOLDER / "atlas.jpg", _atlas(images))
+        # the baseline's tracked failures' nearest training images: tiles after the rows'
+        neighbours, nb_images = neighbour_record(
+            run_a, {int(pa["indices"][i]): k for k, i in enumerate(pos)}, len(pos))
+        write_bytes(study / FOLDER / "atlas.jpg", _atlas(np.concatenate([images, nb_images])))
     flags = _label_flags(run_a)
     probs = {}
     for arm, p, run in (("a", pa, run_a), ("b", pb, run_b)):
@@ -146,7 +152,7 @@ def prepare(study: str | Path, run_a: Run | str | Path, run_b: Run | str | Path
               "tile": TILE, "cols": ATLAS_COLS, "rows": rows_out, "maps": maps,
               "map_scale": "each model's maps / its 99th percentile of predicted-class maps "
                            "over these images, clipped to 1",
-              "atlas": "atlas.jpg" if len(pos) else None}
+              "atlas": "atlas.jpg" if len(pos) else None, "neighbours": neighbours}
     write_json(study / FOLDER / "errors.json", record)
     write_text(study / FOLDER / "errors.csv", _csv(rows_out, names))
     return {"file": f"{FOLDER}/errors.json", "csv": f"{FOLDER}/errors.csv", "counts": counts,
@@ -185,6 +191,8 @@ def load(study: str | Path, rel: Any) -> dict[str, Any] | None:
                     raise ValueError(key)
             if r.get("outcome") not in OUTCOMES:
                 raise ValueError("outcome")
+        if not valid_neighbours(rec.get("neighbours"), len(names)):
+            rec["neighbours"] = None  # the table works without them
         atlas = None
         if rec.get("atlas"):
             data = read_bytes(path.parent / "atlas.jpg", "atlas")
@@ -231,7 +239,8 @@ def table_context(study: str | Path, rel: Any) -> dict[str, Any] | None:
         "atlas_uri": "data:image/jpeg;base64," + base64.b64encode(atlas).decode("ascii")
         if atlas else "",
         # Only what the script needs; HTML-safe because the template writes it with |tojson.
-        "data": json.loads(json.dumps({"tile": tile, "cols": cols, "maps": rec.get("maps", {})})),
+        "data": json.loads(json.dumps({"tile": tile, "cols": cols, "maps": rec.get("maps", {}),
+                                       "neighbours": rec.get("neighbours")})),
         "map_scale": str(rec.get("map_scale", "")),
         "csv": str(Path(rel).with_suffix(".csv")),
     }
