@@ -81,7 +81,7 @@ def analysed_copy(analysed_run, tmp_path) -> Path:
 
 # Tests that train a model, or need one trained (through a fixture), are `slow`: `-m "not slow"`
 # gives a quick loop that trains nothing; CI runs them all.
-_TRAINS = re.compile(r"\b(train|run_study|demo|stage_train|run_parallel|main)\(")
+_TRAINS = re.compile(r"\b(train|run_study|demo|execute|train_phase|main)\(|Engine\(")
 
 
 def _trains(item: pytest.Item) -> bool:

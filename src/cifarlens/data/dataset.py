@@ -42,7 +42,6 @@ from cifarlens.data.registry import (
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
-# The augmentations live in augment.py; re-exported here, where Batches applies them.
 
 for _op in pickletools.opcodes:
     _OPCODE_AT[ord(_op.code)] = _op

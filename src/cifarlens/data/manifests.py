@@ -15,7 +15,7 @@ from cifarlens.errors import CifarlensError
 SYNTH_VERSION = 1
 
 
-SIDE_FILE = SYNTH_MANIFEST  # the manifest beside generated files (data.py reads it)
+SIDE_FILE = SYNTH_MANIFEST  # the manifest beside generated files (data/dataset.py reads it)
 
 
 GENERATED = ("cifar100", "cifar10")  # the datasets `cifarlens data synth` can stand in for

@@ -17,7 +17,6 @@ from cifarlens.data.registry import IMAGE_SIZE
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
-# The augmentations live in augment.py; re-exported here, where Batches applies them.
 
 # --- safe reading ------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import torch
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
-# The augmentations live in augment.py; re-exported here, where Batches applies them.
 
 # --- split and normalization -------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def model_classes(model: torch.nn.Module) -> int:
 
 def evaluate(run: Run | str | os.PathLike, splits: tuple[str, ...] = ("val", "test"), *,
              checkpoint: str = "best", data_dir: str | None = None, device: str = "auto",
-             precision: str = "fp32", figures: tuple[str, ...] | None = None, log=_stderr,
+             figures: tuple[str, ...] | None = None, log=_stderr,
              progress: bool = False) -> dict[str, dict]:
     """Predictions, metrics and figures for each split (figures only for the splits in
     `figures`, default all: a study draws test only, since drawing is most of the cost).
@@ -93,19 +93,19 @@ def evaluate(run: Run | str | os.PathLike, splits: tuple[str, ...] = ("val", "te
     run = Run.open(run)
     with RunLock(run.path):
         return _evaluate(run, splits, checkpoint=checkpoint, data_dir=data_dir, device=device,
-                         precision=precision, figures=splits if figures is None else figures,
+                         figures=splits if figures is None else figures,
                          log=log, progress=progress)
 
 
 def _evaluate(run: Run, splits: tuple[str, ...], *, checkpoint: str, data_dir: str | None,
-              device: str, precision: str, figures: tuple[str, ...], log,
+              device: str, figures: tuple[str, ...], log,
               progress: bool = False) -> dict[str, dict]:
     data = run.data(data_dir)
     todo = list(dict.fromkeys(("val",) + tuple(splits) if "test" in splits else splits))
     n_images = sum(len(run.split_arrays(s, data)[1]) for s in todo)
     with _progress(n_images, "predicting", progress, unit="img") as bar:
         preds = predict(run, tuple(todo), checkpoint=checkpoint, data=data, device=device,
-                        precision=precision, bar=bar)
+                        precision="fp32", bar=bar)  # fp32 whatever precision the run trained in
     # drawing the figures is most of evaluate's time (the 100x100 confusion matrix): one step each
     draws = [s for s in splits if s in figures]
     with _progress(len(draws) * _figure_count(data), "figures", progress) as fig_bar:
@@ -161,7 +161,7 @@ def _figures(run: Path, figdir: Path, s: str, data: CifarData, p: dict, probs: n
             "reliability": f"figures/reliability_{s}.png",
             "confidence_hist": f"figures/confidence_{s}.png"}
     plots.plot_confusion(cm, data.class_names, run / figs["confusion"],
-                     group_names=data.coarse_names, group_of=data.fine_to_coarse,
+                     groups=plots.ClassGroups(data.fine_to_coarse, data.coarse_names),
                      top_pairs=m["top_confusions"][:15], title=f"Confusion matrix ({s})")
     bar.update(1)
     conf, correct = M.confidences_and_correct(probs, p["labels"])

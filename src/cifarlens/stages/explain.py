@@ -8,10 +8,9 @@ pixels, a smooth random map at the layer's resolution and a centre prior, with p
 CIs over the images); the share of map mass near the image border, failures vs correct with a
 permutation test; and on generated data, where the object's box is known, the pointing game.
 
-The pieces live in their own modules: the method in `gradcam`, the measures in `cam_metrics`,
-the figures in `cam_figures`. This module re-exports their public names, so the Python API
-`from cifarlens.explain import gradcam, gradcam_pair, find_cam_layer` (and every other name this
-module held before the split) keeps working.
+The pieces live in their own modules: the method in `cam.gradcam`, the measures in
+`cam.quality`, the figures in `cam.figures`; this stage chooses the images, runs them and writes
+the run's files.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from cifarlens.cam.gradcam import (
 from cifarlens.cam.quality import (
     BASELINE_NAMES,
     BORDER,
+    FaithfulnessSettings,
     border_share,
     border_summary,
     faithfulness,
@@ -47,7 +48,8 @@ from cifarlens.data.dataset import CifarData
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 
-__all__ = ["DEFAULT_OPTIONS", "TARGETS", "adhoc_tag", "check_indices", "explain", "object_boxes"]
+__all__ = ["DEFAULT_OPTIONS", "TARGETS", "ExplainOptions", "adhoc_tag", "check_indices",
+           "explain", "object_boxes"]
 
 TARGETS = ("predicted", "true", "both")
 
@@ -55,6 +57,26 @@ TARGETS = ("predicted", "true", "both")
 # unbatched maps are equal). A run's default is the one studies embed.
 DEFAULT_OPTIONS = {"failures": 12, "steps": 16, "correct_sample": 200, "seed": 0}
 _OPTION_TAGS = {"failures": "top", "steps": "steps", "correct_sample": "sample", "seed": "seed"}
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What `explain` explains besides the top failures, and how.
+
+    indices: explain these dataset indices instead; all_images: every image of the split;
+    target: "predicted", "true" or "both" classes; layer: a module name (default: the last
+    conv layer); correct_sample: correctly classified images for the faithfulness and border
+    references; steps: deletion/insertion steps; seed: the sample's and baselines' seed;
+    batch_size: images per forward pass (the maps do not depend on it)."""
+
+    indices: Sequence[int] | None = None
+    all_images: bool = False
+    target: str = "both"
+    layer: str | None = None
+    correct_sample: int = 200
+    steps: int = 16
+    seed: int = 0
+    batch_size: int = 256
 
 
 def adhoc_tag(*, indices: Sequence[int] | None = None, all_images: bool = False,
@@ -120,10 +142,10 @@ def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray
 
 @locked
 def explain(run: Run | str | os.PathLike, split: str = "test", *, failures: int = 12,
-                indices: list[int] | None = None, target: str = "both", all_images: bool = False,
-                correct_sample: int = 200, steps: int = 16, seed: int = 0, batch_size: int = 256,
-                layer: str | None = None, log=console.log, progress: bool = True) -> dict[str, Any]:
-    """Explain a run's `split` with Grad-CAM of its best checkpoint (see the module docstring).
+            options: ExplainOptions | None = None, log=console.log,
+            progress: bool = True) -> dict[str, Any]:
+    """Explain a run's `split` with Grad-CAM of its best checkpoint (see the module docstring):
+    its `failures` most confident failures, or what `options` chooses.
 
     Writes `explanations_<split>.npz`, `figures/gradcam_<split>.png`,
     `figures/deletion_insertion_<split>.png` and `analysis.json["explain_<split>"]` (with the
@@ -136,125 +158,165 @@ def explain(run: Run | str | os.PathLike, split: str = "test", *, failures: int 
     (None for the default) beside `result["file"]`. `progress`: a bar with an ETA on stderr
     (shown after a few seconds, removed when done).
     """
+    o = options or ExplainOptions()
     run = Run.open(run)
-    if target not in TARGETS:
-        raise CifarlensError(f"unknown target {target!r}; choose from: {', '.join(TARGETS)}")
-    data = run.data()
-    images, labels, ds_idx = run.split_arrays(split, data)
-    check_indices(run, split, indices)
-    # the maps below come from best.pt: the predictions (and failures) must come from it too
-    p = run.current_predictions(split)
-    fails = None
-    if not indices and not all_images:
-        fails = run.current_failures(split)
-        if fails is None:
-            raise CifarlensError(f"no failures of the current best.pt for split {split!r} in "
-                                 f"{run}: run `cifarlens failures {run} --split {split}` first")
-    model = run.model("best")
-    cam_layer = resolve_layer(model, layer)
+    if o.target not in TARGETS:
+        raise CifarlensError(f"unknown target {o.target!r}; choose from: {', '.join(TARGETS)}")
+    job = _Job(run, split, failures, o)
+    result, faith, curves, groups = _explain_images(job, progress, log)
+    _write(job, result, curves, groups)
+    fa = faith.get("correct", {})
+    if job.tag:
+        log(f"ad-hoc options: wrote {result['file']} and figures tagged '{job.tag}' "
+            f"(analysis.json key explain_{split}_{job.tag}); the run's default explanation "
+            f"({Run.explanations_name(split)}, the one a study embeds) is unchanged")
+    log(f"explained {len(job.pos)} {split} images; Grad-CAM deletion AUC "
+        f"{fa.get('deletion_auc', float('nan')):.3f} vs random "
+        f"{fa.get('random_deletion_auc', float('nan')):.3f} (lower is more faithful)"
+        + (f"; pointing game {100 * result['pointing_game']['hit_rate']:.1f}%"
+           if "pointing_game" in result else ""))
+    return result
 
-    # Ad-hoc analyses never replace the default files a study embeds: options that differ from
-    # the run's default (its first plain explain, e.g. the study's) go under a tag.
-    options = {"failures": int(failures), "steps": int(steps),
-               "correct_sample": int(correct_sample), "seed": int(seed)}
-    other_layer = (layer_name(model, cam_layer)
-                   if cam_layer is not find_cam_layer(model) else None)
-    plain = not indices and not all_images and target == "both" and other_layer is None
-    current = run.current_explanation(split)
-    reference = current.get("options", DEFAULT_OPTIONS) if current else None
-    tag = ""
-    if not (plain and reference in (None, options)):
-        how = {"indices": indices, "all_images": all_images, "target": target,
-               "layer": other_layer, "options": options}
+
+class _Job:
+    """One explanation's inputs: the run's data, predictions and model, the chosen images, the
+    reference sample of correct predictions, and the tag its options file under."""
+
+    def __init__(self, run: Run, split: str, failures: int, o: ExplainOptions) -> None:
+        self.run, self.split, self.o = run, split, o
+        self.data = run.data()
+        self.images, self.labels, self.ds_idx = run.split_arrays(split, self.data)
+        check_indices(run, split, o.indices)
+        # the maps below come from best.pt: the predictions (and failures) must come from it too
+        self.p = p = run.require_current("predictions", split)
+        fails = None
+        if not o.indices and not o.all_images:
+            fails = run.current("failures", split)
+            if fails is None:
+                raise CifarlensError(f"no failures of the current best.pt for split {split!r} "
+                                     f"in {run}: run `cifarlens failures {run} --split {split}` "
+                                     "first")
+        self.model = run.model("best")
+        self.layer = resolve_layer(self.model, o.layer)
+        self.options = {"failures": int(failures), "steps": int(o.steps),
+                        "correct_sample": int(o.correct_sample), "seed": int(o.seed)}
+        self.tag = self._tag()
+        # Which images: every one, chosen dataset indices, or the top-K confident failures.
+        if o.all_images:
+            self.pos = np.arange(len(self.labels))
+        elif o.indices:
+            where = {int(i): k for k, i in enumerate(self.ds_idx)}  # all present: checked
+            self.pos = np.array([where[i] for i in o.indices])
+        else:
+            self.pos = np.array([f["position"] for f in fails["failures"][:failures]],
+                                dtype=np.int64)
+        self.pred, self.true = p["pred"][self.pos], self.labels[self.pos]
+        self.is_fail = self.pred != self.true
+        # Faithfulness and background reliance: failures vs a seeded sample of correct ones.
+        rng = np.random.default_rng(o.seed)
+        correct = np.flatnonzero(p["pred"] == self.labels)
+        self.correct_pos = np.sort(rng.choice(correct, min(o.correct_sample, len(correct)),
+                                              replace=False)) if len(correct) else correct
+        self.fail_pos = self.pos[self.is_fail] if o.target != "true" \
+            else np.array([], dtype=np.int64)
+
+    def _tag(self) -> str:
+        """Ad-hoc analyses never replace the default files a study embeds: options that differ
+        from the run's default (its first plain explain, e.g. the study's) go under a tag."""
+        o = self.o
+        other_layer = (layer_name(self.model, self.layer)
+                       if self.layer is not find_cam_layer(self.model) else None)
+        plain = not o.indices and not o.all_images and o.target == "both" and other_layer is None
+        current = self.run.current("explanation", self.split)
+        reference = current.get("options", DEFAULT_OPTIONS) if current else None
+        if plain and reference in (None, self.options):
+            return ""
+        how = {"indices": o.indices, "all_images": o.all_images, "target": o.target,
+               "layer": other_layer, "options": self.options}
         # named against the CLI's defaults, so the same options give the same tag on every
         # run; against the run's default only where that is all that differs (`top12` beside
         # a study's `--top 6`)
-        tag = adhoc_tag(**how) or adhoc_tag(**how, reference=reference)
-    suffix = f"_{tag}" if tag else ""
+        return adhoc_tag(**how) or adhoc_tag(**how, reference=reference)
 
-    def normalized(pos: np.ndarray) -> torch.Tensor:
-        return run.normalize(images[pos])
+    def normalized(self, pos: np.ndarray) -> torch.Tensor:
+        return self.run.normalize(self.images[pos])
 
-    # Which images: every one, chosen dataset indices, or the top-K confident failures.
-    if all_images:
-        pos = np.arange(len(labels))
-    elif indices:
-        where = {int(i): k for k, i in enumerate(ds_idx)}  # all present: check_indices above
-        pos = np.array([where[i] for i in indices])
-    else:
-        pos = np.array([f["position"] for f in fails["failures"][:failures]], dtype=np.int64)
-        if len(pos) == 0:  # a model with no errors: its correct sample is still explained
-            log(f"note: no failures in the {split} split; explaining the correct sample only")
-    pred, true = p["pred"][pos], labels[pos]
-    is_fail = pred != true
-    # Faithfulness and background reliance: failures vs a seeded sample of correct predictions.
-    rng = np.random.default_rng(seed)
-    correct_pos = np.flatnonzero(p["pred"] == labels)
-    correct_pos = np.sort(rng.choice(correct_pos, min(correct_sample, len(correct_pos)),
-                                     replace=False)) if len(correct_pos) else correct_pos
-    fail_pos = pos[is_fail] if target != "true" else np.array([], dtype=np.int64)
 
+def _explain_images(job: _Job, progress: bool, log) -> tuple[dict, dict, dict, dict]:
+    """The maps of the chosen images, and faithfulness and border share of the failures and
+    the correct sample."""
+    o, p = job.o, job.p
+    if not o.indices and not o.all_images and len(job.pos) == 0:
+        log(f"note: no failures in the {job.split} split; explaining the correct sample only")
     # One bar for the stage, in forward-pass units so its ETA holds: a Grad-CAM pair costs
     # about 3 (a forward, two partial backwards), a single map 2, and each image's faithfulness
     # 2 (steps + 1) forwards for each of the 4 maps.
-    di = 2 * (steps + 1)
-    bar = _progress_bar(3 * len(pos) + 2 * len(correct_pos)
-                        + 4 * di * (len(fail_pos) + len(correct_pos)), f"explain {split}",
-                        progress)
+    di = 2 * (o.steps + 1)
+    bar = _progress_bar(3 * len(job.pos) + 2 * len(job.correct_pos)
+                        + 4 * di * (len(job.fail_pos) + len(job.correct_pos)),
+                        f"explain {job.split}", progress)
     try:
-        maps_pred, maps_true = gradcam_pair(model, normalized(pos), torch.from_numpy(pred),
-                                            torch.from_numpy(true), cam_layer,
-                                            batch_size=batch_size,
+        maps_pred, maps_true = gradcam_pair(job.model, job.normalized(job.pos),
+                                            torch.from_numpy(job.pred), torch.from_numpy(job.true),
+                                            job.layer, batch_size=o.batch_size,
                                             progress=lambda k: bar.update(3 * k))
-        if target == "predicted":
-            maps_true = None
-        elif target == "true":
-            maps_pred = None
-        result: dict[str, Any] = {"split": split, "explained": int(len(pos)),
-                                  "layer": layer_name(model, cam_layer), "target": target}
+        job.maps_pred = None if o.target == "true" else maps_pred
+        job.maps_true = None if o.target == "predicted" else maps_true
+        result: dict[str, Any] = {"split": job.split, "explained": int(len(job.pos)),
+                                  "layer": layer_name(job.model, job.layer), "target": o.target}
         groups = {}
-        if len(fail_pos):
-            groups["failures"] = (fail_pos, maps_pred[is_fail])
-        if len(correct_pos):
-            mc = gradcam(model, normalized(correct_pos), torch.from_numpy(p["pred"][correct_pos]),
-                         cam_layer, batch_size=batch_size, progress=lambda k: bar.update(2 * k))
-            groups["correct"] = (correct_pos, mc)
+        if len(job.fail_pos):
+            groups["failures"] = (job.fail_pos, job.maps_pred[job.is_fail])
+        if len(job.correct_pos):
+            mc = gradcam(job.model, job.normalized(job.correct_pos),
+                         torch.from_numpy(p["pred"][job.correct_pos]), job.layer,
+                         batch_size=o.batch_size, progress=lambda k: bar.update(2 * k))
+            groups["correct"] = (job.correct_pos, mc)
         faith: dict[str, Any] = {}
         curves = {}
         shares: dict[str, np.ndarray] = {}
         cells = None
         for name, (gpos, gmaps) in groups.items():
-            xg, tg = normalized(gpos), torch.from_numpy(p["pred"][gpos])
+            xg, tg = job.normalized(gpos), torch.from_numpy(p["pred"][gpos])
             if cells is None:  # the explained layer's resolution, for the smooth random baseline
-                cells = tuple(gradcam(model, xg[:1], tg[:1], cam_layer,
+                cells = tuple(gradcam(job.model, xg[:1], tg[:1], job.layer,
                                       upsample=False).shape[-2:])
             faith[name], curves[name] = faithfulness(
-                model, xg, tg, gmaps, cells, steps=steps, batch_size=batch_size, seed=seed,
+                job.model, xg, tg, gmaps, cells,
+                FaithfulnessSettings(steps=o.steps, batch_size=o.batch_size, seed=o.seed),
                 progress=lambda k: bar.update(di * k))
             shares[name] = border_share(gmaps, border=BORDER)
     finally:
         bar.close()
     result["faithfulness"] = faith
-    result["border_share"] = border_summary(shares, cells or (32, 32), seed=seed)
+    result["border_share"] = border_summary(shares, cells or (32, 32), seed=o.seed)
+    return result, faith, curves, groups
 
-    # Written only now, when every number is in: a failed run leaves the old files as they were.
-    arrays = {"positions": pos, "indices": ds_idx[pos], "pred": pred, "true": true}
-    if maps_pred is not None:
-        arrays["maps_pred"] = maps_pred.numpy().astype(np.float32)
-    if maps_true is not None:
-        arrays["maps_true"] = maps_true.numpy().astype(np.float32)
-    npz_name = run.write_explanations(split, tag, arrays)
+
+def _write(job: _Job, result: dict[str, Any], curves: dict, groups: dict) -> None:
+    """The npz, the figures and the analysis record: written only now, when every number is in
+    (a failed run leaves the old files as they were)."""
+    run, split, p, data = job.run, job.split, job.p, job.data
+    suffix = f"_{job.tag}" if job.tag else ""
+    arrays = {"positions": job.pos, "indices": job.ds_idx[job.pos], "pred": job.pred,
+              "true": job.true}
+    if job.maps_pred is not None:
+        arrays["maps_pred"] = job.maps_pred.numpy().astype(np.float32)
+    if job.maps_true is not None:
+        arrays["maps_true"] = job.maps_true.numpy().astype(np.float32)
+    npz_name = run.write_explanations(split, job.tag, arrays)
     figs: dict[str, str] = {}
-    show = np.flatnonzero(is_fail)[:12] if is_fail.any() else np.arange(min(12, len(pos)))
-    if len(show) and maps_pred is not None and maps_true is not None:
+    show = np.flatnonzero(job.is_fail)[:12] if job.is_fail.any() \
+        else np.arange(min(12, len(job.pos)))
+    if len(show) and job.maps_pred is not None and job.maps_true is not None:
         figs["gradcam"] = Run.figure_name(f"gradcam_{split}{suffix}")
-        conf = p["confidence"][pos[show]]
-        plot_explanations(images[pos[show]].transpose(0, 2, 3, 1), maps_pred[show],
-                          maps_true[show],
-                          [f"image {int(i)}" for i in ds_idx[pos[show]]], run.file(figs["gradcam"]),
-                          pred_names=[data.class_names[c] for c in pred[show]],
-                          true_names=[data.class_names[c] for c in true[show]],
-                          confidences=[float(c) for c in conf])
+        shown = job.pos[show]
+        plot_explanations(job.images[shown].transpose(0, 2, 3, 1), job.maps_pred[show],
+                          job.maps_true[show], [f"image {int(i)}" for i in job.ds_idx[shown]],
+                          run.file(figs["gradcam"]),
+                          pred_names=[data.class_names[c] for c in job.pred[show]],
+                          true_names=[data.class_names[c] for c in job.true[show]],
+                          confidences=[float(c) for c in p["confidence"][shown]])
     if "correct" in curves:
         figs["deletion_insertion"] = Run.figure_name(f"deletion_insertion_{split}{suffix}")
         c = curves["correct"]
@@ -262,24 +324,14 @@ def explain(run: Run | str | os.PathLike, split: str = "test", *, failures: int 
                                 random_result=c["random"],
                                 baselines={BASELINE_NAMES[k]: c[k]
                                            for k in ("smooth_random", "centre_prior")})
-    boxes = object_boxes(data, split, ds_idx[correct_pos]) if len(correct_pos) else None
+    boxes = (object_boxes(data, split, job.ds_idx[job.correct_pos])
+             if len(job.correct_pos) else None)
     if boxes is not None:
         hits = pointing_game(groups["correct"][1], boxes)
         result["pointing_game"] = {"hit_rate": float(np.mean(hits)), "n": int(len(hits)),
                                    "on": "correctly classified images (generated data boxes)"}
     result["figures"] = figs
     result["file"] = npz_name
-    result["tag"] = tag or None
+    result["tag"] = job.tag or None
     run.record(f"explain_{split}{suffix}", {
-        "checkpoint_sha256": str(p["checkpoint_sha256"]), "options": options, **result})
-    fa = faith.get("correct", {})
-    if tag:
-        log(f"ad-hoc options: wrote {npz_name} and figures tagged '{tag}' "
-            f"(analysis.json key explain_{split}{suffix}); the run's default explanation "
-            f"({Run.explanations_name(split)}, the one a study embeds) is unchanged")
-    log(f"explained {len(pos)} {split} images; Grad-CAM deletion AUC {fa.get('deletion_auc', float('nan')):.3f}"
-        f" vs random {fa.get('random_deletion_auc', float('nan')):.3f} (lower is more faithful)"
-        + (f"; pointing game {100 * result['pointing_game']['hit_rate']:.1f}%"
-           if "pointing_game" in result else ""))
-    return result
-
+        "checkpoint_sha256": str(p["checkpoint_sha256"]), "options": job.options, **result})

@@ -19,7 +19,7 @@ def track_failures(ra: Run | Path, rb: Run | Path, fails: dict, top: int, data, 
     variant gets right (the base rate a top-K result is read against), and a split of the
     tracked failures into suspected label errors (`label_suspects`, where "fixed" means the
     variant agrees with a probably wrong label) and the rest (`others`). Confidences are
-    temperature-scaled with each model's own validation-fitted T, like failures.py's.
+    temperature-scaled with each model's own validation-fitted T, like stages/failures.py's.
     """
     import torch
 

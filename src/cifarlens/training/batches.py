@@ -9,7 +9,6 @@ from cifarlens.data.split import normalize
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
-# The augmentations live in augment.py; re-exported here, where Batches applies them.
 from cifarlens.training.augment import (
     AUGMENTS,
     MIXING,

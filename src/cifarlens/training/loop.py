@@ -254,7 +254,7 @@ def _load_data(cfg: TrainConfig, data: CifarData | None, progress: bool) -> Cifa
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
     if data.name != cfg.dataset:
         raise CifarlensError(f"data is {data.name}, config says {cfg.dataset}")
-    if data.train_x.shape[-1] != 32:  # your data imported at another --size (userdata.py)
+    if data.train_x.shape[-1] != 32:  # your data imported at another --size (data/userdata.py)
         from cifarlens.data.userdata import check_input_size
 
         # before the run folder gets its first file: a refused run leaves nothing behind

@@ -7,9 +7,21 @@ import numpy as np
 
 from cifarlens._io import read_json
 from cifarlens.stages import explain as stage
-from cifarlens.stages.explain import DEFAULT_OPTIONS, _progress_bar, adhoc_tag, explain
+from cifarlens.stages.explain import (
+    DEFAULT_OPTIONS,
+    ExplainOptions,
+    _progress_bar,
+    adhoc_tag,
+    explain,
+)
 
 QUIET = {"correct_sample": 12, "steps": 2, "log": lambda m: None}
+
+
+def _explain(run, split="test", *, failures=12, log=lambda m: None, progress=True, **options):
+    """explain() with its options spelled as keywords, as the tests below vary them."""
+    return explain(run, split, failures=failures, options=ExplainOptions(**options), log=log,
+                   progress=progress)
 
 
 def _default_files(run, split="test"):
@@ -48,7 +60,7 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, mo
         return bar
 
     monkeypatch.setattr(stage, "_progress_bar", spy)
-    first = explain(run, "test", failures=3, **QUIET)  # the first plain explain: default
+    first = _explain(run, "test", failures=3, **QUIET)  # the first plain explain: default
     assert first["tag"] is None and first["file"] == "explanations_test.npz"
     # one bar for the stage, advanced per batch (Grad-CAM and each faithfulness map), that
     # ends exactly at its total (so its ETA was computed against the right amount of work),
@@ -56,7 +68,7 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, mo
     ((bar, enabled),) = bars
     assert enabled and bar.total > 0 and bar.n == bar.total and len(updates) >= 6
     assert bar.leave is False
-    explain(run, "test", failures=3, progress=False, **QUIET)
+    _explain(run, "test", failures=3, progress=False, **QUIET)
     assert bars[1][1] is False  # progress=False: a disabled bar
     before = _default_files(run)
     record = read_json(run / "analysis.json")["explain_test"]
@@ -70,7 +82,7 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, mo
         (dict(failures=3, target="predicted"), "top3_steps2_sample12_target-predicted"),
     ]
     for kw, tag in adhoc:
-        r = explain(run, "test", **{**QUIET, **kw, "log": logs.append})
+        r = _explain(run, "test", **{**QUIET, **kw, "log": logs.append})
         assert r["tag"] == tag and r["file"] == f"explanations_test_{tag}.npz"
         assert (run / r["file"]).exists()
         assert read_json(run / "analysis.json")[f"explain_test_{tag}"]["file"] == r["file"]
@@ -83,13 +95,13 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, mo
     # the CLI's defaults exactly, beside this run's default (3 failures, 2 steps, 12 correct
     # images): nothing differs from the CLI's defaults, so the tag says how it differs from the
     # run's default
-    r = explain(run, "test", log=logs.append, progress=False)
+    r = _explain(run, "test", log=logs.append, progress=False)
     assert r["tag"] == "top12_steps16_sample200"
 
     assert _default_files(run) == before
     assert read_json(run / "analysis.json")["explain_test"] == record
     # the same options as the default rewrite it (a study's rerun), with the same bytes
-    again = explain(run, "test", failures=3, **QUIET)
+    again = _explain(run, "test", failures=3, **QUIET)
     assert again["tag"] is None and _default_files(run) == before
 
 
@@ -101,10 +113,10 @@ def test_the_default_layer_by_name_is_not_ad_hoc(analysed_copy):
     run = analysed_copy
     model, _ = load_model(run)
     default = layer_name(model, find_cam_layer(model))
-    assert explain(run, "test", failures=2, **QUIET)["tag"] is None
-    r = explain(run, "test", failures=2, layer=default, **QUIET)
+    assert _explain(run, "test", failures=2, **QUIET)["tag"] is None
+    r = _explain(run, "test", failures=2, layer=default, **QUIET)
     assert r["tag"] is None and r["layer"] == default
-    r = explain(run, "test", failures=2, layer="features.10", **QUIET)
+    r = _explain(run, "test", failures=2, layer="features.10", **QUIET)
     assert r["tag"] == "top2_steps2_sample12_layer-features.10" and r["layer"] == "features.10"
 
 
@@ -118,14 +130,14 @@ def test_explain_never_runs_another_stage(run_copy, analysed_copy):
 
     before = sorted(p.name for p in run_copy.rglob("*"))
     with pytest.raises(CifarlensError, match="run `cifarlens evaluate"):
-        explain(run_copy, "test", **QUIET)
+        _explain(run_copy, "test", **QUIET)
     assert sorted(p.name for p in run_copy.rglob("*")) == before
     (analysed_copy / Run.failures_name("test")).unlink()
     with pytest.raises(CifarlensError, match="run `cifarlens failures"):
-        explain(analysed_copy, "test", **QUIET)
+        _explain(analysed_copy, "test", **QUIET)
     assert not (analysed_copy / Run.explanations_name("test")).exists()
     # chosen images need no failures
-    assert explain(analysed_copy, "test", indices=[0, 1], **QUIET)["explained"] == 2
+    assert _explain(analysed_copy, "test", indices=[0, 1], **QUIET)["explained"] == 2
 
 
 def test_a_model_without_failures_still_gets_its_correct_sample_explained(analysed_copy):
@@ -137,7 +149,7 @@ def test_a_model_without_failures_still_gets_its_correct_sample_explained(analys
     fails = read_json(path)
     write_json(path, {**fails, "failures": [], "total_wrong": 0})
     logs: list[str] = []
-    r = explain(analysed_copy, "test", **{**QUIET, "log": logs.append})
+    r = _explain(analysed_copy, "test", **{**QUIET, "log": logs.append})
     assert r["explained"] == 0 and "failures" not in r["faithfulness"]
     assert r["faithfulness"]["correct"]["n"] == QUIET["correct_sample"]
     assert "gradcam" not in r["figures"] and "deletion_insertion" in r["figures"]

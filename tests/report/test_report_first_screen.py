@@ -28,6 +28,7 @@ from cifarlens.report.embed import compact_image
 from cifarlens.report.first_screen import first_screen_ablation
 from cifarlens.report.render import render_report
 from cifarlens.report.view import View
+from cifarlens.study.schema import summary_from_json
 
 # Records where the answer's parts lie, into the DOM, for --dump-dom to read back.
 PROBE = """<script>
@@ -213,15 +214,23 @@ def test_compact_image_keeps_the_picture():
 
 
 def test_first_screen_ablation_hook(tmp_path):
-    v = View(make_summary(), tmp_path)
+    v = View(summary_from_json(make_summary()), tmp_path)
     assert first_screen_ablation(v) == []
     s = make_summary()
-    s["ablation"] = {"rows": [
-        {"change": "augment: none → crop-flip", "diff": 0.0611, "lo": 0.0511, "hi": 0.0711,
-         "p": 0.0013, "p_holm": 0.0026, "verdict": "helped"},
-        {"change": "dropout: 0.2 → 0.5", "diff": -0.004, "lo": -0.012, "hi": 0.004,
-         "p": 0.31, "p_holm": 0.31, "verdict": "no significant difference"}]}
-    (block,) = first_screen_ablation(View(s, tmp_path))
+    def row(change, key, base, var, diff, lo, hi, p, p_holm, verdict):
+        return {"change": change, "key": key, "slug": key, "baseline_value": base,
+                "variant_value": var, "before": 0.63, "after": 0.63 + diff, "diff": diff,
+                "lo": lo, "hi": hi, "p": p, "p_holm": p_holm, "verdict": verdict, "n_seeds": 3,
+                "per_seed_mcnemar": []}
+
+    s["ablation"] = {"method": "paired t", "test": "paired_t", "correction": "holm", "m": 2,
+                     "alpha": 0.05, "level": 0.95, "covers": "training seeds and test images",
+                     "per_seed_covers": "test images", "rows": [
+        row("augment: none → crop-flip", "augment", "none", "crop-flip", 0.0611, 0.0511, 0.0711,
+            0.0013, 0.0026, "helped"),
+        row("dropout: 0.2 → 0.5", "dropout", 0.2, 0.5, -0.004, -0.012, 0.004, 0.31, 0.31,
+            "no significant difference")]}
+    (block,) = first_screen_ablation(View(summary_from_json(s), tmp_path))
     assert block["rows"][0] == ["augment: none → crop-flip", "+6.11", "[5.11, 7.11]", "0.0013",
                                 "0.0026", "helped"]
     assert block["rows"][1][1:3] == ["-0.40", "[-1.20, 0.40]"]

@@ -6,10 +6,12 @@ import csv
 import io
 
 import numpy as np
+from summaries import summary_json
 
 from cifarlens.cli import main
 from cifarlens.cli.study import _time_line
 from cifarlens.runs import read_config
+from cifarlens.study.schema import summary_from_json
 
 
 def _lines(text: str) -> list[str]:
@@ -111,12 +113,13 @@ def test_evaluate_progress_counts_images_then_figures(run_copy, monkeypatch):
 def test_the_result_says_what_this_invocation_measured():
     """The study and the demo end with their own measured time (the README's table is one
     machine's), with the share outside training; nothing when no time was recorded."""
-    s = {"timing": {"total_s": 84.0, "train_s": 48.0, "evaluate_s": 20.0},
-         "environment": {"device": "cpu", "device_name": "x86_64", "cpu_model": "Intel Xeon",
-                         "gpu_model": None, "threads": 1}}
-    assert _time_line(s) == ("time: 84 s in all, 48 s training (43% outside training), "
-                                 "on Intel Xeon with 1 thread")
-    s["timing"] = {"total_s": 7200.0, "train_s": None}  # --jobs: stages overlap, no split
-    s["environment"].update(device="cuda:0", gpu_model="NVIDIA H200", threads=2)
-    assert _time_line(s) == "time: 2.0 h in all, on NVIDIA H200 with 2 threads"
-    assert _time_line({"timing": {}}) is None and _time_line({}) is None
+    def line(timing, **env):
+        return _time_line(summary_from_json(summary_json(timing=timing, environment=env)))
+
+    cpu = {"device": "cpu", "device_name": "x86_64", "cpu_model": "Intel Xeon", "threads": 1}
+    assert line({"total_s": 84.0, "train_s": 48.0, "evaluate_s": 20.0}, **cpu) == (
+        "time: 84 s in all, 48 s training (43% outside training), on Intel Xeon with 1 thread")
+    # --jobs: stages overlap, no split
+    assert line({"total_s": 7200.0, "train_s": None}, device="cuda:0", gpu_model="NVIDIA H200",
+                threads=2) == "time: 2.0 h in all, on NVIDIA H200 with 2 threads"
+    assert line({}) is None and line(None) is None

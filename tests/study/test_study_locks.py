@@ -16,8 +16,8 @@ import pytest
 
 from cifarlens._io import RunLock, adopt_locks_of, lock_owner
 from cifarlens.errors import CifarlensError
+from cifarlens.study.engines.local import LocalEngine
 from cifarlens.study.run import run_study
-from cifarlens.study.stages import stage_evaluate
 
 
 def test_a_lock_of_an_adopted_owner_is_granted_and_left_to_it(tmp_path, monkeypatch):
@@ -39,13 +39,14 @@ def test_a_lock_of_an_adopted_owner_is_granted_and_left_to_it(tmp_path, monkeypa
 def test_every_run_stays_locked_from_training_to_the_report(synth10, tmp_path, monkeypatch):
     """Between a run's training and its evaluation (and until the summary is written) another
     command on that run is refused, instead of slipping in and aborting the study."""
-    import cifarlens.study.plan as st
+    import cifarlens.study.engines.base as base
+    import cifarlens.study.engines.local as local
 
-    monkeypatch.setattr(st, "OVERLAP", "off")
+    monkeypatch.setattr(local, "OVERLAP", "off")
     seen: list[str] = []
-    real_evaluate = stage_evaluate
+    real_evaluate = base.ensure_evaluated
 
-    def evaluate_after_an_intruder(run, say, figures=True):
+    def evaluate_after_an_intruder(run, splits, **kw):
         try:  # what a user's `cifarlens evaluate RUN` does first, from another process
             subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
                 from cifarlens._io import RunLock
@@ -54,10 +55,10 @@ def test_every_run_stays_locked_from_training_to_the_report(synth10, tmp_path, m
             seen.append("entered")
         except subprocess.CalledProcessError as e:
             seen.append("refused" if "is in use by" in e.stderr else e.stderr)
-        return real_evaluate(run, say, figures)
+        return real_evaluate(run, splits, **kw)
 
-    monkeypatch.setattr(st, "stage_evaluate", evaluate_after_an_intruder)
-    run_study(tmp_path / "s", preset="smoke", seeds=1, failures_top=2, progress=False,
+    monkeypatch.setattr(base, "ensure_evaluated", evaluate_after_an_intruder)
+    run_study(tmp_path / "s", preset="smoke", seeds=1, failures_top=2, engine=LocalEngine(progress=False),
                  overrides={"data_dir": str(synth10), "dataset": "cifar10", "device": "cpu",
                             "epochs": 1}, log=lambda m: None)
     assert seen == ["refused", "refused"]

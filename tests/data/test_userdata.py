@@ -201,16 +201,22 @@ def test_cli_register_import_verify_info(tmp_path, capsys):
 
 
 def test_report_names_user_data_and_never_cifar():
+    from summaries import make_summary
+
     from cifarlens.report.formats import dataset_title
     from cifarlens.report.sentences import replication_applies
+    from cifarlens.study.schema import summary_from_json
 
-    sm = {"dataset": "user", "data_source": "user", "data_name": "pics"}
+    def summary(**kw):
+        return summary_from_json({**make_summary(), **kw})
+
+    sm = summary(dataset="user", data_source="user", data_name="pics")
     assert dataset_title(sm) == "your data: pics"
     why = replication_applies(sm)
     assert "the study ran on your data: pics, not CIFAR-100" in why
     assert not any("generated" in w or "the dataset is" in w for w in why)
-    assert dataset_title({"dataset": "cifar100", "data_source": "official"}) == "CIFAR-100"
-    assert dataset_title({"dataset": "cifar100", "data_source": "generated"}) == "CIFAR-100"
+    assert dataset_title(summary(dataset="cifar100", data_source="official")) == "CIFAR-100"
+    assert dataset_title(summary(dataset="cifar100", data_source="generated")) == "CIFAR-100"
 
 
 def test_a_model_that_cannot_take_the_image_size_is_refused_before_training():

@@ -118,7 +118,7 @@ def test_help_states_no_times_of_its_own_and_its_reference_exists():
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "\n### How long it takes\n" in readme
     duration = re.compile(r"~?\d+(\.\d+)?\s*(s|sec|seconds?|min|minutes?|h|hours?)\b")
     pointers = 0

@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 
-import cifarlens.study.run as S
 from cifarlens._console import fmt_duration
 from cifarlens.study.estimate import Plan, duration_s, plan_line, recorded_rate, train_images
 from cifarlens.study.run import run_study
@@ -39,11 +38,14 @@ def test_study_says_its_plan_before_training(tmp_path, synth100, monkeypatch):
     def stop(*a, **k):
         raise RuntimeError("stop before training")
 
-    monkeypatch.setattr(S, "run_sequential", stop)
+    class Stop:
+        name = "stop"
+        run = staticmethod(stop)
+
     lines: list[str] = []
     with pytest.raises(RuntimeError, match="stop before training"):
-        run_study(tmp_path / "s", preset="smoke", seeds=2, progress=False, log=lines.append,
-                    overrides={"data_dir": str(synth100), "device": "cpu"})
+        run_study(tmp_path / "s", preset="smoke", seeds=2, log=lines.append,
+                  overrides={"data_dir": str(synth100), "device": "cpu"}, engine=Stop())
     plan = [ln for ln in lines if ln.startswith("plan:")]
     assert len(plan) == 1, lines
     assert re.fullmatch(r"plan: 4 runs to train \(2 arms x 2 seeds\), \d+ epochs x [\d,]+ images "

@@ -209,7 +209,7 @@ def test_channels_last_model_step_matches_contiguous_one():
 
 # --- the benchmark scripts still run against the current train.py (tiny settings) ---------------
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from cifarlens.report.render import render_report
 from cifarlens.runs import Run
 from cifarlens.stages.evaluate import predict
 from cifarlens.study import browse as B
+from cifarlens.study.schema import summary_from_json
 
 
 def test_outcomes_partition_every_error():
@@ -149,7 +150,7 @@ def test_browser_sorts_filters_and_draws_in_chromium(tmp_path):
 def test_report_without_browse_record_has_no_section(tmp_path):
     study = tmp_path / "s"
     study.mkdir()
-    render_report(study, make_summary())
+    render_report(study, summary_from_json(make_summary()))
     doc = (study / "report.html").read_text()
     assert 'id="browse"' not in doc
 

@@ -2,6 +2,7 @@
 ablation table, adding a change to a study, frozen report figures and whole-study progress."""
 
 import base64
+import copy
 import json
 import re
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
+from summaries import summary_json
 
 from cifarlens.analysis.stats import ablation_verdict, holm, mcnemar_exact
 from cifarlens.errors import CifarlensError
@@ -20,9 +22,11 @@ from cifarlens.report.first_screen import ablation_lines, describe_ablation_row
 from cifarlens.report.formats import fmt_p, md_escape
 from cifarlens.report.render import render_report
 from cifarlens.report.sentences import describe_tracking
+from cifarlens.study.engines.local import LocalEngine
 from cifarlens.study.plan import change_slug, plan_study
 from cifarlens.study.progress import StudyProgress
 from cifarlens.study.run import run_study
+from cifarlens.study.schema import read_summary, summary_from_json, to_json
 
 # --- Holm -----------------------------------------------------------------------------------------
 
@@ -150,8 +154,9 @@ def multi(tmp_path_factory, synth10):
     out = tmp_path_factory.mktemp("multi") / "s"
     lines: list[str] = []
     run_study(out, preset="smoke", seeds=2, changes=CHANGES, failures_top=3,
-              overrides={**OVERRIDES, "data_dir": str(synth10)}, progress=False,
+              overrides={**OVERRIDES, "data_dir": str(synth10)}, engine=LocalEngine(progress=False),
               log=lines.append)
+    render_report(out)
     return out, lines
 
 
@@ -182,8 +187,8 @@ def test_summary_keeps_one_change_keys_and_adds_variants_and_ablation(multi):
     s = _load(out)
     v = s["variants"]
     assert [x["slug"] for x in v] == ["augment=crop-flip", "label_smoothing=0.0"]
-    assert s["comparison"] == v[0]["comparison"] and s["models"]["variant"] == v[0]["model"]
-    assert s["change"] == v[0]["change"] and s["failures"]["top"] == v[0]["failures"]["top"]
+    assert s["variants"][0]["comparison"] == v[0]["comparison"] and s["variants"][0]["model"] == v[0]["model"]
+    assert s["variants"][0]["change"] == v[0]["change"] and s["variants"][0]["failures"]["top"] == v[0]["failures"]["top"]
     ab = s["ablation"]
     assert ab["m"] == 2 and ab["correction"] == "holm"
     assert ab["covers"] == "training seeds and test-image sampling"
@@ -281,7 +286,8 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
     lines: list[str] = []
     s = run_study(out, preset="smoke", seeds=2, changes=[*CHANGES, "weight_decay=1e-3"],
                   failures_top=3, overrides={**OVERRIDES, "data_dir": data_dir},
-                  progress=False, log=lines.append)
+                  engine=LocalEngine(progress=False), log=lines.append)
+    s = to_json(s)  # the summary as summary.json holds it
     assert any("adding weight_decay=0.001" in ln for ln in lines)
     assert "[6/8 runs] 2 to train and evaluate; time left known after the first" in lines
     assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")
@@ -291,16 +297,17 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
         "augment=crop-flip", "label_smoothing=0.0", "weight_decay=0.001"]
     assert s["ablation"]["m"] == 3
     # naming only a subset (or none) keeps every recorded change: nothing is dropped
-    s2 = run_study(out, preset="smoke", seeds=2, change="label_smoothing=0", failures_top=3,
-                   overrides={**OVERRIDES, "data_dir": data_dir}, progress=False,
+    s2 = run_study(out, preset="smoke", seeds=2, changes="label_smoothing=0", failures_top=3,
+                   overrides={**OVERRIDES, "data_dir": data_dir}, engine=LocalEngine(progress=False),
                    log=lambda m: None)
+    s2 = to_json(s2)  # the summary as summary.json holds it
     assert len(s2["variants"]) == 3
     # a different baseline is refused in one line listing the differences; nothing deleted
     before = sorted(p.name for p in (out / "runs").iterdir())
     with pytest.raises(CifarlensError) as e:
         run_study(out, preset="smoke", seeds=2, changes=["lr=0.1"],
                   overrides={**OVERRIDES, "data_dir": data_dir, "epochs": 2, "momentum": 0.8},
-                  progress=False, log=lambda m: None)
+                  engine=LocalEngine(progress=False), log=lambda m: None)
     msg = str(e.value)
     assert "another baseline" in msg and "epochs 1 vs 2" in msg and "momentum 0.9 vs 0.8" in msg
     assert "\n" not in msg
@@ -313,7 +320,7 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
     assert r.returncode == 0, r.stderr
     printed = r.stdout.splitlines()
     assert printed[-1].startswith("report: ")
-    lines = ablation_lines(_load(out))
+    lines = ablation_lines(read_summary(out / "summary.json"))
     # after the headline, before the measured time and the path
     assert len(lines) == 3 and printed[-5:-2] == lines and printed[-2].startswith("time: ")
     assert [ln.split(" ")[0] for ln in lines] == ["augment:", "label_smoothing:", "weight_decay:"]
@@ -326,12 +333,21 @@ AB = {"m": 3, "alpha": 0.05, "covers": "training seeds and test-image sampling",
       "method": "paired t-test across 3 seeds per change, Holm over 3 changes"}
 
 
+# the ablation block's other fields, as the study writes them
+AB_FIXED = {"test": "paired_t", "correction": "holm", "level": 0.95,
+            "per_seed_covers": "test-image sampling only"}
+
+
 def _row(verdict, diff, lo, hi, p, ph, key="augment", value="crop-flip"):
     return {"change": f"{key}={value}", "key": key, "slug": f"{key}={value}",
             "baseline_value": "none", "variant_value": value, "before": 0.60,
             "after": 0.60 + diff, "diff": diff, "lo": lo, "hi": hi, "p": p, "p_holm": ph,
             "verdict": verdict, "n_seeds": 3,
-            "per_seed_mcnemar": [{"seed": 0, "p_value": 0.01}, {"seed": 1, "p_value": 0.2}]}
+            "per_seed_mcnemar": [
+                {"seed": 0, "p_value": 0.01, "diff": None, "lo": None, "hi": None, "a_only": 1,
+                 "b_only": 2},
+                {"seed": 1, "p_value": 0.2, "diff": None, "lo": None, "hi": None, "a_only": 2,
+                 "b_only": 1}]}
 
 
 def test_ablation_sentence_says_helped_hurt_or_no_difference_with_the_correction():
@@ -357,18 +373,20 @@ def test_ablation_section_rendered_and_escaped(tmp_path):
     evil = "<script>alert(1)</script>"
     rows = [_row("helped", 0.05, 0.03, 0.07, 0.004, 0.012),
             _row("no detectable difference", 0.0, -0.02, 0.02, 0.9, 0.9, key="model", value=evil)]
-    s = {"ablation": {**AB, "m": 2, "rows": rows},
-         "variants": [{"slug": "variant", "figures": {}},
-                      {"slug": "model=x", "change": {"key": "model", "baseline": "small",
-                                                     "variant": evil},
-                       "figures": {"gradcam_tracking": "figures/missing.png"}}]}
-    h, m = (p.read_text() for p in render_report(tmp_path, s))
+    base = summary_json()
+    first = base["variants"][0]
+    second = {**copy.deepcopy(first), "slug": "model=x",
+              "change": {"key": "model", "baseline": "small", "variant": evil},
+              "figures": {"gradcam_tracking": "figures/missing.png"}}
+    s = summary_json(ablation={**AB, **AB_FIXED, "m": 2, "rows": rows},
+                     variants=[first, second])
+    h, m = (p.read_text() for p in render_report(tmp_path, summary_from_json(s)))
     assert '<section id="ablation">' in h and "## 2 Every change against the baseline" in m
     assert evil not in h and "&lt;script&gt;" in h
     assert "Holm, 2 changes" in h and "s0: 0.010, s1: 0.20" in h
     assert "figures/missing.png" in h.split('<section id="ablation">')[1].split("</section>")[0]
     # the same summary without an ablation: no such section, numbering as in a one-change study
-    h1, m1 = (p.read_text() for p in render_report(tmp_path, {}))
+    h1, m1 = (p.read_text() for p in render_report(tmp_path, summary_from_json(summary_json())))
     assert '<section id="ablation">' not in h1 and "## 2 Summary" in m1
 
 
@@ -387,7 +405,7 @@ def test_resume_without_change_uses_the_recorded_changes(tmp_path):
     # through run_study it gets as far as the (missing) data, not to the guard
     with pytest.raises(CifarlensError) as e:
         run_study(tmp_path / "s", preset="smoke", seeds=1, overrides=overrides,
-                  progress=False, log=lambda m: None)
+                  engine=LocalEngine(progress=False), log=lambda m: None)
     assert "exactly one" not in str(e.value) and "no-data" in str(e.value)
 
 
@@ -409,17 +427,19 @@ def test_a_one_change_study_from_before_gains_a_second_change(multi, tmp_path, s
     (out / "study.json").write_text(json.dumps(study))
     kept = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
     assert sorted(kept) == ["baseline-s0", "variant-s0"]
-    s = run_study(out, preset="smoke", seeds=1, change="lr=0.1", failures_top=2, overrides=ov,
-                  progress=False, log=lambda m: None)
+    s = run_study(out, preset="smoke", seeds=1, changes="lr=0.1", failures_top=2, overrides=ov,
+                  engine=LocalEngine(progress=False), log=lambda m: None)
+    s = to_json(s)  # the summary as summary.json holds it
     assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")
             if p.parent.name in kept} == kept
     assert [v["slug"] for v in s["variants"]] == ["variant", "lr=0.1"]
-    assert s["change"]["key"] == "augment"  # the first change stays the one-change keys' change
+    assert s["variants"][0]["change"]["key"] == "augment"  # the first change stays the one-change keys' change
     rows = s["ablation"]["rows"]
     assert [r["verdict"] for r in rows] == ["not tested", "not tested"]
     assert [r["p"] for r in rows] == [None, None] and [r["p_holm"] for r in rows] == [None, None]
     acc = [_top1(out / "runs" / n).mean() for n in ("baseline-s0", "variant-s0", "lr=0.1-s0")]
     assert [r["diff"] for r in rows] == pytest.approx([acc[1] - acc[0], acc[2] - acc[0]])
+    render_report(out)
     md = (out / "report.md").read_text()
     assert md.count("nothing is concluded about this change") == 2
     assert json.loads((out / "study.json").read_text())["changes"][0]["slug"] == "variant"

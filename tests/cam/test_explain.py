@@ -16,6 +16,7 @@ from cifarlens.cam import quality as cam_metrics
 from cifarlens.cam.figures import plot_deletion_insertion, plot_explanations
 from cifarlens.cam.gradcam import find_cam_layer, gradcam, gradcam_pair
 from cifarlens.cam.quality import (
+    FaithfulnessSettings,
     border_area_fraction,
     border_share,
     deletion_insertion,
@@ -609,7 +610,8 @@ def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_eviden
     good = torch.zeros((n, 32, 32))
     good[:, :8, :8] = 1.0  # the map that points at the evidence
     model = _PatchModel()
-    res, curves = faithfulness(model, x, t, good, (4, 4), steps=8, batch_size=64, seed=0)
+    quick = FaithfulnessSettings(steps=8, batch_size=64, seed=0)
+    res, curves = faithfulness(model, x, t, good, (4, 4), quick)
     assert res["n"] == n and res["cells"] == [4, 4] and "test-image sampling" in res["noise"]
     for k in ("random", "smooth_random", "centre_prior"):
         c = res["comparisons"][k]
@@ -618,8 +620,7 @@ def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_eviden
         assert c["deletion_diff"]["diff"] == pytest.approx(
             np.mean(curves["gradcam"]["deletion_auc"] - curves[k]["deletion_auc"]))
     # a map that IS the centre prior cannot beat the centre prior: no interval, no claim
-    res, _ = faithfulness(model, x, t, centre_prior_maps(n, 32, 32), (4, 4), steps=8,
-                          batch_size=64, seed=0)
+    res, _ = faithfulness(model, x, t, centre_prior_maps(n, 32, 32), (4, 4), quick)
     d = res["comparisons"]["centre_prior"]["deletion_diff"]
     assert d["diff"] == 0 and d["lo"] is None
 

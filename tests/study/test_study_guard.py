@@ -11,6 +11,7 @@ from cifarlens._io import write_json
 from cifarlens.data.load import load_dataset
 from cifarlens.data.synth import write_synthetic
 from cifarlens.errors import CifarlensError
+from cifarlens.study.engines.local import LocalEngine
 from cifarlens.study.guard import planned_environment
 from cifarlens.study.plan import plan_study
 from cifarlens.study.run import run_study
@@ -48,8 +49,8 @@ def test_other_data_dir_is_refused_before_training(tmp_path, two_datasets):
     out, overrides = _study_with_baseline(tmp_path, two_datasets[0])
     before = (out / "study.json").read_text()
     with pytest.raises(CifarlensError, match="trained on other data"):
-        run_study(out, preset="smoke", seeds=1, change="label_smoothing=0",
-                  overrides={**overrides, "data_dir": str(two_datasets[1])}, progress=False,
+        run_study(out, preset="smoke", seeds=1, changes="label_smoothing=0",
+                  overrides={**overrides, "data_dir": str(two_datasets[1])}, engine=LocalEngine(progress=False),
                   log=lambda m: None)
     assert (out / "study.json").read_text() == before  # the refused change is not recorded
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["baseline-s0"]  # nothing trained
@@ -61,8 +62,8 @@ def test_other_precision_is_refused_before_training(tmp_path, two_datasets):
     out, overrides = _study_with_baseline(tmp_path, two_datasets[0], env)
     before = (out / "study.json").read_text()
     with pytest.raises(CifarlensError, match="precision 'bf16' vs 'fp32'"):
-        run_study(out, preset="smoke", seeds=1, change="label_smoothing=0",
-                  overrides=overrides, progress=False, log=lambda m: None)
+        run_study(out, preset="smoke", seeds=1, changes="label_smoothing=0",
+                  overrides=overrides, engine=LocalEngine(progress=False), log=lambda m: None)
     assert (out / "study.json").read_text() == before
     assert "label_smoothing" not in json.dumps(json.loads(before)["changes"])
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["baseline-s0"]
@@ -71,7 +72,7 @@ def test_other_precision_is_refused_before_training(tmp_path, two_datasets):
 def test_val_fraction_leaving_no_training_images_writes_nothing(tmp_path, two_datasets):
     out = tmp_path / "new"
     with pytest.raises(CifarlensError, match="leaves no training images"):
-        run_study(out, preset="smoke", seeds=1, change="label_smoothing=0", progress=False,
+        run_study(out, preset="smoke", seeds=1, changes="label_smoothing=0", engine=LocalEngine(progress=False),
                   overrides={"data_dir": str(two_datasets[0]), "device": "cpu",
                              "val_fraction": 0.999}, log=lambda m: None)
     assert not out.exists()

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from summaries import FIGURE_KEYS, make_summary
 
 from cifarlens.analysis import metrics as M
 from cifarlens.errors import CifarlensError  # noqa: E402
@@ -58,120 +59,7 @@ from cifarlens.report.sentences import (
     recipe_rows,
     replication_verdict,
 )
-
-FIGURE_KEYS = ["curves", "confusion", "confusion_superclass", "reliability", "confidence_hist",
-               "failure_gallery", "gradcam_failures", "gradcam_tracking", "deletion_insertion",
-               "confusion_difference", "per_class_changes"]
-
-
-def make_summary() -> dict[str, Any]:
-    """A complete summary.json as the study orchestrator writes it (distinct, checkable numbers)."""
-    def model(top1: float, ece: float, temp: float, seed_acc: float) -> dict[str, Any]:
-        return {
-            "run": "runs/x-s0", "params": 10462756, "flops": 650612736, "best_epoch": 48,
-            "train_time_s": 1234.5,
-            "val": {"loss": 1.4871, "top1": top1 - 0.0042, "top5": 0.8611, "macro_f1": 0.6133,
-                    "ece": 0.0517, "mce": 0.2, "brier": 0.5, "nll": 1.5},
-            "test": {"loss": 1.5234, "top1": top1, "top5": 0.8702, "macro_f1": top1 - 0.0077,
-                     "ece": ece, "mce": 0.2113, "brier": 0.5109, "nll": 1.5212,
-                     "top_confusions": [
-                         {"true_name": "maple_tree", "pred_name": "oak_tree", "count": 31,
-                          "share_of_true": 0.31},
-                         {"true_name": "boy", "pred_name": "girl", "count": 27,
-                          "share_of_true": 0.27}],
-                     "superclass": {"coarse_accuracy": 0.7412, "within_superclass_share": 0.4133,
-                                    "chance_share": 0.0404}},
-            "calibration": {"temperature": temp, "ece_before": ece, "ece_after": 0.0211,
-                            "nll_before": 1.5212, "nll_after": 1.4034},
-            "per_seed": [{"seed": 0, "test_top1": seed_acc}],
-        }
-
-    top = [
-        {"rank": 1, "index": 1234, "true_name": "skyscraper", "pred_name": "mountain",
-         "confidence": 0.945, "margin": 0.9101, "true_prob": 0.0103, "true_rank": 4,
-         "label_error_suspect": False,
-         "variant": {"pred_name": "skyscraper", "confidence": 0.6012, "true_prob": 0.6012,
-                     "status": "fixed"}},
-        {"rank": 2, "index": 77, "true_name": "cup", "pred_name": "bottle",
-         "confidence": 0.9398, "margin": 0.8876, "true_prob": 0.0211, "true_rank": 2,
-         "label_error_suspect": True,
-         "variant": {"pred_name": "bottle", "confidence": 0.7123, "true_prob": 0.1544,
-                     "status": "still_wrong"}},
-        {"rank": 3, "index": 4321, "true_name": "maple_tree", "pred_name": "oak_tree",
-         "confidence": 0.9366, "margin": 0.8822, "true_prob": 0.0402, "true_rank": 2,
-         "label_error_suspect": False,
-         "variant": {"pred_name": "willow_tree", "confidence": 0.5234, "true_prob": 0.2013,
-                     "status": "other_wrong"}},
-    ]
-    return {
-        "title": "cifarlens study", "created": "2026-11-28T10:00:00",
-        "dataset": "cifar100", "data_source": "generated", "num_classes": 100,
-        "split": {"train": 40000, "val": 10000, "test": 10000, "train_used": 40000},
-        "normalization": {"mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
-        "change": {"key": "augment", "baseline": "none", "variant": "crop-flip"},
-        "config": {"model": "baseline", "epochs": 50, "batch_size": 128, "lr": 0.05,
-                   "momentum": 0.9, "weight_decay": 0.0005, "label_smoothing": 0.1,
-                   "warmup_epochs": 1.0, "augment": "none", "seed": 0},
-        "seeds": [0],
-        "models": {"baseline": model(0.6291, 0.0612, 1.4123, 0.6291),
-                   "variant": model(0.6954, 0.0487, 1.2311, 0.6954)},
-        "comparison": {
-            "accuracy_difference": {"diff": 0.0663, "lo": 0.0580, "hi": 0.0746, "se": 0.0042,
-                                    "method": "paired_wald", "level": 0.95},
-            "mcnemar": {"n": 10000, "both_right": 5800, "both_wrong": 2555, "a_only": 491,
-                        "b_only": 1154, "p_value": 3.1e-12, "statistic": 491},
-            "per_class": {"improved": [{"name": "cup", "before": 0.5, "after": 0.7,
-                                        "delta": 0.2}],
-                          "worsened": [{"name": "lamp", "before": 0.6, "after": 0.5,
-                                        "delta": -0.1}]},
-            "ece_change": -0.0125,
-            "seeds": None,
-        },
-        "failures": {
-            "split": "test", "total_wrong": 3709, "confident_threshold": 0.9,
-            "confident_wrong": 412, "label_error_suspects": 37, "top": top,
-            "tracking": {"fixed": 1, "still_wrong": 1, "other_wrong": 1, "tracked": 3,
-                         "label_suspects": {"tracked": 1, "fixed": 0, "still_wrong": 1,
-                                            "other_wrong": 0},
-                         "others": {"tracked": 2, "fixed": 1, "still_wrong": 0,
-                                    "other_wrong": 1},
-                         "all_errors": {"errors": 3709, "fixed": 1154, "share": 0.3111}},
-            "per_class_confident_errors": [{"name": "boy", "count": 12}],
-            "confident_wrong_raw": 3, "temperature": 0.41, "cleanlab_issues": 1203,
-            "confidence_basis": "temperature-scaled probabilities (T fitted on val)",
-        },
-        "explain": {
-            "layer": "features.31 (last conv ReLU, 4x4)", "explained": 12,
-            "faithfulness": {
-                "gradcam": {"deletion_auc": 0.2134, "insertion_auc": 0.5523},
-                "random": {"deletion_auc": 0.3511, "insertion_auc": 0.4102},
-                "failures": {"deletion_auc": 0.3012, "insertion_auc": 0.5004},
-                "correct": {"deletion_auc": 0.2021, "insertion_auc": 0.6031}},
-            "faithfulness_tests": {
-                "n": 200, "level": 0.95, "cells": [4, 4],
-                "noise": "test-image sampling (paired bootstrap over the 200 images)",
-                "comparisons": {k: {"name": name, "deletion_auc": d, "insertion_auc": i,
-                                    "deletion_diff": {"diff": 0.2021 - d, "lo": 0.2021 - d - 0.02,
-                                                      "hi": 0.2021 - d + 0.02},
-                                    "insertion_diff": {"diff": 0.6031 - i,
-                                                       "lo": 0.6031 - i - 0.02,
-                                                       "hi": 0.6031 - i + 0.02}}
-                                for k, name, d, i in (
-                                    ("random", "i.i.d. random pixels", 0.3511, 0.4102),
-                                    ("smooth_random", "smooth random map", 0.3322, 0.4411),
-                                    ("centre_prior", "centre prior", 0.2123, 0.5911))}},
-            "border_share": {"failures": 0.5512, "correct": 0.4788, "uniform": 0.6094,
-                             "border_px": 6, "centre_prior": 0.31, "cells": [4, 4],
-                             "resolves_border": False, "p_value": 0.012},
-            "pointing_game": {"hit_rate": 0.9512, "n": 800},
-        },
-        "figures": {k: f"figures/{k}.png" for k in FIGURE_KEYS},
-        "environment": {"cifarlens": "0.1.0", "torch": "2.13.0", "python": "3.11.7",
-                        "device": "cpu", "precision": "bf16", "git_commit": "abc123",
-                        "threads": 2},
-        "timing": {"total_s": 120.0},
-        "command": "cifarlens study --preset smoke --out studies/s1",
-    }
+from cifarlens.study.schema import read_summary, summary_from_json
 
 
 def write_png(path: Path, color: str = "C0") -> None:
@@ -320,46 +208,46 @@ def test_number_formats():
 
 
 def test_describe_change_positive_significant():
-    s = describe_change(0.0663, 0.059, 0.074, 3.1e-12)
+    s = describe_change(0.0663, (0.059, 0.074), 3.1e-12)
     assert s == ("test accuracy rose by 6.63 points (95% CI [5.90, 7.40]); McNemar's exact "
                  "test p = 3.1e-12, significant at the 5% level")
     assert change_verdict(0.0663, 0.059, 0.074, 3.1e-12) == "rose"
 
 
 def test_describe_change_negative_significant():
-    s = describe_change(-0.021, -0.03, -0.012, 0.0004)
+    s = describe_change(-0.021, (-0.03, -0.012), 0.0004)
     assert s.startswith("test accuracy fell by 2.10 points (95% CI [-3.00, -1.20])")
     assert "p = 4.0e-04, significant at the 5% level" in s
     assert "rose" not in s and "not" not in s
 
 
 def test_describe_change_ci_crossing_zero():
-    s = describe_change(0.004, -0.003, 0.011, 0.41)
+    s = describe_change(0.004, (-0.003, 0.011), 0.41)
     assert s.startswith("test accuracy did not change significantly")
     assert "difference +0.40 points" in s and "[-0.30, 1.10]" in s and "p = 0.41" in s
     assert "rose" not in s and "fell" not in s
     # same CI but a negative estimate: still not significant, still no direction word
-    s = describe_change(-0.004, -0.011, 0.003, 0.41)
+    s = describe_change(-0.004, (-0.011, 0.003), 0.41)
     assert "did not change significantly" in s and "difference -0.40 points" in s
 
 
 def test_describe_change_edge_cases():
     # p and CI disagree -> borderline, never "significant at"
-    s = describe_change(0.01, -0.001, 0.021, 0.03)
+    s = describe_change(0.01, (-0.001, 0.021), 0.03)
     assert "borderline" in s and "rose by 1.00 points" in s and "includes 0" in s
     assert change_verdict(0.01, -0.001, 0.021, 0.03) == "borderline"
-    s = describe_change(0.01, 0.001, 0.021, 0.07)
+    s = describe_change(0.01, (0.001, 0.021), 0.07)
     assert "borderline" in s and "excludes 0" in s
     # alpha moves the decision
     assert change_verdict(0.01, 0.001, 0.021, 0.03, alpha=0.01) == "borderline"
     # a difference that shows as 0.00 points is never called a rise
-    assert "did not change" in describe_change(0.00001, 0.000005, 0.00002, 1e-9)
+    assert "did not change" in describe_change(0.00001, (0.000005, 0.00002), 1e-9)
     # only the CI available / nothing available
-    assert "rose by 2.00 points" in describe_change(0.02, 0.01, 0.03, None)
-    assert "unknown" in describe_change(0.02, None, None, None)
-    assert "not computed" in describe_change(None, None, None, None)
-    assert "from 62.91% to 69.54%" in describe_change(0.0663, 0.05, 0.08, 1e-9,
-                                                        before=0.6291, after=0.6954)
+    assert "rose by 2.00 points" in describe_change(0.02, (0.01, 0.03), None)
+    assert "unknown" in describe_change(0.02, (None, None), None)
+    assert "not computed" in describe_change(None, (None, None), None)
+    assert "from 62.91% to 69.54%" in describe_change(0.0663, (0.05, 0.08), 1e-9,
+                                                        means=(0.6291, 0.6954))
 
 
 def test_other_sentences_follow_the_numbers():
@@ -571,23 +459,17 @@ def test_recipe_table_reads_the_config_and_is_in_the_readme():
     assert used["Seeds"] == "3 per arm, paired by seed"
     # a study's own config shows what it ran, not the preset
     assert {r[0]: r[2] for r in recipe_rows({"lr": 0.1}, "fp32")}["Peak learning rate"] == "0.1"
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for r in rows:  # the README's table is this table (no drift)
-        assert "| " + " | ".join(r) + " |" in readme, r
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "study.md").read_text()
+    for r in rows:  # docs/study.md's table is this table (no drift)
+        assert "| " + " | ".join(r) + " |" in doc, r
 
 
-@pytest.mark.parametrize("shape", ["summary", "paired_seed_test"])
-def test_multi_seed_block_rendered(tmp_path, pngs, shape):
+def test_multi_seed_block_rendered(tmp_path, pngs):
     s = make_summary()
     s["seeds"] = [0, 1, 2]
-    if shape == "summary":  # the schema study writes
-        block = {"n": 3, "mean_a": 0.6301, "std_a": 0.0102, "mean_b": 0.6912, "std_b": 0.0087,
-                 "mean_diff": 0.0611, "p_value": 0.0013, "ci": [0.0511, 0.0711], "note": None}
-    else:  # stats.paired_seed_test's own keys
-        block = {"n_seeds": 3, "mean_a": 0.6301, "std_a": 0.0102, "mean_b": 0.6912,
-                 "std_b": 0.0087, "mean_diff": 0.0611, "p_value": 0.0013, "lo": 0.0511,
-                 "hi": 0.0711, "note": None}
-    s["comparison"]["seeds"] = block
+    s["comparison"]["seeds"] = {"n": 3, "mean_a": 0.6301, "std_a": 0.0102, "mean_b": 0.6912,
+                                "std_b": 0.0087, "mean_diff": 0.0611, "p_value": 0.0013,
+                                "ci": [0.0511, 0.0711], "note": None}
     for name, accs in (("baseline", [0.62, 0.63, 0.64]), ("variant", [0.68, 0.69, 0.70])):
         s["models"][name]["per_seed"] = [{"seed": i, "test_top1": a} for i, a in enumerate(accs)]
     h, m, _ = render(tmp_path, pngs, s)
@@ -605,12 +487,11 @@ def test_multi_seed_block_rendered(tmp_path, pngs, shape):
 
 
 def test_producer_key_variants(tmp_path, pngs):
-    """Shapes the real producers emit: stats.per_class_changes rows (acc_a/acc_b, with
-    before/after None), config values of None, failures with no variant block."""
+    """Values the producer can write: a per-class row, config values of None, a change whose
+    baseline value is None."""
     s = make_summary()
     s["comparison"]["per_class"]["improved"] = [
-        {"class": 3, "name": "trout", "n": 10, "acc_a": 0.3, "acc_b": 0.9, "delta": 0.6,
-         "before": None, "after": None}]
+        {"name": "trout", "n": 10, "before": 0.3, "after": 0.9, "delta": 0.6}]
     s["config"]["train_limit"] = None
     s["change"] = {"key": "train_limit", "baseline": None, "variant": 4000}
     h, m, _ = render(tmp_path, pngs, s)
@@ -651,8 +532,10 @@ JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(SUMMARY_PATHS), JUNK), min_size=1, max_size=8))
-def test_mistyped_summary_never_crashes(edits):
-    """Any value replaced by junk (wrong type, NaN, inf, hostile path) still renders."""
+def test_mistyped_summary_renders_or_is_one_line(edits):
+    """Any value replaced by junk (wrong type, NaN, inf, hostile path): a value of the right
+    type renders (NaN and inf as n/a, a hostile path as no figure), anything else is refused in
+    one line naming its key, before any report file is written; never a traceback."""
     s = make_summary()
     for path, junk in edits:
         node = s
@@ -663,7 +546,13 @@ def test_mistyped_summary_never_crashes(edits):
         except (KeyError, IndexError, TypeError):
             continue  # an earlier edit replaced a parent: nothing left to edit
     with tempfile.TemporaryDirectory() as d:
-        h, m = (p.read_text() for p in render_report(Path(d), s))
+        (Path(d) / "summary.json").write_text(json.dumps(s))
+        try:
+            h, m = (p.read_text() for p in render_report(Path(d)))
+        except CifarlensError as e:
+            assert "\n" not in str(e) and str(e).startswith(str(Path(d) / "summary.json"))
+            assert not (Path(d) / "report.html").exists() and not (Path(d) / "report.md").exists()
+            return
     assert "<section id=\"reproducibility\">" in h and "## 15 Reproducibility" in m
     assert "data:image" not in h  # no figure files exist here, whatever the paths say
 
@@ -800,20 +689,33 @@ def test_optional_parts_missing(tmp_path, pngs):
         assert "Background reliance was not measured" in doc
 
 
-def test_minimal_summary_still_renders(tmp_path):
-    """A nearly empty or oddly typed summary renders with n/a and notes, never a crash."""
+def test_a_summary_with_optional_parts_missing_renders(tmp_path):
+    """The parts a study may lack (explanations, superclasses, calibration after scaling,
+    timing) render as n/a and notes, never as a crash or "None"."""
     study = tmp_path / "s"
     study.mkdir()
-    odd = {"models": {"baseline": {"test": {"top1": "high"}}, "variant": []},
-           "comparison": {"seeds": {"n": 1, "mean_a": 0.6, "mean_b": 0.61, "mean_diff": 0.01,
-                                    "p_value": None, "note": "one seed per arm"}},
-           "figures": {"curves": None, "failure_gallery": 42}, "failures": {"top": "x"}}
-    h, m = (p.read_text() for p in render_report(study, odd))
+    s = make_summary()
+    del s["explain"], s["timing"], s["normalization"]
+    for arm in ("baseline", "variant"):
+        del s["models"][arm]["test"]["superclass"], s["models"][arm]["calibration"]
+    s["figures"] = {"curves": "figures/curves.png"}
+    h, m = (p.read_text() for p in render_report(study, summary_from_json(s)))
     for doc in (h, m):
-        assert "n/a" in doc and "was not computed" in doc and "one seed per arm" in doc
+        assert "n/a" in doc and "was not computed" in doc
         assert "None" not in doc
     for sid, title in SECTIONS:
         assert (html.escape(title) in h) == (sid != "ablation")  # no ablation: one change
+
+
+def test_an_oddly_typed_summary_is_one_line_naming_the_key(tmp_path):
+    study = tmp_path / "s"
+    study.mkdir()
+    s = make_summary()
+    s["models"]["baseline"]["test"]["top1"] = "high"
+    (study / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(CifarlensError, match=r"summary.json.baseline.test.top1 must be a number"):
+        render_report(study)
+    assert not (study / "report.html").exists()
 
 
 def test_render_report_io(tmp_path, pngs):
@@ -828,9 +730,9 @@ def test_render_report_io(tmp_path, pngs):
     study, s = make_study(tmp_path, pngs)
     h, m = render_report(study)
     assert (h, m) == (study / "report.html", study / "report.md")
-    # passing the dict gives the same output as reading the file; no temp files are left
+    # passing the summary gives the same output as reading the file; no temp files are left
     before = h.read_text(), m.read_text()
-    render_report(study, copy.deepcopy(s))
+    render_report(study, summary_from_json(copy.deepcopy(s)))
     assert (h.read_text(), m.read_text()) == before
     assert not [p for p in study.iterdir() if p.name.startswith(".")]
 
@@ -1054,7 +956,7 @@ def test_report_states_the_tested_faithfulness_and_tracking_base_rate(tmp_path, 
 def test_headline_printed_by_study_is_the_reports_verdict(tmp_path, pngs):
     """`cifarlens study` prints one sentence at the end: the report's own verdict clause."""
     h, _, study = render(tmp_path, pngs)
-    line = headline(json.loads((study / "summary.json").read_text()), study)
+    line = headline(read_summary(study / "summary.json"), study)
     prefix = "augment: none \u2192 crop-flip: "
     assert line.startswith(prefix)
     clause = line[len(prefix):].replace(" (generated data, not CIFAR-100)", "").rstrip(".")
@@ -1062,7 +964,7 @@ def test_headline_printed_by_study_is_the_reports_verdict(tmp_path, pngs):
     assert "augment" in line  # names the change
     summary = make_summary()
     summary["data_source"] = "generated"
-    assert headline(summary, study).endswith("(generated data, not CIFAR-100)")
+    assert headline(summary_from_json(summary), study).endswith("(generated data, not CIFAR-100)")
 
 
 def test_every_section_has_its_builder_named_in_one_explicit_table():

@@ -21,7 +21,7 @@ from cifarlens.analysis.stats import (
     per_class_changes,
 )
 from cifarlens.errors import CifarlensError
-from cifarlens.figures.plots import plot_confusion_difference, plot_per_class_changes
+from cifarlens.figures.plots import ClassGroups, plot_confusion_difference, plot_per_class_changes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -256,8 +256,8 @@ def test_comparison_figures_are_written(tmp_path) -> None:
     cm_a, cm_b = confusion_matrix(labels, pa, 40), confusion_matrix(labels, pb, 40)
     names = [f"class{i}" for i in range(40)]
     plot_confusion_difference(cm_a, cm_b, names, tmp_path / "diff.png",
-                                group_of=np.arange(40) % 8,
-                                group_names=[f"g{i}" for i in range(8)])
+                                groups=ClassGroups(np.arange(40) % 8,
+                                                   [f"g{i}" for i in range(8)]))
     assert_png(tmp_path / "diff.png")
     plot_per_class_changes(cm_a, cm_b, names, tmp_path / "changes.png", k=8)
     assert_png(tmp_path / "changes.png")

@@ -11,10 +11,13 @@ import pytest
 
 from cifarlens.cli import main
 from cifarlens.errors import CifarlensError
-from cifarlens.study.engines.local import _overlap_job, demo_threads
+from cifarlens.report.render import render_report
+from cifarlens.runs import Run
+from cifarlens.study.engines.local import LocalEngine, _overlap_job, demo_threads
 from cifarlens.study.engines.processes import parallel_slots
 from cifarlens.study.plan import one_change_guard, parse_change
 from cifarlens.study.run import run_study
+from cifarlens.study.schema import to_json
 from cifarlens.training.config import make_config
 
 
@@ -55,8 +58,8 @@ def test_parse_change_types_and_errors():
 
 def test_study_refuses_an_invalid_changed_value(tmp_path, synth100):
     with pytest.raises(CifarlensError, match="augment"):
-        run_study(tmp_path / "s", preset="smoke", change="augment=rotate",
-                  overrides={"data_dir": str(synth100)}, progress=False, log=lambda m: None)
+        run_study(tmp_path / "s", preset="smoke", changes="augment=rotate",
+                  overrides={"data_dir": str(synth100)}, engine=LocalEngine(progress=False), log=lambda m: None)
     assert not (tmp_path / "s" / "study.json").exists()
 
 
@@ -64,32 +67,33 @@ def test_study_refuses_an_invalid_changed_value(tmp_path, synth100):
 def study(tmp_path_factory, synth100):
     out = tmp_path_factory.mktemp("study") / "s"
     run_study(out, preset="smoke", seeds=1, overrides={"data_dir": str(synth100), "device": "cpu"},
-              progress=False, log=lambda m: None)
+              engine=LocalEngine(progress=False), log=lambda m: None)
+    render_report(out)
     return out
 
 
 def test_study_summary_matches_the_runs(study):
-    from cifarlens.study.schema import check_summary
+    from cifarlens.study.schema import read_summary
 
+    read_summary(study / "summary.json")  # the shape the report reads, every key checked
     s = json.loads((study / "summary.json").read_text())
-    check_summary(s, "the study's summary.json")  # the shape the report reads
-    assert s["data_source"] == "generated" and s["change"] == {
+    assert s["data_source"] == "generated" and s["variants"][0]["change"] == {
         "key": "augment", "baseline": "none", "variant": "crop-flip"}
-    for arm in ("baseline", "variant"):
+    for arm, model in (("baseline", s["baseline"]), ("variant", s["variants"][0]["model"])):
         m = json.loads((study / "runs" / f"{arm}-s0" / "metrics_test.json").read_text())
-        assert s["models"][arm]["test"]["top1"] == m["top1"]
-        assert s["models"][arm]["params"] == 254_948
-        assert s["models"][arm]["run"] == f"runs/{arm}-s0"  # relative: the study can move
-    c = s["comparison"]
+        assert model["test"]["top1"] == m["top1"]
+        assert model["params"] == 254_948
+        assert model["run"] == f"runs/{arm}-s0"  # relative: the study can move
+    c = s["variants"][0]["comparison"]
     mc = c["mcnemar"]
     assert mc["both_right"] + mc["both_wrong"] + mc["a_only"] + mc["b_only"] == 1000
-    diff = s["models"]["variant"]["test"]["top1"] - s["models"]["baseline"]["test"]["top1"]
+    diff = s["variants"][0]["model"]["test"]["top1"] - s["baseline"]["test"]["top1"]
     assert c["accuracy_difference"]["diff"] == pytest.approx(diff)
     assert (mc["b_only"] - mc["a_only"]) / 1000 == pytest.approx(diff)
     assert c["accuracy_difference"]["lo"] <= diff <= c["accuracy_difference"]["hi"]
-    tr = s["failures"]["tracking"]
+    tr = s["variants"][0]["failures"]["tracking"]
     assert tr["fixed"] + tr["still_wrong"] + tr["other_wrong"] == tr["tracked"] == 12
-    assert len(s["failures"]["top"]) == 12
+    assert len(s["variants"][0]["failures"]["top"]) == 12
     for rel in s["figures"].values():
         assert (study / rel).is_file(), rel
     # stage wall times (docs/benchmarks.md "Cost beside training"): parts of the whole
@@ -103,12 +107,12 @@ def test_tracked_failures_match_the_variant_predictions(study):
     s = json.loads((study / "summary.json").read_text())
     p = np.load(study / "runs" / "variant-s0" / "predictions_test.npz")
     names = json.loads((study / "runs" / "variant-s0" / "config.json").read_text())["class_names"]
-    for row in s["failures"]["top"]:
+    for row in s["variants"][0]["failures"]["top"]:
         vp = names[int(p["pred"][row["index"]])]
         assert row["variant"]["pred_name"] == vp
         assert (row["variant"]["status"] == "fixed") == (vp == row["true_name"])
     # the base rate: every baseline test error the variant gets right
-    tr = s["failures"]["tracking"]
+    tr = s["variants"][0]["failures"]["tracking"]
     a = np.load(study / "runs" / "baseline-s0" / "predictions_test.npz")
     wrong_a = a["pred"] != a["labels"]
     assert tr["all_errors"]["errors"] == int(wrong_a.sum())
@@ -116,7 +120,7 @@ def test_tracked_failures_match_the_variant_predictions(study):
     # tracked failures split into suspected label errors and the rest
     ls, ot = tr["label_suspects"], tr["others"]
     assert ls["tracked"] + ot["tracked"] == tr["tracked"]
-    assert ls["tracked"] == sum(r["label_error_suspect"] for r in s["failures"]["top"])
+    assert ls["tracked"] == sum(r["label_error_suspect"] for r in s["variants"][0]["failures"]["top"])
     assert ls["fixed"] + ot["fixed"] == tr["fixed"]
 
 
@@ -132,7 +136,7 @@ def test_report_has_every_section_and_rebuilds(study):
     assert "The comparison with the seed report does not apply: the study ran on generated " \
            "data" in md
     s = json.loads((study / "summary.json").read_text())
-    assert s["comparison"]["verdict_basis"] == "one_pair" and s["comparison"]["seeds"] is None
+    assert s["variants"][0]["comparison"]["verdict_basis"] == "one_pair" and s["variants"][0]["comparison"]["seeds"] is None
     assert s["environment"]["cpu_model"] and s["environment"]["precision"] in ("bf16", "fp32")
     before = {n: (study / n).read_text() for n in ("report.html", "report.md")}
     for n in before:
@@ -150,8 +154,10 @@ def test_rerun_reuses_finished_runs(study):
     (study / "report.html").unlink()
     run_study(study, preset="smoke", seeds=1, overrides={"data_dir": json.loads(
         (study / "study.json").read_text())["baseline"]["data_dir"], "device": "cpu"},
-        progress=False, log=lambda m: None)
+        engine=LocalEngine(progress=False), log=lambda m: None)
     assert {p: p.stat().st_mtime_ns for p in study.glob("runs/*/done.json")} == done
+    assert (study / "summary.json").exists()
+    render_report(study)
     assert (study / "report.html").exists()
 
 
@@ -160,11 +166,11 @@ def test_a_different_study_in_the_same_folder_is_refused(study):
     test_ablation.py)."""
     data_dir = json.loads((study / "study.json").read_text())["baseline"]["data_dir"]
     with pytest.raises(CifarlensError, match=r"another baseline \(lr 0.05 vs 0.1\)"):
-        run_study(study, preset="smoke", seeds=1, change="label_smoothing=0",
-                  overrides={"data_dir": data_dir, "lr": 0.1}, progress=False,
+        run_study(study, preset="smoke", seeds=1, changes="label_smoothing=0",
+                  overrides={"data_dir": data_dir, "lr": 0.1}, engine=LocalEngine(progress=False),
                   log=lambda m: None)
     with pytest.raises(CifarlensError, match=r"seeds \[0\], not \[0, 1, 2\]"):
-        run_study(study, preset="smoke", overrides={"data_dir": data_dir}, progress=False,
+        run_study(study, preset="smoke", overrides={"data_dir": data_dir}, engine=LocalEngine(progress=False),
                   log=lambda m: None)
 
 
@@ -180,9 +186,10 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     same number of threads (CPU kernels split their sums by thread, so the count matters)."""
     import torch
 
-    from cifarlens.study.engines.processes import run_parallel
+    from cifarlens.study.engines.base import execute
+    from cifarlens.study.engines.processes import ProcessesEngine
     from cifarlens.study.plan import plan_study
-    from cifarlens.study.stages import stage_evaluate, stage_train
+    from cifarlens.study.run import plan_jobs
 
     out = tmp_path / "seeds"
     overrides = {"data_dir": str(synth100), "device": "cpu", "epochs": 1, "train_limit": 1000}
@@ -190,8 +197,10 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # 2 jobs -> 1 thread per child
     try:
-        s = run_study(out, preset="smoke", seeds=2, failures_top=4, jobs=2, overrides=overrides,
-                      progress=False, log=lines.append)
+        s = run_study(out, preset="smoke", seeds=2, failures_top=4, overrides=overrides,
+                      engine=ProcessesEngine(2, progress=False),
+                      log=lines.append)
+        s = to_json(s)  # the summary as summary.json holds it
     finally:
         torch.set_num_threads(threads)
     assert sorted(p.name for p in (out / "runs").iterdir()) == [
@@ -199,9 +208,9 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     assert any("up to 2 at once" in m and "1 thread(s) each" in m for m in lines)
     for name in ("baseline seed 0", "variant seed 1"):  # progress shows every run
         assert any(m.startswith(f"[{name}] epoch 1/1:") and "ETA" in m for m in lines), name
-    seeds = s["comparison"]["seeds"]
-    a = [r["test_top1"] for r in s["models"]["baseline"]["per_seed"]]
-    b = [r["test_top1"] for r in s["models"]["variant"]["per_seed"]]
+    seeds = s["variants"][0]["comparison"]["seeds"]
+    a = [r["test_top1"] for r in s["baseline"]["per_seed"]]
+    b = [r["test_top1"] for r in s["variants"][0]["model"]["per_seed"]]
     assert seeds["n"] == 2 and seeds["mean_a"] == pytest.approx(np.mean(a))
     assert seeds["mean_diff"] == pytest.approx(np.mean(b) - np.mean(a))
     assert seeds["std_a"] == pytest.approx(np.std(a, ddof=1))
@@ -209,16 +218,17 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     assert [m["seed"] for m in seeds["mcnemar_per_seed"]] == [0, 1]
     for m in seeds["mcnemar_per_seed"]:
         assert m["diff"] == pytest.approx((m["b_only"] - m["a_only"]) / 1000)
-    assert s["comparison"]["verdict_basis"] == "seeds" and s["comparison"]["pair_seed"] == 0
+    assert s["variants"][0]["comparison"]["verdict_basis"] == "seeds" and s["variants"][0]["comparison"]["pair_seed"] == 0
     assert a[0] != a[1]  # the seeds really differ
     # the same runs one after another in this process, 1 thread (as each child had)
-    _, arms = plan_study("smoke", seeds=2, overrides=overrides)
+    plan, arms = plan_study("smoke", seeds=2, overrides=overrides)
     torch.set_num_threads(1)
     try:
         for arm, seed in (("baseline", 1), ("variant", 0)):
-            run = tmp_path / "seq" / f"{arm}-s{seed}"
-            stage_train(dataclasses.replace(arms[arm], seed=seed), run, False, lambda m: None, arm)
-            stage_evaluate(run, lambda m: None)
+            run = Run(tmp_path / "seq" / f"{arm}-s{seed}")
+            (job,) = plan_jobs(plan, [(arm, dataclasses.replace(arms[arm], seed=seed), run)], 4)
+            execute(job, lambda m: None)
+            run = run.path
             p_seq = np.load(run / "predictions_test.npz")
             p_par = np.load(out / "runs" / f"{arm}-s{seed}" / "predictions_test.npz")
             assert np.array_equal(p_seq["logits"], p_par["logits"]), (arm, seed)
@@ -230,12 +240,12 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     for f in ("done.json", "metrics_test.json", "predictions_test.npz"):
         (v0 / f).unlink()
     kept = (out / "runs" / "baseline-s0" / "done.json").stat().st_mtime_ns
-    todo = [(arm, dataclasses.replace(arms[arm], seed=sd), out / "runs" / f"{arm}-s{sd}")
+    todo = [(arm, dataclasses.replace(arms[arm], seed=sd), Run(out / "runs" / f"{arm}-s{sd}"))
             for sd in (0, 1) for arm in ("baseline", "variant")]
     lines.clear()
     torch.set_num_threads(2)
     try:
-        run_parallel(todo, 2, False, lines.append)
+        ProcessesEngine(2, progress=False).run(plan_jobs(plan, todo, 4), lines.append)
     finally:
         torch.set_num_threads(threads)
     assert any("training 1 runs" in m for m in lines)
@@ -350,11 +360,13 @@ def test_analysis_beside_training_gives_the_sequential_files(tmp_path, synth10, 
     try:
         monkeypatch.setattr(st, "OVERLAP", "off")
         seq = run_study(tmp_path / "seq", preset="smoke", seeds=1, overrides=over,
-                        failures_top=4, progress=False, log=lambda m: None)
+                        failures_top=4, engine=LocalEngine(progress=False), log=lambda m: None)
+        seq = to_json(seq)  # the summary as summary.json holds it
         monkeypatch.setattr(st, "OVERLAP", "on")
         logs: list[str] = []
         s = run_study(tmp_path / "s", preset="smoke", seeds=1, overrides=over, failures_top=4,
-                      progress=False, log=logs.append)
+                      engine=LocalEngine(progress=False), log=logs.append)
+        s = to_json(s)  # the summary as summary.json holds it
     finally:
         torch.set_num_threads(threads)
     study, out = tmp_path / "seq", tmp_path / "s"
@@ -370,24 +382,28 @@ def test_analysis_beside_training_gives_the_sequential_files(tmp_path, synth10, 
     fa = json.loads((study / "runs" / "baseline-s0" / "failures_test.json").read_text())
     fb = json.loads((out / "runs" / "baseline-s0" / "failures_test.json").read_text())
     assert fa == fb
-    assert s["comparison"] == seq["comparison"] and s["explain"] == seq["explain"]
+    assert s["variants"][0]["comparison"] == seq["variants"][0]["comparison"] and s["explain"] == seq["explain"]
 
 
 def test_the_analysis_worker_draws_no_progress_bar(monkeypatch):
     """The worker shares the terminal with the training bar of the study's process: its stages
     log into lines the study prints, and draw no bar of their own."""
-    import cifarlens.study.engines.local as st
+    import cifarlens.study.engines.base as base
+    from cifarlens.study.engines.base import RunJob
 
     calls: list[tuple] = []
-    monkeypatch.setattr(st, "stage_evaluate",
-                        lambda run, say, figures: calls.append(("evaluate", figures)))
-    monkeypatch.setattr(st, "stage_failures", lambda run, top, say, progress=True:
-                        calls.append(("failures", top, progress)))
-    assert _overlap_job("/nowhere/run", True, 6) == []
-    assert calls == [("evaluate", True), ("failures", 6, False)]
+    monkeypatch.setattr(base, "ensure_evaluated", lambda run, splits, figures, progress, log:
+                        calls.append(("evaluate", figures, progress)))
+    monkeypatch.setattr(base, "ensure_explained", lambda run, split, failures, progress, log:
+                        calls.append(("explain", failures, progress)))
+    job = RunJob(name="baseline-s0", arm="baseline", seed=0, run_dir="/nowhere/run", config={},
+                 figures=True, failures_top=6)
+    assert _overlap_job(job) == []
+    assert calls == [("evaluate", ("test",), False), ("explain", 6, False)]
     calls.clear()
-    _overlap_job("/nowhere/run", False, None)  # a later run: evaluate only
-    assert calls == [("evaluate", False)]
+    _overlap_job(RunJob(name="variant-s1", arm="variant", seed=1, run_dir="/nowhere/run",
+                        config={}))  # a later run: evaluate only, no figures
+    assert calls == [("evaluate", (), False)]
 
 
 def test_demo_leaves_a_core_for_the_analysis_unless_told(monkeypatch):

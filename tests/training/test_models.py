@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from cifarlens.errors import CifarlensError
+from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.schema import to_json
 from cifarlens.training.complexity import complexity
 from cifarlens.training.models import build_model
 
@@ -306,12 +308,13 @@ def test_study_compares_two_architectures(synth100, tmp_path, user_module):
     from cifarlens.study.run import run_study
 
     name, _ = user_module
-    s = run_study(tmp_path / "s", preset="smoke", change=f"model={name}:net", failures_top=2,
+    s = run_study(tmp_path / "s", preset="smoke", changes=f"model={name}:net", failures_top=2,
                   overrides={"data_dir": str(synth100), "device": "cpu", "epochs": 1,
-                             "train_limit": 500}, progress=False, log=lambda m: None)
-    assert s["change"] == {"key": "model", "baseline": "small", "variant": f"{name}:net"}
-    assert s["models"]["baseline"]["params"] == 254_948
-    assert s["models"]["variant"]["params"] == 3 * 8 * 9 + 8 + 8 * 100 + 100
+                             "train_limit": 500}, engine=LocalEngine(progress=False), log=lambda m: None)
+    s = to_json(s)  # the summary as summary.json holds it
+    assert s["variants"][0]["change"] == {"key": "model", "baseline": "small", "variant": f"{name}:net"}
+    assert s["baseline"]["params"] == 254_948
+    assert s["variants"][0]["model"]["params"] == 3 * 8 * 9 + 8 + 8 * 100 + 100
     for arm, ref in (("baseline", "cifarlens.training.models:small"), ("variant", f"{name}:net")):
         cfg = json.loads((tmp_path / "s" / "runs" / f"{arm}-s0" / "config.json").read_text())
         assert cfg["model_source"]["ref"] == ref
@@ -346,13 +349,15 @@ def test_seed_architecture_is_vgg_and_baseline_stays_an_alias():
 
 
 def test_replication_check_accepts_either_name_of_the_seed_model():
+    from summaries import make_summary
+
     from cifarlens.report.sentences import replication_applies
+    from cifarlens.study.schema import summary_from_json
 
     def why(model: str) -> list[str]:
-        return replication_applies({"data_source": "official", "dataset": "cifar100",
-                                    "change": {"key": "augment", "baseline": "none",
-                                               "variant": "crop-flip"},
-                                    "config": {"model": model, "epochs": 50}})
+        s = make_summary()
+        s.update(data_source="official", config={"model": model, "epochs": 50})
+        return replication_applies(summary_from_json(s))
 
     assert why("baseline") == why("vgg")
     assert not any("model" in w for w in why("vgg"))

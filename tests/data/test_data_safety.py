@@ -37,7 +37,7 @@ from cifarlens.data.split import channel_stats, stratified_split, stratified_sub
 from cifarlens.data.synth import ensure_synthetic, read_synth_info, write_synthetic
 from cifarlens.errors import CifarlensError
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 C10 = "cifar-10-batches-py"
 C100 = "cifar-100-python"
 HYP = settings(max_examples=25, deadline=None, derandomize=True,
@@ -473,7 +473,7 @@ def test_issue_example_tiny_pickle_declaring_many_images_cli_memory(tiny10, tmp_
     script = (
         "import json, resource, sys\n"
         f"sys.path.insert(0, {str(SRC)!r})\n"
-        "from cifarlens import cli\n"
+        "from cifarlens.cli import main\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"rc = main(['data', 'verify', '--dataset', 'cifar10', '--data-dir', {str(root)!r}])\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"

@@ -38,6 +38,7 @@ from cifarlens.analysis.metrics import (
 )
 from cifarlens.errors import CifarlensError
 from cifarlens.figures.plots import (
+    ClassGroups,
     plot_confidence_hist,
     plot_confusion,
     plot_reliability,
@@ -422,8 +423,8 @@ def test_plot_confusion_grouped(tmp_path) -> None:
     out = tmp_path / "cm.png"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. a missing glyph for the arrow
-        plot_confusion(cm, [f"class{i}" for i in range(40)], out, group_of=f2c,
-                         group_names=[f"super{i}" for i in range(8)])
+        plot_confusion(cm, [f"class{i}" for i in range(40)], out,
+                       groups=ClassGroups(f2c, [f"super{i}" for i in range(8)]))
     assert_png(out)
 
 
