@@ -4,7 +4,7 @@
 The quick preset trains the paper's VGG for 10 epochs on 10,000 training images and validates
 on 10,000 images after each epoch (full-size data; val in the training precision). Its
 training time is therefore 10 x (10,000 / training img/s + 10,000 / validation img/s). The
-feature pass is one forward over the 10,000 training images (`analysis.neighbours.features`,
+feature pass is one forward over the 10,000 training images (`training.features.features`,
 fp32 by default; bf16 shown beside it), and, where the test features are not taken from
 evaluate's own forward, one more over the 10,000 test images.
 
@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, median, now, random_cifar, say, write_json  # noqa: E402
 from train_throughput import build_ours  # noqa: E402
 
-from cifarlens.analysis.neighbours import features, nearest  # noqa: E402
+from cifarlens.analysis.neighbours import nearest  # noqa: E402
+from cifarlens.training.features import features  # noqa: E402
 from cifarlens.training.models import build_model  # noqa: E402
 from cifarlens.training.runtime import infer_logits, resolve_precision  # noqa: E402
 

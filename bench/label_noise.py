@@ -144,7 +144,7 @@ def _train_runs(root: Path, kind: str, rate: float, per_class: int, epochs: list
 
     data = root / f"data-{kind}"
     ensure_synthetic(data, "cifar100", train_per_class=per_class, test_per_class=10, seed=0,
-                     train_label_noise=rate, train_noise_kind=kind)
+                     train_noise=(rate, kind))
     runs = {}
     for e in epochs:
         for s in range(seeds):
@@ -175,8 +175,9 @@ def _score(found: dict, flipped: np.ndarray, original: np.ndarray) -> dict[str, 
 
 
 def score_train_flips(a: argparse.Namespace) -> int:
-    from cifarlens.analysis.label_issues import find_issues, run_val_set
+    from cifarlens.analysis.label_issues import find_issues
     from cifarlens.data.synth import read_synth_info
+    from cifarlens.stages.label_issues import val_set as run_val_set
 
     root, epochs = Path(a.train_flips), [int(e) for e in a.epochs.split(",")]
     rows = []

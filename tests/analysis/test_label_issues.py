@@ -12,6 +12,7 @@ from cifarlens.analysis import label_issues as LI
 from cifarlens.data.synth import confusable_classes
 from cifarlens.data.synth_flips import flip_labels
 from cifarlens.errors import CifarlensError
+from cifarlens.stages.label_issues import val_set
 
 
 def _probs(pred: list[int], k: int = 3, p: float = 0.9) -> np.ndarray:
@@ -75,7 +76,7 @@ def test_cleanlab_flags_confident_disagreement_in_each_run_and_the_merge_keeps_t
 def test_flags_on_a_trained_models_val_split_find_planted_flips_above_chance(analysed_run, kind):
     """The smoke run never trained on its val images, so flipping their labels plants label
     errors exactly as flipped training images that fell into the val split would be."""
-    v = LI.run_val_set(analysed_run)
+    v = val_set(analysed_run)
     rate = 0.1
     k = v["probs"].shape[1]
     noisy, rec = flip_labels(v["labels"], rate, kind, k, np.random.default_rng(1),
@@ -131,13 +132,11 @@ def test_synth_training_flips_are_recorded_and_reproducible(tmp_path, kind):
     # the same arguments give the same bytes; ensure_synthetic keeps them, or rewrites on change
     archive = tmp_path / "noisy" / "cifar-10-python.tar.gz"
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    write_synthetic(tmp_path / "again", "cifar10", **kw, train_label_noise=0.1,
-                    train_noise_kind=kind)
+    write_synthetic(tmp_path / "again", "cifar10", **kw, train_noise=(0.1, kind))
     again = tmp_path / "again" / "cifar-10-python.tar.gz"
     assert hashlib.sha256(again.read_bytes()).hexdigest() == digest
     mtime = archive.stat().st_mtime_ns
-    ensure_synthetic(tmp_path / "noisy", "cifar10", **kw, train_label_noise=0.1,
-                     train_noise_kind=kind)
+    ensure_synthetic(tmp_path / "noisy", "cifar10", **kw, train_noise=(0.1, kind))
     assert archive.stat().st_mtime_ns == mtime
     ensure_synthetic(tmp_path / "noisy", "cifar10", **kw)  # no flips asked for: rewritten
     assert _train_labels(tmp_path / "noisy")[2]["flipped_labels"]["train"] == []
@@ -149,7 +148,7 @@ def test_bad_training_noise_settings_are_one_line_errors(tmp_path):
 
     with pytest.raises(CifarlensError, match="from 0 to 1"):
         write_synthetic(tmp_path, "cifar10", train_per_class=2, test_per_class=1,
-                        train_label_noise=1.5)
+                        train_noise=(1.5, "uniform"))
     with pytest.raises(CifarlensError, match="unknown label noise kind"):
         flip_labels(np.zeros(4, int), 0.5, "superclass", 10, np.random.default_rng(0))
     with pytest.raises(CifarlensError, match="partner"):

@@ -26,9 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarlens.analysis.metrics import softmax
 from cifarlens.errors import CifarlensError
-from cifarlens.runs import Run
 
 FILTER_BY = "prune_by_noise_rate"  # cleanlab's default filter; the one failures.py uses
 
@@ -117,15 +115,3 @@ def find_issues(val_sets: Sequence[Mapping[str, np.ndarray]], n_train: int, *,
         "n_covered": int(len(covered)), "n_train": int(n_train), "per_run": per_run,
         "filter_by": filter_by, "min_share": min_share,
     }
-
-
-def run_val_set(run: Run | str, *, temperature: bool = False) -> dict[str, np.ndarray]:
-    """A run's val predictions as `find_issues` takes them: softmax of the logits (divided by
-    the temperature evaluate fitted on val when `temperature`), refused when the predictions
-    were made from another checkpoint than the run's best.pt."""
-    r = Run.open(run)
-    p = r.current_predictions("val")
-    t = r.temperature("val") if temperature else None
-    logits = p["logits"].astype(np.float64)
-    return {"indices": p["indices"], "labels": p["labels"],
-            "probs": softmax(logits / t if t else logits)}

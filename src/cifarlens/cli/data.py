@@ -15,8 +15,8 @@ def cmd_data_synth(a: argparse.Namespace) -> int:
     kw = {k: v for k, v in (("train_per_class", a.train_per_class),
                             ("test_per_class", a.test_per_class)) if v is not None}
     folder = write_synthetic(default_data_dir(a.data_dir), a.dataset, seed=a.seed,
-                             label_noise=a.label_noise, train_label_noise=a.train_label_noise,
-                             train_noise_kind=a.train_noise_kind, **kw)
+                             label_noise=a.label_noise,
+                             train_noise=(a.train_label_noise, a.train_noise_kind), **kw)
     print(f"wrote generated {a.dataset} data to {folder} (and its archive beside it)")
     return 0
 

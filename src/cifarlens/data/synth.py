@@ -307,14 +307,13 @@ def write_synthetic(
     seed: int = 0,
     label_noise: float = 0.0,
     archive: bool = True,
-    train_label_noise: float = 0.0,
-    train_noise_kind: str = "uniform",
+    train_noise: tuple[float, str] = (0.0, "uniform"),
 ) -> Path:
     """Write a synthetic dataset in the official pickle format under `out`; return its folder.
 
     Defaults: cifar100 50 train / 10 test images per class, cifar10 200 / 50. With
     `label_noise` p, a fraction p of TEST labels is flipped to another class (image unchanged),
-    with `train_label_noise` TRAINING labels too (`synth_flips.flip_labels`); the side file
+    with `train_noise` (rate, kind) TRAINING labels too (`synth_flips.flip_labels`); the side file
     records which. Same arguments give byte-identical files.
     """
     if dataset not in DATASETS:
@@ -328,6 +327,7 @@ def write_synthetic(
         raise CifarlensError("synthetic data needs at least 1 train and 1 test image per class")
     if not 0.0 <= label_noise <= 1.0:
         raise CifarlensError(f"label noise must be between 0 and 1, got {label_noise}")
+    train_label_noise, train_noise_kind = train_noise
     check_train_noise(train_label_noise, train_noise_kind)
     num_classes: int = spec["num_classes"]
     root = _absolute(out)

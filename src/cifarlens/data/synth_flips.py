@@ -52,7 +52,11 @@ def train_noise_record(rate: float, kind: str) -> dict[str, object]:
 
 
 def train_noise_of(settings: dict) -> tuple[float, str | None]:
-    """(rate, kind) of training flips in a manifest or write_synthetic's keyword arguments (no
-    kind without flips; a manifest without the keys has none)."""
-    rate = float(settings.get("train_label_noise") or 0.0)
-    return rate, (settings.get("train_noise_kind") or "uniform") if rate else None
+    """(rate, kind) of training flips in a manifest or write_synthetic's keyword arguments
+    (`train_noise`); no kind without flips, and a manifest without the keys has none."""
+    if "train_noise" in settings:
+        rate, kind = settings["train_noise"]
+    else:
+        rate, kind = settings.get("train_label_noise"), settings.get("train_noise_kind")
+    rate = float(rate or 0.0)
+    return rate, (kind or "uniform") if rate else None

@@ -24,16 +24,10 @@ import numpy as np
 
 from cifarlens import _console as console
 from cifarlens._io import locked
-from cifarlens.analysis.neighbours import (
-    feature_layer,
-    features,
-    label_share,
-    nearest,
-    neighbour_share,
-    share_change,
-)
+from cifarlens.analysis.neighbours import label_share, nearest, neighbour_share, share_change
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
+from cifarlens.training.features import feature_layer, features
 from cifarlens.training.runtime import resolve_device
 
 K = 8
@@ -47,7 +41,7 @@ def split_features(run: Run, split: str, layer: str | None = None, *, device: st
     """(features, dataset indices, layer name) of a split: the Run's cache when it is current
     and holds the split's images, else one pass written to the cache."""
     x, _, idx = run.split_arrays(split)
-    cached = run.current_features(split, layer or "")
+    cached = run.current("features", split, layer or "")
     if cached is not None and np.array_equal(cached["indices"], idx):
         return cached["features"], idx, str(cached["layer"])
     dev = resolve_device(device)
@@ -88,11 +82,8 @@ def add_neighbours(run: Run | str | os.PathLike, split: str = "test", *, layer: 
     failures_<split>.json, with the tested share summary; returns the summary."""
     log = log or console.log
     run = Run.open(run)
-    result = run.current_failures(split)
-    if result is None:
-        raise CifarlensError(f"no failures for split {split!r} from the current checkpoint in "
-                             f"{run.path}: run `cifarlens failures {run.path}` first")
-    p = run.current_predictions(split)
+    result = run.require_current("failures", split)
+    p = run.require_current("predictions", split)
     ftr, itr, name = split_features(run, "train", layer, device=device, progress=progress)
     fq, _, _ = split_features(run, split, layer, device=device, progress=progress)
     ytr = run.data().train_y[itr].astype(np.int64)
@@ -112,7 +103,7 @@ def add_neighbours(run: Run | str | os.PathLike, split: str = "test", *, layer: 
         f["neighbour_claim"] = bool(res["claim"][j])
     summary = {key: _json(res[key]) for key in SUMMARY_KEYS}
     result["neighbours"] = {
-        "layer": name, "k": k, "similarity": "cosine", "train_split": "train",
+        "layer": name, "asked_layer": layer or "", "k": k, "similarity": "cosine", "train_split": "train",
         "features": {s: Run.features_name(s, layer or "") for s in ("train", split)},
         "summary": summary,
         "what": "training images the model represents alike (its features at this layer), not "
@@ -142,7 +133,7 @@ def change(run_a: Run | str | os.PathLike, run_b: Run | str | os.PathLike, *,
     (each over its own training split; seed-paired runs share it), with share_change's test
     (clusters: the true class). JSON-ready."""
     ra, rb = Run.open(run_a), Run.open(run_b)
-    pa, pb = ra.current_predictions("test"), rb.current_predictions("test")
+    pa, pb = ra.require_current("predictions"), rb.require_current("predictions")
     if not np.array_equal(pa["indices"], pb["indices"]):
         raise CifarlensError("baseline and variant were evaluated on different test images")
     y, pred_a, pred_b = pa["labels"], pa["pred"], pb["pred"]
