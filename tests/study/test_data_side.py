@@ -76,7 +76,12 @@ def test_the_first_seeds_jobs_ask_for_features_and_the_first_baseline_for_neighb
     assert jobs["baseline-s3"].failures_top == 5 and jobs["variant-s3"].failures_top is None
 
 
-def test_the_analysis_phase_makes_features_and_the_baselines_neighbours(analysed_copy, tmp_path):
+def test_the_analysis_phase_makes_features_and_the_baselines_neighbours(analysed_copy, tmp_path,
+                                                                       monkeypatch):
+    from cifarlens.study.engines import base
+
+    explained = []  # Grad-CAM has its own tests: here only that it comes first
+    monkeypatch.setattr(base, "ensure_explained", lambda run, *a, **k: explained.append(run))
     run = Run(analysed_copy)
     assert run.current("neighbours", "test") is None
     variant = tmp_path / "variant"
@@ -91,7 +96,7 @@ def test_the_analysis_phase_makes_features_and_the_baselines_neighbours(analysed
     analysis_phase(job, lambda m: None)
     res = run.current("neighbours", "test")
     assert res is not None and all(len(f["neighbours"]["pred"]) == 8 for f in res["failures"])
-    assert run.current("explanation", "test") is not None
+    assert [r.path for r in explained] == [run.path]
     stamp = run.file(Run.failures_name("test")).stat().st_mtime_ns
     analysis_phase(job, lambda m: None)  # everything current: nothing is made again
     assert run.file(Run.failures_name("test")).stat().st_mtime_ns == stamp
