@@ -42,9 +42,9 @@ def test_the_share_sentence_concludes_only_when_supported():
 
 
 def test_claims_say_why_no_failure_gets_its_own_sentence():
-    assert "1/7" in RN.describe_claims(SHARE, 12)  # 54 reference images over 9 classes: 6 each
-    assert RN.describe_claims({**SHARE, "n_claims": 3}, 12).startswith("3 of the 30 failures")
-    assert "does not support" in RN.describe_claims({**SHARE, "supported": False}, 12)
+    assert "1/7" in RN.describe_claims(SHARE)  # 54 reference images over 9 classes: 6 each
+    assert RN.describe_claims({**SHARE, "n_claims": 3}).startswith("3 of the 30 failures")
+    assert "does not support" in RN.describe_claims({**SHARE, "supported": False})
 
 
 def test_the_change_through_the_data_concludes_only_when_the_share_fell():
@@ -63,6 +63,9 @@ def test_the_change_through_the_data_concludes_only_when_the_share_fell():
                                                    "fell": False}}, 8)
     assert "numbers only" in few and "no test" in few
     assert "fixed none" in RN.describe_data_change({**ch, "fixed": {**FIXED, "n": 0}}, 8)
+    rose = RN.describe_data_change({**ch, "fixed": {**FIXED, "fell": False, "rose": True,
+                                                    "mean_diff": 0.15, "ci": [0.08, 0.23]}}, 8)
+    assert "sit more among their old predicted class" in rose and "moved away" not in rose
 
 
 def test_the_label_issue_sentence_gives_coverage_accuracy_and_measured_precision():

@@ -67,7 +67,7 @@ def describe_share(share: dict[str, Any], k: int) -> str:
             f"of their class do: {numbers}; {test}. For scale, {SHARE_POWER}.")
 
 
-def describe_claims(share: dict[str, Any], n_tracked: int) -> str:
+def describe_claims(share: dict[str, Any]) -> str:
     """How many failures get their own sentence, and why none can where none does."""
     n = int(share.get("n_claims") or 0)
     n_cls = int(share.get("n_classes") or 0)
@@ -114,6 +114,10 @@ def describe_data_change(ch: dict[str, Any], k: int) -> str:
     if fx.get("fell"):
         return (f"{what}, the failures it fixed moved away from their old predicted class in "
                 f"the model's representation: {nums}; {test}.{ref}")
+    if fx.get("rose"):
+        return (f"{what}, the failures it fixed sit more among their old predicted class in the "
+                f"variant's representation than in the baseline's, though it now classifies "
+                f"them right: {nums}; {test}.{ref}")
     return (f"{what}, not shown that the failures it fixed moved away from their old predicted "
             f"class: {nums}; {test}.{ref}")
 
@@ -158,7 +162,7 @@ def sec_data_side(v: View) -> list[Block] | None:
     share = to_json(ds.share) if ds.share else None
     if share:
         out.append(paragraph(describe_share(share, ds.k)))
-        out.append(paragraph(describe_claims(share, len(ds.failures))))
+        out.append(paragraph(describe_claims(share)))
     thumbs = _thumbs(v)
     if thumbs:
         out.append(thumbs)
