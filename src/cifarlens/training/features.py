@@ -60,7 +60,7 @@ def features(model: nn.Module, images_uint8: np.ndarray | torch.Tensor,
     fp32 by default, also for runs trained in bf16: the failures are defined by `evaluate`'s
     predictions, which are fp32, and fp32 features give those logits back through the last
     Linear. bf16 is 2.2x faster for the VGG on this CPU but kept only 98% of the 8 neighbours
-    on the smoke model, and fp32 over the quick preset's training split costs 4.9% of its
+    on the smoke model, and fp32 over the quick preset's training split costs 4.8% of its
     training time (docs/label-issues.md, bench/feature_pass.py). Stored as float16 (half the
     memory; cosine ranks move only among near-ties): a value beyond its range is refused.
     """
