@@ -113,8 +113,8 @@ def in_md(s: str, doc: str) -> bool:
 
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
-    # the ablation section exists only with 2+ changes (tests/test_ablation.py), the data side
-    # only where the summary has it (tests/report/test_neighbours_report.py)
+    # the ablation section exists only with 2+ changes (tests/study/test_ablation.py), the
+    # data side only where the summary has it (tests/report/test_neighbours_report.py)
     for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] not in ("ablation",
                                                                           "data-side")], 1):
         opened = "" if sid in COLLAPSED else " open"
