@@ -22,6 +22,7 @@ from typing import Any, TypeVar, Union
 
 from cifarlens._io import read_json, write_json
 from cifarlens.errors import CifarlensError
+from cifarlens.study.schema_data_side import DataSide
 
 SCHEMA_VERSION = 2
 Num = float  # JSON numbers: an int is accepted where a float is declared, a bool never
@@ -520,6 +521,7 @@ class StudySummary:
     timing: Timing | None = None
     engine: EngineRecord | None = None
     command: str | None = None
+    data_side: DataSide | None = None  # neighbours and label issues (study/schema_data_side.py)
 
     @property
     def main(self) -> Variant:
