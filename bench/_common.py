@@ -119,3 +119,13 @@ def write_json(path: str | os.PathLike | None, obj: Any) -> None:
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def project_study_s(per_run_s: float, gpus: int, runs: int = 6, fixed_s: float = 0.0) -> float:
+    """Wall time of a study whose `runs` runs go one per GPU, `gpus` at a time (any engine that
+    places one run per GPU): its fixed cost (engine start, the driver's summary and report) plus
+    one per-run time per wave. A study's runs take about as long as each other: the same preset,
+    only the seed and one setting differ. Default: the 3-seed study, 2 arms x 3 seeds."""
+    import math
+
+    return fixed_s + math.ceil(runs / gpus) * per_run_s

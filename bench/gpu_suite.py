@@ -15,6 +15,7 @@ within 15 minutes of device time (they are checked on a CPU with --dry-run, test
 
   python3 bench/gpu_suite.py --plan a --out $OUT      # ~390 s: data, eager, paper, eval
   python3 bench/gpu_suite.py --plan b --out $OUT      # ~300 s: data, study, compiled
+  python3 bench/gpu_suite.py --plan c --out $OUT      # ~390 s on a multi-GPU loan: data, ray
 
 Stages:
   data      `cifarlens data synth --train-per-class 500 --test-per-class 100`: full CIFAR-100 size
@@ -25,6 +26,12 @@ Stages:
   study     `cifarlens study --preset paper` (two models, evaluate, explain, report): wall time
   compiled  bench/train_throughput.py: ours vs ours-compile (torch.compile, ~50 s warm-up each)
   eval      bench/eval_throughput.py and bench/roofline.py
+  ray       `cifarlens study --preset paper --engine ray` with one run per GPU in one wave where
+            the loan has the GPUs (seeds = GPUs // 2, at most 3): per-run time, wall time, and
+            from them the 3-seed study's wall time on 1, 2 and 6 GPUs. The device image has no
+            Ray and cannot install it (its wheel is over the 64 MiB a command may carry): then
+            the same study runs with --jobs GPUS (one process per GPU), the stage says so, and
+            the per-run numbers it measures are the same kind
 
 Targets (docs/benchmarks.md): >= 50,000 training images/s in the mode training uses; paper preset
 <= 60 s for one model; whole study <= 3 min.
@@ -50,11 +57,13 @@ from cifarlens.training.runtime import resolve_graphs
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGETS = {"train_img_s": 50_000, "paper_s": 60, "study_s": 180}
-STAGES = ("data", "eager", "paper", "study", "compiled", "eval")
-# The two device commands: stages and the suite's own budget (the command's timeout_s adds ~20 s).
+STAGES = ("data", "eager", "paper", "study", "compiled", "eval", "ray")
+# The device commands: stages and the suite's own budget (the command's timeout_s adds ~20 s).
+# a and b fit one 15-minute loan of one GPU; c is for a multi-GPU loan.
 PLANS = {"a": (("data", "eager", "paper", "eval"), 380.0),
          "b": (("data", "study", "compiled"), 290.0),
-         "all": (STAGES, 560.0)}
+         "c": (("data", "ray"), 380.0),
+         "all": (STAGES[:-1], 560.0)}
 ARCHIVE_SUFFIXES = {".log", ".json", ".jsonl", ".csv", ".md", ".txt"}
 ARCHIVE_MAX_FILE = 4 * 2**20
 
@@ -153,7 +162,8 @@ REAL = {"device": "cuda", "synth": ["--train-per-class", "500", "--test-per-clas
         "eager": "ours,ours-eager,ours-fp32,ours-det,ref", "compiled": "ours,ours-compile",
         "train": ["--preset", "paper"],
         "eval": ["--rounds", "2", "--measure", "10000", "--batch-sizes", "1000,256"],
-        "roofline": ["--rounds", "3", "--train-steps", "50"]}
+        "roofline": ["--rounds", "3", "--train-steps", "50"],
+        "ray": ["--preset", "paper"]}
 DRY = {"device": "cpu", "synth": ["--train-per-class", "5", "--test-per-class", "2"],
        "tt": ["--model", "small", "--steps", "1", "--rounds", "1", "--warmup", "1",
               "--images", "512", "--data-steps", "2", "--workers", "0"],
@@ -163,10 +173,11 @@ DRY = {"device": "cpu", "synth": ["--train-per-class", "5", "--test-per-class", 
        "train": ["--preset", "smoke", "--epochs", "2"],
        "eval": ["--rounds", "1", "--measure", "32", "--batch-sizes", "16", "--gradcam-batch", "16",
                 "--precisions", "fp32"],
-       "roofline": ["--rounds", "1", "--n", "256", "--reps", "1", "--train-steps", "0"]}
+       "roofline": ["--rounds", "1", "--n", "256", "--reps", "1", "--train-steps", "0"],
+       "ray": ["--preset", "smoke", "--epochs", "2", "--threads", "1", "--top", "4"]}
 # Per-stage limits (s) and the least time worth starting a stage with.
 LIMITS = {"data": (120, 20), "eager": (150, 20), "paper": (200, 60), "study": (230, 60),
-          "compiled": (200, 90), "eval": (60, 20), "roofline": (45, 15)}
+          "compiled": (200, 90), "eval": (60, 20), "roofline": (45, 15), "ray": (330, 60)}
 
 
 def main(argv=None) -> int:
@@ -177,7 +188,8 @@ def main(argv=None) -> int:
                                    "a gpu_suite-work folder in the system's temp folder)")
     ap.add_argument("--plan", choices=sorted(PLANS), default="all",
                     help="a: data,eager,paper,eval (~390 s); b: data,study,compiled (~300 s); "
-                         "all: every stage (default)")
+                         "c: data,ray (~390 s, a multi-GPU loan); all: every stage but ray "
+                         "(default)")
     ap.add_argument("--budget-s", type=float, help="the whole suite (default: the plan's)")
     ap.add_argument("--data", help="an existing generated/real CIFAR-100 root (skips stage data)")
     ap.add_argument("--skip", default="", help=f"comma-separated stages to skip: {','.join(STAGES)}")
@@ -306,11 +318,54 @@ def main(argv=None) -> int:
             st["roofline"]["result"] = {k: r.get(k) for k in ("matmul_gflops", "train_interleaved")}
         s.save()
 
+    if "ray" in todo:
+        st["ray"] = stage_ray(s, P, data, dev)
+        s.save()
+
     s.res["summary"] = summarize(st, mode)
     s.save()
     print(json.dumps(s.res["summary"], indent=2))
     print(f"wrote {out / 'gpu_suite.json'} and {out / 'gpu_suite.tar.gz'}")
     return 0
+
+
+def stage_ray(s: Suite, P: dict, data: Path, dev: str) -> dict[str, Any]:
+    """A study with one run per GPU, by Ray when it is installed, else by --jobs: the per-run
+    time on this machine's GPUs and the study's wall time, and from them the 3-seed study's
+    expected wall time on 1, 2 and 6 GPUs (fixed cost + waves x per-run time)."""
+    import importlib.util
+
+    import torch
+    from _common import project_study_s
+
+    gpus = torch.cuda.device_count() if dev == "cuda" else 0
+    seeds = min(3, max(1, gpus // 2))  # 2 x seeds runs: one wave where the GPUs allow
+    if importlib.util.find_spec("ray") is not None:
+        engine, how = "ray", ["--engine", "ray"]
+    else:
+        engine, how = "processes", ["--jobs", str(max(2, gpus))]
+        print("[ray] Ray is not installed here; measuring the same study with --jobs", flush=True)
+    sdir = s.work / "ray-study"
+    r = s.run("ray", cifarlens("study", *P["ray"], "--data-dir", str(data), "--device", dev,
+                               "--out", str(sdir), "--seeds", str(seeds), "--no-progress", *how),
+              *LIMITS["ray"])
+    r.update(engine=engine, gpus=gpus, seeds=seeds,
+             ray_missing=engine != "ray", finished=(sdir / "summary.json").exists())
+    if not r["finished"]:
+        return r
+    summ = json.loads((sdir / "summary.json").read_text())
+    runs = (summ.get("engine") or {}).get("runs") or {}
+    per_run = [x["train_s"] + x["analysis_s"] for x in runs.values()]
+    r["runs"] = {k: {f: x[f] for f in ("host", "device", "gpu", "train_s", "analysis_s")}
+                 for k, x in runs.items()}
+    if per_run and r["rc"] == 0:
+        t = round(median(per_run), 1)  # the projection uses the numbers it reports
+        waves = -(-len(per_run) // max(1, gpus))
+        fixed = round(max(0.0, r["wall_s"] - waves * t), 1)  # engine start, summary, report
+        r.update(per_run_s=t, fixed_s=fixed,
+                 projected_3_seed_study_s={str(g): round(project_study_s(t, g, 6, fixed), 1)
+                                           for g in (1, 2, 6)})
+    return r
 
 
 def summarize(st: dict, mode: str) -> dict[str, Any]:
@@ -333,6 +388,10 @@ def summarize(st: dict, mode: str) -> dict[str, Any]:
         "target_paper_s": TARGETS["paper_s"],
         "study_wall_s": study.get("wall_s") if study.get("finished") else None,
         "target_study_s": TARGETS["study_s"],
+        "ray_engine": (st.get("ray") or {}).get("engine"),
+        "ray_gpus": (st.get("ray") or {}).get("gpus"),
+        "ray_per_run_s": (st.get("ray") or {}).get("per_run_s"),
+        "ray_projected_3_seed_study_s": (st.get("ray") or {}).get("projected_3_seed_study_s"),
         "other_variants_img_s": {n: c.get("median_img_s") for key in ("eager", "compiled")
                                  for n, c in ((st.get(key) or {}).get("result") or {}).items()
                                  if n != "ours"},

@@ -16,6 +16,7 @@ from cifarlens.cli.args import (
     positive_int,
     train_overrides,
 )
+from cifarlens.cli.engine import add_engine_args, make_engine
 from cifarlens.errors import CifarlensError
 from cifarlens.study.schema import StudySummary, Timing
 
@@ -35,15 +36,6 @@ def cmd_study(a: argparse.Namespace) -> int:
 # with 3 seeds of a small model that can flip "significant" (issue 20).
 DEMO_NOTE = ("note: generated data; the verdict varies with the CPU type, precision and "
              "threads, the pipeline and figures do not (README, Reproducibility)")
-
-
-def make_engine(a: argparse.Namespace):
-    """The engine a study's runs are produced by: --jobs N > 1 spawns N processes."""
-    from cifarlens.study.engines.local import LocalEngine
-    from cifarlens.study.engines.processes import ProcessesEngine
-
-    progress = not a.no_progress
-    return ProcessesEngine(a.jobs, progress) if a.jobs > 1 else LocalEngine(progress)
 
 
 def _report(summary: StudySummary, study: Path, note: str | None = None) -> None:
@@ -134,6 +126,7 @@ def register(sub) -> None:
                         "are added to an existing study in --out, reusing its runs. "
                         f"KEY is one of: {', '.join(change_keys())}")
     add_seeds_jobs(s)
+    add_engine_args(s)
     s.add_argument("--top", type=positive_int, default=12, help="failures to explain and track")
     s.set_defaults(func=cmd_study)
 

@@ -27,6 +27,7 @@ from cifarlens.report.constants import (
     STATUS_SHORT,
     UNSET,
 )
+from cifarlens.report.engine import engine_blocks
 from cifarlens.report.first_screen import VERDICT_LEAD, first_screen, sec_ablation, sec_replication
 from cifarlens.report.formats import (
     _cap,
@@ -498,6 +499,7 @@ def _sec_reproducibility(v: View) -> list[Block]:
     if v.s.timing and v.s.timing.total_s is not None:
         rrows.append(["Total time", fmt_dur(v.s.timing.total_s)])
     out.append(table_block(["Item", "Value"], rrows, align="ll", caption="Environment"))
+    out += engine_blocks(v.s.engine)
     out.append({"type": "code", "label": "Command that produced this study:",
                 "text": _s(v.s.command, "not recorded")})
     out.append({"type": "code", "label": "Rebuild this report without retraining:",

@@ -10,6 +10,7 @@ STUDY/
   summary.json          every number the report states (study/schema.py), written last
   report.html, report.md, tables/*.csv    the report (report/), rebuilt by `cifarlens report`
   notes.md              optional: your own notes, shown in the report
+  logs/                 each run's log across attempts with --engine ray or slurm (slurm/: jobs)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class StudyFolder:
     TABLES = "tables"
     LABEL_ISSUES = "label_issues.csv"
     NOTES = "notes.md"
+    LOGS = "logs"
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"
 

@@ -24,7 +24,7 @@ from cifarlens._io import RunLock, read_json, write_json
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 from cifarlens.study.browse import prepare as prepare_browse
-from cifarlens.study.engines.base import Engine, RunJob
+from cifarlens.study.engines.base import Engine, EngineResult, RunJob
 from cifarlens.study.engines.local import LocalEngine
 from cifarlens.study.engines.processes import ProcessesEngine
 from cifarlens.study.estimate import say_plan
@@ -37,6 +37,7 @@ from cifarlens.study.schema import (
     RunRecord,
     StudySummary,
     Timing,
+    read_summary,
     write_summary,
 )
 from cifarlens.study.summary import build_summary
@@ -75,6 +76,8 @@ def run_study(out: str | Path, *, preset: str = "paper",
         else:
             old, rewrite = None, True
             plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
+        plan["engine"] = engine.name  # the engine of the last invocation that trained
+        rewrite = rewrite or (old or {}).get("engine") != engine.name
         runs, todo = _runs_of(folder, plan, arms)
         check_study_runs(todo, out)  # other data or environment: refused before it is recorded
         _hold_runs(held, [run for _, _, run in todo])
@@ -97,8 +100,7 @@ def run_study(out: str | Path, *, preset: str = "paper",
         summary.timing = Timing(total_s=time.perf_counter() - t0, train_s=result.train_s,
                                 evaluate_s=result.analysis_s, overlapped=result.overlapped,
                                 runs_s=runs_s, analysis_s=time.perf_counter() - t_an)
-        summary.engine = EngineRecord(name=engine.name, runs={
-            o.name: RunRecord(**o.record()) for o in result.outcomes})
+        summary.engine = _engine_record(folder, engine.name, result, [r.name for _, _, r in todo])
         summary.command = study_command(out, plan)
         write_summary(folder.file(folder.SUMMARY), summary)  # checked as the report reads it
     return summary
@@ -130,6 +132,22 @@ def plan_jobs(plan: dict[str, Any], todo: list[tuple[str, TrainConfig, Run]],
                    failures_top=failures_top if (arm, cfg.seed) == ("baseline", s0) else None,
                    neighbours=cfg.seed == s0)
             for arm, cfg, run in todo]
+
+
+def _engine_record(folder: StudyFolder, name: str, result: EngineResult,
+                   runs: list[str]) -> EngineRecord:
+    """This invocation's engine and where each run ran. A run it did not train keeps the
+    record of the invocation that did (the last summary's), so a rerun, a resume or an added
+    change does not lose where the earlier runs ran."""
+    before: dict[str, RunRecord] = {}
+    if folder.file(folder.SUMMARY).is_file():
+        with contextlib.suppress(CifarlensError):  # unreadable: nothing to keep
+            old = read_summary(folder.file(folder.SUMMARY)).engine
+            before = old.runs if old else {}
+    now = {o.name: RunRecord(**o.record()) for o in result.outcomes}
+    keep = {r: now[r] if r in now and (now[r].trained or r not in before) else before[r]
+            for r in runs if r in now or r in before}
+    return EngineRecord(name=name, runs=keep, **result.record)
 
 
 def _unrecord(folder: StudyFolder, old: dict[str, Any] | None) -> None:

@@ -481,8 +481,17 @@ class RunRecord:
 
 @dataclass
 class EngineRecord:
+    """Which engine produced the runs (`local`, `processes`, `ray`, `slurm`), with what, and
+    where each run ran. The Ray and Slurm fields are there only for those engines."""
+
     name: str
     runs: dict[str, RunRecord] = field(default_factory=dict)
+    ray_address: str | None = None       # "local": an instance of the study's own
+    ray_version: str | None = None
+    slurm_partition: str | None = None   # None: the cluster's default partition
+    slurm_gpus_per_run: int | None = None
+    slurm_time: str | None = None        # as given (--slurm-time)
+    submitit_version: str | None = None
 
 
 @dataclass

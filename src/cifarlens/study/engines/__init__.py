@@ -1,1 +1,1 @@
-"""Engines that produce a study's runs: local (one after another) and processes (--jobs)."""
+"""Engines that produce a study's runs: local, processes (--jobs), Ray tasks and Slurm jobs."""

@@ -80,6 +80,9 @@ class EngineResult:
     train_s: float | None = None
     analysis_s: float | None = None
     overlapped: bool = False
+    # what the study records of the engine beyond its name (EngineRecord's optional fields:
+    # e.g. the Ray cluster and version, or the Slurm request and submitit's version)
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine(Protocol):
