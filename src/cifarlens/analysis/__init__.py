@@ -1,0 +1,1 @@
+"""Statistics behind the study's verdicts: power, equivalence, sequential seeds, clusters."""
