@@ -271,18 +271,27 @@ def _faith_one(kind: str, comp: dict[str, Any], level: Any) -> tuple[str, str]:
                     f"(difference {fmt_auc(diff)}, {ci})")
 
 
-def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = None) -> str:
+FAITH_REFERENCES = ("random", "smooth_random", "centre_prior", "same_class_other")
+
+
+def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = None,
+                          who: str | None = None) -> str:
     """Grad-CAM's deletion/insertion AUCs against i.i.d. noise, a smooth random map at the
-    layer's resolution and a centre prior, concluding only what the paired bootstrap CIs over
-    the images support (lower deletion and higher insertion are better)."""
+    layer's resolution, a centre prior and (when computed, key "same_class_other") another
+    image's map of the same class, concluding only what the paired bootstrap CIs over the
+    images support (lower deletion and higher insertion are better). The rule: image-specific
+    evidence only when Grad-CAM beats every reference on both measures; when a reference beats
+    Grad-CAM on both, the sentence says so and reads the maps as no explanation. ``who`` names
+    the model and seed the maps come from ("baseline, seed 0")."""
     g = _d(faith.get("gradcam"))
     gd, gi = num(g.get("deletion_auc")), num(g.get("insertion_auc"))
     t = _d(tests)
     comps = _d(t.get("comparisons"))
     if gd is None or gi is None:
         return "The deletion/insertion faithfulness check was not computed."
-    lead = (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} (lower is "
-            f"better) and inserting them an insertion AUC of {fmt_auc(gi)} (higher is better)")
+    lead = (f"{f'For the {clean_text(who)}, d' if who else 'D'}eleting pixels in Grad-CAM "
+            f"order gives a deletion AUC of {fmt_auc(gd)} (lower is better) and inserting them "
+            f"an insertion AUC of {fmt_auc(gi)} (higher is better)")
     if not comps:
         r = _d(faith.get("random"))
         rd, ri = num(r.get("deletion_auc")), num(r.get("insertion_auc"))
@@ -293,7 +302,7 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
     n, level = t.get("n"), t.get("level")
     verdicts: dict[str, dict[str, str]] = {}
     clauses = []
-    for key in ("random", "smooth_random", "centre_prior"):
+    for key in FAITH_REFERENCES:
         comp = _d(comps.get(key))
         if not comp:
             continue
@@ -307,8 +316,10 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
         f"test-image sampling over {fmt_int(n)} images")
     body = f"{lead}, on {fmt_int(n)} correctly classified test images. " + ". ".join(
         _cap(c) for c in clauses) + f" (intervals cover {noise})."
-    strong = [k for k in ("smooth_random", "centre_prior") if k in verdicts]
+    strong = [k for k in FAITH_REFERENCES[1:] if k in verdicts]
     beats = {k: all(v == "better" for v in verdicts[k].values()) for k in verdicts}
+    beaten = [_s(_d(comps.get(k)).get("name")) for k in verdicts
+              if all(v == "worse" for v in verdicts[k].values())]
     if not strong and beats.get("random"):
         verdict = ("Grad-CAM beats i.i.d. random pixels, but no smooth or centred baseline was "
                    "computed, so this check does not show that the maps point at "
@@ -317,6 +328,11 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
         verdict = ("Grad-CAM beats every baseline on both measures, including the "
                    "input-independent centre prior, so these maps carry image-specific "
                    "evidence the model uses")
+    elif beaten:
+        verdict = (f"the {' and the '.join(beaten)} beat{'s' if len(beaten) == 1 else ''} "
+                   "Grad-CAM on both measures, so by this check the maps point at the evidence "
+                   "the model uses less well than a map that is not this image's own: they "
+                   "should not be read as explanations of these predictions")
     elif beats.get("random") and not all(beats[k] for k in strong):
         verdict = ("Grad-CAM beats i.i.d. random pixels, but not a smooth or centred map "
                    "that knows nothing about the image on both measures, so this check does "
@@ -330,10 +346,11 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
     return f"{body} {_cap(verdict)}."
 
 
-def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
+def describe_border(bs: dict[str, Any], alpha: float = ALPHA, who: str | None = None) -> str:
     """Grad-CAM mass near the image border, failures vs correct predictions, against a uniform
     map and a centre prior. A difference is stated only when the permutation test rejects; it
-    is never called background reliance when the layer's cells are wider than the band."""
+    is never called background reliance when the layer's cells are wider than the band.
+    ``who`` names the model and seed the maps come from ("baseline, seed 0")."""
     f, c, u, cp = (num(bs.get(k)) for k in ("failures", "correct", "uniform", "centre_prior"))
     px = bs.get("border_px")
     band = f"the outer {fmt_int(px)}-pixel band" if num(px) is not None else "the border band"
@@ -344,7 +361,8 @@ def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
         refs.append(f"{fmt_pct(u)} for a uniform map")
     if cp is not None:
         refs.append(f"{fmt_pct(cp)} for the centre prior")
-    lead = (f"On failures, {fmt_pct(f)} of the Grad-CAM mass lies in {band}, against "
+    lead = (f"{f'For the {clean_text(who)}, on' if who else 'On'} failures, {fmt_pct(f)} of "
+            f"the Grad-CAM mass lies in {band}, against "
             f"{fmt_pct(c)} on correct predictions" + (f" ({', '.join(refs)})" if refs else ""))
     p = num(bs.get("p_value"))
     if p is None:
