@@ -170,11 +170,11 @@ def describe_decision(dec: dict[str, Any], *, metric: str = "the mean test accur
                 f"{m}; {power}")
     alpha = f"{(num(d.get('alpha')) or 0.05) * 100:g}%"
     adjusted = "adjust" in _s(d.get("reason"), "")
-    holds = (f"the interval excludes 0, but the Holm-adjusted p is not below {alpha},"
+    holds = (f"the interval excludes 0, but the Holm-adjusted p is not below {alpha}"
              if adjusted else "the interval holds 0")
     if word == "not decided":
-        return (f"{changed} ({ci}; {test}; {cover}): not decided, as {holds} and it reaches "
-                f"beyond {m}; {power}")
+        return (f"{changed} ({ci}; {test}; {cover}): not decided, as {holds}"
+                f"{',' if adjusted else ''} and it reaches beyond {m}; {power}")
     return (f"{changed} ({ci}; {test}; {cover}): no detectable difference ({holds}; no "
             f"equivalence margin was set, so this does not show that the change is harmless); "
             f"{power}")
