@@ -141,17 +141,23 @@ def _calibrate(stat: np.ndarray, cum_alpha: list[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=64)
-def boundaries(looks: tuple[int, ...], alpha: float = 0.05, spending: str = "obf",
+def boundaries(looks: Any, alpha: float = 0.05, spending: str = "obf",
                n_sim: int = N_SIM) -> Boundaries:
     """The design's boundaries (see the module docstring), computed once per design."""
-    lk = _check_looks(looks)
     if not 0 < alpha < 0.5:
         raise CifarlensError(f"alpha must be between 0 and 0.5, got {alpha}")
-    cum = [spend(n / lk[-1], alpha, spending) for n in lk]
-    t = _null_t(lk, n_sim, SIM_SEED)
-    return Boundaries(lk, float(alpha), spending, _calibrate(np.abs(t), cum),
-                      _calibrate(t, cum), n_sim)
+    if spending not in SPENDING:
+        raise CifarlensError(f"unknown spending function {spending!r}: use one of "
+                             f"{', '.join(SPENDING)}")
+    return _boundaries(_check_looks(looks), float(alpha), spending, int(n_sim))
+
+
+@lru_cache(maxsize=64)
+def _boundaries(looks: tuple[int, ...], alpha: float, spending: str, n_sim: int) -> Boundaries:
+    cum = [spend(n / looks[-1], alpha, spending) for n in looks]
+    t = _null_t(looks, n_sim, SIM_SEED)
+    return Boundaries(looks, alpha, spending, _calibrate(np.abs(t), cum), _calibrate(t, cum),
+                      n_sim)
 
 
 def _judge(mean: np.ndarray, sd: np.ndarray, n: int, c: float, b: float,
@@ -183,7 +189,7 @@ def sequential_decisions(diffs: Any, looks: Any, margin: float | None = None,
         raise CifarlensError("sequential_decisions wants one row of per-seed differences per path")
     if margin is not None and not (math.isfinite(margin) and margin > 0):
         raise CifarlensError(f"the equivalence margin must be a positive number, got {margin}")
-    bd = boundaries(_check_looks(looks), float(alpha), spending)
+    bd = boundaries(looks, alpha, spending)
     code = np.zeros(d.shape[0], dtype=np.int8)
     used = np.zeros(d.shape[0], dtype=np.int64)
     s1, s2 = np.cumsum(d, axis=1), np.cumsum(d * d, axis=1)
@@ -240,7 +246,7 @@ def sequential_rule(diffs: Any, looks: Any, margin: float | None = None, alpha: 
     words, used = sequential_decisions(d[None, :], lk, margin, alpha, spending)
     n = int(used[0])
     k = lk.index(n)
-    bd = boundaries(lk, float(alpha), spending)
+    bd = boundaries(lk, alpha, spending)
     x = d[:n]
     mean, sd = float(x.mean()), float(np.std(x, ddof=1))
     se = sd / math.sqrt(n)
