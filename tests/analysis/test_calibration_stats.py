@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cifarlens import metrics as M
+from cifarlens.analysis import metrics as M
 from cifarlens.analysis.calibration_stats import (
     calibration_claim,
     ece_interval,

@@ -9,7 +9,7 @@ import pytest
 
 from cifarlens.analysis.noise import image_sampling_sd, variance_sources
 from cifarlens.errors import CifarlensError
-from cifarlens.stats import accuracy_difference_ci
+from cifarlens.analysis.stats import accuracy_difference_ci
 
 
 def test_image_sampling_sd_is_the_paired_wald_standard_error():

@@ -21,7 +21,7 @@ from cifarlens.analysis.power import (
     seeds_needed,
 )
 from cifarlens.errors import CifarlensError
-from cifarlens.stats import ablation_verdict, holm, paired_seed_test
+from cifarlens.analysis.stats import ablation_verdict, holm, paired_seed_test
 
 
 def _reject_rate(effect: float, sd: float, n: int, paths: int, seed: int) -> float:

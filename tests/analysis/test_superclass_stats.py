@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cifarlens import metrics as M
+from cifarlens.analysis import metrics as M
 from cifarlens.analysis.superclass_stats import superclass_cluster_test
 
 F2C = np.repeat(np.arange(20), 5)  # CIFAR-100's shape: 20 superclasses of 5 classes

@@ -1,1 +1,1 @@
-"""Statistics behind the study's verdicts: power, equivalence, sequential seeds, clusters."""
+"""Analyses of a trained run: predictions, metrics, calibration, statistics and failures."""

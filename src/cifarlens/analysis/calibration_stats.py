@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CifarlensError
-from ..metrics import apply_temperature, confidences_and_correct, softmax
+from .metrics import apply_temperature, confidences_and_correct, softmax
 from .power import decide
 
 CHUNK = 100  # bootstrap resamples per vectorised block: CHUNK x n indices in memory

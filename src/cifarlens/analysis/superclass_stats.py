@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_labels
+from ._checks import as_labels
 from ..errors import CifarlensError
 
 DECISIONS = ("above chance", "below chance", "not distinguishable", "not tested")

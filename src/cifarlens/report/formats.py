@@ -8,8 +8,9 @@ import math
 import re
 from typing import Any
 
-from .._text import plain_text
-from .constants import DATASET_NAMES, NA
+from cifarlens._text import plain_text
+from cifarlens.report.constants import DATASET_NAMES, NA, UNSET
+from cifarlens.study.schema import StudySummary
 
 # --------------------------------------------------------------------------- text hygiene
 
@@ -112,7 +113,7 @@ def fmt_params_m(x: Any) -> str:
 def fmt_flops(x: Any) -> str:
     """FLOPs by the one rule `cifarlens complexity` prints them with (complexity.fmt_flops):
     GFLOPs from 0.1 G (the seed's '0.65 GFLOPs'), else MFLOPs, so a tiny model is not '0.00'."""
-    from ..complexity import fmt_flops as rule
+    from cifarlens.training.complexity import fmt_flops as rule
 
     f = num(x)
     return NA if f is None else rule(f)
@@ -145,12 +146,12 @@ def _s(x: Any, default: str = NA) -> str:
     return str(x)
 
 
-def dataset_title(sm: dict[str, Any]) -> str:
+def dataset_title(s: StudySummary) -> str:
     """How the report names the study's data: the official name, or for the user's own data
     (data_source "user") "your data: NAME", never CIFAR-100 or generated data."""
-    if sm.get("data_source") == "user":
-        return f"your data: {_s(sm.get('data_name'), 'unnamed')}"
-    return DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
+    if s.data_source == "user":
+        return f"your data: {_s(s.data_name, 'unnamed')}"
+    return DATASET_NAMES.get(s.dataset, _s(s.dataset))
 
 
 def _diff(a: Any, b: Any) -> float | None:
@@ -158,3 +159,22 @@ def _diff(a: Any, b: Any) -> float | None:
     return None if fa is None or fb is None else fb - fa
 
 
+def first_set(d: dict[str, Any], *keys: str) -> Any:
+    """The first of `keys` whose value is not None."""
+    return next((d[k] for k in keys if d.get(k) is not None), None)
+
+
+def fmt_dur(x: Any) -> str:
+    f = num(x)
+    if f is None:
+        return NA
+    if f < 60:
+        return f"{f:.1f} s"
+    if f < 3600:
+        return f"{f / 60:.1f} min"
+    return f"{f / 3600:.2f} h"
+
+
+def change_text(key: Any, baseline: Any, variant: Any) -> str:
+    """A change as the report names it: `key: baseline → variant`."""
+    return f"{_s(key)}: {_s(baseline, UNSET)} → {_s(variant, UNSET)}"

@@ -1,0 +1,175 @@
+"""The study: baseline vs a variant that differs in exactly one training setting, end to end.
+
+STUDY/
+  study.json                 the two configs and the change (a resumed study must match it)
+  runs/baseline-sN/, runs/variant-sN/   ordinary run folders (train, evaluate, failures, explain)
+  figures/                   comparison figures
+  summary.json               every number the report states
+  report.html, report.md     the report (rebuilt by `cifarlens report STUDY`)
+
+Each stage is skipped when its output exists, so a stopped study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cifarlens import _console as console
+from cifarlens._io import RunLock, read_json, write_json
+from cifarlens.errors import CifarlensError
+from cifarlens.runs import Run
+from cifarlens.study.browse import prepare as prepare_browse
+from cifarlens.study.engines.base import Engine, RunJob
+from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.engines.processes import ProcessesEngine
+from cifarlens.study.estimate import say_plan
+from cifarlens.study.folder import StudyFolder
+from cifarlens.study.guard import check_split, check_study_runs, compare_environments
+from cifarlens.study.plan import DEFAULT_SEEDS, merge_study, plan_study, study_command
+from cifarlens.study.schema import (
+    Browse,
+    EngineRecord,
+    RunRecord,
+    StudySummary,
+    Timing,
+    write_summary,
+)
+from cifarlens.study.summary import build_summary
+from cifarlens.training.config import TrainConfig
+
+
+def run_study(out: str | Path, *, preset: str = "paper",
+              changes: str | Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
+              overrides: dict[str, Any] | None = None, failures_top: int = 12,
+              engine: Engine | None = None, log=None) -> StudySummary:
+    """Train, evaluate, explain and compare a baseline and one variant per change; write
+    STUDY/summary.json and return it (`render_report(out)` turns it into the report).
+
+    `changes`: "KEY=VALUE" or a list of them (none: augment=crop-flip, or the changes an
+    existing study in `out` holds). In a folder that holds a study with the same baseline and
+    seeds, new changes are added to it: its finished runs are reused and only the new variants
+    are trained. `engine` produces the runs (default: `LocalEngine`, one after another in this
+    process, with progress bars on stderr); `log` takes each line of progress (default:
+    stderr)."""
+    out = Path(out)
+    say = log or console.log
+    engine = engine or LocalEngine(progress=True)
+    change, changes = (changes, None) if isinstance(changes, str) else (None, changes)
+    changes = list(changes) if changes is not None else None
+    folder = StudyFolder(out)
+    if change is not None or changes is not None or not folder.file(folder.PLAN).exists():
+        plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
+        check_split(arms["baseline"])  # before the study folder exists
+    t0 = time.perf_counter()
+    with RunLock(out), contextlib.ExitStack() as held:
+        if folder.file(folder.PLAN).exists():
+            old = read_json(folder.file(folder.PLAN))
+            plan, arms, added = merge_study(out, old, preset, seeds, overrides, change, changes)
+            say(f"resuming the study in {out}" + (f"; adding {', '.join(added)}" if added else ""))
+            rewrite = bool(added) or plan["changes"] != old.get("changes")
+        else:
+            old, rewrite = None, True
+            plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
+        runs, todo = _runs_of(folder, plan, arms)
+        check_study_runs(todo, out)  # other data or environment: refused before it is recorded
+        _hold_runs(held, [run for _, _, run in todo])
+        if rewrite:
+            write_json(folder.file(folder.PLAN), plan)
+        say_plan(todo, say)  # what it will do and about how long, before the first step
+        t_runs = time.perf_counter()
+        result = engine.run(plan_jobs(plan, todo, failures_top), say)
+        runs_s = time.perf_counter() - t_runs
+        try:
+            check_same_environment([run for _, _, run in todo])
+        except CifarlensError:
+            _unrecord(folder, old)  # a refused comparison is not kept in study.json
+            raise
+        t_an = time.perf_counter()
+        summary = build_summary(out, plan, runs, failures_top, say)
+        s0 = plan["seeds"][0]
+        summary.browse = Browse(**prepare_browse(out, runs["baseline"][s0],
+                                                 runs[summary.main.slug][s0]))
+        summary.timing = Timing(total_s=time.perf_counter() - t0, train_s=result.train_s,
+                                evaluate_s=result.analysis_s, overlapped=result.overlapped,
+                                runs_s=runs_s, analysis_s=time.perf_counter() - t_an)
+        summary.engine = EngineRecord(name=engine.name, runs={
+            o.name: RunRecord(**o.record()) for o in result.outcomes})
+        summary.command = study_command(out, plan)
+        write_summary(folder.file(folder.SUMMARY), summary)  # checked as the report reads it
+    return summary
+
+
+def _runs_of(folder: StudyFolder, plan: dict[str, Any], arms: dict[str, TrainConfig]
+             ) -> tuple[dict[str, dict[int, Run]], list[tuple[str, TrainConfig, Run]]]:
+    """Every run of the plan by arm and seed, and the (arm, config, run) list in training
+    order: seed by seed, the baseline first."""
+    runs: dict[str, dict[int, Run]] = {a: {} for a in arms}
+    todo: list[tuple[str, TrainConfig, Run]] = []
+    for seed in plan["seeds"]:
+        for arm, cfg in arms.items():
+            run = folder.run(arm, seed)
+            runs[arm][seed] = run
+            todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+    return runs, todo
+
+
+def plan_jobs(plan: dict[str, Any], todo: list[tuple[str, TrainConfig, Run]],
+              failures_top: int) -> list[RunJob]:
+    """The engine's work: one job per run. The report shows the first seed's figures, and
+    tracks the failures of the first seed's baseline (found and explained with its run)."""
+    s0 = plan["seeds"][0]
+    return [RunJob(name=run.name, arm=arm, seed=cfg.seed, run_dir=str(run.path.resolve()),
+                   config=dataclasses.asdict(cfg), figures=cfg.seed == s0,
+                   failures_top=failures_top if (arm, cfg.seed) == ("baseline", s0) else None)
+            for arm, cfg, run in todo]
+
+
+def _unrecord(folder: StudyFolder, old: dict[str, Any] | None) -> None:
+    """study.json back to what it held before this call (none: removed)."""
+    if old is None:
+        folder.file(folder.PLAN).unlink(missing_ok=True)
+    else:
+        write_json(folder.file(folder.PLAN), old)
+
+
+def _hold_runs(stack: contextlib.ExitStack, runs: list[Run]) -> None:
+    """Lock every run of the study until its report is written: a run's lock used to be free
+    between its training and its analysis, and a `cifarlens evaluate RUN` there aborted the
+    study (issue 20). The analysis worker and --jobs processes work under these locks
+    (`_io.adopt_locks_of`). A run folder made only for its lock goes again with it."""
+    for run in runs:
+        if not run.path.exists():
+            stack.callback(_remove_if_empty, run.path)
+        stack.enter_context(RunLock(run.path))
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()  # only an empty folder: a run that trained keeps everything
+
+
+def check_same_environment(runs: list[Run] | list[Path]) -> None:
+    """Refuse to compare runs that resolved precision, device or hardware differently."""
+    compare_environments([(r.name, r.config.get("environment", {}))
+                          for r in map(Run.of, runs)])
+
+
+def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress: bool = True,
+         log=None) -> StudySummary:
+    """The smoke study on freshly generated data, 3 seeds per arm: offline, a few minutes on
+    2 CPU cores."""
+    from cifarlens.data.synth import ensure_synthetic
+
+    out = Path(out)
+    data_root = out / "data"
+    # Kept when complete and the same; an incomplete or stale generated dataset is rewritten.
+    ensure_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
+                     label_noise=0.03)
+    engine = ProcessesEngine(jobs, progress) if jobs > 1 else LocalEngine(progress)
+    return run_study(out / "study", preset="smoke", overrides={"data_dir": str(data_root)},
+                     seeds=seeds, engine=engine, log=log)
