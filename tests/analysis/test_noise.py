@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cifarlens.analysis.noise import image_sampling_sd, variance_sources
-from cifarlens.errors import CifarlensError
 from cifarlens.analysis.stats import accuracy_difference_ci
+from cifarlens.errors import CifarlensError
 
 
 def test_image_sampling_sd_is_the_paired_wald_standard_error():

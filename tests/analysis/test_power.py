@@ -20,8 +20,8 @@ from cifarlens.analysis.power import (
     prob_improvement,
     seeds_needed,
 )
-from cifarlens.errors import CifarlensError
 from cifarlens.analysis.stats import ablation_verdict, holm, paired_seed_test
+from cifarlens.errors import CifarlensError
 
 
 def _reject_rate(effect: float, sd: float, n: int, paths: int, seed: int) -> float:

@@ -19,11 +19,11 @@ from cifarlens.analysis.power import (
     seeds_needed,
 )
 from cifarlens.analysis.sequential import sequential_rule, wave_looks
+from cifarlens.analysis.stats import holm, paired_seed_test
 from cifarlens.analysis.superclass_stats import superclass_cluster_test
 from cifarlens.report import sentences as S
 from cifarlens.report import verdicts as V
 from cifarlens.report.formats import fmt_p
-from cifarlens.analysis.stats import holm, paired_seed_test
 
 CONCLUSIONS = ("the change helped", "the change hurt", "equivalent within", "better calibrated",
                "worse calibrated", "equally calibrated")

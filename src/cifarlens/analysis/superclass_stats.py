@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_labels
 from ..errors import CifarlensError
+from ._checks import as_labels
 
 DECISIONS = ("above chance", "below chance", "not distinguishable", "not tested")
 
