@@ -130,6 +130,8 @@ def setting_kwargs(name: str, kind: object) -> dict:
         "precision": {"choices": ["auto", "fp32", "bf16"]},
         "compile": {"choices": list(COMPILE_MODES)},
         "seed": {"type": nonneg_int},
+        **{f"{s}_seed": {"type": nonneg_int, "metavar": "SEED"}
+           for s in ("split", "init", "order", "aug")},
         "train_limit": {"type": limit_arg, "metavar": "N"},
         "data_dir": {"metavar": "DIR"},
     }
