@@ -10,7 +10,7 @@ import test_report
 from test_report import _text, _three_seeds, make_study, make_summary, render
 
 from cifarlens.analysis.intervals import newcombe_diff_ci, wilson
-from cifarlens.report.convergence import still_improving
+from cifarlens.analysis.convergence import still_improving
 from cifarlens.report.formats import fmt_points
 from cifarlens.report.render import render_report
 from cifarlens.report.sections import describe_cost

@@ -1,13 +1,11 @@
 """Sentences for the verdicts of issue 22, each from the decision record it states.
 
-Every builder reads the records analysis/ writes (power.decide's Decision.as_dict(),
-calibration_stats.ece_seed_change, superclass_stats.superclass_cluster_test,
-sequential.Look, prob_improvement, noise), as plain dicts: the report layer imports no
-statistics. A verdict word (helped, hurt, equivalent, better calibrated, reproduced, ...) appears
-only where its record's test concluded it; every verdict says what noise its interval covers
-and what the study could have detected. These replace, when the lead wires them in,
-sentences.change_verdict / describe_seed_level, describe_calibration_change and
-replication_applies / replication_verdict / describe_replication.
+Every builder reads the records the study stores in summary.json (power.decide's record,
+calibration_stats.ece_seed_change, superclass_stats.superclass_cluster_test, the sequential
+rule's looks, prob_improvement, noise.variance_sources; study/schema_verdicts.py types them), as
+plain dicts. A verdict word (helped, hurt, equivalent, better calibrated, reproduced, ...)
+appears only where its record's test concluded it; every verdict says what noise its interval
+covers and what the study could have detected.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from .formats import (
     _d,
     _l,
     _s,
-    dataset_title,
+    clean_text,
     fmt_int,
     fmt_pct,
     fmt_points,
@@ -52,6 +50,11 @@ def margin_text(margin: Any) -> str:
         return NA
     v = f"{m * 100:g}"
     return f"±{v} point" + ("" if v == "1" else "s")
+
+
+def points_text(x: Any) -> str:
+    """'1 point', '0.5 points' (a fraction in points, as --detect and --margin are given)."""
+    return _points_word(x)
 
 
 def _points_word(x: Any) -> str:
@@ -153,6 +156,8 @@ def describe_decision(dec: dict[str, Any], *, metric: str = "the mean test accur
                 f"{fromto}, but nothing about the change is tested ({why}); {power}")
     ci = _ci(d.get("lo"), d.get("hi"), d.get("level"))
     test = _t_test(d, family)
+    if d.get("rule") == "sequential":  # --seeds auto: the rule's repeated interval decides
+        ci, test = f"repeated {ci}", f"{_s(d.get('reason'))}; {test} shown for reference"
     m = margin_text(d.get("margin"))
     eq = _d(d.get("equivalence"))
     cover = f"the interval covers {COVERS_SEEDS}"
@@ -178,6 +183,28 @@ def describe_decision(dec: dict[str, Any], *, metric: str = "the mean test accur
     return (f"{changed} ({ci}; {test}; {cover}): no detectable difference ({holds}; no "
             f"equivalence margin was set, so this does not show that the change is harmless); "
             f"{power}")
+
+
+def describe_seeds(seeds: dict[str, Any] | None, decision: dict[str, Any] | None = None,
+                   seed_list: list[Any] | None = None) -> str:
+    """Both arms' mean and SD over the seeds, then the decision about the change (the same
+    record, and words, as the headline: verdicts.describe_decision)."""
+    if not seeds:
+        which = ", ".join(_s(s) for s in seed_list or []) or NA
+        return (f"Multi-seed results were not computed: each model was trained once (seed "
+                f"{which}), so the comparison does not include seed-to-seed variation.")
+    n = seeds.get("n", seeds.get("n_seeds"))
+
+    def ms(m: Any, s: Any) -> str:
+        return fmt_pct(m) + (f" ± {fmt_points(s)}" if num(s) is not None else "")
+
+    lead = (f"Over {fmt_int(n)} seeds, the baseline reached "
+            f"{ms(seeds.get('mean_a'), seeds.get('std_a'))} and the variant "
+            f"{ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
+            "(mean ± sample std in points)")
+    clause = describe_decision(decision) if decision else "no decision was recorded"
+    note = f" Note: {clean_text(seeds['note'])}." if seeds.get("note") else ""
+    return f"{lead}; {clause}.{note}"
 
 
 def headline_decision(seeds_block: dict[str, Any] | None, ablation: dict[str, Any] | None,
@@ -290,9 +317,10 @@ def describe_calibration_verdict(seed_change: dict[str, Any] | None, ece_a: Any 
             f"about calibration; {describe_power(sc)} of ECE.")
 
 
-def describe_ece_intervals(name: str, iv: dict[str, Any] | None) -> str:
+def describe_ece_intervals(name: str, iv: dict[str, Any] | None, seed: Any = None) -> str:
     """One model's ECE before and after temperature scaling with bootstrap intervals over the
-    test images (calibration_stats.ece_scaling_intervals): numbers with their noise."""
+    test images (calibration_stats.ece_scaling_intervals): numbers with their noise; `seed`
+    names the model's seed."""
     d = _d(iv)
     b, a, c = _d(d.get("before")), _d(d.get("after")), _d(d.get("change"))
     if num(b.get("ece")) is None:
@@ -303,7 +331,8 @@ def describe_ece_intervals(name: str, iv: dict[str, Any] | None) -> str:
         return (f"{fmt_pct(x.get('ece'))} ({lvl} interval {fmt_pct(x.get('lo'))} to "
                 f"{fmt_pct(x.get('hi'))})")
 
-    out = (f"The {name}'s test ECE is {one(b)} before temperature scaling and {one(a)} after "
+    which = f" (seed {_s(seed)})" if seed is not None else ""
+    out = (f"The {name}'s test ECE{which} is {one(b)} before temperature scaling and {one(a)} after "
            f"(bootstrap over the {fmt_int(d.get('n'))} test images")
     if num(c.get("diff")) is not None:
         out += (f"); scaling changed it by {fmt_points(c.get('diff'), signed=True)} points "
@@ -364,6 +393,11 @@ SEED_OPEN = [("lr", "the learning rate"), ("weight_decay", "the weight decay"),
              ("warmup_epochs", "the warm-up"), ("momentum", "the momentum"),
              ("label_smoothing", "the label smoothing")]
 DEFAULTS_WHEN_ABSENT = {"optimizer": "sgd", "schedule": "cosine"}
+# The paper preset's values of the settings the seed leaves open: the recipe cifarlens reproduces
+# the seed with (= training.config.make_config("paper"); a test checks they agree, so the report
+# need not import the training code and torch).
+REFERENCE = {"lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1.0, "momentum": 0.9,
+             "label_smoothing": 0.1}
 PRECISIONS = ("bf16", "fp32")
 
 
@@ -373,7 +407,8 @@ def _data_reasons(sm: dict[str, Any]) -> list[str]:
     if src == "generated":
         why.append("the study ran on generated data, not CIFAR-100")
     elif src == "user":
-        why.append(f"the study ran on {dataset_title(sm)}, not CIFAR-100")
+        why.append(f"the study ran on your data: {_s(sm.get('data_name'), 'unnamed')}, not "
+                   "CIFAR-100")
     elif src is None:
         why.append("the study does not record its data source")
     if ds != SEED_REPORT["dataset"] and src != "user":
@@ -495,18 +530,22 @@ def describe_replication_judgement(verdict: str, lo: Any, hi: Any, n: Any, why_n
 
 
 def describe_attribution(key: Any, baseline: Any, variant: Any, converged: bool | None,
-                         epochs: Any = None) -> str:
+                         epochs: Any = None, checked: bool = False) -> str:
     """'Any difference is attributable to it', qualified when the runs had not converged (a
-    change that learns more slowly looks worse early) or when nobody checked."""
+    change that learns more slowly looks worse early), when they could not be judged
+    (`checked` but `converged` None: under 2 epochs) or when nobody checked."""
     lead = (f"The one change: {_s(key)} goes from {_s(baseline, UNSET)} (baseline) to "
             f"{_s(variant, UNSET)} (variant); no other setting, seed or data split differs, so "
             "any difference is attributable to it")
-    after = f" after {fmt_int(epochs)} epochs" if num(epochs) is not None else ""
+    e = num(epochs)
+    after = f" after {fmt_int(e)} epoch{'' if e == 1 else 's'}" if e is not None else ""
     if converged is True:
         return lead + " (up to training noise)."
     if converged is False:
         return (lead + f" at this training length only: the runs had not converged{after}, and "
                 "a change that makes training learn more slowly can look worse before "
                 "convergence than after it.")
+    why = ("could not be judged (the rule needs validation curves of 2 or more epochs)"
+           if checked else "was not checked")
     return (lead + f"{after} of training (up to training noise); whether the runs had converged "
-            "was not checked, so it may not hold for longer training.")
+            f"{why}, so it may not hold for longer training.")
