@@ -221,13 +221,9 @@ def test_superclass_sentences_old_binomial_and_new_clustered():
     t = V.describe_superclass_clustered("baseline", clustered)
     assert "not distinguishable from chance" in t and "100 true classes" in t
     assert "favour" not in t
-    # the old builder, on the binomial test it states
-    old = {"within_superclass_share": 0.08, "chance_share": 4 / 99, "coarse_accuracy": 0.7,
-           "errors": 1000, "errors_within_superclass": 80, "binomial_p": 1e-8,
-           "share_ci": [0.064, 0.099]}
-    assert "errors favour related classes, 2.0× as often as chance" in S.describe_superclass(
-        "baseline", old)
-    assert "not distinguishable" in S.describe_superclass("baseline", {**old, "binomial_p": 0.3})
+    # a user-data study names the data in the replication check (no dict-only title helper)
+    sm = {"data_source": "user", "data_name": "my_pets", "dataset": "user:abc"}
+    assert "the study ran on your data: my_pets, not CIFAR-100" in V.replication_settings(sm)
 
 
 # --------------------------------------------------------------------------- the seed report
@@ -302,10 +298,17 @@ def test_replication_judgement_and_sentence(lo, hi, want, words):
     assert "does not apply" in V.describe_replication_judgement(got, lo, hi, 3, ["x"])
 
 
-def test_old_replication_builders_keep_their_rules():
-    assert S.replication_verdict(0.0511, 0.0711) == "reproduced"
-    assert S.replication_verdict(-0.05, -0.01) == "not_reproduced"
-    assert S.replication_applies({"data_source": "generated", "dataset": "cifar100"})
+def test_the_reference_recipe_is_the_paper_preset():
+    """verdicts.REFERENCE stands for make_config("paper") so the report need not import the
+    training code: they must agree."""
+    import dataclasses
+
+    from cifarlens.training.config import make_config
+
+    paper = dataclasses.asdict(make_config("paper"))
+    assert V.REFERENCE == {k: paper[k] for k in V.REFERENCE}
+    assert {k: paper[k] for k in PAPER if k != "precision"} == {
+        k: v for k, v in PAPER.items() if k != "precision"}
 
 
 # --------------------------------------------------------------------------- attribution, maps
@@ -353,26 +356,28 @@ def test_faithfulness_says_when_a_reference_beats_gradcam_and_whose_maps_these_a
 
 
 def test_change_verdict_and_describe_change_rules():
+    """The one-pair sentence (McNemar over test images) keeps its own rule: it describes two
+    trained models, never the setting."""
     assert S.change_verdict(0.05, 0.02, 0.08, 0.001) == "rose"
     assert S.change_verdict(-0.05, -0.08, -0.02, 0.001) == "fell"
     assert S.change_verdict(0.01, -0.02, 0.04, 0.4) == "no_change"
     assert S.change_verdict(0.03, 0.001, 0.06, 0.07) == "borderline"
     assert S.change_verdict(0.03, None, None, None) == "unknown"
     assert S.change_verdict(0.00001, 0.0, 1.0, 0.001) == "no_change"  # 0.00 points as shown
-    t = S.describe_change(0.0663, 0.058, 0.0746, 3e-12)
+    t = S.describe_change(0.0663, (0.058, 0.0746), 3e-12)
     assert t.startswith("test accuracy rose by 6.63 points (95% CI [5.80, 7.46]); McNemar's")
-    assert "did not change significantly" in S.describe_change(0.01, -0.02, 0.04, 0.4)
+    assert "did not change significantly" in S.describe_change(0.01, (-0.02, 0.04), 0.4)
 
 
 def test_seed_and_pair_builders():
     seeds = {"n": 3, "mean_a": 0.63, "std_a": 0.01, "mean_b": 0.69, "std_b": 0.01,
-             "mean_diff": 0.06, "ci": [0.05, 0.07], "p_value": 0.001, "df": 2, "level": 0.95}
-    lvl = S.describe_seed_level(seeds)
-    assert lvl.startswith("across 3 seeds, the mean test accuracy rose by 6.00 points from "
-                          "63.00% to 69.00%")
-    assert "2 degrees of freedom" in lvl
-    assert "Over 3 seeds, the baseline reached 63.00% ± 1.00" in S.describe_seeds(seeds)
-    assert "were not computed" in S.describe_seeds(None, seed_list=[0])
+             "mean_diff": 0.06, "std_diff": 0.01, "ci": [0.05, 0.07], "df": 2, "level": 0.95}
+    dec = decide([0.05, 0.06, 0.07], 0.01).as_dict()
+    text = V.describe_seeds(seeds, dec)
+    assert text.startswith("Over 3 seeds, the baseline reached 63.00% ± 1.00")
+    assert "across 3 seeds, the mean test accuracy rose by 6.00 points" in text
+    assert "2 degrees of freedom" in text and "the change helped" in text
+    assert "were not computed" in V.describe_seeds(None, seed_list=[0])
     pair = S.describe_pair({"diff": 0.02, "lo": 0.01, "hi": 0.03}, {"p_value": 0.001, "n": 1000},
                            seed=0)
     assert "(seed 0)" in pair and "not yet evidence about the setting" in pair

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from summaries import summary_json
 
-from cifarlens.analysis.stats import ablation_verdict, holm, mcnemar_exact
+from cifarlens.analysis.power import decide
+from cifarlens.analysis.stats import holm, mcnemar_exact
 from cifarlens.errors import CifarlensError
 from cifarlens.report.embed import compact_image, is_photo_figure
 from cifarlens.report.first_screen import ablation_lines, describe_ablation_row
@@ -63,13 +64,14 @@ def test_holm_between_raw_and_bonferroni_and_order_preserving(ps):
                 assert adj[i] <= adj[j] + 1e-12
 
 
-def test_ablation_verdict_from_adjusted_p_and_interval_sign():
-    assert ablation_verdict(0.01, 0.02, 0.08) == "helped"
-    assert ablation_verdict(0.01, -0.08, -0.02) == "hurt"
-    assert ablation_verdict(0.2, 0.02, 0.08) == "no detectable difference"
-    assert ablation_verdict(0.01, -0.01, 0.08) == "no detectable difference"
-    assert ablation_verdict(None, None, None) == "not tested"
-    assert ablation_verdict(0.04, 0.01, 0.02, alpha=0.01) == "no detectable difference"
+def test_ablation_decision_uses_the_holm_adjusted_p():
+    """A row's decision is power.decide with the Holm-adjusted p: significant alone (p 0.03)
+    but not after the adjustment (0.06) is not "hurt" (issue 22's headline/table case)."""
+    d = [-0.012, -0.015, -0.018]
+    assert decide(d).decision == "hurt"
+    assert decide(d, 0.01, p_adjusted=0.06).decision == "not decided"
+    assert decide(d, p_adjusted=0.06).decision == "no detectable difference"
+    assert decide([0.05], 0.01).decision == "not tested"
 
 
 # --- the plan ---------------------------------------------------------------------------------------
@@ -201,7 +203,10 @@ def test_summary_keeps_one_change_keys_and_adds_variants_and_ablation(multi):
         # the seed-level numbers from each seed's own predictions
         assert r["diff"] == pytest.approx(np.mean([b[i].mean() - a[i].mean() for i in (0, 1)]))
         assert r["lo"] <= r["diff"] <= r["hi"]
-        assert r["verdict"] == ablation_verdict(r["p_holm"], r["lo"], r["hi"])
+        diffs = [b[i].mean() - a[i].mean() for i in (0, 1)]
+        want = decide(diffs, 0.01, p_adjusted=r["p_holm"]).decision
+        assert r["verdict"] == r["decision"]["decision"] == want
+        assert r["decision"]["p_adjusted"] == pytest.approx(r["p_holm"])
         for i, m in enumerate(r["per_seed_mcnemar"]):
             assert m["seed"] == i and m["a_only"] == int((a[i] & ~b[i]).sum())
             assert m["b_only"] == int((~a[i] & b[i]).sum())

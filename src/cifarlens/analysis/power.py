@@ -141,6 +141,16 @@ def _moments(diffs: Any) -> tuple[int, float | None, float | None]:
     return int(d.size), float(d.mean()), (float(np.std(d, ddof=1)) if d.size >= 2 else None)
 
 
+def sd_from_interval(lo: Any, hi: Any, n: Any, level: float = 0.95) -> float | None:
+    """The SD of the per-seed differences behind a paired t interval [lo, hi] over n seeds
+    (half-width = t_{(1+level)/2}(n-1) SD / sqrt(n)): how a summary that kept only the
+    interval is judged by `decide`. None without an interval or with under 2 seeds."""
+    if lo is None or hi is None or n is None or int(n) < 2:
+        return None
+    tq = float(sps.t.ppf((1 + level) / 2, int(n) - 1))
+    return (float(hi) - float(lo)) / 2 / tq * math.sqrt(int(n))
+
+
 @dataclass(frozen=True)
 class Equivalence:
     """Two one-sided t-tests (TOST) of |mean difference| < margin at level alpha each."""

@@ -46,13 +46,13 @@ from cifarlens.report.view import View, row_decisions
 from cifarlens.study.schema import StudySummary, to_json
 
 
-def replication_why_not(v: View) -> list[str]:
+def replication_why_not(s: StudySummary) -> list[str]:
     """Why this study cannot be set against the seed report ([] = it can): every setting the
     seed states, the data, the change and the precision (verdicts.replication_settings)."""
     return replication_settings({
-        "data_source": v.s.data_source, "dataset": v.s.dataset, "data_name": v.s.data_name,
-        "change": to_json(v.change), "config": v.cfg, "environment": to_json(v.env)},
-        REFERENCE)
+        "data_source": s.data_source, "dataset": s.dataset, "data_name": s.data_name,
+        "change": to_json(s.main.change), "config": s.config,
+        "environment": to_json(s.environment)}, REFERENCE)
 
 
 def _replication_text(v: View) -> str:
@@ -60,13 +60,13 @@ def _replication_text(v: View) -> str:
     sb, margin = v.seeds_block, v.s.verdicts.margin if v.s.verdicts else 0.01
     lo, hi = sb.ci if v.seed_level else (None, None)
     return describe_replication_judgement(replication_judgement(lo, hi, margin), lo, hi,
-                                          v.n_seeds, replication_why_not(v), margin)
+                                          v.n_seeds, replication_why_not(v.s), margin)
 
 
 def sec_replication(v: View) -> list[Block]:
     """0 The seed report side by side: its numbers, this study's, and whether they agree."""
     sr, sb = SEED_REPORT, v.seeds_block
-    why_not = replication_why_not(v)
+    why_not = replication_why_not(v.s)
     margin = v.s.verdicts.margin if v.s.verdicts else 0.01
     if v.seed_level:
         lo, hi = sb.ci

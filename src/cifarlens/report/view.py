@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cifarlens.analysis.power import decide
+from cifarlens.analysis.power import decide, sd_from_interval
 from cifarlens.report.blocks import Block, note_block
 from cifarlens.report.constants import (
     FIGURES,
@@ -53,12 +53,15 @@ def row_decisions(s: StudySummary) -> dict[str, dict | None]:
     out: dict[str, dict | None] = {}
     if s.ablation is None:
         return out
-    by_slug = {var.slug: var for var in s.variants}
+    vs = s.verdicts
     for r in s.ablation.rows:
         if r.decision is not None:
             out[r.slug] = to_json(r.decision)
-        elif r.slug in by_slug:
-            out[r.slug] = decision_of(s, by_slug[r.slug], r.p_holm)
+        elif r.n_seeds >= 2 and r.lo is not None:  # a row from before: its t interval's SD
+            sd = sd_from_interval(r.lo, r.hi, r.n_seeds, s.ablation.level)
+            out[r.slug] = decide({"n": r.n_seeds, "mean_diff": r.diff, "std_diff": sd},
+                                 vs.margin if vs else DEFAULT_MARGIN, p_adjusted=r.p_holm,
+                                 detect=vs.detect if vs else DEFAULT_DETECT).as_dict()
     return out
 
 
