@@ -31,7 +31,7 @@ possible stopping time over unbounded samples, and at 3-10 observations they pay
 intervals several times wider (the t-test's own 2-df interval is already 4.3 SE wide). A
 group-sequential design knows its looks and its maximum in advance, which `--seeds auto` does,
 and O'Brien-Fleming spending keeps the final look close to the fixed 10-seed test. Measured
-(bench/sequential_rule.py, docs/analysis-verdicts.md), looks at 3..10 seeds: at the effect the
+(bench/sequential_rule.py, docs/analysis.md "Verdicts"), looks at 3..10 seeds: at the effect the
 fixed 10-seed test detects with 80% power, this rule detects it with 74% (Pocock spending: 59%)
 after 8.3 seeds on average, and a null change within a 2-SD margin stops "equivalent" after 5.9.
 Multiple changes: run the rule at alpha / m (Bonferroni) per change.

@@ -390,9 +390,10 @@ def _sec_grad_cam(v: View) -> list[Block]:
                     [[_s(c.name), fmt_auc(c.deletion_auc), _diff_ci(c.deletion_diff),
                       fmt_auc(c.insertion_auc), _diff_ci(c.insertion_diff)]
                      for c in comps.values()],
-                    caption="Grad-CAM against maps that know nothing about the image: i.i.d. "
-                            "random pixels, a smooth random map at the layer's resolution "
-                            "(upsampled like the CAM) and a fixed centred Gaussian; paired "
+                    caption="Grad-CAM against reference maps: i.i.d. random pixels, a smooth "
+                            "random map at the layer's resolution (upsampled like the CAM), a "
+                            "fixed centred Gaussian and, where computed, another image's "
+                            "Grad-CAM map of the same class (image specificity); paired "
                             "bootstrap CIs over the images"))
             out.append(paragraph(describe_faithfulness(
                 {k: to_json(a) for k, a in faith.items()}, to_json(ft) if ft else {},
