@@ -355,21 +355,30 @@ def _row(verdict, diff, lo, hi, p, ph, key="augment", value="crop-flip"):
                  "b_only": 1}]}
 
 
-def test_ablation_sentence_says_helped_hurt_or_no_difference_with_the_correction():
+def test_ablation_sentence_says_the_decision_with_the_correction():
+    """A row is judged by power.decide with its Holm p (a row from before the decision record:
+    on the SD its t interval implies), and says the correction, the noise and the power."""
     helped = describe_ablation_row(_row("helped", 0.05, 0.03, 0.07, 0.004, 0.012), AB)
-    assert helped.startswith("augment: none → crop-flip helped: the mean test accuracy rose "
-                             "from 60.00% to 65.00%, +5.00 points (95% CI [3.00, 7.00])")
-    assert ("the paired t-test across 3 seeds p = 0.0040, Holm-adjusted over 3 changes "
-            "p = 0.012, below 0.05 (it covers training seeds and test-image sampling)") in helped
+    assert helped.startswith("augment: none → crop-flip: across 3 seeds, the mean test accuracy "
+                             "rose by 5.00 points from 60.00% to 65.00% (95% CI [3.00, 7.00]; "
+                             "paired t-test, 2 degrees of freedom, p = 0.0085; Holm-adjusted "
+                             "over 3 changes p = 0.012; the interval covers training seeds")
+    assert "): the change helped; with 3 seeds this study could detect" in helped
     hurt = describe_ablation_row(_row("hurt", -0.05, -0.07, -0.03, 0.004, 0.012), AB)
-    assert " hurt: the mean test accuracy fell from 60.00% to 55.00%, -5.00 points" in hurt
-    # raw p below 0.05 but not after Holm: no conclusion, and the sentence says why
+    assert "fell by 5.00 points from 60.00% to 55.00%" in hurt and "the change hurt" in hurt
+    # the interval excludes 0 but not after Holm: not decided, and the sentence says why
     same = describe_ablation_row(_row("no detectable difference", 0.02, 0.001, 0.04, 0.03,
-                                        0.09), AB)
-    assert "did not differ detectably from the baseline" in same
-    assert "p = 0.030, Holm-adjusted over 3 changes p = 0.090, not below 0.05" in same
+                                      0.09), AB)
+    assert ("not decided, as the interval excludes 0, but the Holm-adjusted p is not below 5%, "
+            "and it reaches beyond ±1 point") in same
+    assert "Holm-adjusted over 3 changes p = 0.090" in same
     assert "helped" not in same and "hurt" not in same
-    one = describe_ablation_row(_row("not tested", 0.02, None, None, None, None), AB)
+    # the row's own decision record wins
+    rec = decide([0.001, 0.002, 0.0015], 0.01, p_adjusted=0.5).as_dict()
+    eq = describe_ablation_row({**_row("x", 0.0015, None, None, None, 0.5), "decision": rec}, AB)
+    assert "the change is equivalent within ±1 point" in eq
+    one = describe_ablation_row({**_row("not tested", 0.02, None, None, None, None),
+                                 "n_seeds": 1}, AB)
     assert "for one trained pair" in one and "nothing is concluded" in one
     assert "CI" not in one and "helped" not in one
 

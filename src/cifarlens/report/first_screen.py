@@ -42,7 +42,7 @@ from cifarlens.report.verdicts import (
     replication_settings,
     verdict_lead,
 )
-from cifarlens.report.view import View, row_decisions
+from cifarlens.report.view import View, row_decision, row_decisions
 from cifarlens.study.schema import StudySummary, to_json
 
 
@@ -118,7 +118,7 @@ def describe_ablation_row(r: dict[str, Any], ab: dict[str, Any],
     power and the noise covered; with one seed, the numbers and nothing more."""
     r, ab = _d(r), _d(ab)
     head = change_text(r.get("key"), r.get("baseline_value"), r.get("variant_value"))
-    dec = _d(dec if dec is not None else r.get("decision"))
+    dec = _d(dec if dec is not None else row_decision(r, num(ab.get("level")) or 0.95))
     if not dec:
         return (f"{head}: test accuracy from {fmt_pct(r.get('before'))} to "
                 f"{fmt_pct(r.get('after'))}, {fmt_points(r.get('diff'), signed=True)} points, "

@@ -78,8 +78,8 @@ def _t_test(dec: dict[str, Any], family: int | None) -> str:
     out = (f"paired t-test, {df} degree{'' if df == 1 else 's'} of freedom, "
            f"{p_clause(dec.get('p_value'))}")
     pa, p = num(dec.get("p_adjusted")), num(dec.get("p_value"))
-    if pa is not None and p is not None and pa != p:
-        over = f" over {family} changes" if family else ""
+    if pa is not None and p is not None and (pa != p or family):  # an ablation: always
+        over = f" over {int(family)} changes" if family else ""
         out += f"; Holm-adjusted{over} {p_clause(pa)}"
     return out
 

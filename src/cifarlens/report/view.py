@@ -55,14 +55,25 @@ def row_decisions(s: StudySummary) -> dict[str, dict | None]:
         return out
     vs = s.verdicts
     for r in s.ablation.rows:
-        if r.decision is not None:
-            out[r.slug] = to_json(r.decision)
-        elif r.n_seeds >= 2 and r.lo is not None:  # a row from before: its t interval's SD
-            sd = sd_from_interval(r.lo, r.hi, r.n_seeds, s.ablation.level)
-            out[r.slug] = decide({"n": r.n_seeds, "mean_diff": r.diff, "std_diff": sd},
-                                 vs.margin if vs else DEFAULT_MARGIN, p_adjusted=r.p_holm,
-                                 detect=vs.detect if vs else DEFAULT_DETECT).as_dict()
+        out[r.slug] = to_json(r.decision) if r.decision is not None else row_decision(
+            to_json(r), s.ablation.level, vs.margin if vs else DEFAULT_MARGIN,
+            vs.detect if vs else DEFAULT_DETECT)
     return out
+
+
+def row_decision(row: dict, level: float = 0.95, margin: float = DEFAULT_MARGIN,
+                 detect: float = DEFAULT_DETECT) -> dict | None:
+    """An ablation row's decision: its record, or for a row written before the record, the
+    rule on the row's own numbers (the SD its t interval implies, its Holm p). None with one
+    seed (no seed-level test)."""
+    if row.get("decision"):
+        return row["decision"]
+    n = int(row.get("n_seeds") or 0)
+    if n < 2:
+        return None
+    sd = sd_from_interval(row.get("lo"), row.get("hi"), n, level) or 0.0  # none: constant
+    return decide({"n": n, "mean_diff": row.get("diff"), "std_diff": sd}, margin,
+                  p_adjusted=row.get("p_holm"), detect=detect).as_dict()
 
 
 def main_decision(s: StudySummary) -> dict | None:
