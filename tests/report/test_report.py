@@ -111,7 +111,7 @@ def in_md(s: str, doc: str) -> bool:
 
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
-    # the ablation section exists only with 2+ changes (tests/test_ablation.py)
+    # the ablation section exists only with 2+ changes (tests/study/test_ablation.py)
     for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] != "ablation"], 1):
         opened = "" if sid in COLLAPSED else " open"
         assert re.search(rf'<section id="{sid}">\s*<details{opened}>\s*<summary><h2>{i} '
