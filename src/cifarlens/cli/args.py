@@ -259,10 +259,10 @@ def add_verdict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seeds", type=int_range(2, 1000), default=10, metavar="N",
                    help="with --seeds auto: stop at N seed pairs when nothing is decided "
                         "(default 10)")
-    p.add_argument("--margin", type=points_arg, default=1.0, metavar="POINTS",
+    p.add_argument("--margin", type=points_arg, default=1, metavar="POINTS",
                    help="a change whose interval lies within +/-POINTS of accuracy is "
                         "'equivalent' (two one-sided tests; default 1)")
-    p.add_argument("--detect", type=points_arg, default=1.0, metavar="POINTS",
+    p.add_argument("--detect", type=points_arg, default=1, metavar="POINTS",
                    help="the change the power sentence plans for: 'about K seeds would detect "
                         "POINTS' (default 1)")
     p.add_argument("--vary", type=vary_arg, default=None, metavar="SOURCES",
