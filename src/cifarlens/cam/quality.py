@@ -303,7 +303,7 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
     maps_by = {"gradcam": maps, "random": random_maps(n, h, w, seed),
                "smooth_random": smooth_random_maps(n, h, w, cells[-2:], seed),
                "centre_prior": centre_prior_maps(n, h, w)}
-    # progress: called with images done, once per chunk of each of the four maps (4 N in all)
+    # progress: called with images done, once per chunk of each of the five maps (5 N in all)
     res = {k: deletion_insertion(model, x, t, m, steps=steps, batch_size=batch_size,
                                  progress=progress)
            for k, m in maps_by.items()}
@@ -318,6 +318,8 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
             steps=steps,
             batch_size=batch_size, progress=progress)
         subsets["same_class_other"] = paired
+    if progress is not None and paired.size < n:  # the images without a partner: done too
+        progress(n - int(paired.size))
     g = res["gradcam"]
     out: dict[str, Any] = {
         "n": int(n), "deletion_auc": float(np.mean(g["deletion_auc"])),
