@@ -23,6 +23,7 @@ from typing import Any, TypeVar, Union
 from cifarlens._io import read_json, write_json
 from cifarlens.errors import CifarlensError
 from cifarlens.study import schema_verdicts as V  # issue 22's records
+from cifarlens.study.schema_data_side import DataSide
 
 SCHEMA_VERSION = 2
 Num = float  # JSON numbers: an int is accepted where a float is declared, a bool never
@@ -525,6 +526,7 @@ class StudySummary:
     command: str | None = None
     verdicts: V.VerdictSettings | None = None
     convergence: V.Convergence | None = None
+    data_side: DataSide | None = None  # neighbours and label issues (study/schema_data_side.py)
 
     @property
     def main(self) -> Variant:

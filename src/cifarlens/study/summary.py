@@ -17,6 +17,7 @@ from cifarlens.figures import plots
 from cifarlens.figures.plots import plot_curves
 from cifarlens.runs import Run
 from cifarlens.study import verdicts as V
+from cifarlens.study.data_side import build_data_side
 from cifarlens.study.design import Design
 from cifarlens.study.folder import StudyFolder
 from cifarlens.study.plan import SINGLE_SLUG, recorded_changes
@@ -286,6 +287,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: i
         ablation=ablation_table(variants, design=plan_design(plan)) if len(variants) >= 2
         else None, verdicts=plan_design(plan).settings(varied_sources(plan["baseline"])),
         convergence=V.study_convergence(runs),
+        data_side=build_data_side(out, plan, runs, top, say),
         environment=Environment(**{f.name: env.get(f.name)
                                    for f in dataclasses.fields(Environment)}))
 
