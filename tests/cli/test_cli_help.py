@@ -77,7 +77,8 @@ def test_every_config_field_has_a_flag_that_reaches_the_config(command):
               "weight_decay": "0.001", "label_smoothing": "0.05", "augment": "cutout",
               "cutout_size": "5", "mixup_alpha": "0.3", "cutmix_alpha": "0.4", "seed": "9",
               "val_fraction": "0.3", "device": "cpu", "precision": "fp32", "eval_batch_size": "17",
-              "compile": "off", "dataset": "cifar10", "data_dir": "somewhere"}
+              "compile": "off", "dataset": "cifar10", "data_dir": "somewhere",
+              "split_seed": "3", "init_seed": "4", "order_seed": "5", "aug_seed": "6"}
     assert set(values) == set(fields)  # the test itself covers every field
     extra = ["--out", "x"] if command == "train" else []
     for preset in PRESETS:

@@ -203,8 +203,8 @@ def test_cli_register_import_verify_info(tmp_path, capsys):
 def test_report_names_user_data_and_never_cifar():
     from summaries import make_summary
 
+    from cifarlens.report.first_screen import replication_why_not as replication_applies
     from cifarlens.report.formats import dataset_title
-    from cifarlens.report.sentences import replication_applies
     from cifarlens.study.schema import summary_from_json
 
     def summary(**kw):

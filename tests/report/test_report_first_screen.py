@@ -114,7 +114,7 @@ def test_first_screen_answers_the_question_in_chromium(tmp_path, seeds):
     exe = _chromium()
     s = make_summary()
     if seeds == 3:
-        s = _three_seeds(s, mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
+        s = _three_seeds(s, mean_diff=0.0611, ci=[0.0511, 0.0711])
     study = _real_sized_study(tmp_path, s)
     h, _ = render_report(study)
     pos = _positions(exe, tmp_path, h)
@@ -143,7 +143,7 @@ def test_first_screen_answers_the_question_in_chromium(tmp_path, seeds):
 
 
 def test_details_are_collapsible_and_markdown_keeps_the_order(tmp_path):
-    s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
+    s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711])
     study = _real_sized_study(tmp_path, s)
     h, m = (p.read_text(encoding="utf-8") for p in render_report(study))
     for sid in ("dataset", "training-setup", "calibration", "grad-cam", "reproducibility"):

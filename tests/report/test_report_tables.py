@@ -25,7 +25,7 @@ def _f(x: str) -> float | None:
 
 
 def test_csv_tables_parse_and_match_the_summary(tmp_path, pngs):
-    s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
+    s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711])
     s["comparison"]["per_class"]["improved"][0]["n"] = 10
     s["models"]["baseline"]["per_seed"] = [{"seed": i, "test_top1": 0.62 + i / 100}
                                            for i in range(3)]

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from summaries import summary_json
 
-from cifarlens.analysis.stats import ablation_verdict, holm, mcnemar_exact
+from cifarlens.analysis.power import decide
+from cifarlens.analysis.stats import holm, mcnemar_exact
 from cifarlens.errors import CifarlensError
 from cifarlens.report.embed import compact_image, is_photo_figure
 from cifarlens.report.first_screen import ablation_lines, describe_ablation_row
@@ -63,13 +64,14 @@ def test_holm_between_raw_and_bonferroni_and_order_preserving(ps):
                 assert adj[i] <= adj[j] + 1e-12
 
 
-def test_ablation_verdict_from_adjusted_p_and_interval_sign():
-    assert ablation_verdict(0.01, 0.02, 0.08) == "helped"
-    assert ablation_verdict(0.01, -0.08, -0.02) == "hurt"
-    assert ablation_verdict(0.2, 0.02, 0.08) == "no detectable difference"
-    assert ablation_verdict(0.01, -0.01, 0.08) == "no detectable difference"
-    assert ablation_verdict(None, None, None) == "not tested"
-    assert ablation_verdict(0.04, 0.01, 0.02, alpha=0.01) == "no detectable difference"
+def test_ablation_decision_uses_the_holm_adjusted_p():
+    """A row's decision is power.decide with the Holm-adjusted p: significant alone (p 0.03)
+    but not after the adjustment (0.06) is not "hurt" (issue 22's headline/table case)."""
+    d = [-0.012, -0.015, -0.018]
+    assert decide(d).decision == "hurt"
+    assert decide(d, 0.01, p_adjusted=0.06).decision == "not decided"
+    assert decide(d, p_adjusted=0.06).decision == "no detectable difference"
+    assert decide([0.05], 0.01).decision == "not tested"
 
 
 # --- the plan ---------------------------------------------------------------------------------------
@@ -201,7 +203,10 @@ def test_summary_keeps_one_change_keys_and_adds_variants_and_ablation(multi):
         # the seed-level numbers from each seed's own predictions
         assert r["diff"] == pytest.approx(np.mean([b[i].mean() - a[i].mean() for i in (0, 1)]))
         assert r["lo"] <= r["diff"] <= r["hi"]
-        assert r["verdict"] == ablation_verdict(r["p_holm"], r["lo"], r["hi"])
+        diffs = [b[i].mean() - a[i].mean() for i in (0, 1)]
+        want = decide(diffs, 0.01, p_adjusted=r["p_holm"]).decision
+        assert r["verdict"] == r["decision"]["decision"] == want
+        assert r["decision"]["p_adjusted"] == pytest.approx(r["p_holm"])
         for i, m in enumerate(r["per_seed_mcnemar"]):
             assert m["seed"] == i and m["a_only"] == int((a[i] & ~b[i]).sum())
             assert m["b_only"] == int((~a[i] & b[i]).sum())
@@ -350,21 +355,30 @@ def _row(verdict, diff, lo, hi, p, ph, key="augment", value="crop-flip"):
                  "b_only": 1}]}
 
 
-def test_ablation_sentence_says_helped_hurt_or_no_difference_with_the_correction():
+def test_ablation_sentence_says_the_decision_with_the_correction():
+    """A row is judged by power.decide with its Holm p (a row from before the decision record:
+    on the SD its t interval implies), and says the correction, the noise and the power."""
     helped = describe_ablation_row(_row("helped", 0.05, 0.03, 0.07, 0.004, 0.012), AB)
-    assert helped.startswith("augment: none → crop-flip helped: the mean test accuracy rose "
-                             "from 60.00% to 65.00%, +5.00 points (95% CI [3.00, 7.00])")
-    assert ("the paired t-test across 3 seeds p = 0.0040, Holm-adjusted over 3 changes "
-            "p = 0.012, below 0.05 (it covers training seeds and test-image sampling)") in helped
+    assert helped.startswith("augment: none → crop-flip: across 3 seeds, the mean test accuracy "
+                             "rose by 5.00 points from 60.00% to 65.00% (95% CI [3.00, 7.00]; "
+                             "paired t-test, 2 degrees of freedom, p = 0.0085; Holm-adjusted "
+                             "over 3 changes p = 0.012; the interval covers training seeds")
+    assert "): the change helped; with 3 seeds this study could detect" in helped
     hurt = describe_ablation_row(_row("hurt", -0.05, -0.07, -0.03, 0.004, 0.012), AB)
-    assert " hurt: the mean test accuracy fell from 60.00% to 55.00%, -5.00 points" in hurt
-    # raw p below 0.05 but not after Holm: no conclusion, and the sentence says why
+    assert "fell by 5.00 points from 60.00% to 55.00%" in hurt and "the change hurt" in hurt
+    # the interval excludes 0 but not after Holm: not decided, and the sentence says why
     same = describe_ablation_row(_row("no detectable difference", 0.02, 0.001, 0.04, 0.03,
-                                        0.09), AB)
-    assert "did not differ detectably from the baseline" in same
-    assert "p = 0.030, Holm-adjusted over 3 changes p = 0.090, not below 0.05" in same
+                                      0.09), AB)
+    assert ("not decided, as the interval excludes 0, but the Holm-adjusted p is not below 5%, "
+            "and it reaches beyond ±1 point") in same
+    assert "Holm-adjusted over 3 changes p = 0.090" in same
     assert "helped" not in same and "hurt" not in same
-    one = describe_ablation_row(_row("not tested", 0.02, None, None, None, None), AB)
+    # the row's own decision record wins
+    rec = decide([0.001, 0.002, 0.0015], 0.01, p_adjusted=0.5).as_dict()
+    eq = describe_ablation_row({**_row("x", 0.0015, None, None, None, 0.5), "decision": rec}, AB)
+    assert "the change is equivalent within ±1 point" in eq
+    one = describe_ablation_row({**_row("not tested", 0.02, None, None, None, None),
+                                 "n_seeds": 1}, AB)
     assert "for one trained pair" in one and "nothing is concluded" in one
     assert "CI" not in one and "helped" not in one
 

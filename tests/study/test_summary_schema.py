@@ -122,8 +122,11 @@ def test_from_json_checks_any_part_on_its_own():
 
 
 def test_the_current_release_summary_renders_as_it_did_before_the_typed_schema(tmp_path):
-    """The v1 fixture rendered by the release that wrote it (commit 60c8e4e, no figures in the
-    folder) and by this one: the same Markdown and tables, but for the rebuild command's path."""
+    """The v1 fixture rendered by this release: the same Markdown and tables as recorded, but
+    for the rebuild command's path. The Markdown is the release's that wrote it (commit
+    60c8e4e) but for issue 22's verdict sentences (the decision with its power, calibration and
+    superclass words only from their seed-level and clustered tests, replication against every
+    setting), re-recorded when they changed; the tables are unchanged."""
     study = tmp_path / "study"
     study.mkdir()
     (study / "summary.json").write_text(V1.read_text())

@@ -351,12 +351,12 @@ def test_seed_architecture_is_vgg_and_baseline_stays_an_alias():
 def test_replication_check_accepts_either_name_of_the_seed_model():
     from summaries import make_summary
 
-    from cifarlens.report.sentences import replication_applies
+    from cifarlens.report.first_screen import replication_why_not as replication_applies
     from cifarlens.study.schema import summary_from_json
 
     def why(model: str) -> list[str]:
         s = make_summary()
-        s.update(data_source="official", config={"model": model, "epochs": 50})
+        s.update(data_source="official", config={**s["config"], "model": model})
         return replication_applies(summary_from_json(s))
 
     assert why("baseline") == why("vgg")

@@ -236,20 +236,6 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 ABLATION_VERDICTS = ("helped", "hurt", "no detectable difference", "not tested")
 
 
-def ablation_verdict(p_adjusted: float | None, lo: float | None, hi: float | None,
-                     alpha: float = 0.05) -> str:
-    """helped / hurt: the adjusted p-value is below alpha and the interval of the difference
-    (variant minus baseline) lies wholly above / below 0; "no detectable difference" otherwise;
-    "not tested" when there is no p-value (one seed: no seed-level test)."""
-    if p_adjusted is None:
-        return "not tested"
-    if p_adjusted < alpha and lo is not None and lo > 0:
-        return "helped"
-    if p_adjusted < alpha and hi is not None and hi < 0:
-        return "hurt"
-    return "no detectable difference"
-
-
 def _same_test_set(cm_a: Any, cm_b: Any) -> tuple[np.ndarray, np.ndarray]:
     a = as_cm(cm_a, "cm_a")
     b = as_cm(cm_b, "cm_b")

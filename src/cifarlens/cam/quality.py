@@ -1,5 +1,5 @@
 """How good is a Grad-CAM map: faithfulness (deletion/insertion against three input-independent
-baselines, with paired bootstrap CIs), localisation (the pointing game) and the share of map mass
+baselines and another image's map of the same class, with paired bootstrap CIs), localisation (the pointing game) and the share of map mass
 near the image border (failures vs correct predictions, permutation test).
 
 Named after pytorch-grad-cam's `metrics/` package rather than `faithfulness.py`: faithfulness
@@ -30,7 +30,7 @@ from cifarlens.errors import CifarlensError
 
 __all__ = ["BASELINE_NAMES", "BORDER", "DEFAULT_BORDER", "border_area_fraction", "border_share",
            "border_summary", "centre_prior_maps", "deletion_insertion", "faithfulness",
-           "pointing_game", "random_maps", "smooth_random_maps"]
+           "pointing_game", "random_maps", "same_class_partners", "smooth_random_maps"]
 
 
 # --------------------------------------------------------------------------- deletion / insertion
@@ -67,6 +67,22 @@ def centre_prior_maps(n: int, h: int, w: int, sigma: float = 0.25) -> Tensor:
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w - 0.5
     m = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma ** 2))
     return m.expand(n, h, w).clone()
+
+
+def same_class_partners(classes: Any, seed: int = 0) -> np.ndarray:
+    """For each image, another image of the same class (-1 where its class has no other):
+    a random cycle within each class, so no image is its own partner and every partner is
+    used once. Image i's partner's Grad-CAM map is the image-specificity control: a map of the
+    right class that is not this image's own (Adebayo et al. 2018's sanity-check spirit)."""
+    c = np.asarray(classes).ravel()
+    rng = np.random.default_rng(seed)
+    out = np.full(c.size, -1, dtype=np.int64)
+    for k in np.unique(c):
+        idx = np.flatnonzero(c == k)
+        if idx.size >= 2:
+            cyc = rng.permutation(idx)
+            out[cyc] = np.roll(cyc, -1)
+    return out
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -250,7 +266,8 @@ BORDER = DEFAULT_BORDER  # px: the outer ring of a 32x32 image (4 px = 43.75% of
 
 # The maps Grad-CAM is measured against, weakest first (summary/report names).
 BASELINE_NAMES = {"random": "i.i.d. random pixels", "smooth_random": "smooth random map",
-                  "centre_prior": "centre prior"}
+                  "centre_prior": "centre prior",
+                  "same_class_other": "another image's map of the same class"}
 
 
 @dataclass(frozen=True)
@@ -268,12 +285,15 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
                  cells: tuple[int, ...], settings: FaithfulnessSettings = FaithfulnessSettings(),
                  progress: Callable[[int], object] | None = None
                  ) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Deletion/insertion AUCs of Grad-CAM and of three input-independent baselines on the same
-    images, and paired bootstrap CIs over the images of Grad-CAM minus each baseline.
+    """Deletion/insertion AUCs of Grad-CAM and of four reference maps on the same images, and
+    paired bootstrap CIs over the images of Grad-CAM minus each reference.
 
-    Baselines: i.i.d. random pixels, a smooth random map at the layer's resolution (`cells`,
-    upsampled like the CAM) and a fixed centred Gaussian. A map that only beats i.i.d. noise
-    may just be smooth and central; the CIs say what the images support.
+    References: i.i.d. random pixels, a smooth random map at the layer's resolution (`cells`,
+    upsampled like the CAM), a fixed centred Gaussian, and another image's Grad-CAM map of the
+    same target class (`same_class_partners`; compared on the images that have such a partner).
+    A map that only beats i.i.d. noise may just be smooth and central, and one that does not
+    beat another image's map of its class is not specific to this image; the CIs say what the
+    images support.
     """
     from cifarlens.analysis import stats as S
 
@@ -283,10 +303,23 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
     maps_by = {"gradcam": maps, "random": random_maps(n, h, w, seed),
                "smooth_random": smooth_random_maps(n, h, w, cells[-2:], seed),
                "centre_prior": centre_prior_maps(n, h, w)}
-    # progress: called with images done, once per chunk of each of the four maps (4 N in all)
+    # progress: called with images done, once per chunk of each of the five maps (5 N in all)
     res = {k: deletion_insertion(model, x, t, m, steps=steps, batch_size=batch_size,
                                  progress=progress)
            for k, m in maps_by.items()}
+    targets = _as_targets(t, n)
+    partner = same_class_partners(targets.numpy(), seed)
+    paired = np.flatnonzero(partner >= 0)  # images with another image of their class
+    subsets: dict[str, Any] = {k: slice(None) for k in maps_by}
+    if paired.size:
+        sel = torch.from_numpy(paired)
+        res["same_class_other"] = deletion_insertion(
+            model, x[sel], targets[sel], torch.as_tensor(maps)[torch.from_numpy(partner[paired])],
+            steps=steps,
+            batch_size=batch_size, progress=progress)
+        subsets["same_class_other"] = paired
+    if progress is not None and paired.size < n:  # the images without a partner: done too
+        progress(n - int(paired.size))
     g = res["gradcam"]
     out: dict[str, Any] = {
         "n": int(n), "deletion_auc": float(np.mean(g["deletion_auc"])),
@@ -298,16 +331,17 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
         "comparisons": {},
     }
     for k in BASELINE_NAMES:
-        b = res[k]
+        if k not in res:
+            continue  # no image has another of its class here
+        b, on = res[k], subsets[k]
+        gd, gi = np.asarray(g["deletion_auc"])[on], np.asarray(g["insertion_auc"])[on]
         out["comparisons"][k] = {
             "name": BASELINE_NAMES[k],
             "deletion_auc": float(np.mean(b["deletion_auc"])),
             "insertion_auc": float(np.mean(b["insertion_auc"])),
             # Grad-CAM minus baseline: negative is better for deletion, positive for insertion
-            "deletion_diff": S.paired_mean_diff_ci(g["deletion_auc"], b["deletion_auc"], level,
-                                                   seed=seed),
-            "insertion_diff": S.paired_mean_diff_ci(g["insertion_auc"], b["insertion_auc"],
-                                                    level, seed=seed),
+            "deletion_diff": S.paired_mean_diff_ci(gd, b["deletion_auc"], level, seed=seed),
+            "insertion_diff": S.paired_mean_diff_ci(gi, b["insertion_auc"], level, seed=seed),
         }
     return out, res
 

@@ -35,7 +35,8 @@ _EXAMPLES: dict[str, str] = {
     "evaluate": "cifarlens evaluate runs/smoke --split test",
     "failures": "cifarlens failures runs/smoke --top 12",
     "explain": "cifarlens explain runs/smoke --failures 6 --target both",
-    "study": "cifarlens study --preset quick --change augment=cutout --seeds 3 --out studies/cutout",
+    "study": "cifarlens study --preset quick --change augment=cutout --seeds 3 --out studies/cutout\n"
+             "cifarlens study --preset quick --seeds auto --max-seeds 8 --vary init --out studies/a",
     "report": "cifarlens report studies/cutout",
     "demo": "cifarlens demo --out cifarlens-demo --seeds 3",
 }

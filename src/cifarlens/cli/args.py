@@ -130,6 +130,8 @@ def setting_kwargs(name: str, kind: object) -> dict:
         "precision": {"choices": ["auto", "fp32", "bf16"]},
         "compile": {"choices": list(COMPILE_MODES)},
         "seed": {"type": nonneg_int},
+        **{f"{s}_seed": {"type": nonneg_int, "metavar": "SEED"}
+           for s in ("split", "init", "order", "aug")},
         "train_limit": {"type": limit_arg, "metavar": "N"},
         "data_dir": {"metavar": "DIR"},
     }
@@ -210,11 +212,17 @@ def add_split_arg(p: argparse.ArgumentParser, choices=("val", "test"), default="
                         (", all (both)" if "all" in choices else ""))
 
 
+def seeds_arg(s: str) -> int | str:
+    """--seeds N (1 to 1000) or --seeds auto."""
+    return "auto" if s.strip().lower() == "auto" else int_range(1, 1000)(s)
+
+
 def add_seeds_jobs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int_range(1, 1000), default=3,
+    p.add_argument("--seeds", type=seeds_arg, default=3, metavar="N|auto",
                    help="train each arm with N seeds, paired by seed (default 3); the verdict is "
                         "the paired t-test across seeds. 1 compares one pair of trained models "
-                        "and is not evidence about the change")
+                        "and is not evidence about the change. auto: seed pairs in waves until "
+                        "a sequential test decides, or --max-seeds (docs/analysis.md)")
     p.add_argument("--jobs", type=int_range(1, 64), default=1,
                    help="train up to N runs at once: one per GPU on a multi-GPU machine, else "
                         "CPU processes sharing the threads (no gain on a 2-core CPU); default 1")
@@ -226,3 +234,38 @@ def change_keys() -> list[str]:
     from cifarlens.training.config import TRAINING_SETTINGS
 
     return [k for k in TRAINING_SETTINGS if k not in PAIRING_SETTINGS]
+
+
+def points_arg(s: str) -> float:
+    """A number of accuracy points, more than 0 and below 100."""
+    v = finite_float(s)
+    if not 0 < v < 100:
+        raise argparse.ArgumentTypeError(f"expected points above 0 and below 100, got {s!r}")
+    return v
+
+
+def vary_arg(s: str) -> list[str]:
+    from cifarlens.training.config import SEED_SOURCES
+
+    names = [x.strip() for x in s.split(",") if x.strip()]
+    if not names or any(x not in SEED_SOURCES for x in names):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of "
+                                         f"{', '.join(SEED_SOURCES)}, got {s!r}")
+    return names
+
+
+def add_verdict_args(p: argparse.ArgumentParser) -> None:
+    """How a study's seeds are chosen and its verdicts judged (issue 22)."""
+    p.add_argument("--max-seeds", type=int_range(2, 1000), default=10, metavar="N",
+                   help="with --seeds auto: stop at N seed pairs when nothing is decided "
+                        "(default 10)")
+    p.add_argument("--margin", type=points_arg, default=1, metavar="POINTS",
+                   help="a change whose interval lies within +/-POINTS of accuracy is "
+                        "'equivalent' (two one-sided tests; default 1)")
+    p.add_argument("--detect", type=points_arg, default=1, metavar="POINTS",
+                   help="the change the power sentence plans for: 'about K seeds would detect "
+                        "POINTS' (default 1)")
+    p.add_argument("--vary", type=vary_arg, default=None, metavar="SOURCES",
+                   help="which sources of randomness differ between seeds: a comma-separated "
+                        "subset of split,init,order,aug (default: all); e.g. --vary init holds "
+                        "the split, data order and augmentation draws at the first seed")

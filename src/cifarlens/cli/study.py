@@ -12,6 +12,7 @@ from cifarlens.cli.args import (
     add_seeds_jobs,
     add_threads_arg,
     add_train_args,
+    add_verdict_args,
     change_keys,
     positive_int,
     train_overrides,
@@ -25,11 +26,26 @@ def cmd_study(a: argparse.Namespace) -> int:
     from cifarlens.study.run import run_study
 
     overrides = train_overrides(a)
+    design, overrides = study_design(a, overrides)
     # None: augment=crop-flip for a new study, the recorded changes when resuming one
-    summary = run_study(a.out, preset=a.preset, changes=a.change, seeds=a.seeds,
+    summary = run_study(a.out, preset=a.preset, changes=a.change, seeds=design,
                         overrides=overrides, failures_top=a.top, engine=make_engine(a))
     _report(summary, Path(a.out))
     return 0
+
+
+def study_design(a: argparse.Namespace, overrides: dict) -> tuple:
+    """The study's Design (seeds, --max-seeds, --margin, --detect in points) and the training
+    overrides with --vary's held sources set to the first seed."""
+    from cifarlens.study.design import Design
+    from cifarlens.training.config import make_config, vary_overrides
+
+    design = Design(seeds=a.seeds, max_seeds=a.max_seeds, margin=a.margin / 100,
+                    detect=a.detect / 100)
+    if a.vary:
+        first = make_config(a.preset, **overrides).seed
+        overrides = {**overrides, **vary_overrides(a.vary, first)}
+    return design, overrides
 
 
 # The demo's verdict is one machine's: bf16 kernels and thread counts move its last bits, and
@@ -127,6 +143,7 @@ def register(sub) -> None:
                         f"KEY is one of: {', '.join(change_keys())}")
     add_seeds_jobs(s)
     add_engine_args(s)
+    add_verdict_args(s)
     s.add_argument("--top", type=positive_int, default=12, help="failures to explain and track")
     s.set_defaults(func=cmd_study)
 

@@ -30,10 +30,9 @@ from cifarlens.report.formats import (
     num,
     p_clause,
 )
-from cifarlens.report.sentences import (
-    NOISE_PAIR,
-    describe_seeds,
-)
+from cifarlens.report.sentences import NOISE_PAIR
+from cifarlens.report.verdict_blocks import seed_detail_blocks
+from cifarlens.report.verdicts import describe_seeds
 from cifarlens.report.view import View
 from cifarlens.study.schema import to_json
 
@@ -112,7 +111,8 @@ def sec_comparison(v: View) -> list[Block]:
     out += v.figs("comparison", "confusion_difference", "per_class_changes")
     out.append(heading("Across seeds"))
     out.append(paragraph(describe_seeds(to_json(v.seeds_block) if v.seeds_block else None,
-                                        ALPHA, v.s.seeds)))
+                                        v.decision(), v.s.seeds)))
+    out += seed_detail_blocks(v)
     ps_a = {_s(x.seed): x.test_top1 for x in v.base.per_seed}
     ps_b = {_s(x.seed): x.test_top1 for x in v.var.per_seed}
     per_seed_mc = v.seeds_block.mcnemar_per_seed if v.seeds_block else []

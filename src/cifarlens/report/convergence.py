@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from cifarlens.analysis.convergence import (
+    IMPROVING_SLOPE_EPOCHS,
+    IMPROVING_TAIL,
+    still_improving,
+)
 from cifarlens.report.formats import (
     clean_text,
     num,
@@ -15,32 +19,7 @@ from cifarlens.report.view import View
 from cifarlens.runs import Run
 from cifarlens.study.folder import StudyFolder
 
-# "Still improving": the best epoch lies within the last 10% of epochs (at least the last
-# one) AND the least-squares slope over the last 5 epochs points the improving way.
-IMPROVING_TAIL = 0.10
-IMPROVING_SLOPE_EPOCHS = 5
 MAX_HISTORY_BYTES = 5 * 1024 * 1024
-
-
-def still_improving(values: list[float], higher_is_better: bool = True) -> dict[str, Any] | None:
-    """{'best_epoch', 'epochs', 'slope'} (1-based epochs, slope per epoch over the last
-    IMPROVING_SLOPE_EPOCHS) when the curve was still improving at its last epoch, else None.
-    A curve of fewer than 2 epochs is never called improving (no slope)."""
-    vals = [float(x) for x in values if num(x) is not None]
-    n = len(vals)
-    if n < 2 or n != len(values):
-        return None
-    sign = 1.0 if higher_is_better else -1.0
-    best = max(range(n), key=lambda i: (sign * vals[i], i))  # the latest of equal bests
-    tail = max(1, math.ceil(n * IMPROVING_TAIL))
-    k = min(n, IMPROVING_SLOPE_EPOCHS)
-    xs, ys = list(range(n - k, n)), vals[n - k:]
-    mx, my = sum(xs) / k, sum(ys) / k
-    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-             / sum((x - mx) ** 2 for x in xs))
-    if best >= n - tail and sign * slope > 0:
-        return {"best_epoch": best + 1, "epochs": n, "slope": slope}
-    return None
 
 
 def _histories(study_dir: Path) -> dict[str, list[dict[str, Any]]]:

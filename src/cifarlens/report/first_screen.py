@@ -24,26 +24,50 @@ from cifarlens.report.formats import (
     fmt_pct,
     fmt_points,
     num,
-    p_clause,
 )
 from cifarlens.report.sentences import (
     NOISE_PAIR,
     NOISE_SEEDS,
     SEED_REPORT,
     describe_cost,
-    describe_replication,
     describe_tracking,
-    replication_applies,
-    replication_verdict,
 )
-from cifarlens.report.view import View
+from cifarlens.report.verdicts import (
+    REFERENCE,
+    ablation_word,
+    describe_decision,
+    describe_replication_judgement,
+    margin_text,
+    replication_judgement,
+    replication_settings,
+    verdict_lead,
+)
+from cifarlens.report.view import View, row_decision, row_decisions
 from cifarlens.study.schema import StudySummary, to_json
+
+
+def replication_why_not(s: StudySummary) -> list[str]:
+    """Why this study cannot be set against the seed report ([] = it can): every setting the
+    seed states, the data, the change and the precision (verdicts.replication_settings)."""
+    return replication_settings({
+        "data_source": s.data_source, "dataset": s.dataset, "data_name": s.data_name,
+        "change": to_json(s.main.change), "config": s.config,
+        "environment": to_json(s.environment)}, REFERENCE)
+
+
+def _replication_text(v: View) -> str:
+    """The replication sentence: where the seed's +6.63 sits against this study's interval."""
+    sb, margin = v.seeds_block, v.s.verdicts.margin if v.s.verdicts else 0.01
+    lo, hi = sb.ci if v.seed_level else (None, None)
+    return describe_replication_judgement(replication_judgement(lo, hi, margin), lo, hi,
+                                          v.n_seeds, replication_why_not(v.s), margin)
 
 
 def sec_replication(v: View) -> list[Block]:
     """0 The seed report side by side: its numbers, this study's, and whether they agree."""
     sr, sb = SEED_REPORT, v.seeds_block
-    why_not = replication_applies(v.s)
+    why_not = replication_why_not(v.s)
+    margin = v.s.verdicts.margin if v.s.verdicts else 0.01
     if v.seed_level:
         lo, hi = sb.ci
         a, b = fmt_pct(sb.mean_a), fmt_pct(sb.mean_b)
@@ -55,14 +79,11 @@ def sec_replication(v: View) -> list[Block]:
               fmt_points(sb.mean_diff, signed=True))
         col = f"This study (mean ± std over {v.n_seeds} seeds)"
         how = (f"95% CI across {v.n_seeds} seeds (paired t): covers {NOISE_SEEDS}")
-        verdict = replication_verdict(lo, hi)
     else:
         a, b = fmt_pct(v.bt.top1), fmt_pct(v.vt.top1)
         ch = f"{fmt_points(v.diff, signed=True)} [{fmt_points(v.acc.lo)}, {fmt_points(v.acc.hi)}]"
         col = "This study (one trained pair)"
         how = f"95% CI (paired Wald): covers {NOISE_PAIR}"
-        lo = hi = None
-        verdict = "not_judged"
     if v.generated:
         col += ", generated data"
     rows = [
@@ -76,45 +97,35 @@ def sec_replication(v: View) -> list[Block]:
     ]
     out: list[Block] = [table_block(["Quantity", "Seed report", col], rows, align="lll",
                                caption="The seed report's numbers next to this study's")]
-    out.append(paragraph(describe_replication(verdict, lo, hi, v.n_seeds, why_not),
-                  lead="Replication."))
+    out.append(paragraph(_replication_text(v), lead="Replication."))
     if not why_not:
+        m = margin_text(margin)
         out.append(note_block(
-            "Reproduced: the seed's +6.63 points lie inside the seed-level 95% CI, which excludes "
-            "0; exceeded: the whole CI lies above +6.63; smaller: the CI lies above 0 but below "
-            "+6.63; not reproduced: the CI lies below +6.63 and reaches 0; not decided: the CI "
+            f"Reproduced: the seed-level 95% CI lies within {m} of the seed's +6.63 points; "
+            "consistent: it holds +6.63 and excludes 0 but is wider than that; exceeded: it "
+            "lies wholly above +6.63; smaller: above 0 but below +6.63; not reproduced: below "
+            "+6.63 and holding 0 (no gain shown), or wholly below 0 (a loss); not decided: it "
             "holds both 0 and +6.63. The seed report gives no interval, so its own run-to-run "
-            "noise is not counted. The training recipe differs where the seed is silent "
-            "(section Training setup)."))
+            "noise is not counted. cifarlens fills the settings the seed leaves open with its "
+            "paper preset (section Training setup); a study with other values is not compared."))
     return out
 
 
-def describe_ablation_row(r: dict[str, Any], ab: dict[str, Any]) -> str:
-    """One change's sentence in the ablation: helped / hurt / did not differ, from its
-    Holm-adjusted seed-level p-value and the sign of its interval, naming the correction and the
-    noise covered; with one seed, the numbers and nothing more."""
+def describe_ablation_row(r: dict[str, Any], ab: dict[str, Any],
+                          dec: dict[str, Any] | None = None) -> str:
+    """One change's sentence in the ablation: its decision (power.decide with the Holm-adjusted
+    p, the same record the headline states for the first change) with its interval, test,
+    power and the noise covered; with one seed, the numbers and nothing more."""
     r, ab = _d(r), _d(ab)
-    alpha = num(ab.get("alpha")) or ALPHA
-    m, n = fmt_int(ab.get("m")), fmt_int(r.get("n_seeds"))
-    diff = f"{fmt_points(r.get('diff'), signed=True)} points"
-    lo, hi = r.get("lo"), r.get("hi")
-    ci = (f" (95% CI [{fmt_points(lo)}, {fmt_points(hi)}])"
-          if num(lo) is not None and num(hi) is not None else "")
-    fromto = f"from {fmt_pct(r.get('before'))} to {fmt_pct(r.get('after'))}"
-    tests = (f"the paired t-test across {n} seeds {p_clause(r.get('p'))}, Holm-adjusted over "
-             f"{m} changes {p_clause(r.get('p_holm'))}")
-    covers = f"it covers {_s(ab.get('covers'), 'training seeds and test-image sampling')}"
-    verdict = r.get("verdict")
     head = change_text(r.get("key"), r.get("baseline_value"), r.get("variant_value"))
-    if verdict in ("helped", "hurt"):
-        word = "rose" if verdict == "helped" else "fell"
-        return (f"{head} {verdict}: the mean test accuracy {word} {fromto}, {diff}{ci}; "
-                f"{tests}, below {alpha:g} ({covers}).")
-    if verdict == "no detectable difference":
-        return (f"{head} did not differ detectably from the baseline: mean test accuracy "
-                f"{fromto}, {diff}{ci}; {tests}, not below {alpha:g} ({covers}).")
-    return (f"{head}: test accuracy {fromto}, {diff}, for one trained pair; with one seed there "
-            "is no seed-level test, so nothing is concluded about this change.")
+    dec = _d(dec if dec is not None else row_decision(r, num(ab.get("level")) or 0.95))
+    if not dec:
+        return (f"{head}: test accuracy from {fmt_pct(r.get('before'))} to "
+                f"{fmt_pct(r.get('after'))}, {fmt_points(r.get('diff'), signed=True)} points, "
+                "for one trained pair; with one seed there is no seed-level test, so nothing "
+                "is concluded about this change.")
+    return (f"{head}: " + describe_decision(dec, before=r.get("before"), after=r.get("after"),
+                                            family=num(ab.get("m"))) + ".")
 
 
 def ablation_lines(summary: StudySummary) -> list[str]:
@@ -122,8 +133,8 @@ def ablation_lines(summary: StudySummary) -> list[str]:
     study` prints after the headline."""
     if summary.ablation is None:
         return []
-    ab = to_json(summary.ablation)
-    return [clean_text(describe_ablation_row(r, ab)) for r in ab["rows"]]
+    ab, decs = to_json(summary.ablation), row_decisions(summary)
+    return [clean_text(describe_ablation_row(r, ab, decs.get(r["slug"]))) for r in ab["rows"]]
 
 
 def sec_ablation(v: View) -> list[Block] | None:
@@ -132,26 +143,32 @@ def sec_ablation(v: View) -> list[Block] | None:
         return None
     ab, rows = v.s.ablation, v.s.ablation.rows
     m = fmt_int(ab.m)
+    decs = v.row_decisions()
+    words = [ablation_word(decs.get(r.slug)) if decs.get(r.slug) else "not tested"
+             for r in rows]
     table = []
-    for r in rows:
+    for r, word in zip(rows, words, strict=True):
         mc = ", ".join(f"s{_s(x.seed)}: {fmt_p(x.p_value)}" for x in r.per_seed_mcnemar)
         ci = f" [{fmt_points(r.lo)}, {fmt_points(r.hi)}]" if num(r.lo) is not None else ""
         table.append([change_text(r.key, r.baseline_value, r.variant_value), fmt_pct(r.before),
                       fmt_pct(r.after), fmt_points(r.diff, signed=True) + ci, fmt_p(r.p),
-                      fmt_p(r.p_holm), _s(r.verdict), mc or NA])
+                      fmt_p(r.p_holm), word, mc or NA])
     out: list[Block] = [
         paragraph(f"{fmt_int(len(rows))} variants, each differing from one shared baseline in exactly "
            "one training setting; the baseline runs were trained once and every variant is "
            "paired with them by seed.", lead="Ablation."),
         table_block(["Change", "Baseline", "Variant", "Difference, points [95% CI]", "p (paired t)",
                 f"p (Holm, {m} changes)", "Verdict", "Per-seed McNemar p"], table,
-               align="lrrrrrll", highlight={i for i, r in enumerate(rows)
-                                            if r.verdict in ("helped", "hurt")},
+               align="lrrrrrll", highlight={i for i, w in enumerate(words)
+                                            if w in ("helped", "hurt")},
                caption="Every change against the baseline: mean test accuracy over seeds"),
-        bullet_list([describe_ablation_row(r, to_json(ab)) for r in to_json(ab)["rows"]]),
+        bullet_list([describe_ablation_row(r, to_json(ab), decs.get(r["slug"]))
+                     for r in to_json(ab)["rows"]]),
         note_block(f"Method: {_s(ab.method)}. Holm's correction keeps the chance that any of "
               f"the {m} verdicts is a false 'helped' or 'hurt' at {_alpha_text(num(ab.alpha) or ALPHA)}; "
-              "the intervals are not adjusted. The per-seed McNemar tests cover "
+              "the intervals are not adjusted; 'equivalent' is two one-sided tests within the "
+              "margin, unadjusted. The headline states the first change's row. The per-seed "
+              "McNemar tests cover "
               f"{NOISE_PAIR} each: supporting detail, not the verdict. The first change's "
               "figures and tracked failures are in the sections below; the others' follow."),
     ]
@@ -165,24 +182,20 @@ def sec_ablation(v: View) -> list[Block] | None:
     return out
 
 
-VERDICT_LEAD = {"rose": "The change helped", "fell": "The change hurt",
-                "no_change": "The change made no significant difference",
-                "borderline": "The evidence on the change is borderline",
-                "unknown": "The change's effect could not be tested"}
-
-
 def first_screen_ablation(v: View) -> list[Block]:
     """The first screen's table of several one-change comparisons, when summary.json has an
-    "ablation" block ({"rows": [{"change", "diff", "lo", "hi", "p", "p_holm", "verdict"}]});
-    [] when it has none. Numbers and the producer's verdict only: the producer owns the test."""
+    "ablation" block; [] when it has none. Each verdict is its row's decision (Holm-adjusted),
+    the one the headline states for the first change."""
     rows = v.s.ablation.rows if v.s.ablation else []
     if not rows:
         return []
+    decs = v.row_decisions()
     return [table_block(
         ["Change", "Difference (points)", "95% CI", "p", "p (Holm)", "Verdict"],
         [[_s(r.change), fmt_points(r.diff, signed=True),
           f"[{fmt_points(r.lo)}, {fmt_points(r.hi)}]", fmt_p(r.p), fmt_p(r.p_holm),
-          _s(r.verdict)] for r in rows],
+          ablation_word(decs.get(r.slug)) if decs.get(r.slug) else "not tested"]
+         for r in rows],
         align="lrrrrl", caption="Each change against the baseline")]
 
 
@@ -215,9 +228,8 @@ def first_screen(v: View) -> dict[str, Any]:
     else:
         badge, warn = "1 seed", True
         badge_note = "training noise not measured: rerun with --seeds 3"
-    verdict = (VERDICT_LEAD[v.verdict()] if v.seed_level
+    verdict = (verdict_lead(v.decision()) if v.seed_level
                else "Nothing is concluded about the change yet (one trained pair)")
-    why_not = replication_applies(v.s)
     sr = SEED_REPORT
     rep_rows = [
         ["Baseline", fmt_pct(sr["baseline_top1"]), a],
@@ -226,8 +238,6 @@ def first_screen(v: View) -> dict[str, Any]:
          f"{fmt_points(diff, signed=True)} [{fmt_points(lo)}, {fmt_points(hi)}]"
          if num(lo) is not None else fmt_points(diff, signed=True)],
     ]
-    rep_lo, rep_hi = sb.ci if v.seed_level else (None, None)
-    rep_verdict = replication_verdict(rep_lo, rep_hi) if v.seed_level else "not_judged"
     return {
         "baseline": a, "variant": b, "sub_a": sub_a, "sub_b": sub_b,
         "diff": fmt_points(diff, signed=True) + " points" if num(diff) is not None else NA,
@@ -236,14 +246,12 @@ def first_screen(v: View) -> dict[str, Any]:
         "headline": _cap(v.accuracy_change()) + ".",
         "replication": table_block(["", "Seed report", "This study"], rep_rows, align="lrr",
                               caption="Test accuracy: the seed report and this study"),
-        "replication_text": describe_replication(rep_verdict, rep_lo, rep_hi, v.n_seeds,
-                                                 why_not),
+        "replication_text": _replication_text(v),
         "figures": v.first_figs,
         "cost": (f"Baseline: {fmt_int(v.base.params)} parameters, "
                  f"{fmt_flops(v.base.flops)} per image; variant: "
                  f"{fmt_int(v.var.params)} parameters, {fmt_flops(v.var.flops)}. "
-                 + describe_cost(to_json(v.base), to_json(v.var), v.ckey,
-                                 v.verdict() if v.seed_level else "")),
+                 + describe_cost(to_json(v.base), to_json(v.var), v.ckey, v.word())),
         "ablation": first_screen_ablation(v),
         "warnings": curve_warnings(v),
     }

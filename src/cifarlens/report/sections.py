@@ -28,7 +28,7 @@ from cifarlens.report.constants import (
     UNSET,
 )
 from cifarlens.report.engine import engine_blocks
-from cifarlens.report.first_screen import VERDICT_LEAD, first_screen, sec_ablation, sec_replication
+from cifarlens.report.first_screen import first_screen, sec_ablation, sec_replication
 from cifarlens.report.formats import (
     _cap,
     _s,
@@ -37,7 +37,6 @@ from cifarlens.report.formats import (
     fmt_float,
     fmt_flops,
     fmt_int,
-    fmt_p,
     fmt_params_m,
     fmt_pct,
     num,
@@ -46,15 +45,22 @@ from cifarlens.report.neighbours import sec_data_side
 from cifarlens.report.notes import NOTES_FILE, notes_blocks
 from cifarlens.report.sentences import (
     describe_border,
-    describe_calibration_change,
     describe_cost,
     describe_faithfulness,
     describe_mce,
-    describe_superclass,
     describe_temperature,
     describe_tracking,
     recipe_rows,
 )
+from cifarlens.report.verdict_blocks import (
+    attribution_text,
+    calibration_text,
+    ece_interval_blocks,
+    maps_of,
+    superclass_blocks,
+    superclass_text,
+)
+from cifarlens.report.verdicts import verdict_lead
 from cifarlens.report.view import View
 from cifarlens.study.schema import BootstrapDiff, Model, StudySummary, to_json
 
@@ -65,7 +71,7 @@ def _sec_summary(v: View) -> list[Block]:
     summary_bits = [
         f"Changing one setting, {v.change_text}, and keeping every other setting fixed, "
         f"{v.accuracy_change()}.", *filter(None, [v.noise_text()]),
-        describe_calibration_change(v.bt.ece, v.vt.ece, v.comp.ece_change),
+        calibration_text(v),
     ]
     if v.trk:
         summary_bits.append(describe_tracking(to_json(v.trk)))
@@ -227,17 +233,7 @@ def _sec_confusions(v: View) -> list[Block]:
     out.append(heading("Superclasses"))
     scs = [(n, t.superclass) for n, t in (("baseline", v.bt), ("variant", v.vt))]
     if any(sc for _, sc in scs):
-        out.append(table_block(
-            ["Model", "Coarse accuracy", "Errors within superclass", "Chance share",
-             "Binomial p"],
-            [[_cap(n), fmt_pct(sc.coarse_accuracy), fmt_pct(sc.within_superclass_share),
-              fmt_pct(sc.chance_share), fmt_p(sc.binomial_p)]
-             for n, sc in scs if sc], align="lrrrr",
-            caption="Errors whose prediction stays in the true superclass, against a uniformly "
-                    "random wrong class (two-sided exact binomial test over test images)"))
-        for n, sc in scs:
-            if sc:
-                out.append(paragraph(describe_superclass(n, to_json(sc))))
+        out += superclass_blocks(scs)
         out += v.figs("confusions", "confusion_superclass")
     else:
         out.append(note_block(
@@ -279,8 +275,8 @@ def _sec_calibration(v: View) -> list[Block]:
                                        for w in ("before", "after")])))
     for n, c in (("baseline", bc), ("variant", vc)):
         out.append(paragraph(describe_temperature(n, to_json(c))))
-    out.append(paragraph(describe_calibration_change(v.bt.ece, v.vt.ece,
-                                              v.comp.ece_change)))
+    out += ece_interval_blocks(v)
+    out.append(paragraph(calibration_text(v)))
     out += v.figs("calibration", "reliability", "confidence_hist")
     return out
 
@@ -396,12 +392,14 @@ def _sec_grad_cam(v: View) -> list[Block]:
                     [[_s(c.name), fmt_auc(c.deletion_auc), _diff_ci(c.deletion_diff),
                       fmt_auc(c.insertion_auc), _diff_ci(c.insertion_diff)]
                      for c in comps.values()],
-                    caption="Grad-CAM against maps that know nothing about the image: i.i.d. "
-                            "random pixels, a smooth random map at the layer's resolution "
-                            "(upsampled like the CAM) and a fixed centred Gaussian; paired "
+                    caption="Grad-CAM against reference maps: i.i.d. random pixels, a smooth "
+                            "random map at the layer's resolution (upsampled like the CAM), a "
+                            "fixed centred Gaussian and, where computed, another image's "
+                            "Grad-CAM map of the same class (image specificity); paired "
                             "bootstrap CIs over the images"))
             out.append(paragraph(describe_faithfulness(
-                {k: to_json(a) for k, a in faith.items()}, to_json(ft) if ft else {})))
+                {k: to_json(a) for k, a in faith.items()}, to_json(ft) if ft else {},
+                who=maps_of(v))))
         else:
             out.append(note_block("The faithfulness check was not computed."))
         out += v.figs("grad-cam", "deletion_insertion")
@@ -414,7 +412,7 @@ def _sec_grad_cam(v: View) -> list[Block]:
                  ["Correct predictions", fmt_pct(bs.correct)],
                  ["Uniform map (reference)", fmt_pct(bs.uniform)],
                  ["Centre prior (reference)", fmt_pct(bs.centre_prior)]]))
-        out.append(paragraph(describe_border(to_json(bs) if bs else {})))
+        out.append(paragraph(describe_border(to_json(bs) if bs else {}, who=maps_of(v))))
         pg = v.explain.pointing_game
         if pg:
             on = f", measured on {_s(pg.on)}" if pg.on else ""
@@ -442,10 +440,7 @@ def _diff_ci(d: BootstrapDiff | None) -> str:
 def _sec_constrained_improvement(v: View) -> list[Block]:
     """10 Constrained improvement."""
     out: list[Block] = []
-    out.append(paragraph(
-        f"The one change: {v.ckey} goes from {v.cbase} (baseline) to {v.cvar} (variant); no "
-        "other setting, seed or data split differs, so any difference is attributable to it "
-        "(up to training noise)."))
+    out.append(paragraph(attribution_text(v)))
     out.append(paragraph(_cap(v.accuracy_change()) + "."))
     tracked = v.top
     if v.trk or tracked:
@@ -480,8 +475,7 @@ def _sec_complexity(v: View) -> list[Block]:
          ["Variant CNN", fmt_int(v.var.params), fmt_params_m(v.var.params),
           fmt_flops(v.var.flops)]],
         caption="Model complexity (forward pass, one 32×32 image)"))
-    out.append(paragraph(describe_cost(to_json(v.base), to_json(v.var), v.ckey,
-                                       v.verdict() if v.seed_level else "")))
+    out.append(paragraph(describe_cost(to_json(v.base), to_json(v.var), v.ckey, v.word())))
     return out
 
 
@@ -572,14 +566,14 @@ def build_context(summary: StudySummary, study_dir: Path) -> dict[str, Any]:
 
 def _reflection(v: View) -> list[str]:
     """Observations generated from the numbers, in the seed report's reflection spirit."""
-    bt, vt, fails, explain = v.bt, v.vt, v.fails, v.explain
+    bt, fails, explain = v.bt, v.fails, v.explain
     if v.seed_level:
-        lead = VERDICT_LEAD[v.verdict()]
+        lead = verdict_lead(v.decision())
         out = [f"{lead}: with {v.change_text}, {v.accuracy_change()}."]
     else:
         out = [f"Nothing is concluded about the change yet: with {v.change_text}, "
                f"{v.accuracy_change()}."]
-    out.append(describe_calibration_change(bt.ece, vt.ece, v.comp.ece_change))
+    out.append(calibration_text(v))
     if v.trk:
         out.append(describe_tracking(to_json(v.trk)))
     tw, cw, le = (num(x) for x in (fails.total_wrong, fails.confident_wrong,
@@ -598,12 +592,12 @@ def _reflection(v: View) -> list[str]:
                    "error.")
     bs = explain.border_share if explain else None
     if bs:
-        out.append(describe_border(to_json(bs)))
+        out.append(describe_border(to_json(bs), who=maps_of(v)))
     else:
         out.append("Background reliance was not measured (no Grad-CAM border analysis).")
     sc = bt.superclass
     if sc:
-        out.append(describe_superclass("baseline", to_json(sc)))
+        out.append(superclass_text("baseline", sc))
     if v.n_seeds == 2:
         out.append("With 2 seeds the t-test has 1 degree of freedom: its interval is wide and "
                    "it rarely detects anything; 3 or more seeds give a usable test.")

@@ -15,7 +15,6 @@ from cifarlens.report.formats import (
     _l,
     _s,
     clean_text,
-    dataset_title,
     fmt_auc,
     fmt_float,
     fmt_int,
@@ -24,7 +23,6 @@ from cifarlens.report.formats import (
     num,
     p_clause,
 )
-from cifarlens.study.schema import StudySummary
 
 # --------------------------------------------------------------------------- generated sentences
 
@@ -165,27 +163,6 @@ def describe_mce(cases: list[tuple[str, dict[str, Any], str]]) -> str:
             f"a bin with fewer than {MCE_MIN_COUNT} images.")
 
 
-def describe_calibration_change(ece_a: Any, ece_b: Any, ece_change: Any = None) -> str:
-    """Whether the variant is better or worse calibrated than the baseline (lower ECE = better)."""
-    a, b = fmt_pct(ece_a), fmt_pct(ece_b)
-    if a != NA and b != NA:
-        word = _compare_word(a, b, "lower", "higher", "the same")
-        if word == "the same":
-            return f"Calibration did not change: both models have a test ECE of {a}."
-        verdict = "better" if word == "lower" else "worse"
-        diff = fmt_points(abs(num(ece_b) - num(ece_a)))  # type: ignore[operator]
-        return (f"The variant's test ECE is {diff} points {word} than the baseline's "
-                f"({b} vs {a}): it is {verdict} calibrated before temperature scaling.")
-    c = num(ece_change)
-    if c is not None:
-        if fmt_points(abs(c)) == "0.00":
-            return "Calibration did not change (ECE difference 0.00 points)."
-        return (f"The variant's test ECE is {fmt_points(abs(c))} points "
-                f"{'lower' if c < 0 else 'higher'} than the baseline's: it is "
-                f"{'better' if c < 0 else 'worse'} calibrated.")
-    return "The calibration comparison was not computed."
-
-
 def describe_tracking(tracking: dict[str, Any]) -> str:
     """Top-K tracking with its base rate and the suspected label errors apart. Numbers only:
     nothing is tested here, so nothing is concluded."""
@@ -219,34 +196,6 @@ def describe_tracking(tracking: dict[str, Any]) -> str:
     return out
 
 
-def describe_superclass(name: str, sc: dict[str, Any], alpha: float = ALPHA) -> str:
-    """Superclass error share against chance. "Favour" only when the exact binomial test of the
-    within-superclass count against the chance share rejects at `alpha`; otherwise numbers only."""
-    share, chance = num(sc.get("within_superclass_share")), num(sc.get("chance_share"))
-    coarse = fmt_pct(sc.get("coarse_accuracy"))
-    lead = f"The {name} puts the right superclass on {coarse} of test images"
-    if share is None or chance is None:
-        return lead + "; the within-superclass error share was not computed."
-    k, n = num(sc.get("errors_within_superclass")), num(sc.get("errors"))
-    count = f" ({fmt_int(k)} of {fmt_int(n)})" if k is not None and n else ""
-    ci = _l(sc.get("share_ci"))
-    ci_txt = (f", 95% CI {fmt_pct(ci[0])} to {fmt_pct(ci[1])}"
-              if len(ci) == 2 and None not in (num(ci[0]), num(ci[1])) else "")
-    facts = (f"{lead}. {fmt_pct(share)}{count} of its errors stay inside the true superclass"
-             f"{ci_txt}, against {fmt_pct(chance)} for a uniformly random wrong class")
-    p = num(sc.get("binomial_p"))
-    if p is None:
-        return (f"{facts}; no test of the difference was computed, so these are numbers only.")
-    test = f"exact binomial test {p_clause(p)}, over the sampling of test images"
-    if p >= alpha:
-        return (f"{facts} ({test}): not distinguishable from chance at the "
-                f"{_alpha_text(alpha)} level, so no preference for related classes is shown.")
-    ratio = f"{share / chance:.1f}× " if chance > 0 else ""
-    if share > chance:
-        return (f"{facts} ({test}): errors favour related classes, {ratio}as often as chance.")
-    return (f"{facts} ({test}): errors fall inside the true superclass less often than chance.")
-
-
 def _ci_text(d: dict[str, Any], level: Any) -> str:
     lvl = num(level) or 0.95
     return (f"{lvl * 100:g}% CI [{fmt_auc(d.get('lo'))}, {fmt_auc(d.get('hi'))}]")
@@ -273,18 +222,27 @@ def _faith_one(kind: str, comp: dict[str, Any], level: Any) -> tuple[str, str]:
                     f"(difference {fmt_auc(diff)}, {ci})")
 
 
-def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = None) -> str:
+FAITH_REFERENCES = ("random", "smooth_random", "centre_prior", "same_class_other")
+
+
+def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = None,
+                          who: str | None = None) -> str:
     """Grad-CAM's deletion/insertion AUCs against i.i.d. noise, a smooth random map at the
-    layer's resolution and a centre prior, concluding only what the paired bootstrap CIs over
-    the images support (lower deletion and higher insertion are better)."""
+    layer's resolution, a centre prior and (when computed, key "same_class_other") another
+    image's map of the same class, concluding only what the paired bootstrap CIs over the
+    images support (lower deletion and higher insertion are better). The rule: image-specific
+    evidence only when Grad-CAM beats every reference on both measures; when a reference beats
+    Grad-CAM on both, the sentence says so and reads the maps as no explanation. ``who`` names
+    the model and seed the maps come from ("baseline, seed 0")."""
     g = _d(faith.get("gradcam"))
     gd, gi = num(g.get("deletion_auc")), num(g.get("insertion_auc"))
     t = _d(tests)
     comps = _d(t.get("comparisons"))
     if gd is None or gi is None:
         return "The deletion/insertion faithfulness check was not computed."
-    lead = (f"Deleting pixels in Grad-CAM order gives a deletion AUC of {fmt_auc(gd)} (lower is "
-            f"better) and inserting them an insertion AUC of {fmt_auc(gi)} (higher is better)")
+    lead = (f"{f'For the {clean_text(who)}, d' if who else 'D'}eleting pixels in Grad-CAM "
+            f"order gives a deletion AUC of {fmt_auc(gd)} (lower is better) and inserting them "
+            f"an insertion AUC of {fmt_auc(gi)} (higher is better)")
     if not comps:
         r = _d(faith.get("random"))
         rd, ri = num(r.get("deletion_auc")), num(r.get("insertion_auc"))
@@ -295,7 +253,7 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
     n, level = t.get("n"), t.get("level")
     verdicts: dict[str, dict[str, str]] = {}
     clauses = []
-    for key in ("random", "smooth_random", "centre_prior"):
+    for key in FAITH_REFERENCES:
         comp = _d(comps.get(key))
         if not comp:
             continue
@@ -309,8 +267,10 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
         f"test-image sampling over {fmt_int(n)} images")
     body = f"{lead}, on {fmt_int(n)} correctly classified test images. " + ". ".join(
         _cap(c) for c in clauses) + f" (intervals cover {noise})."
-    strong = [k for k in ("smooth_random", "centre_prior") if k in verdicts]
+    strong = [k for k in FAITH_REFERENCES[1:] if k in verdicts]
     beats = {k: all(v == "better" for v in verdicts[k].values()) for k in verdicts}
+    beaten = [_s(_d(comps.get(k)).get("name")) for k in verdicts
+              if all(v == "worse" for v in verdicts[k].values())]
     if not strong and beats.get("random"):
         verdict = ("Grad-CAM beats i.i.d. random pixels, but no smooth or centred baseline was "
                    "computed, so this check does not show that the maps point at "
@@ -319,6 +279,11 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
         verdict = ("Grad-CAM beats every baseline on both measures, including the "
                    "input-independent centre prior, so these maps carry image-specific "
                    "evidence the model uses")
+    elif beaten:
+        verdict = (f"the {' and the '.join(beaten)} beat{'s' if len(beaten) == 1 else ''} "
+                   "Grad-CAM on both measures, so by this check the maps point at the evidence "
+                   "the model uses less well than a map that is not this image's own: they "
+                   "should not be read as explanations of these predictions")
     elif beats.get("random") and not all(beats[k] for k in strong):
         verdict = ("Grad-CAM beats i.i.d. random pixels, but not a smooth or centred map "
                    "that knows nothing about the image on both measures, so this check does "
@@ -332,10 +297,11 @@ def describe_faithfulness(faith: dict[str, Any], tests: dict[str, Any] | None = 
     return f"{body} {_cap(verdict)}."
 
 
-def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
+def describe_border(bs: dict[str, Any], alpha: float = ALPHA, who: str | None = None) -> str:
     """Grad-CAM mass near the image border, failures vs correct predictions, against a uniform
     map and a centre prior. A difference is stated only when the permutation test rejects; it
-    is never called background reliance when the layer's cells are wider than the band."""
+    is never called background reliance when the layer's cells are wider than the band.
+    ``who`` names the model and seed the maps come from ("baseline, seed 0")."""
     f, c, u, cp = (num(bs.get(k)) for k in ("failures", "correct", "uniform", "centre_prior"))
     px = bs.get("border_px")
     band = f"the outer {fmt_int(px)}-pixel band" if num(px) is not None else "the border band"
@@ -346,7 +312,8 @@ def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
         refs.append(f"{fmt_pct(u)} for a uniform map")
     if cp is not None:
         refs.append(f"{fmt_pct(cp)} for the centre prior")
-    lead = (f"On failures, {fmt_pct(f)} of the Grad-CAM mass lies in {band}, against "
+    lead = (f"{f'For the {clean_text(who)}, on' if who else 'On'} failures, {fmt_pct(f)} of "
+            f"the Grad-CAM mass lies in {band}, against "
             f"{fmt_pct(c)} on correct predictions" + (f" ({', '.join(refs)})" if refs else ""))
     p = num(bs.get("p_value"))
     if p is None:
@@ -369,69 +336,9 @@ def describe_border(bs: dict[str, Any], alpha: float = ALPHA) -> str:
     return f"{lead}: {cmp_}.{tail}"
 
 
-def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
-                   seed_list: list[Any] | None = None) -> str:
-    if not seeds:
-        which = ", ".join(_s(s) for s in seed_list or []) or NA
-        return (f"Multi-seed results were not computed: each model was trained once (seed "
-                f"{which}), so the comparison does not include seed-to-seed variation.")
-    n = seeds.get("n", seeds.get("n_seeds"))
-    ci = _l(seeds.get("ci")) or [seeds.get("lo"), seeds.get("hi")]
-    lo, hi = (ci + [None, None])[:2]
-
-    def ms(m: Any, s: Any) -> str:
-        return fmt_pct(m) + (f" ± {fmt_points(s)}" if num(s) is not None else "")
-
-    lead = (f"Over {fmt_int(n)} seeds, the baseline reached "
-            f"{ms(seeds.get('mean_a'), seeds.get('std_a'))} and the variant "
-            f"{ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
-            "(mean ± sample std in points)")
-    clause = describe_change(seeds.get("mean_diff"), (lo, hi), seeds.get("p_value"), alpha,
-                             metric="the mean accuracy",
-                             test=_t_test_name(_seed_n(seeds), seeds.get("df"))
-                             if _seed_n(seeds) >= 2 else "the paired t-test")
-    note = f" Note: {clean_text(seeds['note'])}." if seeds.get("note") else ""
-    return f"{lead}; {clause}.{note}"
-
-
 NOISE_PAIR = "test-image sampling only, for one pair of trained models"
 NOISE_SEEDS = ("training seeds (split, initialization, data order, augmentation and dropout "
                "draws) and test-image sampling as it shows in each seed's accuracy")
-
-
-def _seed_ci(seeds: dict[str, Any]) -> tuple[Any, Any]:
-    ci = _l(seeds.get("ci")) or [seeds.get("lo"), seeds.get("hi")]
-    lo, hi = (ci + [None, None])[:2]
-    return lo, hi
-
-
-def _seed_n(seeds: dict[str, Any] | None) -> int:
-    n = num(_d(seeds).get("n", _d(seeds).get("n_seeds")))
-    return int(n) if n is not None else 0
-
-
-def _t_test_name(n: int, df: Any = None) -> str:
-    d = int(num(df)) if num(df) is not None else n - 1
-    dof = f"{d} degree{'s' if d != 1 else ''} of freedom"
-    return (f"the paired t-test across {n} seeds ({dof}"
-            + (": little power" if d == 1 else "") + ")")
-
-
-def describe_seed_level(seeds: dict[str, Any], alpha: float = ALPHA) -> str:
-    """The verdict about the change: the mean paired difference across seeds, its t interval
-    (training seeds and test-image sampling) and the paired t-test, naming the seed count, e.g.
-    'across 3 seeds, the mean test accuracy rose by 6.11 points from 63.01% to 69.12% (95% CI
-    [5.11, 7.11]); the paired t-test across 3 seeds (2 degrees of freedom) p = 0.0013, ...'."""
-    n = _seed_n(seeds)
-    lo, hi = _seed_ci(seeds)
-    clause = describe_change(seeds.get("mean_diff"), (lo, hi), seeds.get("p_value"), alpha,
-                             metric="the mean test accuracy",
-                             test=_t_test_name(n, seeds.get("df")),
-                             level=seeds.get("level", 0.95),
-                             means=(seeds.get("mean_a"), seeds.get("mean_b")))
-    note = f"; {clean_text(seeds['note'])}" if seeds.get("note") and num(
-        seeds.get("p_value")) is None else ""
-    return f"across {fmt_int(n)} seeds, {clause}{note}"
 
 
 def describe_pair(acc: dict[str, Any], mc: dict[str, Any], seed: Any = None,
@@ -460,81 +367,6 @@ SEED_REPORT: dict[str, Any] = {
     "dataset": "cifar100", "change": ("augment", "none", "crop-flip"), "model": "vgg",
     "epochs": 50,
 }
-
-
-def replication_applies(s: StudySummary) -> list[str]:
-    """Why this study's numbers cannot be set against the seed report's ([] = they can)."""
-    why = []
-    src, ds = s.data_source, s.dataset
-    if src == "generated":
-        why.append("the study ran on generated data, not CIFAR-100")
-    elif src == "user":
-        why.append(f"the study ran on {dataset_title(s)}, not CIFAR-100")
-    if ds != SEED_REPORT["dataset"] and src != "user":
-        why.append(f"the dataset is {_s(ds)}, not CIFAR-100")
-    ch = s.main.change
-    key, b, v = SEED_REPORT["change"]
-    if (ch.key, ch.baseline, ch.variant) != (key, b, v):
-        why.append(f"the change is {_s(ch.key)}: {_s(ch.baseline, UNSET)} → "
-                   f"{_s(ch.variant, UNSET)}, not the seed's augment: none → crop-flip")
-    cfg = s.config
-    if canonical_model_name(cfg.get("model", SEED_REPORT["model"])) != SEED_REPORT["model"]:
-        why.append(f"the model is {_s(cfg.get('model'))}, not the seed's baseline CNN")
-    if cfg.get("epochs", SEED_REPORT["epochs"]) != SEED_REPORT["epochs"]:
-        why.append(f"it trained {_s(cfg.get('epochs'))} epochs, not the seed's 50")
-    if cfg.get("train_limit") is not None:
-        why.append(f"it trained on a {_s(cfg.get('train_limit'))}-image subset, not the full "
-                   "training split")
-    return why
-
-
-def _pts(x: float) -> float:
-    return round(x * 100, 2)  # decisions on the numbers as shown (2 decimals, in points)
-
-
-def replication_verdict(lo: Any, hi: Any, claim: Any = SEED_REPORT["diff"]) -> str:
-    """Where the seed's claimed gain sits against this study's seed-level CI [lo, hi]:
-
-    'reproduced': the claim lies inside the interval and the interval excludes 0;
-    'inconclusive': the interval holds both the claim and 0 (too few seeds to tell);
-    'exceeded': the whole interval lies above the claim;
-    'smaller': the whole interval lies above 0 but below the claim (a gain, not the seed's);
-    'not_reproduced': the interval lies below the claim and reaches 0 or below (no gain shown);
-    'not_judged': no seed-level interval (one seed, or a constant difference).
-    """
-    lf, hf, c = num(lo), num(hi), num(claim)
-    if lf is None or hf is None or c is None:
-        return "not_judged"
-    l_, h_, c_ = _pts(lf), _pts(hf), _pts(c)
-    if l_ > c_:
-        return "exceeded"
-    if h_ < c_:
-        return "smaller" if l_ > 0 else "not_reproduced"
-    return "reproduced" if l_ > 0 else "inconclusive"
-
-
-def describe_replication(verdict: str, lo: Any, hi: Any, n: int, why_not: list[str],
-                         claim: Any = SEED_REPORT["diff"]) -> str:
-    c = fmt_points(claim, signed=True)
-    if why_not:
-        return ("The comparison with the seed report does not apply: " + "; ".join(why_not)
-                + ". The seed's numbers are shown for reference only.")
-    ci = f"[{fmt_points(lo)}, {fmt_points(hi)}]"
-    over = f"95% CI across {n} seeds {ci}"
-    return {
-        "reproduced": f"Reproduced: the seed's {c} points lie inside this study's {over}, which "
-                      "excludes 0.",
-        "inconclusive": f"Not decided: this study's {over} contains both the seed's {c} points "
-                        "and 0; more seeds would narrow it.",
-        "exceeded": f"Exceeded: this study's whole {over} lies above the seed's {c} points.",
-        "smaller": f"Not reproduced in size: the change helps (this study's {over} lies above "
-                   f"0) but by less than the seed's {c} points (the whole interval lies below "
-                   "it).",
-        "not_reproduced": f"Not reproduced: this study's {over} lies below the seed's {c} points "
-                          "and does not exclude a loss, so no gain is shown.",
-    }.get(verdict, "Not judged: the study has no seed-level interval (one trained pair per "
-                   "arm measures test-image sampling only, not training noise); rerun with "
-                   "--seeds 3 to set it against the seed's claim.")
 
 
 # --- the recipe: what the seed report states and what cifarlens adds ---------------------------
@@ -615,14 +447,14 @@ def recipe_rows(cfg: dict[str, Any], precision: Any = None, seeds: Any = None,
 def describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str,
                    verdict: str = "") -> str:
     """Parameters and FLOPs of the variant against the baseline. "The gain is free at inference
-    time" only when `verdict` is the seed-level test's "rose" (the change helped)."""
+    time" only when `verdict` is the seed-level decision "helped"."""
     pa, pb, fa, fb = (num(x) for x in (base.get("params"), var.get("params"),
                                        base.get("flops"), var.get("flops")))
     if pa is None or pb is None:
         return "Parameter counts were not recorded for both models."
     if pa == pb and (fa is None or fb is None or fa == fb):
         return (f"The change ({ckey}) adds no parameters or FLOPs"
-                + (": its gain is free at inference time." if verdict == "rose" else "."))
+                + (": its gain is free at inference time." if verdict == "helped" else "."))
     dp = pb - pa
     if dp == 0:
         out = "The variant has the same number of parameters"

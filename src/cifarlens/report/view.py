@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cifarlens.analysis.power import decide, sd_from_interval
 from cifarlens.report.blocks import Block, note_block
 from cifarlens.report.constants import (
     FIGURES,
@@ -22,11 +23,66 @@ from cifarlens.report.notes import read_notes
 from cifarlens.report.sentences import (
     NOISE_PAIR,
     NOISE_SEEDS,
-    change_verdict,
     describe_pair,
-    describe_seed_level,
 )
-from cifarlens.study.schema import StudySummary, to_json
+from cifarlens.report.verdicts import describe_decision, headline_decision
+from cifarlens.study.schema import StudySummary, Variant, to_json
+
+# The verdict settings of a summary written before they were recorded (issue 22's defaults).
+DEFAULT_MARGIN = DEFAULT_DETECT = 0.01
+
+
+def decision_of(s: StudySummary, var: Variant, p_adjusted: float | None = None) -> dict | None:
+    """A change's decision record (power.decide) as summary.json holds it; for a summary
+    written before the record existed, the same rule computed from its seed block with the
+    default margin (and the ablation's Holm p), so every summary is judged alike. None with one
+    seed (no seed-level test)."""
+    sb = var.comparison.seeds
+    if sb is None:
+        return None
+    if sb.decision is not None and p_adjusted is None:
+        return to_json(sb.decision)
+    vs = s.verdicts
+    return decide({"n": sb.n, "mean_diff": sb.mean_diff, "std_diff": sb.std_diff},
+                  vs.margin if vs else DEFAULT_MARGIN, p_adjusted=p_adjusted,
+                  detect=vs.detect if vs else DEFAULT_DETECT).as_dict()
+
+
+def row_decisions(s: StudySummary) -> dict[str, dict | None]:
+    """Each ablation row's decision by slug: the row's record, or the rule with its Holm p."""
+    out: dict[str, dict | None] = {}
+    if s.ablation is None:
+        return out
+    vs = s.verdicts
+    for r in s.ablation.rows:
+        out[r.slug] = to_json(r.decision) if r.decision is not None else row_decision(
+            to_json(r), s.ablation.level, vs.margin if vs else DEFAULT_MARGIN,
+            vs.detect if vs else DEFAULT_DETECT)
+    return out
+
+
+def row_decision(row: dict, level: float = 0.95, margin: float = DEFAULT_MARGIN,
+                 detect: float = DEFAULT_DETECT) -> dict | None:
+    """An ablation row's decision: its record, or for a row written before the record, the
+    rule on the row's own numbers (the SD its t interval implies, its Holm p). None with one
+    seed (no seed-level test)."""
+    if row.get("decision"):
+        return row["decision"]
+    n = int(row.get("n_seeds") or 0)
+    if n < 2:
+        return None
+    sd = sd_from_interval(row.get("lo"), row.get("hi"), n, level) or 0.0  # none: constant
+    return decide({"n": n, "mean_diff": row.get("diff"), "std_diff": sd}, margin,
+                  p_adjusted=row.get("p_holm"), detect=detect).as_dict()
+
+
+def main_decision(s: StudySummary) -> dict | None:
+    """The decision about the main change: with several changes the first change's ablation
+    row (Holm-adjusted), so the headline and the table agree; else its seed block's. None
+    with one seed."""
+    rows = [{"slug": k, "decision": d} for k, d in row_decisions(s).items()]
+    return headline_decision({"decision": decision_of(s, s.main)},
+                             {"rows": rows} if rows else None, s.main.slug)
 
 
 class View:
@@ -107,18 +163,27 @@ class View:
             counter += 1
             f.number = counter
 
-    def verdict(self) -> str:
-        """The one verdict the report states: from the seed-level t-test when the study ran
-        2+ seeds, else from the one pair's McNemar test and paired CI."""
-        if self.seed_level:
-            sb = self.seeds_block
-            return change_verdict(sb.mean_diff, *sb.ci, sb.p_value)
-        return change_verdict(self.diff, self.acc.lo, self.acc.hi, self.mc.p_value)
+    def decision(self) -> dict | None:
+        """The one decision the report states about the main change (`main_decision`)."""
+        return main_decision(self.s)
+
+    def row_decisions(self) -> dict[str, dict | None]:
+        return row_decisions(self.s)
+
+    def word(self) -> str:
+        """The decision's word (helped, hurt, equivalent, ...); "" with one seed."""
+        d = self.decision()
+        return str(d.get("decision", "")) if d else ""
 
     def accuracy_change(self, from_to: bool = True) -> str:
-        """The headline clause: the seed-level result, or one pair's result said as such."""
-        if self.seed_level:
-            return describe_seed_level(to_json(self.seeds_block))
+        """The headline clause: the seed-level decision with its power, or one pair's result
+        said as such."""
+        dec = self.decision() if self.seed_level else None
+        if dec:
+            sb = self.seeds_block
+            return describe_decision(dec, before=sb.mean_a if from_to else None,
+                                     after=sb.mean_b if from_to else None,
+                                     family=self.s.ablation.m if self.s.ablation else None)
         return describe_pair(to_json(self.acc), to_json(self.mc), self.pair_seed,
                              self.bt.top1 if from_to else None,
                              self.vt.top1 if from_to else None)

@@ -4,8 +4,9 @@ predictions.
 For each explained image: the map for the predicted class ("why it said X") and for the true
 class ("where the evidence for Y was"), raw (not rescaled) in `explanations_<split>.npz`; a
 figure for the failures; faithfulness (deletion/insertion of Grad-CAM against i.i.d. random
-pixels, a smooth random map at the layer's resolution and a centre prior, with paired bootstrap
-CIs over the images); the share of map mass near the image border, failures vs correct with a
+pixels, a smooth random map at the layer's resolution, a centre prior and another image's map of
+the same class, with paired bootstrap CIs over the images); the share of map mass near the
+image border, failures vs correct with a
 permutation test; and on generated data, where the object's box is known, the pointing game.
 
 The pieces live in their own modules: the method in `cam.gradcam`, the measures in
@@ -250,10 +251,10 @@ def _explain_images(job: _Job, progress: bool, log) -> tuple[dict, dict, dict, d
         log(f"note: no failures in the {job.split} split; explaining the correct sample only")
     # One bar for the stage, in forward-pass units so its ETA holds: a Grad-CAM pair costs
     # about 3 (a forward, two partial backwards), a single map 2, and each image's faithfulness
-    # 2 (steps + 1) forwards for each of the 4 maps.
+    # 2 (steps + 1) forwards for each of the 5 maps (Grad-CAM and its 4 references).
     di = 2 * (o.steps + 1)
     bar = _progress_bar(3 * len(job.pos) + 2 * len(job.correct_pos)
-                        + 4 * di * (len(job.fail_pos) + len(job.correct_pos)),
+                        + 5 * di * (len(job.fail_pos) + len(job.correct_pos)),
                         f"explain {job.split}", progress)
     try:
         maps_pred, maps_true = gradcam_pair(job.model, job.normalized(job.pos),

@@ -174,8 +174,15 @@ def study_command(out: str | Path, plan: dict[str, Any]) -> str:
     """The `cifarlens study` command that makes this study, as the report shows it: the preset,
     the seeds, every change, and every baseline setting that differs from the preset."""
     preset = plan.get("preset", "paper")
+    design = plan.get("design") or {}
+    auto = design.get("seeds") == "auto"
     parts = ["cifarlens", "study", "--out", str(out), "--preset", preset,
-             "--seeds", str(len(plan["seeds"]))]
+             "--seeds", "auto" if auto else str(len(plan["seeds"]))]
+    if auto:
+        parts += ["--max-seeds", str(design["max_seeds"])]
+    for key in ("margin", "detect"):  # points on the command line, fractions in study.json
+        if key in design and design[key] != 0.01:
+            parts += [f"--{key}", f"{design[key] * 100:g}"]
     for c in recorded_changes(plan):
         parts += ["--change", _change_text(c)]
     ref = dataclasses.asdict(make_config(preset))

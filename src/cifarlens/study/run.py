@@ -24,6 +24,7 @@ from cifarlens._io import RunLock, read_json, write_json
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 from cifarlens.study.browse import prepare as prepare_browse
+from cifarlens.study.design import AUTO, Design, as_design, wave_pairs
 from cifarlens.study.engines.base import Engine, EngineResult, RunJob
 from cifarlens.study.engines.local import LocalEngine
 from cifarlens.study.engines.processes import ProcessesEngine
@@ -41,11 +42,13 @@ from cifarlens.study.schema import (
     write_summary,
 )
 from cifarlens.study.summary import build_summary
+from cifarlens.study.waves import run_waves
 from cifarlens.training.config import TrainConfig
 
 
 def run_study(out: str | Path, *, preset: str = "paper",
-              changes: str | Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
+              changes: str | Sequence[str] | None = None,
+              seeds: int | str | Design = DEFAULT_SEEDS,
               overrides: dict[str, Any] | None = None, failures_top: int = 12,
               engine: Engine | None = None, log=None) -> StudySummary:
     """Train, evaluate, explain and compare a baseline and one variant per change; write
@@ -54,12 +57,16 @@ def run_study(out: str | Path, *, preset: str = "paper",
     `changes`: "KEY=VALUE" or a list of them (none: augment=crop-flip, or the changes an
     existing study in `out` holds). In a folder that holds a study with the same baseline and
     seeds, new changes are added to it: its finished runs are reused and only the new variants
-    are trained. `engine` produces the runs (default: `LocalEngine`, one after another in this
-    process, with progress bars on stderr); `log` takes each line of progress (default:
-    stderr)."""
+    are trained. `seeds`: a number of seed pairs, "auto" (waves of pairs until the sequential
+    rule decides, study/waves.py) or a `Design` (also the equivalence margin, the change the
+    power sentence plans for and --max-seeds). `engine` produces the runs (default:
+    `LocalEngine`, one after another in this process, with progress bars on stderr); `log`
+    takes each line of progress (default: stderr)."""
     out = Path(out)
     say = log or console.log
     engine = engine or LocalEngine(progress=True)
+    design = as_design(seeds)
+    seeds = _first_seeds(out, design, engine, changes)
     change, changes = (changes, None) if isinstance(changes, str) else (None, changes)
     changes = list(changes) if changes is not None else None
     folder = StudyFolder(out)
@@ -78,14 +85,30 @@ def run_study(out: str | Path, *, preset: str = "paper",
             plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
         plan["engine"] = engine.name  # the engine of the last invocation that trained
         rewrite = rewrite or (old or {}).get("engine") != engine.name
-        runs, todo = _runs_of(folder, plan, arms)
-        check_study_runs(todo, out)  # other data or environment: refused before it is recorded
-        _hold_runs(held, [run for _, _, run in todo])
-        if rewrite:
-            write_json(folder.file(folder.PLAN), plan)
-        say_plan(todo, say)  # what it will do and about how long, before the first step
+        plan["design"] = design.record()
+        result = EngineResult(train_s=0.0, analysis_s=0.0)
+        produced: set[str] = set()
+
+        def produce(seed_list: list[int]) -> None:
+            plan["seeds"] = seed_list
+            runs, todo = _runs_of(folder, plan, arms)
+            check_study_runs(todo, out)  # other data or environment: refused before recorded
+            new = [t for t in todo if t[2].name not in produced]
+            _hold_runs(held, [run for _, _, run in new])
+            if rewrite or design.auto:
+                write_json(folder.file(folder.PLAN), plan)
+            say_plan(new, say)  # what it will do and about how long, before the first step
+            _add(result, engine.run(plan_jobs(plan, new, failures_top), say))
+            produced.update(run.name for _, _, run in new)
+
         t_runs = time.perf_counter()
-        result = engine.run(plan_jobs(plan, todo, failures_top), say)
+        if design.auto:
+            wave = (old or {}).get("sequential", {}).get("wave") or wave_pairs(engine, len(arms))
+            run_waves(plan, design, wave, produce, _diffs_of(folder), say)
+            write_json(folder.file(folder.PLAN), plan)  # the last look, recorded
+        else:
+            produce(plan["seeds"])
+        runs, todo = _runs_of(folder, plan, arms)
         runs_s = time.perf_counter() - t_runs
         try:
             check_same_environment([run for _, _, run in todo])
@@ -104,6 +127,39 @@ def run_study(out: str | Path, *, preset: str = "paper",
         summary.command = study_command(out, plan)
         write_summary(folder.file(folder.SUMMARY), summary)  # checked as the report reads it
     return summary
+
+
+def _first_seeds(out: Path, design: Design, engine: Engine, changes: Any) -> int:
+    """Seed pairs the study plans before its first look: all of them (fixed), the first
+    look's count, or, resuming a --seeds auto study, the seeds it had reached."""
+    if not design.auto:
+        return int(design.seeds)
+    folder = StudyFolder(out)
+    if folder.file(folder.PLAN).exists():
+        old = read_json(folder.file(folder.PLAN))
+        if (old.get("design") or {}).get("seeds") == AUTO:
+            return len(old["seeds"])
+    n_changes = 1 if changes is None or isinstance(changes, str) else max(len(changes), 1)
+    return design.first_seeds(wave_pairs(engine, 1 + n_changes))
+
+
+def _diffs_of(folder: StudyFolder):
+    """Per-seed test-accuracy differences (variant minus baseline) of one change's runs."""
+    def diffs(slug: str, seeds: list[int]) -> list[float]:
+        return [Run(folder.run(slug, s).path).metrics("test")["top1"]
+                - Run(folder.run("baseline", s).path).metrics("test")["top1"] for s in seeds]
+    return diffs
+
+
+def _add(total: EngineResult, part: EngineResult) -> None:
+    """One wave's engine result added to the study's."""
+    total.outcomes += part.outcomes
+    for key in ("train_s", "analysis_s"):
+        x = getattr(part, key)
+        setattr(total, key, None if x is None or getattr(total, key) is None
+                else getattr(total, key) + x)
+    total.overlapped = total.overlapped or part.overlapped
+    total.record.update(part.record)
 
 
 def _runs_of(folder: StudyFolder, plan: dict[str, Any], arms: dict[str, TrainConfig]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, Union
 
 from cifarlens._io import read_json, write_json
 from cifarlens.errors import CifarlensError
+from cifarlens.study import schema_verdicts as V  # issue 22's records
 from cifarlens.study.schema_data_side import DataSide
 
 SCHEMA_VERSION = 2
@@ -50,6 +51,7 @@ class Superclass:
     errors_within_superclass: int | None = None
     binomial_p: Num | None = None
     share_ci: list[Num | None] | None = None
+    cluster: V.SuperclassCluster | None = None  # the test that concludes (issue 22)
 
 
 @dataclass
@@ -81,12 +83,14 @@ class Calibration:
     brier_after: Num | None = None
     mce_count_before: int | None = None
     mce_count_after: int | None = None
+    intervals: V.EceIntervals | None = None  # bootstrap over test images, before and after
 
 
 @dataclass
 class SeedScore:
     seed: int
     test_top1: Num
+    test_ece: Num | None = None
 
 
 @dataclass
@@ -194,6 +198,10 @@ class SeedComparison:
     df: int | None = None
     p_value: Num | None = None
     note: str | None = None
+    decision: V.Decision | None = None  # the verdict every sentence states (power.decide)
+    prob_improvement: V.ProbImprovement | None = None
+    noise: V.NoiseSources | None = None
+    sequential: V.Sequential | None = None  # --seeds auto: the rule and its looks
 
 
 @dataclass
@@ -205,6 +213,7 @@ class Comparison:
     seeds: SeedComparison | None = None
     pair_seed: int | None = None  # the seed whose pair the one-pair numbers describe
     verdict_basis: str | None = None  # "seeds" or "one_pair"
+    ece_seeds: V.EceSeedChange | None = None  # the seed-level test of ECE
 
 
 @dataclass
@@ -368,6 +377,8 @@ class Explain:
     faithfulness_tests: FaithfulnessTests | None = None
     border_share: BorderShare | None = None
     pointing_game: PointingGame | None = None
+    model: str | None = None  # whose maps: "baseline"
+    seed: int | None = None
 
 
 # --- several changes ---------------------------------------------------------------------------
@@ -401,6 +412,7 @@ class AblationRow:
     verdict: str
     n_seeds: int
     per_seed_mcnemar: list[SeedTest]
+    decision: V.Decision | None = None  # decide() with the Holm-adjusted p
 
 
 @dataclass
@@ -521,6 +533,8 @@ class StudySummary:
     timing: Timing | None = None
     engine: EngineRecord | None = None
     command: str | None = None
+    verdicts: V.VerdictSettings | None = None
+    convergence: V.Convergence | None = None
     data_side: DataSide | None = None  # neighbours and label issues (study/schema_data_side.py)
 
     @property

@@ -16,7 +16,9 @@ from cifarlens.errors import CifarlensError
 from cifarlens.figures import plots
 from cifarlens.figures.plots import plot_curves
 from cifarlens.runs import Run
+from cifarlens.study import verdicts as V
 from cifarlens.study.data_side import build_data_side
+from cifarlens.study.design import Design
 from cifarlens.study.folder import StudyFolder
 from cifarlens.study.plan import SINGLE_SLUG, recorded_changes
 from cifarlens.study.schema import (
@@ -48,16 +50,19 @@ from cifarlens.study.schema import (
     VariantFailures,
     from_json,
 )
+from cifarlens.study.schema_verdicts import Look
 from cifarlens.study.tracking import track_failures
 from cifarlens.training.complexity import complexity
+from cifarlens.training.config import varied_sources
 from cifarlens.training.models import build_model
 
 # --- comparison and summary -----------------------------------------------------------------------
 
 
-def _model_block(run: Run, out: Path, seeds: list[int], acc: list[float]) -> Model:
-    """One arm's numbers: every single-model one is the first seed's run; `acc` the test
-    accuracy of each seed."""
+def _model_block(run: Run, out: Path, seeds: list[int], acc: list[float],
+                 ece: list[float] | None = None, f2c: Any = None) -> Model:
+    """One arm's numbers: every single-model one is the first seed's run; `acc` (`ece`) the
+    test accuracy (ECE) of each seed; `f2c` the superclass of each class (None: none)."""
     cfg, done = run.config, run.done or {}
     mv, mt = run.metrics("val"), run.metrics("test")
     keys = ("loss", "top1", "top5", "macro_f1", "ece", "mce", "brier")
@@ -66,7 +71,8 @@ def _model_block(run: Run, out: Path, seeds: list[int], acc: list[float]) -> Mod
     sc = mt.get("superclass")
     superclass = Superclass(**{k: sc[k] for k in (
         "coarse_accuracy", "within_superclass_share", "chance_share", "errors",
-        "errors_within_superclass", "binomial_p", "share_ci") if k in sc}) if sc else None
+        "errors_within_superclass", "binomial_p", "share_ci") if k in sc},
+        cluster=V.superclass_cluster(run, f2c)) if sc else None
     test = SplitMetrics(**{k: mt[k] for k in keys}, nll=mt["loss"],
                         top_confusions=[Confusion(**x) for x in mt["top_confusions"][:10]],
                         superclass=superclass)
@@ -81,16 +87,18 @@ def _model_block(run: Run, out: Path, seeds: list[int], acc: list[float]) -> Mod
             ece_after=ts["ece_after"], nll_before=ts["nll_before"], nll_after=ts["nll_after"],
             mce_before=mt["mce"], mce_after=ts.get("mce_after"), brier_before=mt["brier"],
             brier_after=ts.get("brier_after"), mce_count_before=mt.get("mce_count"),
-            mce_count_after=ts.get("mce_count_after")),
-        per_seed=[SeedScore(seed=s, test_top1=a) for s, a in zip(seeds, acc, strict=True)],
+            mce_count_after=ts.get("mce_count_after"), intervals=V.ece_intervals(run)),
+        per_seed=[SeedScore(seed=s, test_top1=a, test_ece=e) for s, a, e in
+                  zip(seeds, acc, ece or [None] * len(seeds), strict=True)],
         seed=seeds[0])
 
 
 def _seeds_block(runs: dict[str, dict[int, Run]], seeds: list[int], arm: str,
-                 acc_a: list[float], acc_b: list[float]) -> SeedComparison | None:
+                 acc_a: list[float], acc_b: list[float], plan: dict) -> SeedComparison | None:
     """The verdict about one change: seed s of the baseline and of the variant are paired (same
     split and init), so the paired t-test across seeds covers training noise; per seed, the
-    McNemar test and paired interval cover only test-image sampling."""
+    McNemar test and paired interval cover only test-image sampling. `decision` is the verdict
+    every sentence states (power.decide, or the --seeds auto rule's last look)."""
     if len(seeds) < 2:
         return None
     t = S.paired_seed_test(acc_a, acc_b)
@@ -100,12 +108,26 @@ def _seeds_block(runs: dict[str, dict[int, Run]], seeds: list[int], arm: str,
         ci = S.accuracy_difference_ci(ca_s, cb_s)
         per_pair.append(SeedMcNemar(seed=s, **S.mcnemar_exact(ca_s, cb_s), diff=ci["diff"],
                                     lo=ci["lo"], hi=ci["hi"]))
+    design = plan_design(plan)
+    dec = V.decision(np.subtract(acc_b, acc_a), design)
+    looks = [from_json(Look, x, "study.json's sequential looks")
+             for x in plan.get("sequential", {}).get("looks", {}).get(arm, [])]
+    seq = V.sequential_block(looks, design, plan["sequential"]["wave"]) if looks else None
+    pi, noise = V.seed_extras(runs, seeds, arm, acc_a, acc_b)
     return SeedComparison(
         n=t["n_seeds"], mean_a=t["mean_a"], std_a=t["std_a"], mean_b=t["mean_b"],
         std_b=t["std_b"], mean_diff=t["mean_diff"], std_diff=t["std_diff"], t=t["t"],
         df=t["df"], p_value=t["p_value"], ci=[t["lo"], t["hi"]], level=t["level"],
         method=t["method"], note=t.get("note"), covers="training seeds and test-image sampling",
-        mcnemar_per_seed=per_pair)
+        mcnemar_per_seed=per_pair, prob_improvement=pi, noise=noise, sequential=seq,
+        decision=V.sequential_decision(dec, looks[-1]) if looks else dec)
+
+
+def plan_design(plan: dict) -> Design:
+    """The study's Design as study.json records it (a study from before: its seed count and
+    the default margin and detect)."""
+    rec = plan.get("design")
+    return Design(**rec) if rec else Design(seeds=len(plan["seeds"]))
 
 
 def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], change: dict,
@@ -128,9 +150,10 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], chang
         plot_curves({"baseline": ra.history(), arm: rb.history()}, out / figs["curves"])
     tracked, tracking = track_failures(ra, rb, fails, top, data, out / figs["gradcam_tracking"])
     acc_b = [runs[arm][s].metrics("test")["top1"] for s in seeds]
+    ece_b = [runs[arm][s].metrics("test")["ece"] for s in seeds]
     pcc = S.per_class_changes(np.asarray(ma["confusion_matrix"]),
                               np.asarray(mb["confusion_matrix"]), data.class_names, k=10)
-    seeds_block = _seeds_block(runs, seeds, arm, acc_a, acc_b)
+    seeds_block = _seeds_block(runs, seeds, arm, acc_a, acc_b, plan)
     comparison = Comparison(
         # accuracy_difference and mcnemar: the seed-s0 pair only (test-image sampling)
         pair_seed=s0, verdict_basis="seeds" if seeds_block else "one_pair",
@@ -138,11 +161,13 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], chang
         mcnemar=McNemar(**S.mcnemar_exact(ca, cb)),
         per_class=PerClass(improved=[_pc(r) for r in pcc["improved"]],
                            worsened=[_pc(r) for r in pcc["worsened"]]),
-        ece_change=mb["ece"] - ma["ece"], seeds=seeds_block)
+        ece_change=mb["ece"] - ma["ece"], seeds=seeds_block,
+        ece_seeds=V.ece_seeds(runs, seeds, arm, plan_design(plan)) if len(seeds) >= 2 else None)
     return Variant(
         change=Change(**{k: change[k] for k in ("key", "baseline", "variant")}), slug=arm,
         runs=[str(runs[arm][s].path.relative_to(out)) for s in seeds],
-        model=_model_block(rb, out, seeds, acc_b), comparison=comparison,
+        model=_model_block(rb, out, seeds, acc_b, ece_b, data.fine_to_coarse),
+        comparison=comparison,
         failures=from_json(VariantFailures, {"top": tracked, "tracking": tracking},
                            "the tracked failures"),
         figures=figs)
@@ -151,10 +176,15 @@ def _variant_block(out: Path, plan: dict, runs: dict[str, dict[int, Run]], chang
 ABLATION_ALPHA = 0.05
 
 
-def ablation_table(variants: list[Variant], alpha: float = ABLATION_ALPHA) -> Ablation:
+def ablation_table(variants: list[Variant], alpha: float = ABLATION_ALPHA,
+                   design: Design | None = None) -> Ablation:
     """Every change against the shared baseline, its seed-level p-value Holm-adjusted over the
     number of changes: with K changes tested at 5% each, the chance that at least one "helped"
-    or "hurt" is noise grows towards 1 - 0.95^K; Holm keeps that family-wise chance at 5%."""
+    or "hurt" is noise grows towards 1 - 0.95^K; Holm keeps that family-wise chance at 5%.
+    Each row's `decision` is power.decide with that adjusted p (the same record the headline
+    states for the first change); a --seeds auto study's rows keep the sequential rule's
+    decision, which ran at alpha / K per change."""
+    design = design or Design()
     ps = [v.comparison.seeds.p_value if v.comparison.seeds else None for v in variants]
     adjusted = S.holm(ps)
     rows = []
@@ -170,10 +200,16 @@ def ablation_table(variants: list[Variant], alpha: float = ABLATION_ALPHA) -> Ab
             per_seed = [SeedTest(seed=comp.pair_seed, diff=ad.diff, lo=ad.lo, hi=ad.hi,
                                  a_only=mc.a_only, b_only=mc.b_only, p_value=mc.p_value)]
         c = v.change
+        dec = None
+        if sb and sb.decision is not None and sb.decision.rule == "sequential":
+            dec = sb.decision
+        elif sb:
+            dec = V.decision({"n": sb.n, "mean_diff": sb.mean_diff, "std_diff": sb.std_diff},
+                             design, p_adjusted=ph)
         rows.append(AblationRow(
             change=f"{c.key}={c.variant}", key=c.key, slug=v.slug, baseline_value=c.baseline,
             variant_value=c.variant, before=before, after=after, diff=diff, lo=lo, hi=hi, p=p,
-            p_holm=ph, verdict=S.ablation_verdict(ph, lo, hi, alpha),
+            p_holm=ph, verdict=dec.decision if dec else "not tested", decision=dec,
             n_seeds=len(v.model.per_seed), per_seed_mcnemar=per_seed))
     n = rows[0].n_seeds if rows else 0
     return Ablation(
@@ -233,7 +269,9 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: i
         split=SplitSizes(train=int(len(split["train"])), val=int(len(split["val"])),
                          test=int(len(pa["labels"])), train_used=int(len(split["train_used"]))),
         normalization=Normalization(**ra.norm), config=plan["baseline"], seeds=plan["seeds"],
-        baseline=_model_block(ra, out, plan["seeds"], acc_a), variants=variants,
+        baseline=_model_block(ra, out, plan["seeds"], acc_a,
+                              [runs["baseline"][s].metrics("test")["ece"] for s in plan["seeds"]],
+                              data.fine_to_coarse), variants=variants,
         failures=Failures(
             split="test", total_wrong=fails["total_wrong"],
             confident_threshold=fails["confident_threshold"],
@@ -245,8 +283,10 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: i
             cleanlab_issues=fails.get("cleanlab_issues"),
             per_class_confident_errors=[ClassCount(name=r["name"], count=r["confident_errors"])
                                         for r in fails["top_confident_error_classes"]]),
-        explain=_explain_block(ex), figures=figs,
-        ablation=ablation_table(variants) if len(variants) >= 2 else None,
+        explain=_explain_block(ex, s0), figures=figs,
+        ablation=ablation_table(variants, design=plan_design(plan)) if len(variants) >= 2
+        else None, verdicts=plan_design(plan).settings(varied_sources(plan["baseline"])),
+        convergence=V.study_convergence(runs),
         data_side=build_data_side(out, plan, runs, top, say),
         environment=Environment(**{f.name: env.get(f.name)
                                    for f in dataclasses.fields(Environment)}))
@@ -279,7 +319,7 @@ def _study_figures(out: Path, ra: Run, rb: Run, data) -> dict[str, str]:
     return figs
 
 
-def _explain_block(ex: dict[str, Any]) -> Explain:
+def _explain_block(ex: dict[str, Any], seed: int | None = None) -> Explain:
     """The first seed's baseline explained: Grad-CAM's faithfulness against reference maps on
     correctly classified images (paired bootstrap CIs over the images), border share and the
     pointing game, as the explain stage recorded them."""
@@ -298,6 +338,7 @@ def _explain_block(ex: dict[str, Any]) -> Explain:
         "faithfulness_tests": {k: fc.get(k) for k in ("n", "level", "noise", "cells",
                                                        "comparisons")} if fc else None,
         "border_share": ex.get("border_share"), "pointing_game": ex.get("pointing_game"),
+        "model": "baseline" if ex else None, "seed": seed if ex else None,
     }, "the explain stage's record")
 
 

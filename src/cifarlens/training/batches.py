@@ -22,7 +22,9 @@ class Batches:
     """Epochs of seeded, shuffled, augmented, normalized batches from a uint8 tensor on `device`.
 
     The permutation and augmentation draws come from a CPU generator seeded by (seed, epoch), so
-    an epoch is the same whether the run was resumed or not. The last incomplete batch is dropped
+    an epoch is the same whether the run was resumed or not; with `aug_seed` the augmentation
+    draws come from a second generator seeded by (aug_seed, epoch), so the order and the
+    augmentation can be held fixed or varied apart (`study --vary`). The last incomplete batch is dropped
     (a different random remainder each epoch) so every step sees the same batch size.
     """
 
@@ -30,7 +32,7 @@ class Batches:
                  device: torch.device, augment: str = "none", seed: int = 0,
                  dtype: torch.dtype = torch.float32, channels_last: bool = False,
                  num_classes: int | None = None, cutout_size: int = 8, mixup_alpha: float = 1.0,
-                 cutmix_alpha: float = 1.0):
+                 cutmix_alpha: float = 1.0, aug_seed: int | None = None):
         if augment not in AUGMENTS:
             raise CifarlensError(f"unknown augment {augment!r}; choose from: {', '.join(AUGMENTS)}")
         if augment in MIXING and not num_classes:
@@ -42,7 +44,7 @@ class Batches:
         self.batch_size = min(batch_size, len(self.x))
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(std, dtype=torch.float32, device=device)
-        self.device, self.augment, self.seed = device, augment, seed
+        self.device, self.augment, self.seed, self.aug_seed = device, augment, seed, aug_seed
         self.dtype, self.channels_last = dtype, channels_last
 
     def __len__(self) -> int:
@@ -54,9 +56,11 @@ class Batches:
         draws, so every augment sees the same batches as `none` and the same crops as
         `crop-flip` (existing runs' numbers do not change)."""
 
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n, steps, bs = len(self.x), len(self), self.batch_size
-        perm = torch.randperm(n, generator=g)
+        perm = torch.randperm(n, generator=order)
+        g = order if self.aug_seed is None else torch.Generator().manual_seed(
+            _stream_seed(self.aug_seed, epoch))
         if self.augment != "none":
             dx = torch.randint(0, 9, (n,), generator=g).to(self.device)
             dy = torch.randint(0, 9, (n,), generator=g).to(self.device)
@@ -90,3 +94,10 @@ class Batches:
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
+
+
+def _stream_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for (seed, epoch) from numpy's SeedSequence: the augmentation stream is
+    not the order stream of another (seed, epoch), as a linear mix of the two could be."""
+    state = np.random.SeedSequence([seed, epoch, 0xA06]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))

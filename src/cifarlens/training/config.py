@@ -37,6 +37,12 @@ class TrainConfig:
     mixup_alpha: float = 1.0  # Zhang et al.'s CIFAR value
     cutmix_alpha: float = 1.0  # Yun et al.'s CIFAR value
     seed: int = 0
+    # The seed each source of randomness draws from; None: `seed` (every source varies with it).
+    # `study --vary` holds a source fixed across a study's seeds by setting it to the first seed.
+    split_seed: int | None = None   # the train/validation split and the train_limit subset
+    init_seed: int | None = None    # the model's initial weights
+    order_seed: int | None = None   # the order of the training images (and their shards)
+    aug_seed: int | None = None     # augmentation and dropout draws
     val_fraction: float = 0.2
     train_limit: int | None = None
     # How to run, not what to learn: these may differ between runs that are compared.
@@ -51,6 +57,35 @@ class TrainConfig:
 TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                      "label_smoothing", "warmup_epochs", "augment", "val_fraction", "train_limit",
                      "cutout_size", "mixup_alpha", "cutmix_alpha")
+
+# The sources of randomness a seed controls, each with its TrainConfig field `<source>_seed`.
+SEED_SOURCES = ("split", "init", "order", "aug")
+SEED_FIELDS = tuple(f"{s}_seed" for s in SEED_SOURCES)
+
+
+def seed_of(cfg: TrainConfig, source: str) -> int:
+    """The seed `source` (one of SEED_SOURCES) draws from: its own field, or the run's seed."""
+    own = getattr(cfg, f"{source}_seed")
+    return cfg.seed if own is None else own
+
+
+def vary_overrides(vary: Any, seed: int) -> dict[str, int]:
+    """The settings that hold every source not in `vary` at `seed` (the study's first seed),
+    so only the named sources differ between a study's seeds: `--vary init` compares
+    initialisations on one split, one data order and one set of augmentation draws."""
+    names = list(vary)
+    unknown = [v for v in names if v not in SEED_SOURCES]
+    if unknown or not names:
+        raise CifarlensError(f"--vary takes one or more of {', '.join(SEED_SOURCES)}, got "
+                             f"{','.join(map(str, names)) or 'nothing'}")
+    return {f"{s}_seed": seed for s in SEED_SOURCES if s not in names}
+
+
+def varied_sources(config: dict) -> list[str]:
+    """The sources of randomness that differ between a study's seeds, from its baseline's
+    recorded config (a source held fixed has its own seed set)."""
+    return [s for s in SEED_SOURCES if config.get(f"{s}_seed") is None]
+
 
 # One line of help per TrainConfig field: the CLI makes a flag of every field from this table
 # (cli._add_train_args), so a new setting gets its flag and its help in one place.
@@ -71,6 +106,10 @@ SETTING_HELP: dict[str, str] = {
     "mixup_alpha": "mixup Beta(a, a) parameter (used by --augment mixup)",
     "cutmix_alpha": "cutmix Beta(a, a) parameter (used by --augment cutmix)",
     "seed": "random seed: split, initialisation, batch order, augmentation",
+    "split_seed": "seed of the train/validation split alone (default: --seed)",
+    "init_seed": "seed of the initial weights alone (default: --seed)",
+    "order_seed": "seed of the training-image order alone (default: --seed)",
+    "aug_seed": "seed of the augmentation and dropout draws alone (default: --seed)",
     "val_fraction": "fraction of the training set held out for validation (class-balanced)",
     "train_limit": "train on a class-balanced subset of N images (none: all)",
     "device": "auto: a CUDA GPU if there is one, else the CPU",
@@ -112,6 +151,9 @@ def validate_config(cfg: TrainConfig) -> None:
         (cfg.augment in AUGMENTS, f"unknown augment {cfg.augment!r}; choose from: {', '.join(AUGMENTS)}"),
         (cfg.epochs >= 1, "--epochs must be at least 1"),
         (0 <= cfg.seed < 2**32, "--seed must be an integer from 0 to 4294967295"),
+        (all(getattr(cfg, f) is None or 0 <= getattr(cfg, f) < 2**32 for f in SEED_FIELDS),
+         "--split-seed, --init-seed, --order-seed and --aug-seed must be integers from 0 to "
+         "4294967295"),
         (cfg.batch_size >= 1, "--batch-size must be at least 1"),
         (cfg.lr > 0 and math.isfinite(cfg.lr), "--lr must be a positive number"),
         (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
@@ -140,7 +182,7 @@ def learned_settings(config: dict) -> dict[str, Any]:
     """A recorded config's training settings (and seed); a setting added after the run was made
     takes its default, which is what that run used."""
     default = dataclasses.asdict(TrainConfig())
-    out = {k: config.get(k, default[k]) for k in TRAINING_SETTINGS + ("seed",)}
+    out = {k: config.get(k, default[k]) for k in TRAINING_SETTINGS + ("seed",) + SEED_FIELDS}
     # a run recorded as "baseline" (the VGG's older name) trained the same model as "vgg"
     out["model"] = canonical_model_name(out["model"])
     return out
@@ -150,7 +192,8 @@ def config_diff(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
     """(setting, a's value, b's value) for each training setting or seed that differs: the one
     comparison behind both the study's one-change guard and resume's same-settings check."""
     a, b = learned_settings(a), learned_settings(b)
-    return [(k, a[k], b[k]) for k in TRAINING_SETTINGS + ("seed",) if a[k] != b[k]]
+    return [(k, a[k], b[k]) for k in TRAINING_SETTINGS + ("seed",) + SEED_FIELDS
+            if a[k] != b[k]]
 
 
 def diff_configs(a: dict, b: dict) -> list[str]:

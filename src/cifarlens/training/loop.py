@@ -34,7 +34,7 @@ from cifarlens.runs import (
     prune_checkpoints,
 )
 from cifarlens.training.batches import Batches
-from cifarlens.training.config import TrainConfig, diff_configs, validate_config
+from cifarlens.training.config import TrainConfig, diff_configs, seed_of, validate_config
 from cifarlens.training.models import (
     build_model,
     check_model_source,
@@ -290,9 +290,10 @@ def _resume_or_start(cfg: TrainConfig, out: Path, d: Dist, data: CifarData, rt: 
 
 def _start_run(cfg: TrainConfig, out: Path, d: Dist, data: CifarData, rt: _Runtime) -> None:
     """A fresh run's split, normalization statistics and config, written before training."""
-    train_idx, val_idx = stratified_split(data.train_y, cfg.val_fraction, cfg.seed)
+    split_seed = seed_of(cfg, "split")
+    train_idx, val_idx = stratified_split(data.train_y, cfg.val_fraction, split_seed)
     used = train_idx if cfg.train_limit is None else \
-        stratified_subset(data.train_y, train_idx, cfg.train_limit, cfg.seed)
+        stratified_subset(data.train_y, train_idx, cfg.train_limit, split_seed)
     if d.main:  # other ranks read norm.json after the barrier (saves ~1 GB of float64 each)
         mean, std = channel_stats(data.train_x[used])
         config = {
@@ -322,7 +323,7 @@ def _training_data(cfg: TrainConfig, out: Path, d: Dist, data: CifarData,
 
     # Each rank holds its own shard of the training split on its device.
     if d.world > 1:
-        perm = np.random.default_rng(cfg.seed).permutation(len(used))
+        perm = np.random.default_rng(seed_of(cfg, "order")).permutation(len(used))
         shard_len = len(used) // d.world
         used = used[perm[d.rank::d.world][:shard_len]]
         val_idx = val_idx[d.rank::d.world]
@@ -332,7 +333,12 @@ def _training_data(cfg: TrainConfig, out: Path, d: Dist, data: CifarData,
     device = rt.device
     channels_last = CHANNELS_LAST
     batches = Batches(data.train_x[used], data.train_y[used], local_bs, mean, std, device=device,
-                      augment=cfg.augment, seed=cfg.seed * 1000 + d.rank,
+                      augment=cfg.augment, seed=seed_of(cfg, "order") * 1000 + d.rank,
+                      # own augmentation draws only when a study set the sources apart (--vary):
+                      # the default keeps one stream, so existing runs' numbers do not change
+                      aug_seed=(seed_of(cfg, "aug") * 1000 + d.rank
+                                if cfg.order_seed is not None or cfg.aug_seed is not None
+                                else None),
                       channels_last=channels_last, num_classes=data.num_classes,
                       cutout_size=cfg.cutout_size, mixup_alpha=cfg.mixup_alpha,
                       cutmix_alpha=cfg.cutmix_alpha)
@@ -351,7 +357,7 @@ def _model_and_optimizer(cfg: TrainConfig, d: Dist, data: CifarData, rt: _Runtim
     """Model, SGD and the warm-up+cosine schedule (restored from `state` on resume), and the
     step function: eager, DDP, CUDA graphs or compiled."""
     device, precision = rt.device, rt.precision
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed_of(cfg, "init"))
     model = build_model(cfg.model, data.num_classes).to(device)
     if td.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -412,7 +418,7 @@ def _train_epoch(cfg: TrainConfig, epoch: int, d: Dist, rt: _Runtime, td: _Train
 
     device, steps = rt.device, td.steps
     # dropout draws: same with or without resume; each rank its own (rank 0 = single process)
-    torch.manual_seed(cfg.seed * 1000 + epoch + 7919 * d.rank)
+    torch.manual_seed(seed_of(cfg, "aug") * 1000 + epoch + 7919 * d.rank)
     r.model.train()
     t0 = time.perf_counter()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
