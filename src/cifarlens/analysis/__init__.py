@@ -1,0 +1,1 @@
+"""Analyses of a trained run beyond its clean accuracy (common corruptions: robustness)."""
