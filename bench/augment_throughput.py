@@ -26,8 +26,9 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from cifarlens.augment import AUGMENTS  # noqa: E402
-from cifarlens.data import Batches, channel_stats  # noqa: E402
+from cifarlens.data.batches import Batches  # noqa: E402
+from cifarlens.data.split import channel_stats
+from cifarlens.training.augment import AUGMENTS  # noqa: E402
 
 
 def main() -> int:

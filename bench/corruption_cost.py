@@ -4,7 +4,7 @@ and the random draws, beside the training rate, to choose the CPU default (issue
 of a quick-preset model's training time).
 
 Each round, in one process and in this order: the training rate of the model (SGD steps at
-batch 128, `estimate.measured_rate`), the inference rate (`runtime.infer_logits` at the batch
+batch 128, `estimate.measured_rate`), the inference rate (`training.runtime.infer_logits` at the batch
 robustness uses, the precision evaluation picks), then every corruption at every severity on
 `--images` random uint8 images (`corruptions.corrupt`, seeded per image). The quick preset's
 model time is estimated from the measured rates as its 10 epochs of 10,000 training images plus
@@ -35,9 +35,9 @@ from _common import loadavg, machine_info, median, random_cifar, say, write_json
 
 from cifarlens.analysis import corruptions as C  # noqa: E402
 from cifarlens.analysis.robustness import RobustnessPlan  # noqa: E402
-from cifarlens.estimate import measured_rate  # noqa: E402
-from cifarlens.models import build_model  # noqa: E402
-from cifarlens.runtime import infer_logits, resolve_precision  # noqa: E402
+from cifarlens.study.estimate import measured_rate  # noqa: E402
+from cifarlens.training.models import build_model  # noqa: E402
+from cifarlens.training.runtime import infer_logits, resolve_precision  # noqa: E402
 
 QUICK_EPOCHS, QUICK_TRAIN, QUICK_VAL = 10, 10_000, 10_000  # train.PRESETS["quick"], val split
 CANDIDATES = [  # (images, severities, corruptions)

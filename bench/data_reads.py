@@ -29,19 +29,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import loadavg, machine_info, say, write_json  # noqa: E402
 
+from cifarlens.data import dataset, load, pickles
+from cifarlens.data.load import _CACHE, clear_cache
+
 
 def measure(root: Path, out: Path, cached: bool, epochs: int) -> dict:
     from cifarlens import _io
-    from cifarlens import data as D
-    from cifarlens.study import run_study
+    from cifarlens.study.run import run_study
 
-    has_cache = hasattr(D, "_CACHE")  # older cifarlens (before the cache): measured as it is
+    has_cache = hasattr(load, "_CACHE")  # older cifarlens (before the cache): measured as it is
     if has_cache:
-        D.clear_cache()
-        D._CACHE.enabled = cached
+        clear_cache()
+        _CACHE.enabled = cached
     counts = {"data_file_reads": 0, "bytes_read": 0, "md5": 0, "md5_bytes": 0,
               "read_folder_calls": 0, "read_folder_s": 0.0}
-    real_read, real_md5, real_folder = _io.read_bytes, D.md5_bytes, D.read_folder
+    real_read, real_md5, real_folder = _io.read_bytes, pickles.md5_bytes, load.read_folder
 
     def read_bytes(path, what="file"):
         b = real_read(path, what)
@@ -63,15 +65,17 @@ def measure(root: Path, out: Path, cached: bool, epochs: int) -> dict:
             counts["read_folder_calls"] += 1
             counts["read_folder_s"] += time.perf_counter() - t
 
-    _io.read_bytes, D.md5_bytes, D.read_folder = read_bytes, md5, read_folder
+    _io.read_bytes, load.read_folder = read_bytes, read_folder
+    pickles.md5_bytes = dataset.md5_bytes = md5
     t0 = time.perf_counter()
     try:
         run_study(out, preset="smoke", seeds=1, progress=False, log=lambda m: None,
                   overrides={"data_dir": str(root), "device": "cpu", "epochs": epochs})
     finally:
-        _io.read_bytes, D.md5_bytes, D.read_folder = real_read, real_md5, real_folder
+        _io.read_bytes, load.read_folder = real_read, real_folder
+        pickles.md5_bytes = dataset.md5_bytes = real_md5
         if has_cache:
-            D._CACHE.enabled = True
+            _CACHE.enabled = True
     counts["study_s"] = time.perf_counter() - t0
     counts["cached"] = cached and has_cache
     counts["code"] = "with cache module" if has_cache else "without cache (older cifarlens)"
@@ -85,7 +89,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--json")
     a = ap.parse_args()
-    from cifarlens.synth import write_synthetic
+    from cifarlens.data.synth import write_synthetic
 
     tmp = Path(tempfile.mkdtemp(prefix="cifarlens-bench-"))
     try:
@@ -98,9 +102,7 @@ def main() -> None:
         sizes = {p.name: p.stat().st_size for p in (root / "cifar-100-python").iterdir()}
         say(f"data files: {sizes}")
         rows = []
-        from cifarlens import data as D
-
-        for cached in (False, True) if hasattr(D, "_CACHE") else (False,):
+        for cached in (False, True):
             r = measure(root, tmp / f"study-{int(cached)}", cached, a.epochs)
             r["load"] = loadavg()
             say(f"cache {'on ' if cached else 'off'}: {r['data_file_reads']} data file reads "

@@ -32,20 +32,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, say, write_json  # noqa: E402
 
-from cifarlens import train as T  # noqa: E402
-from cifarlens.synth import write_synthetic  # noqa: E402
+from cifarlens.data.synth import write_synthetic  # noqa: E402
+from cifarlens.training import writer
+from cifarlens.training.config import make_config
+from cifarlens.training.loop import train
 
 
 def one_run(data: Path, out: Path, mode: str, a: argparse.Namespace) -> dict:
-    cfg = T.make_config("paper", data_dir=str(data), device="cpu", model=a.model,
+    cfg = make_config("paper", data_dir=str(data), device="cpu", model=a.model,
                         epochs=a.epochs, batch_size=a.batch_size, eval_batch_size=a.batch_size)
-    T.WRITE_IN_BACKGROUND = mode == "background"
+    writer.WRITE_IN_BACKGROUND = mode == "background"
     try:
         t0 = time.perf_counter()
-        done = T.train(cfg, out, progress=False, log=lambda m: None)
+        done = train(cfg, out, progress=False, log=lambda m: None)
         wall = time.perf_counter() - t0
     finally:
-        T.WRITE_IN_BACKGROUND = True
+        writer.WRITE_IN_BACKGROUND = True
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     ck = out / "checkpoints"
     return {"mode": mode, "wall_s": round(wall, 3), "final_write_s": round(done["final_write_s"], 4),

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import loadavg, machine_info, median, now, say, write_json  # noqa: E402
 
-from cifarlens.models import build_model  # noqa: E402
+from cifarlens.training.models import build_model  # noqa: E402
 
 
 def forward_ms(model: torch.nn.Module, x: torch.Tensor, bf16: bool, reps: int) -> float:

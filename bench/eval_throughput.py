@@ -41,15 +41,15 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from cifarlens import train as T  # noqa: E402
-from cifarlens.data import channel_stats, normalize  # noqa: E402
-from cifarlens.models import build_model  # noqa: E402
+from cifarlens.data.split import channel_stats, normalize  # noqa: E402
+from cifarlens.training.models import build_model  # noqa: E402
+from cifarlens.training.runtime import infer_logits, resolve_precision
 
 
 def find_gradcam():
     """The Grad-CAM entry point, or (None, why it is not there)."""
     try:
-        from cifarlens import explain
+        from cifarlens.cam import explain
     except ImportError as e:
         return None, f"cifarlens.explain is not importable ({e})"
     fn = getattr(explain, "gradcam", None)
@@ -83,10 +83,10 @@ def child(a) -> dict:
     model = load_model(a.run, device)
     rss_setup = maxrss_mib()
     if a.part == "eval":
-        prec = T.resolve_precision(a.precision, device)
+        prec = resolve_precision(a.precision, device)
 
         def run(xs):
-            return T.infer_logits(model, xs, mean, std, device=device, precision=prec,
+            return infer_logits(model, xs, mean, std, device=device, precision=prec,
                                   batch_size=a.batch_size)
 
         run(x[: min(len(x), 2 * a.batch_size)])  # warm-up (allocator, oneDNN/cuDNN kernels)
@@ -103,7 +103,7 @@ def child(a) -> dict:
             return fn(model, xs_all[:n], ys_all[:n], batch_size=a.gradcam_batch)
 
         run(x[: min(len(x), a.gradcam_batch)])
-        what = f"explain.gradcam, batch_size {a.gradcam_batch}, fp32 inputs"
+        what = f"gradcam, batch_size {a.gradcam_batch}, fp32 inputs"
         prec = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -45,6 +45,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from cifarlens.training.runtime import resolve_graphs
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 TARGETS = {"train_img_s": 50_000, "paper_s": 60, "study_s": 180}
@@ -213,7 +215,6 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO / "src"))
     from _common import machine_info
 
-    from cifarlens import train as T
 
     if dev == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU visible to torch: this suite is for a GPU machine (--dry-run checks "
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
     if s.res["missing_modules"]:
         print(f"warning: missing modules {s.res['missing_modules']}", flush=True)
     # The headline is the step mode train.py uses for one process on this device, nothing else.
-    mode = "graphs" if T.resolve_graphs("auto", dev, 1) else "eager"
+    mode = "graphs" if resolve_graphs("auto", dev, 1) else "eager"
     s.res["training_step_mode"] = mode
     smi = shutil.which("nvidia-smi")
     if smi and dev == "cuda":

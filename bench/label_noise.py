@@ -28,8 +28,8 @@ import sys
 
 import numpy as np
 
-from cifarlens import metrics as M
-from cifarlens.failures import label_issues, scaled_probs
+from cifarlens.analysis.failures import label_issues, scaled_probs
+from cifarlens.analysis.metrics import softmax
 from cifarlens.runs import Run
 
 KINDS = ("random", "superclass", "confused")
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("needs a CIFAR-100-format run (superclasses)")
     f2c = np.asarray(data.fine_to_coarse)
     pt, pv = Run(a.run).predictions("test"), Run(a.run).predictions("val")
-    raw = M.softmax(pt["logits"])
+    raw = softmax(pt["logits"])
     scaled, t = scaled_probs(a.run, "test", pt["logits"])
-    vprobs = M.softmax(pv["logits"])
+    vprobs = softmax(pv["logits"])
     k = vprobs.shape[1]
     mean_p = np.stack([vprobs[pv["labels"] == c].mean(0) if (pv["labels"] == c).any()
                        else np.zeros(k) for c in range(k)])

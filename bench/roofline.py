@@ -36,9 +36,9 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from cifarlens.complexity import count_flops  # noqa: E402
-from cifarlens.data import channel_stats  # noqa: E402
-from cifarlens.models import build_model  # noqa: E402
+from cifarlens.data.split import channel_stats  # noqa: E402
+from cifarlens.training.complexity import count_flops  # noqa: E402
+from cifarlens.training.models import build_model  # noqa: E402
 
 
 def matmul_rate(kind: str, n: int, reps: int, device) -> float:

@@ -53,9 +53,12 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from cifarlens import train as T  # noqa: E402
-from cifarlens.data import Batches, channel_stats  # noqa: E402
-from cifarlens.models import build_model  # noqa: E402
+from cifarlens.data.batches import Batches  # noqa: E402
+from cifarlens.data.split import channel_stats
+from cifarlens.training.config import make_config
+from cifarlens.training.loop import _make_step, lr_factor
+from cifarlens.training.models import build_model  # noqa: E402
+from cifarlens.training.runtime import CHANNELS_LAST, graph_model, resolve_graphs, resolve_precision
 
 VARIANTS = ("ours", "ours-fp32", "ours-cl", "ours-nocl", "ours-1t", "ours-eager", "ours-graphs",
             "ours-det", "ours-compile", "ours-compile-ro", "ref", "ref-1t")  # examples; suffixes combine, e.g. ours-fp32-1t
@@ -100,7 +103,7 @@ def make_optimizer(model, cfg, device, fused: bool):
                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
                           momentum=cfg.momentum, **({"fused": True} if fused else {}))
     total = 10**6  # long horizon: the lr stays near its peak during the benchmark
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, total, 100))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, 100))
     return opt, sched, total
 
 
@@ -124,10 +127,10 @@ class Contender:
 def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision="auto",
                channels_last=None, compile=None, threads=None, step_mode=None,
                deterministic=False) -> Contender:
-    cfg = T.make_config("paper", model=model, augment="crop-flip", batch_size=bs,
+    cfg = make_config("paper", model=model, augment="crop-flip", batch_size=bs,
                         device=device.type)
-    precision = T.resolve_precision(precision, device)
-    cl = T.CHANNELS_LAST if channels_last is None else channels_last
+    precision = resolve_precision(precision, device)
+    cl = CHANNELS_LAST if channels_last is None else channels_last
     batches = Batches(x, y, bs, mean, std, device=device, augment=cfg.augment, seed=0,
                       channels_last=cl)
     torch.manual_seed(0)
@@ -139,15 +142,15 @@ def build_ours(name, x, y, mean, std, device, bs, *, model="baseline", precision
     if compile:
         step_mode = "compile"
     elif step_mode is None:  # what train.py's --compile auto does for one process here
-        step_mode = "graphs" if T.resolve_graphs("auto", device.type, 1) else "eager"
+        step_mode = "graphs" if resolve_graphs("auto", device.type, 1) else "eager"
     if step_mode == "compile":
         train_model = torch.compile(model, dynamic=False, mode=compile)
     elif step_mode == "graphs":
         sample, _ = next(iter(batches.epoch(10**6)))
-        train_model = T.graph_model(model, sample, device, precision)
+        train_model = graph_model(model, sample, device, precision)
     else:
         train_model = model
-    step = T._make_step(train_model, opt, sched, cfg, device, precision)
+    step = _make_step(train_model, opt, sched, cfg, device, precision)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     state = {"epoch": 0, "it": batches.epoch(0)}
 
@@ -222,7 +225,7 @@ class RefDataset(torch.utils.data.Dataset):
 
 def build_ref(name, x, y, mean, std, device, bs, workers: int, model="baseline",
               threads=None) -> Contender:
-    cfg = T.make_config("paper", model=model, batch_size=bs)
+    cfg = make_config("paper", model=model, batch_size=bs)
     loader = torch.utils.data.DataLoader(
         RefDataset(x, y, mean, std), batch_size=bs, shuffle=True, num_workers=workers,
         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=workers > 0)

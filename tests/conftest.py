@@ -22,7 +22,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def synth100(tmp_path_factory) -> Path:
     """CIFAR-100-format generated data root (50 train / 10 test images per class)."""
-    from cifarlens.synth import write_synthetic
+    from cifarlens.data.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("synth100")
     write_synthetic(root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
@@ -32,7 +32,7 @@ def synth100(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth10(tmp_path_factory) -> Path:
-    from cifarlens.synth import write_synthetic
+    from cifarlens.data.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("synth10")
     write_synthetic(root, "cifar10", train_per_class=100, test_per_class=30, seed=1)
@@ -42,7 +42,8 @@ def synth10(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, synth100) -> Path:
     """A finished smoke-preset run on the CIFAR-100-format generated data."""
-    from cifarlens.train import make_config, train
+    from cifarlens.training.config import make_config
+    from cifarlens.training.loop import train
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     cfg = make_config("smoke", data_dir=str(synth100), device="cpu")
@@ -61,8 +62,8 @@ def run_copy(smoke_run, tmp_path) -> Path:
 def analysed_run(tmp_path_factory, smoke_run) -> Path:
     """The smoke run with what the explain stage reads and never makes itself: predictions and
     metrics (evaluate) and the ranked test failures (failures)."""
-    from cifarlens.evaluate import evaluate
-    from cifarlens.failures import find_failures
+    from cifarlens.analysis.evaluate import evaluate
+    from cifarlens.analysis.failures import find_failures
 
     dst = tmp_path_factory.mktemp("analysed") / "run"
     shutil.copytree(smoke_run, dst)
@@ -80,7 +81,7 @@ def analysed_copy(analysed_run, tmp_path) -> Path:
 
 # Tests that train a model, or need one trained (through a fixture), are `slow`: `-m "not slow"`
 # gives a quick loop that trains nothing; CI runs them all.
-_TRAINS = re.compile(r"\b(train|run_study|demo|_stage_train|_run_parallel|main)\(")
+_TRAINS = re.compile(r"\b(train|run_study|demo|stage_train|run_parallel|main)\(")
 
 
 def _trains(item: pytest.Item) -> bool:

@@ -13,37 +13,43 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from cifarlens import report as R
-from cifarlens import stats as S
+from cifarlens.analysis.stats import ablation_verdict, holm, mcnemar_exact
 from cifarlens.errors import CifarlensError
-from cifarlens.study import StudyProgress, change_slug, plan_study, run_study
+from cifarlens.report.embed import compact_image, is_photo_figure
+from cifarlens.report.first_screen import ablation_lines, describe_ablation_row
+from cifarlens.report.formats import fmt_p, md_escape
+from cifarlens.report.render import render_report
+from cifarlens.report.sentences import describe_tracking
+from cifarlens.study.plan import change_slug, plan_study
+from cifarlens.study.progress import StudyProgress
+from cifarlens.study.run import run_study
 
 # --- Holm -----------------------------------------------------------------------------------------
 
 
 def test_holm_hand_computed():
     # sorted p_(i) * (m - i + 1): 0.05, 0.08, 0.09, 0.08 -> 0.09 (monotone), 0.05 -> 0.09
-    got = S.holm([0.01, 0.02, 0.03, 0.04, 0.05])
+    got = holm([0.01, 0.02, 0.03, 0.04, 0.05])
     assert got == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
     # input order kept: 0.01*3 = 0.03; 0.03*2 = 0.06; 0.04*1 = 0.04 -> 0.06
-    assert S.holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
-    assert S.holm([0.3, 0.9]) == pytest.approx([0.6, 0.9])
-    assert S.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
-    assert S.holm([0.02]) == pytest.approx([0.02])  # one test: nothing to adjust
-    assert S.holm([]) == []
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert holm([0.3, 0.9]) == pytest.approx([0.6, 0.9])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # one test: nothing to adjust
+    assert holm([]) == []
 
 
 def test_holm_missing_p_counts_in_the_family():
     # a change without a test still counts in m: 0.01 * 2, not 0.01 * 1
-    assert S.holm([0.01, None]) == [pytest.approx(0.02), None]
+    assert holm([0.01, None]) == [pytest.approx(0.02), None]
     with pytest.raises(CifarlensError, match=r"\[0, 1\]"):
-        S.holm([0.5, 1.5])
+        holm([0.5, 1.5])
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=8))
 def test_holm_between_raw_and_bonferroni_and_order_preserving(ps):
-    adj = S.holm(ps)
+    adj = holm(ps)
     m = len(ps)
     for p, a in zip(ps, adj, strict=True):
         assert p - 1e-12 <= a <= min(1.0, m * p) + 1e-12
@@ -54,12 +60,12 @@ def test_holm_between_raw_and_bonferroni_and_order_preserving(ps):
 
 
 def test_ablation_verdict_from_adjusted_p_and_interval_sign():
-    assert S.ablation_verdict(0.01, 0.02, 0.08) == "helped"
-    assert S.ablation_verdict(0.01, -0.08, -0.02) == "hurt"
-    assert S.ablation_verdict(0.2, 0.02, 0.08) == "no detectable difference"
-    assert S.ablation_verdict(0.01, -0.01, 0.08) == "no detectable difference"
-    assert S.ablation_verdict(None, None, None) == "not tested"
-    assert S.ablation_verdict(0.04, 0.01, 0.02, alpha=0.01) == "no detectable difference"
+    assert ablation_verdict(0.01, 0.02, 0.08) == "helped"
+    assert ablation_verdict(0.01, -0.08, -0.02) == "hurt"
+    assert ablation_verdict(0.2, 0.02, 0.08) == "no detectable difference"
+    assert ablation_verdict(0.01, -0.01, 0.08) == "no detectable difference"
+    assert ablation_verdict(None, None, None) == "not tested"
+    assert ablation_verdict(0.04, 0.01, 0.02, alpha=0.01) == "no detectable difference"
 
 
 # --- the plan ---------------------------------------------------------------------------------------
@@ -85,7 +91,7 @@ def test_plan_one_variant_per_change_each_one_setting_off():
 
 
 def test_misspelled_change_suggests_only_accepted_keys():
-    from cifarlens.study import PAIRING_SETTINGS, parse_change
+    from cifarlens.study.plan import PAIRING_SETTINGS, parse_change
 
     with pytest.raises(CifarlensError, match="not a training setting") as e:
         parse_change("lerning_rate=0.1")
@@ -183,18 +189,18 @@ def test_summary_keeps_one_change_keys_and_adds_variants_and_ablation(multi):
     assert ab["covers"] == "training seeds and test-image sampling"
     ps = [x["comparison"]["seeds"]["p_value"] for x in v]
     assert [r["p"] for r in ab["rows"]] == ps
-    assert [r["p_holm"] for r in ab["rows"]] == pytest.approx(S.holm(ps))
+    assert [r["p_holm"] for r in ab["rows"]] == pytest.approx(holm(ps))
     a = [_top1(out / "runs" / f"baseline-s{sd}") for sd in (0, 1)]
     for r, x in zip(ab["rows"], v, strict=True):
         b = [_top1(out / "runs" / f"{x['slug']}-s{sd}") for sd in (0, 1)]
         # the seed-level numbers from each seed's own predictions
         assert r["diff"] == pytest.approx(np.mean([b[i].mean() - a[i].mean() for i in (0, 1)]))
         assert r["lo"] <= r["diff"] <= r["hi"]
-        assert r["verdict"] == S.ablation_verdict(r["p_holm"], r["lo"], r["hi"])
+        assert r["verdict"] == ablation_verdict(r["p_holm"], r["lo"], r["hi"])
         for i, m in enumerate(r["per_seed_mcnemar"]):
             assert m["seed"] == i and m["a_only"] == int((a[i] & ~b[i]).sum())
             assert m["b_only"] == int((~a[i] & b[i]).sum())
-            assert m["p_value"] == S.mcnemar_exact(a[i], b[i])["p_value"]
+            assert m["p_value"] == mcnemar_exact(a[i], b[i])["p_value"]
         # tracking in each variant: the baseline's failures against that variant's predictions
         pv = np.load(out / "runs" / f"{x['slug']}-s0" / "predictions_test.npz")
         wrong_a = ~a[0]
@@ -208,7 +214,7 @@ def test_summary_keeps_one_change_keys_and_adds_variants_and_ablation(multi):
 
 def _embedded(png: bytes, key: str) -> str:
     """The base64 text the report embeds for this PNG drawn as figure `key`."""
-    return base64.b64encode(R.compact_image(png, R.is_photo_figure(key))[1]).decode()
+    return base64.b64encode(compact_image(png, is_photo_figure(key))[1]).decode()
 
 
 def test_report_has_the_ablation_first_after_the_replication_table(multi):
@@ -219,19 +225,19 @@ def test_report_has_the_ablation_first_after_the_replication_table(multi):
         '<section id="summary">')
     s = _load(out)
     for r in s["ablation"]["rows"]:
-        sentence = R.describe_ablation_row(r, s["ablation"])
-        assert R.md_escape(sentence) in m
+        sentence = describe_ablation_row(r, s["ablation"])
+        assert md_escape(sentence) in m
         assert "Holm-adjusted over 2 changes" in sentence
-        assert R.fmt_p(r["p_holm"]) in sentence
+        assert fmt_p(r["p_holm"]) in sentence
     # the second change's tracking figure is embedded in the ablation section
     png = (out / "figures/gradcam_tracking_label_smoothing=0.0.png").read_bytes()
     sec = h[h.index('<section id="ablation">'):h.index('<section id="summary">')]
     assert _embedded(png, "gradcam_tracking_x") in sec
     assert "data:image/jpeg" in sec  # a photo grid like the first change's tracking figure
     # with the second change's tracked failures said in numbers, its own base rate included
-    sentence = R.describe_tracking(s["variants"][1]["failures"]["tracking"])
+    sentence = describe_tracking(s["variants"][1]["failures"]["tracking"])
     assert str(escape(sentence)) in sec  # escaped as jinja escapes (quotes as &#34;)
-    first = R.describe_tracking(s["variants"][0]["failures"]["tracking"])
+    first = describe_tracking(s["variants"][0]["failures"]["tracking"])
     if first != sentence:  # the first change's tracking is in its own section, not here
         assert str(escape(first)) not in sec
 
@@ -256,7 +262,7 @@ def test_run_figures_are_frozen_for_the_report(multi):
     other = (out / "figures/curves.png").read_bytes()
     assert other != before
     run_fig.write_bytes(other)  # what `cifarlens failures RUN --top 6` does to it
-    R.render_report(out)
+    render_report(out)
     html = (out / "report.html").read_text()
     assert _embedded(before, "failure_gallery") in html
     # the curves figure appears once, as itself: the rewritten run figure is not embedded
@@ -307,7 +313,7 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
     assert r.returncode == 0, r.stderr
     printed = r.stdout.splitlines()
     assert printed[-1].startswith("report: ")
-    lines = R.ablation_lines(_load(out))
+    lines = ablation_lines(_load(out))
     # after the headline, before the measured time and the path
     assert len(lines) == 3 and printed[-5:-2] == lines and printed[-2].startswith("time: ")
     assert [ln.split(" ")[0] for ln in lines] == ["augment:", "label_smoothing:", "weight_decay:"]
@@ -329,20 +335,20 @@ def _row(verdict, diff, lo, hi, p, ph, key="augment", value="crop-flip"):
 
 
 def test_ablation_sentence_says_helped_hurt_or_no_difference_with_the_correction():
-    helped = R.describe_ablation_row(_row("helped", 0.05, 0.03, 0.07, 0.004, 0.012), AB)
+    helped = describe_ablation_row(_row("helped", 0.05, 0.03, 0.07, 0.004, 0.012), AB)
     assert helped.startswith("augment: none → crop-flip helped: the mean test accuracy rose "
                              "from 60.00% to 65.00%, +5.00 points (95% CI [3.00, 7.00])")
     assert ("the paired t-test across 3 seeds p = 0.0040, Holm-adjusted over 3 changes "
             "p = 0.012, below 0.05 (it covers training seeds and test-image sampling)") in helped
-    hurt = R.describe_ablation_row(_row("hurt", -0.05, -0.07, -0.03, 0.004, 0.012), AB)
+    hurt = describe_ablation_row(_row("hurt", -0.05, -0.07, -0.03, 0.004, 0.012), AB)
     assert " hurt: the mean test accuracy fell from 60.00% to 55.00%, -5.00 points" in hurt
     # raw p below 0.05 but not after Holm: no conclusion, and the sentence says why
-    same = R.describe_ablation_row(_row("no detectable difference", 0.02, 0.001, 0.04, 0.03,
+    same = describe_ablation_row(_row("no detectable difference", 0.02, 0.001, 0.04, 0.03,
                                         0.09), AB)
     assert "did not differ detectably from the baseline" in same
     assert "p = 0.030, Holm-adjusted over 3 changes p = 0.090, not below 0.05" in same
     assert "helped" not in same and "hurt" not in same
-    one = R.describe_ablation_row(_row("not tested", 0.02, None, None, None, None), AB)
+    one = describe_ablation_row(_row("not tested", 0.02, None, None, None, None), AB)
     assert "for one trained pair" in one and "nothing is concluded" in one
     assert "CI" not in one and "helped" not in one
 
@@ -356,26 +362,26 @@ def test_ablation_section_rendered_and_escaped(tmp_path):
                       {"slug": "model=x", "change": {"key": "model", "baseline": "small",
                                                      "variant": evil},
                        "figures": {"gradcam_tracking": "figures/missing.png"}}]}
-    h, m = (p.read_text() for p in R.render_report(tmp_path, s))
+    h, m = (p.read_text() for p in render_report(tmp_path, s))
     assert '<section id="ablation">' in h and "## 2 Every change against the baseline" in m
     assert evil not in h and "&lt;script&gt;" in h
     assert "Holm, 2 changes" in h and "s0: 0.010, s1: 0.20" in h
     assert "figures/missing.png" in h.split('<section id="ablation">')[1].split("</section>")[0]
     # the same summary without an ablation: no such section, numbering as in a one-change study
-    h1, m1 = (p.read_text() for p in R.render_report(tmp_path, {}))
+    h1, m1 = (p.read_text() for p in render_report(tmp_path, {}))
     assert '<section id="ablation">' not in h1 and "## 2 Summary" in m1
 
 
 def test_resume_without_change_uses_the_recorded_changes(tmp_path):
     """A baseline that already has crop-flip resumes its lr study without --change: the default
     change (augment=crop-flip) must not be checked against it."""
-    from cifarlens.study import _merge_study
+    from cifarlens.study.plan import merge_study
 
     overrides = {"augment": "crop-flip", "data_dir": str(tmp_path / "no-data")}
     plan, _ = plan_study("smoke", seeds=1, overrides=overrides, changes=["lr=0.1", "epochs=2"])
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "study.json").write_text(json.dumps(plan))
-    merged, arms, added = _merge_study(tmp_path / "s", plan, "smoke", 1, overrides, None, None)
+    merged, arms, added = merge_study(tmp_path / "s", plan, "smoke", 1, overrides, None, None)
     assert added == [] and list(arms) == ["baseline", "lr=0.1", "epochs=2"]
     assert merged["changes"] == plan["changes"]
     # through run_study it gets as far as the (missing) data, not to the guard

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from cifarlens.analysis.evaluate import evaluate
+from cifarlens.analysis.failures import class_thresholds, find_failures, rank_failures
+from cifarlens.analysis.metrics import apply_temperature, softmax
 from cifarlens.errors import CifarlensError
-from cifarlens.evaluate import evaluate
-from cifarlens.failures import class_thresholds, find_failures, rank_failures
 from cifarlens.runs import Run
 
 
@@ -131,16 +132,15 @@ def test_missing_predictions_are_explained(run_copy):
 
 
 def test_confident_means_temperature_scaled_and_raw_stays_visible(evaluated):
-    from cifarlens import metrics as M
-    from cifarlens.failures import CONFIDENT
+    from cifarlens.analysis.failures import CONFIDENT
 
     f = json.loads((evaluated / "failures_test.json").read_text())
     t = json.loads((evaluated / "metrics_test.json").read_text())["temperature_scaling"]
     assert f["temperature"] == pytest.approx(t["temperature"])
     assert "temperature-scaled" in f["confidence_basis"] and f["confident_threshold"] == CONFIDENT
     p = Run(evaluated).predictions("test")
-    scaled = M.apply_temperature(p["logits"], t["temperature"])
-    raw = M.softmax(p["logits"])
+    scaled = apply_temperature(p["logits"], t["temperature"])
+    raw = softmax(p["logits"])
     wrong = p["pred"] != p["labels"]
     assert f["confident_wrong"] == int((wrong & (scaled.max(1) >= CONFIDENT)).sum())
     assert f["confident_wrong_raw"] == int((wrong & (raw.max(1) >= CONFIDENT)).sum())
@@ -151,7 +151,7 @@ def test_confident_means_temperature_scaled_and_raw_stays_visible(evaluated):
 
 
 def test_cleanlab_flags_a_confusable_flip_the_rule_misses():
-    from cifarlens.failures import label_issues
+    from cifarlens.analysis.failures import label_issues
 
     labels = np.repeat(np.arange(3), 30)
     probs = np.full((90, 3), 0.02)
@@ -170,8 +170,8 @@ def test_cleanlab_flags_a_confusable_flip_the_rule_misses():
 def test_gallery_title_is_not_cut_like_a_label(monkeypatch, tmp_path):
     """The gallery's title names how confidence was measured; it was cut at a label's 40 chars
     ("Most confident failures (test, ranked; ...")."""
-    import cifarlens.failures as F
-    import cifarlens.plots as P
+    import cifarlens.analysis.failures as F
+    import cifarlens.figures.plots as P
 
     figs = []
     monkeypatch.setattr(P, "save_figure", lambda fig, path, **kw: figs.append(fig))

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 
-from cifarlens import metrics as M
-from cifarlens import stats as S
-from cifarlens import train as T
-from cifarlens.figures import ARM_COLORS, arm_color
+from cifarlens.analysis.metrics import calibration_bins
+from cifarlens.figures.plots import (
+    plot_confidence_hist,
+    plot_confusion_difference,
+    plot_curves,
+    plot_per_class_changes,
+    plot_reliability,
+)
+from cifarlens.figures.style import ARM_COLORS, arm_color
 
 BASE, VAR = ARM_COLORS["baseline"], ARM_COLORS["variant"]
 
@@ -20,7 +25,7 @@ BASE, VAR = ARM_COLORS["baseline"], ARM_COLORS["variant"]
 def drawn(monkeypatch) -> list[Any]:
     """The figures the plotting functions hand to save_figure (nothing is written)."""
     figs: list[Any] = []
-    import cifarlens.plots as P  # every figure but Grad-CAM's is drawn there
+    import cifarlens.figures.plots as P
 
     monkeypatch.setattr(P, "save_figure", lambda fig, path, **kw: figs.append(fig))
     return figs
@@ -32,7 +37,7 @@ def _hist(n: int, shift: float) -> list[dict[str, float]]:
 
 
 def test_the_pair_is_two_distinct_colours_apart_from_right_and_wrong():
-    from cifarlens.figures import COLORS
+    from cifarlens.figures.style import COLORS
 
     assert BASE != VAR and {BASE, VAR}.isdisjoint({COLORS["right"], COLORS["wrong"]})
     assert arm_color("baseline") == BASE and arm_color("variant (ECE 3.10%)") == VAR
@@ -40,7 +45,7 @@ def test_the_pair_is_two_distinct_colours_apart_from_right_and_wrong():
 
 
 def test_curves_colour_each_arm_and_style_train_vs_val(drawn, tmp_path):
-    T.plot_curves({"baseline": _hist(5, 0.0), "variant": _hist(5, 0.05)}, tmp_path / "c.png")
+    plot_curves({"baseline": _hist(5, 0.0), "variant": _hist(5, 0.05)}, tmp_path / "c.png")
     (fig,) = drawn
     for ax in fig.axes:
         lines = {ln.get_label(): ln for ln in ax.get_lines()}
@@ -55,8 +60,8 @@ def test_reliability_series_take_their_arm_colour(drawn, tmp_path):
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.2, 1.0, 500)
     corr = rng.uniform(size=500) < conf
-    bins = M.calibration_bins(conf, corr)
-    M.plot_reliability([("baseline", bins, 0.05), ("variant", bins, 0.04)], tmp_path / "r.png")
+    bins = calibration_bins(conf, corr)
+    plot_reliability([("baseline", bins, 0.05), ("variant", bins, 0.04)], tmp_path / "r.png")
     (fig,) = drawn
     ax = fig.axes[0]
     bars = [p for p in ax.patches if p.get_label() == "baseline (ECE 5.00%)"] or [
@@ -71,7 +76,7 @@ def test_reliability_series_take_their_arm_colour(drawn, tmp_path):
 
 def test_confidence_hist_uses_the_arm_colour(drawn, tmp_path):
     conf = np.linspace(0.1, 1.0, 50)
-    M.plot_confidence_hist(conf, conf > 0.5, tmp_path / "h.png", arm="variant")
+    plot_confidence_hist(conf, conf > 0.5, tmp_path / "h.png", arm="variant")
     (fig,) = drawn
     colours = {to_hex(p.get_edgecolor()) for p in fig.axes[0].patches}
     assert colours == {VAR}
@@ -80,12 +85,12 @@ def test_confidence_hist_uses_the_arm_colour(drawn, tmp_path):
 def test_per_class_and_confusion_difference_use_the_pair(drawn, tmp_path):
     a = np.diag([8, 5, 6]) + np.array([[0, 1, 1], [2, 0, 3], [1, 1, 0]])
     b = np.diag([9, 3, 6]) + np.array([[0, 1, 0], [3, 0, 4], [1, 1, 0]])
-    S.plot_per_class_changes(a, b, ["x", "y", "z"], tmp_path / "p.png", k=1)
+    plot_per_class_changes(a, b, ["x", "y", "z"], tmp_path / "p.png", k=1)
     fig = drawn[-1]
     heights = {to_hex(p.get_facecolor()): p.get_height() for p in fig.axes[0].patches
                if p.get_height() != 0}
     assert heights[VAR] > 0 and heights[BASE] < 0  # class x improved, class y worsened
-    S.plot_confusion_difference(a, b, ["x", "y", "z"], tmp_path / "d.png")
+    plot_confusion_difference(a, b, ["x", "y", "z"], tmp_path / "d.png")
     im = drawn[-1].axes[0].get_images()[0]
     cmap = im.get_cmap()
     assert to_hex(cmap(0.0)) == BASE and to_hex(cmap(1.0)) == VAR

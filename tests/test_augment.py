@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlens import augment as A
-from cifarlens.data import Batches, channel_stats, normalize
+from cifarlens.data.batches import Batches
+from cifarlens.data.split import channel_stats, normalize
 from cifarlens.errors import CifarlensError
+from cifarlens.training import augment as A
 
 CPU = torch.device("cpu")
 
@@ -165,8 +166,8 @@ def test_mixing_needs_the_class_count_and_unknown_augments_are_refused():
 def test_augment_settings_are_study_settings():
     import dataclasses
 
-    from cifarlens.study import one_change_guard, parse_change
-    from cifarlens.train import make_config
+    from cifarlens.study.plan import one_change_guard, parse_change
+    from cifarlens.training.config import make_config
 
     assert parse_change("mixup_alpha=0.2") == ("mixup_alpha", 0.2)
     assert parse_change("cutout-size=16") == ("cutout_size", 16)
@@ -181,7 +182,8 @@ def test_augment_settings_are_study_settings():
 @pytest.mark.parametrize("augment", ["cutout", "mixup", "cutmix"])
 def test_training_with_each_augment_gives_finite_loss_and_plain_evaluation(synth10, tmp_path,
                                                                            augment):
-    from cifarlens.train import make_config, train
+    from cifarlens.training.config import make_config
+    from cifarlens.training.loop import train
 
     cfg = make_config("smoke", data_dir=str(synth10), dataset="cifar10", device="cpu",
                       epochs=1, batch_size=50, train_limit=200, precision="fp32",
@@ -196,10 +198,10 @@ def test_training_with_each_augment_gives_finite_loss_and_plain_evaluation(synth
 def test_a_run_recorded_before_the_augment_settings_existed_still_resumes():
     import dataclasses
 
-    from cifarlens.train import _diff_configs, learned_settings, make_config
+    from cifarlens.training.config import diff_configs, learned_settings, make_config
 
     cfg = dataclasses.asdict(make_config("smoke"))
     old = {k: v for k, v in cfg.items() if k not in ("cutout_size", "mixup_alpha", "cutmix_alpha")}
-    assert _diff_configs(old, cfg) == []  # the defaults are what the old run used
+    assert diff_configs(old, cfg) == []  # the defaults are what the old run used
     assert learned_settings(old)["mixup_alpha"] == 1.0
-    assert _diff_configs(old, {**cfg, "mixup_alpha": 0.2}) == ["mixup_alpha: 1.0 -> 0.2"]
+    assert diff_configs(old, {**cfg, "mixup_alpha": 0.2}) == ["mixup_alpha: 1.0 -> 0.2"]

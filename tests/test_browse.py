@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from test_report import CHROMIUM_FLAGS, _chromium, _console, make_summary
 
-from cifarlens import browse as B
-from cifarlens import report as R
-from cifarlens.evaluate import predict
+from cifarlens.analysis.evaluate import predict
+from cifarlens.report.constants import BROWSE_JS, BROWSE_JS_SHA256
+from cifarlens.report.render import render_report
 from cifarlens.runs import Run
+from cifarlens.study import browse as B
 
 
 def test_outcomes_partition_every_error():
@@ -83,7 +84,7 @@ def _study(tmp_path: Path) -> Path:
     summary["browse"] = {"file": "browse/errors.json"}
     summary["figures"] = {}
     (study / "summary.json").write_text(json.dumps(summary))
-    R.render_report(study)
+    render_report(study)
     return study
 
 
@@ -148,7 +149,7 @@ def test_browser_sorts_filters_and_draws_in_chromium(tmp_path):
 def test_report_without_browse_record_has_no_section(tmp_path):
     study = tmp_path / "s"
     study.mkdir()
-    R.render_report(study, make_summary())
+    render_report(study, make_summary())
     doc = (study / "report.html").read_text()
     assert 'id="browse"' not in doc
 
@@ -158,7 +159,7 @@ def test_broken_browse_record_is_skipped_not_fatal(tmp_path):
     rec = json.loads((study / "browse" / "errors.json").read_text())
     rec["rows"][0]["pred_a"] = 99  # not a class
     (study / "browse" / "errors.json").write_text(json.dumps(rec))
-    R.render_report(study)
+    render_report(study)
     assert 'id="browse"' not in (study / "report.html").read_text()
     assert B.load(study, "../../etc/passwd") is None
 
@@ -167,6 +168,6 @@ def test_csp_allows_exactly_the_browse_script(tmp_path):
     study = _study(tmp_path)
     doc = (study / "report.html").read_text()
     m = re.search(r"script-src 'sha256-([A-Za-z0-9+/=]+)'", doc)
-    assert m and m.group(1) == R.BROWSE_JS_SHA256
+    assert m and m.group(1) == BROWSE_JS_SHA256
     scripts = re.findall(r"<script>(.*?)</script>", doc, flags=re.S)
-    assert scripts == [R.BROWSE_JS]
+    assert scripts == [BROWSE_JS]

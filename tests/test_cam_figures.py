@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.image import AxesImage
 
-from cifarlens import cam_figures
-from cifarlens.cam_figures import (
+from cifarlens.cam import figures as cam_figures
+from cifarlens.cam.figures import (
     CAM_CMAP,
     CAM_INTERPOLATION,
     model_scale,
@@ -16,7 +16,7 @@ from cifarlens.cam_figures import (
     plot_explanations,
     plot_tracking,
 )
-from cifarlens.gradcam import resize_maps
+from cifarlens.cam.gradcam import resize_maps
 
 
 @pytest.fixture

@@ -26,9 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cifarlens import cli
+from cifarlens.cli import build_parser, main
+from cifarlens.cli.args import finite_float, nonneg_int, positive_int
 from cifarlens.errors import CifarlensError
-from cifarlens.train import TRAINING_SETTINGS
+from cifarlens.training.config import TRAINING_SETTINGS
 
 EXAMPLES = int(os.environ.get("CIFARLENS_FUZZ_EXAMPLES", "150"))
 PATH_DESTS = {"out", "data_dir", "run", "study"}
@@ -50,7 +51,7 @@ def _leaves(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
         yield from _leaves(sp, prefix + (name,))
 
 
-PARSER = cli.build_parser()
+PARSER = build_parser()
 LEAVES = sorted(_leaves(PARSER), key=lambda x: x[0])
 COMMAND_WORDS = sorted({w for words, _ in LEAVES for w in words})
 
@@ -108,9 +109,9 @@ def _value(action: argparse.Action) -> st.SearchStrategy[str]:
     if action.choices:
         return st.one_of(st.sampled_from([str(c) for c in action.choices]), TEXT)
     t = action.type
-    if t in (cli._positive_int, cli._nonneg_int) or "_int_range" in getattr(t, "__qualname__", ""):
+    if t in (positive_int, nonneg_int) or "int_range" in getattr(t, "__qualname__", ""):
         return INTS
-    if t is cli._finite_float:
+    if t is finite_float:
         return FLOATS
     return TEXT
 
@@ -157,7 +158,7 @@ def _main(argv: list[str]) -> tuple[int | str | None, str, str, bool]:
     work = False
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            rc = cli.main(argv)
+            rc = main(argv)
         except SystemExit as e:
             rc = e.code
         except _WouldWork:
@@ -188,10 +189,10 @@ def _judge(argv: list[str], rc, out: str, err: str, work: bool) -> None:
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     """A cwd of our own, no data, no network, and real work intercepted (see module doc)."""
-    import cifarlens.data
-    import cifarlens.download
-    import cifarlens.models
-    import cifarlens.synth
+    import cifarlens.data.download
+    import cifarlens.data.load
+    import cifarlens.data.synth
+    import cifarlens.training.models
 
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -205,10 +206,10 @@ def sandbox(tmp_path, monkeypatch):
     def would_work(*a, **k):
         raise _WouldWork
 
-    monkeypatch.setattr(cifarlens.download, "fetch", offline)
-    monkeypatch.setattr(cifarlens.synth, "render_images", would_work)
-    monkeypatch.setattr(cifarlens.models, "build_model", would_work)
-    monkeypatch.setattr(cifarlens.data, "read_folder", would_work)  # never reached: no data
+    monkeypatch.setattr(cifarlens.data.download, "fetch", offline)
+    monkeypatch.setattr(cifarlens.data.synth, "render_images", would_work)
+    monkeypatch.setattr(cifarlens.training.models, "build_model", would_work)
+    monkeypatch.setattr(cifarlens.data.load, "read_folder", would_work)  # never reached: no data
     return cwd
 
 

@@ -7,8 +7,9 @@ import dataclasses
 
 import pytest
 
-from cifarlens import cli
-from cifarlens.train import PRESETS, SETTING_HELP, TrainConfig, make_config
+from cifarlens.cli import build_parser, main
+from cifarlens.cli.args import train_overrides
+from cifarlens.training.config import PRESETS, SETTING_HELP, TrainConfig, make_config
 
 
 def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
@@ -20,7 +21,7 @@ def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
                 yield from _commands(sp, words + (name,))
 
 
-COMMANDS = list(_commands(cli.build_parser()))
+COMMANDS = list(_commands(build_parser()))
 
 
 def _help_of(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
@@ -50,7 +51,7 @@ def test_every_command_has_a_description_an_example_and_documented_options(words
 def test_help_is_shown_with_the_example_through_main(capsys):
     for words, _ in COMMANDS:
         with pytest.raises(SystemExit) as e:
-            cli.main([*words, "--help"])
+            main([*words, "--help"])
         assert e.value.code == 0
         out = capsys.readouterr().out
         assert "example:" in out and out.strip(), words
@@ -82,7 +83,7 @@ def test_every_config_field_has_a_flag_that_reaches_the_config(command):
     for preset in PRESETS:
         for name, raw in values.items():
             a = parser.parse_args(["--preset", preset, "--" + name.replace("_", "-"), raw, *extra])
-            cfg = make_config(a.preset, **cli._train_overrides(a))
+            cfg = make_config(a.preset, **train_overrides(a))
             want = type(getattr(TrainConfig(), name) if getattr(TrainConfig(), name) is not None
                         else 0)(raw) if name not in ("data_dir",) else raw
             assert getattr(cfg, name) == want, (preset, name)
@@ -96,12 +97,12 @@ def test_train_limit_none_undoes_the_quick_presets_limit():
     parser = _train_parser("train")
     a = parser.parse_args(["--preset", "quick", "--train-limit", "none", "--out", "x"])
     assert make_config("quick").train_limit == 10_000
-    assert make_config(a.preset, **cli._train_overrides(a)).train_limit is None
+    assert make_config(a.preset, **train_overrides(a)).train_limit is None
 
 
 def test_study_help_lists_the_settings_change_accepts():
-    from cifarlens.study import PAIRING_SETTINGS, parse_change
-    from cifarlens.train import TRAINING_SETTINGS
+    from cifarlens.study.plan import PAIRING_SETTINGS, parse_change
+    from cifarlens.training.config import TRAINING_SETTINGS
 
     parser = _train_parser("study")
     change = next(a for a in parser._actions if "--change" in a.option_strings)
@@ -129,7 +130,7 @@ def test_help_states_no_times_of_its_own_and_its_reference_exists():
 
 
 def test_data_synth_takes_data_dir_like_every_command_and_out_as_its_older_name():
-    parser = cli.build_parser()
+    parser = build_parser()
     for flag in ("--data-dir", "--out"):
         assert parser.parse_args(["data", "synth", flag, "d1"]).data_dir == "d1"
     for words in (["train", "--out", "r"], ["study"], ["data", "verify"], ["data", "info"]):

@@ -7,7 +7,8 @@ import io
 
 import numpy as np
 
-from cifarlens import cli
+from cifarlens.cli import main
+from cifarlens.cli.study import _time_line
 from cifarlens.runs import read_config
 
 
@@ -17,7 +18,7 @@ def _lines(text: str) -> list[str]:
 
 def test_train_prints_only_its_result_on_stdout(synth100, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["train", "--preset", "smoke", "--epochs", "1", "--data-dir", str(synth100),
+    rc = main(["train", "--preset", "smoke", "--epochs", "1", "--data-dir", str(synth100),
                    "--device", "cpu", "--out", str(out), "--no-progress",
                    "--momentum", "0.8", "--warmup-epochs", "0"])
     cap = capsys.readouterr()
@@ -32,7 +33,7 @@ def test_train_prints_only_its_result_on_stdout(synth100, tmp_path, capsys):
 
 
 def test_evaluate_and_failures_print_only_results_and_write_predictions_csv(run_copy, capsys):
-    rc = cli.main(["evaluate", str(run_copy), "--device", "cpu"])
+    rc = main(["evaluate", str(run_copy), "--device", "cpu"])
     cap = capsys.readouterr()
     assert rc == 0
     assert _lines(cap.out) == [f"wrote predictions, metrics and figures to {run_copy}"]
@@ -52,7 +53,7 @@ def test_evaluate_and_failures_print_only_results_and_write_predictions_csv(run_
         assert [r[5] for r in body] == [names[k] for k in p["pred"]]
     assert not list(run_copy.glob("*.tmp*")) and not list(run_copy.glob(".*tmp*"))
 
-    rc = cli.main(["failures", str(run_copy), "--top", "4", "--no-progress"])
+    rc = main(["failures", str(run_copy), "--top", "4", "--no-progress"])
     cap = capsys.readouterr()
     assert rc == 0 and len(_lines(cap.out)) == 1 and cap.out.startswith("wrote ")
     assert "wrong of" in cap.err
@@ -61,7 +62,7 @@ def test_evaluate_and_failures_print_only_results_and_write_predictions_csv(run_
 def test_explain_prepares_what_it_needs_and_prints_only_its_result(run_copy, capsys):
     """`cifarlens explain` on a run never evaluated: the CLI evaluates and finds the failures
     first (the stage itself never runs another), logs go to stderr, one result line to stdout."""
-    rc = cli.main(["explain", str(run_copy), "--failures", "2", "--no-progress"])
+    rc = main(["explain", str(run_copy), "--failures", "2", "--no-progress"])
     cap = capsys.readouterr()
     assert rc == 0
     assert _lines(cap.out) == [f"wrote {run_copy / 'explanations_test.npz'} (2 images)"]
@@ -71,7 +72,7 @@ def test_explain_prepares_what_it_needs_and_prints_only_its_result(run_copy, cap
 
 
 def test_predictions_csv_quotes_names_that_hold_separators():
-    from cifarlens.evaluate import predictions_csv
+    from cifarlens.analysis.evaluate import predictions_csv
 
     p = {"indices": np.array([7, 3]), "labels": np.array([0, 1]), "pred": np.array([1, 1]),
          "confidence": np.array([0.5, 0.25], dtype=np.float32)}
@@ -84,7 +85,7 @@ def test_predictions_csv_quotes_names_that_hold_separators():
 
 def test_evaluate_progress_counts_images_then_figures(run_copy, monkeypatch):
     """With the delay at 0 the bar shows; it advances once per image, then once per figure."""
-    from cifarlens import evaluate as E
+    from cifarlens.analysis import evaluate as E
 
     seen: list[tuple[str, int, int]] = []
     real = E._progress
@@ -113,9 +114,9 @@ def test_the_result_says_what_this_invocation_measured():
     s = {"timing": {"total_s": 84.0, "train_s": 48.0, "evaluate_s": 20.0},
          "environment": {"device": "cpu", "device_name": "x86_64", "cpu_model": "Intel Xeon",
                          "gpu_model": None, "threads": 1}}
-    assert cli._time_line(s) == ("time: 84 s in all, 48 s training (43% outside training), "
+    assert _time_line(s) == ("time: 84 s in all, 48 s training (43% outside training), "
                                  "on Intel Xeon with 1 thread")
     s["timing"] = {"total_s": 7200.0, "train_s": None}  # --jobs: stages overlap, no split
     s["environment"].update(device="cuda:0", gpu_model="NVIDIA H200", threads=2)
-    assert cli._time_line(s) == "time: 2.0 h in all, on NVIDIA H200 with 2 threads"
-    assert cli._time_line({"timing": {}}) is None and cli._time_line({}) is None
+    assert _time_line(s) == "time: 2.0 h in all, on NVIDIA H200 with 2 threads"
+    assert _time_line({"timing": {}}) is None and _time_line({}) is None

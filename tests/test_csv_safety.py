@@ -9,10 +9,10 @@ import io
 import numpy as np
 import pytest
 
-from cifarlens import browse
+from cifarlens.analysis.evaluate import predictions_csv
 from cifarlens.csvfile import csv_cell, csv_text
-from cifarlens.evaluate import predictions_csv
 from cifarlens.runs import Run
+from cifarlens.study import browse
 
 EVIL = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
         "\t=1+1", "\r=1+1", "  =1", "ab\u202ecd\u2066", "x\x1b[31my\x00"]

@@ -5,19 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens.data import (
-    Batches,
-    channel_stats,
-    load_dataset,
-    locate,
-    random_crop,
-    random_flip,
-    read_folder,
-    safe_unpickle,
-    stratified_split,
-    stratified_subset,
-)
+from cifarlens.data.batches import Batches
+from cifarlens.data.dataset import read_folder
+from cifarlens.data.load import load_dataset, locate
+from cifarlens.data.pickles import safe_unpickle
+from cifarlens.data.registry import DATASETS
+from cifarlens.data.split import channel_stats, stratified_split, stratified_subset
 from cifarlens.errors import CifarlensError
+from cifarlens.training.augment import random_crop, random_flip
 
 
 def test_reads_cifar100_format(synth100):
@@ -146,10 +141,9 @@ def test_truncated_archive_is_refused(synth100, tmp_path):
 
 
 def test_offline_message_says_where_to_put_files(tmp_path, monkeypatch):
-    from cifarlens import data as D
 
-    spec = dict(D.DATASETS["cifar100"], url="http://127.0.0.1:9/cifar-100-python.tar.gz")
-    monkeypatch.setitem(D.DATASETS, "cifar100", spec)
+    spec = dict(DATASETS["cifar100"], url="http://127.0.0.1:9/cifar-100-python.tar.gz")
+    monkeypatch.setitem(DATASETS, "cifar100", spec)
     with pytest.raises(CifarlensError) as e:
         locate("cifar100", tmp_path, download=True, progress=False)
     msg = str(e.value)

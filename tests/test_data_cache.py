@@ -6,8 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from cifarlens import data as D
-from cifarlens import userdata
+from cifarlens.data import dataset, load, pickles, userdata
+from cifarlens.data.dataset import read_folder
+from cifarlens.data.load import _CACHE, CACHE_SIZE, clear_cache, load_dataset
+from cifarlens.data.pickles import md5_bytes
 from cifarlens.errors import CifarlensError
 
 
@@ -15,18 +17,19 @@ from cifarlens.errors import CifarlensError
 def counted(monkeypatch):
     """Counts every MD5 computed by data.py (every verification of a data file)."""
     calls = []
-    real = D.md5_bytes
+    real = md5_bytes
 
     def md5(b):
         calls.append(len(b))
         return real(b)
 
-    monkeypatch.setattr(D, "md5_bytes", md5)
+    for module in (pickles, dataset):  # each binds the name at import
+        monkeypatch.setattr(module, "md5_bytes", md5)
     # userdata binds the name at import: patch it there too, or the count depends on test order
     monkeypatch.setattr(userdata, "md5_bytes", md5)
-    D.clear_cache()
+    clear_cache()
     yield calls
-    D.clear_cache()
+    clear_cache()
 
 
 def _aged_copy(src, dst):
@@ -44,8 +47,8 @@ def test_a_study_like_sequence_verifies_each_file_once(synth100, tmp_path, count
     # load_split and the summary read it with download=False, by the root or the folder
     loads = []
     for kw in [dict(download=True), dict(download=True)] + [dict(download=False)] * 6:
-        loads.append(D.load_dataset("cifar100", root, **kw))
-    loads.append(D.load_dataset("cifar100", folder, download=False))
+        loads.append(load_dataset("cifar100", root, **kw))
+    loads.append(load_dataset("cifar100", folder, download=False))
     assert len(counted) == 3  # meta, train, test: once each
     assert all(d.train_x is loads[0].train_x for d in loads)  # the same verified arrays
     assert loads[1].identity == loads[0].identity and loads[1].identity is not loads[0].identity
@@ -53,7 +56,7 @@ def test_a_study_like_sequence_verifies_each_file_once(synth100, tmp_path, count
 
 def test_a_changed_file_is_verified_again(synth100, tmp_path, counted):
     root = _aged_copy(synth100, tmp_path / "d")
-    D.load_dataset("cifar100", root, download=False)
+    load_dataset("cifar100", root, download=False)
     assert len(counted) == 3
     f = root / "cifar-100-python" / "test"
     st = f.stat()
@@ -62,7 +65,7 @@ def test_a_changed_file_is_verified_again(synth100, tmp_path, counted):
     f.write_bytes(bytes(raw))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # a different, old mtime
     with pytest.raises(CifarlensError, match="checksum mismatch.*test"):
-        D.load_dataset("cifar100", root, download=False)
+        load_dataset("cifar100", root, download=False)
 
 
 def test_an_in_place_change_within_the_clock_tick_is_caught(synth100, tmp_path, counted,
@@ -70,24 +73,25 @@ def test_an_in_place_change_within_the_clock_tick_is_caught(synth100, tmp_path, 
     # A rewrite of the same size inside one timestamp tick keeps size and mtime: files written
     # shortly before they were read are therefore never trusted from the cache. The window is
     # widened so that a slow (loaded) machine cannot push the copy out of it.
-    monkeypatch.setattr(D, "RACY_NS", 3600 * 10**9)
+    monkeypatch.setattr(load, "RACY_NS", 3600 * 10**9)
     root = tmp_path / "d"
     shutil.copytree(synth100, root)  # fresh mtimes
     f = root / "cifar-100-python" / "test"
-    D.load_dataset("cifar100", root, download=False)
+    load_dataset("cifar100", root, download=False)
     st = f.stat()
     raw = bytearray(f.read_bytes())
     raw[-100] ^= 1
     f.write_bytes(bytes(raw))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime, same inode
     with pytest.raises(CifarlensError, match="checksum mismatch"):
-        D.load_dataset("cifar100", root, download=False)
+        load_dataset("cifar100", root, download=False)
 
 
 def test_user_data_is_cached_and_rechecked(tmp_path, counted):
     from test_userdata import make_cifar100_layout
 
-    from cifarlens.userdata import USER_MANIFEST, register
+    from cifarlens.data.registry import USER_MANIFEST
+    from cifarlens.data.userdata import register
 
     folder = make_cifar100_layout(tmp_path / "u" / "cifar-100-python")
     register(folder)
@@ -95,13 +99,13 @@ def test_user_data_is_cached_and_rechecked(tmp_path, counted):
         st = p.stat()
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - 10**10))
     counted.clear()
-    a = D.load_dataset("user", tmp_path / "u")
-    b = D.load_dataset("user", folder, download=False)
+    a = load_dataset("user", tmp_path / "u")
+    b = load_dataset("user", folder, download=False)
     assert len(counted) == 3 and a.train_x is b.train_x
     m = folder / USER_MANIFEST  # a new registration is a new dataset: read again
     st = m.stat()
     os.utime(m, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    D.load_dataset("user", folder)
+    load_dataset("user", folder)
     assert len(counted) == 6
 
 
@@ -110,20 +114,20 @@ def test_the_cache_is_bounded(synth100, synth10, tmp_path, counted):
     r10 = _aged_copy(synth10, tmp_path / "b")
     r100b = _aged_copy(synth100, tmp_path / "c")
     for root, name in ((r100, "cifar100"), (r10, "cifar10"), (r100b, "cifar100")):
-        D.load_dataset(name, root, download=False)
+        load_dataset(name, root, download=False)
     n = len(counted)
-    D.load_dataset("cifar10", r10, download=False)  # still held
+    load_dataset("cifar10", r10, download=False)  # still held
     assert len(counted) == n
-    D.load_dataset("cifar100", r100, download=False)  # the oldest was dropped: read again
+    load_dataset("cifar100", r100, download=False)  # the oldest was dropped: read again
     assert len(counted) == n + 3
-    assert len(D._CACHE.entries) == D.CACHE_SIZE
+    assert len(_CACHE.entries) == CACHE_SIZE
 
 
 def test_cached_arrays_are_what_a_fresh_read_gives(synth100, tmp_path, counted):
     root = _aged_copy(synth100, tmp_path / "d")
-    a = D.load_dataset("cifar100", root, download=False)
-    b = D.load_dataset("cifar100", root, download=False)
-    fresh = D.read_folder(root / "cifar-100-python", "cifar100")
+    a = load_dataset("cifar100", root, download=False)
+    b = load_dataset("cifar100", root, download=False)
+    fresh = read_folder(root / "cifar-100-python", "cifar100")
     for k in ("train_x", "train_y", "test_x", "test_y", "fine_to_coarse"):
         assert np.array_equal(getattr(b, k), getattr(fresh, k))
     assert b.identity == fresh.identity == a.identity

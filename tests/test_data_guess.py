@@ -3,9 +3,9 @@ download leaves none of the folders it created (issue 20)."""
 
 import pytest
 
-from cifarlens import data as D
-from cifarlens import download
 from cifarlens.cli import main
+from cifarlens.data import download
+from cifarlens.data.load import locate
 from cifarlens.errors import CifarlensError
 
 
@@ -27,14 +27,14 @@ def test_a_folder_of_another_dataset_is_named_not_downloaded_into(tmp_path, no_n
     (tmp_path / "cifar-100-python").mkdir()
     with pytest.raises(CifarlensError, match="holds cifar-100-python, not cifar10: did you mean "
                                              "--dataset cifar100") as e:
-        D.locate("cifar10", tmp_path)
+        locate("cifar10", tmp_path)
     assert "\n" not in str(e.value)
     # pointed straight at the other dataset's folder
     with pytest.raises(CifarlensError, match="did you mean --dataset cifar100"):
-        D.locate("cifar10", tmp_path / "cifar-100-python")
+        locate("cifar10", tmp_path / "cifar-100-python")
     (tmp_path / "u" / "cifarlens-user").mkdir(parents=True)
     with pytest.raises(CifarlensError, match="did you mean --dataset user"):
-        D.locate("cifar100", tmp_path / "u")
+        locate("cifar100", tmp_path / "u")
     assert no_network == []  # nothing was downloaded
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["cifar-100-python", "cifarlens-user",
                                                             "u"]
@@ -48,5 +48,5 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path, no_network, capsys)
     # a folder that was there before stays
     (tmp_path / "kept").mkdir()
     with pytest.raises(CifarlensError, match="network unreachable"):
-        D.locate("cifar100", tmp_path / "kept")
+        locate("cifar100", tmp_path / "kept")
     assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []

@@ -63,7 +63,7 @@ def _rows(run: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from cifarlens.synth import write_synthetic
+    from cifarlens.data.synth import write_synthetic
 
     root = tmp_path_factory.mktemp("ddp-data")
     write_synthetic(root, "cifar100", train_per_class=20, test_per_class=2, seed=0)
@@ -72,7 +72,8 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def single_run(data, tmp_path_factory) -> dict:
-    from cifarlens.train import make_config, train
+    from cifarlens.training.config import make_config
+    from cifarlens.training.loop import train
 
     cfg = make_config("smoke", data_dir=str(data), device="cpu")
     threads = torch.get_num_threads()

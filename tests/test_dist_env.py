@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cifarlens import cli
-from cifarlens import train as T
+from cifarlens.cli import main
 from cifarlens.errors import CifarlensError
+from cifarlens.training.runtime import Dist, dist_env, init_distributed
 
 DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -39,10 +39,10 @@ def test_bad_launcher_environment_is_one_line_before_any_work(env, message, monk
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(CifarlensError, match=message.replace("(", r"\(")):
-        T.dist_env()
+        dist_env()
     out = tmp_path / "run"
     # no data at --data-dir: had the check come later, the error would be a different one
-    rc = cli.main(["train", "--data-dir", str(tmp_path / "nothing"), "--preset", "smoke",
+    rc = main(["train", "--data-dir", str(tmp_path / "nothing"), "--preset", "smoke",
                    "--device", "cpu", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and message in err, err
@@ -50,11 +50,11 @@ def test_bad_launcher_environment_is_one_line_before_any_work(env, message, monk
 
 
 def test_plain_environment_is_one_process(monkeypatch):
-    assert T.dist_env() == (1, 0, 0)
+    assert dist_env() == (1, 0, 0)
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", " ")
-    assert T.dist_env() == (1, 0, 0) and T.init_distributed("cpu") == T.Dist()
+    assert dist_env() == (1, 0, 0) and init_distributed("cpu") == Dist()
 
 
 def test_cuda_device_is_set_before_the_nccl_process_group(monkeypatch):
@@ -70,9 +70,9 @@ def test_cuda_device_is_set_before_the_nccl_process_group(monkeypatch):
     monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
     monkeypatch.setattr(dist, "get_rank", lambda: 1)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    d = T.init_distributed("auto")
+    d = init_distributed("auto")
     assert calls == [("set_device", 1), ("init", "nccl")]
     assert (d.rank, d.world, d.local_rank) == (1, 2, 1)
     calls.clear()
-    T.init_distributed("cpu")  # gloo on the CPU: no device to set
+    init_distributed("cpu")  # gloo on the CPU: no device to set
     assert calls == [("init", "gloo")]

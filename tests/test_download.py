@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cifarlens import synth
-from cifarlens.download import fetch, md5_file, safe_extract
+from cifarlens.data.download import fetch, md5_file, safe_extract
+from cifarlens.data.synth import read_synth_info, write_synthetic
 from cifarlens.errors import CifarlensError
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def server() -> Iterator[tuple[str, Behaviour]]:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     out = tmp_path_factory.mktemp("synth")
-    synth.write_synthetic(out, "cifar10", train_per_class=30, test_per_class=5)
+    write_synthetic(out, "cifar10", train_per_class=30, test_per_class=5)
     return (out / "cifar-10-python.tar.gz").read_bytes()
 
 
@@ -322,7 +322,7 @@ def test_extract_synthetic_archive(archive: bytes, tmp_path: Path) -> None:
     root = tmp_path / "root"
     safe_extract(src, root)
     assert leftovers(root) == ["cifar-10-batches-py"]
-    info = synth.read_synth_info(root / "cifar-10-batches-py")  # verifies every MD5
+    info = read_synth_info(root / "cifar-10-batches-py")  # verifies every MD5
     assert len(info["md5"]) == 7
 
 
@@ -347,7 +347,7 @@ def test_extract_never_replaces_an_existing_entry(archive: bytes, tmp_path: Path
 
 
 def test_install_folder_writes_whole_and_never_replaces_unless_told(tmp_path: Path) -> None:
-    from cifarlens.download import install_folder
+    from cifarlens.data.download import install_folder
 
     root = tmp_path / "root"
     assert install_folder(root, "ds", {"a": b"1", "b": b"22"}) == root / "ds"
@@ -362,7 +362,7 @@ def test_install_folder_writes_whole_and_never_replaces_unless_told(tmp_path: Pa
 def test_install_folder_puts_the_old_folder_back_if_the_rename_fails(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import cifarlens.download as dl
+    import cifarlens.data.download as dl
 
     root = tmp_path / "root"
     dl.install_folder(root, "ds", {"mine": b"keep me"})

@@ -5,9 +5,10 @@ import re
 import numpy as np
 import pytest
 
-import cifarlens.study as S
+import cifarlens.study.run as S
 from cifarlens._console import fmt_duration
-from cifarlens.estimate import Plan, duration_s, plan_line, recorded_rate, train_images
+from cifarlens.study.estimate import Plan, duration_s, plan_line, recorded_rate, train_images
+from cifarlens.study.run import run_study
 
 
 def test_duration_is_runs_times_epochs_times_images_over_rate():
@@ -38,10 +39,10 @@ def test_study_says_its_plan_before_training(tmp_path, synth100, monkeypatch):
     def stop(*a, **k):
         raise RuntimeError("stop before training")
 
-    monkeypatch.setattr(S, "_run_sequential", stop)
+    monkeypatch.setattr(S, "run_sequential", stop)
     lines: list[str] = []
     with pytest.raises(RuntimeError, match="stop before training"):
-        S.run_study(tmp_path / "s", preset="smoke", seeds=2, progress=False, log=lines.append,
+        run_study(tmp_path / "s", preset="smoke", seeds=2, progress=False, log=lines.append,
                     overrides={"data_dir": str(synth100), "device": "cpu"})
     plan = [ln for ln in lines if ln.startswith("plan:")]
     assert len(plan) == 1, lines

@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlens import cam_figures, cam_metrics
-from cifarlens.cam_figures import plot_deletion_insertion, plot_explanations
-from cifarlens.cam_metrics import (
+from cifarlens.cam import figures as cam_figures
+from cifarlens.cam import quality as cam_metrics
+from cifarlens.cam.figures import plot_deletion_insertion, plot_explanations
+from cifarlens.cam.gradcam import find_cam_layer, gradcam, gradcam_pair
+from cifarlens.cam.quality import (
     border_area_fraction,
     border_share,
     deletion_insertion,
@@ -21,7 +23,6 @@ from cifarlens.cam_metrics import (
     random_maps,
 )
 from cifarlens.errors import CifarlensError
-from cifarlens.gradcam import find_cam_layer, gradcam, gradcam_pair
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -565,7 +566,7 @@ def test_benchmark_own_vs_captum():  # pragma: no cover - measurement, not a che
 
 
 def test_smooth_random_and_centre_prior_maps():
-    from cifarlens.cam_metrics import centre_prior_maps, smooth_random_maps
+    from cifarlens.cam.quality import centre_prior_maps, smooth_random_maps
 
     m = smooth_random_maps(3, 32, 32, (4, 4), seed=1)
     assert m.shape == (3, 32, 32)
@@ -597,7 +598,7 @@ class _PatchModel(nn.Module):
 
 
 def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_evidence():
-    from cifarlens.cam_metrics import centre_prior_maps, faithfulness
+    from cifarlens.cam.quality import centre_prior_maps, faithfulness
 
     g = torch.Generator().manual_seed(0)
     n = 16
@@ -626,7 +627,7 @@ def test_faithfulness_beats_the_centre_prior_only_where_the_map_finds_the_eviden
 def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
     from scipy import stats as sps
 
-    from cifarlens.cam_metrics import border_share, border_summary, centre_prior_maps
+    from cifarlens.cam.quality import border_share, border_summary, centre_prior_maps
 
     rng = np.random.default_rng(0)
     f = rng.uniform(0.5, 0.7, 20)
@@ -645,39 +646,6 @@ def test_border_summary_tests_failures_against_correct_and_knows_the_layer():
     # NaN shares (all-zero maps) are left out; one failure is too few to test
     one = border_summary({"failures": np.array([0.5, np.nan]), "correct": c}, (4, 4))
     assert one["n_failures"] == 1 and "p_value" not in one
-
-
-# --------------------------------------------------------------------------- module split
-
-
-def test_split_keeps_the_old_import_paths():
-    """The method, measures and figures moved to gradcam / cam_metrics / cam_figures; every
-    public name `cifarlens.explain` and `cifarlens.explanations` held before is still there and
-    is the same object as in its new home."""
-    from cifarlens import explain, explanations
-    from cifarlens import gradcam as G
-
-    for mod in (explain, explanations, G, cam_metrics, cam_figures):
-        assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), mod.__name__
-        # every public function a module defines is declared in its __all__
-        own = {n for n, v in vars(mod).items() if not n.startswith("_") and callable(v)
-               and getattr(v, "__module__", None) == mod.__name__}
-        assert own <= set(mod.__all__), (mod.__name__, own - set(mod.__all__))
-    assert explain.gradcam is G.gradcam and explain.gradcam_pair is G.gradcam_pair
-    assert explain.find_cam_layer is G.find_cam_layer
-    for name in ("random_maps", "smooth_random_maps", "centre_prior_maps", "deletion_insertion",
-                 "pointing_game", "border_area_fraction", "border_share", "DEFAULT_BORDER"):
-        assert getattr(explain, name) is getattr(cam_metrics, name)
-    for name in ("plot_explanations", "plot_deletion_insertion"):
-        assert getattr(explain, name) is getattr(cam_figures, name)
-    for name in ("faithfulness", "border_summary", "BORDER", "BASELINE_NAMES"):
-        assert getattr(explanations, name) is getattr(cam_metrics, name)
-    assert explanations.explain_run is explain.explain_run
-    assert explanations.object_boxes is explain.object_boxes
-    assert explanations.resolve_layer is G.resolve_layer
-
-
-# --------------------------------------------------------------------------- the notebook API
 
 
 def test_targets_none_explains_the_predicted_class():
@@ -722,8 +690,8 @@ def test_layer_by_name_equals_layer_by_module_and_unknown_names_are_refused():
 def test_overlay_is_an_rgb_uint8_blend_with_the_figure_colormap():
     import matplotlib
 
-    from cifarlens.cam_figures import CAM_CMAP, overlay
-    from cifarlens.gradcam import resize_maps
+    from cifarlens.cam.figures import CAM_CMAP, overlay
+    from cifarlens.cam.gradcam import resize_maps
 
     g = np.random.default_rng(3)
     img = g.integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -758,7 +726,7 @@ def test_overlay_is_an_rgb_uint8_blend_with_the_figure_colormap():
 
 def test_overlay_of_a_real_gradcam():
     """The README's notebook lines on a tiny model: gradcam of the prediction, scaled, overlaid."""
-    from cifarlens.cam_figures import overlay
+    from cifarlens.cam.figures import overlay
 
     model = small_vgg(seed=24)
     x = torch.randn(2, 3, 32, 32)

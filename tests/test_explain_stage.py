@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifarlens import explain as stage
 from cifarlens._io import read_json
-from cifarlens.explain import DEFAULT_OPTIONS, adhoc_tag, explain_run
+from cifarlens.cam import explain as stage
+from cifarlens.cam.explain import DEFAULT_OPTIONS, _progress_bar, adhoc_tag, explain_run
 
 QUIET = {"correct_sample": 12, "steps": 2, "log": lambda m: None}
 
@@ -38,7 +38,7 @@ def test_adhoc_tags_name_every_option_that_differs():
 def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, monkeypatch):
     run = analysed_copy
     bars, updates = [], []
-    real_bar = stage._progress_bar
+    real_bar = _progress_bar
 
     def spy(total, desc, enabled):
         bar = real_bar(total, desc, enabled)
@@ -95,7 +95,7 @@ def test_adhoc_explain_leaves_the_default_files_byte_identical(analysed_copy, mo
 
 def test_the_default_layer_by_name_is_not_ad_hoc(analysed_copy):
     """Naming the default layer gives the default explanation; another layer is tagged."""
-    from cifarlens.gradcam import find_cam_layer, layer_name
+    from cifarlens.cam.gradcam import find_cam_layer, layer_name
     from cifarlens.runs import load_model
 
     run = analysed_copy

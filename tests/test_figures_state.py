@@ -18,14 +18,14 @@ fig, ax = plt.subplots()
 ax.set_yscale("log"); ax.plot([1, 2, 3], [0.01, 0.1, 1])
 figs_before = plt.get_fignums()
 
-import cifarlens.metrics as M
-import cifarlens.stats as S
-from cifarlens.explain import plot_explanations
+import cifarlens.analysis.metrics as M
+import cifarlens.figures.plots as P
+from cifarlens.cam.figures import plot_explanations
 
 rng = np.random.default_rng(0)
-M.plot_reliability(M.calibration_bins(rng.random(200), rng.random(200) > 0.5), OUT + "/r.png")
-M.plot_confusion(np.array([[3, 1], [2, 4]]), ["a$x$", "b"], OUT + "/c.png")
-S.plot_per_class_changes(np.array([[3, 1], [2, 4]]), np.array([[4, 0], [1, 5]]), ["a", "b"],
+P.plot_reliability(M.calibration_bins(rng.random(200), rng.random(200) > 0.5), OUT + "/r.png")
+P.plot_confusion(np.array([[3, 1], [2, 4]]), ["a$x$", "b"], OUT + "/c.png")
+P.plot_per_class_changes(np.array([[3, 1], [2, 4]]), np.array([[4, 0], [1, 5]]), ["a", "b"],
                          OUT + "/p.png")
 plot_explanations(rng.integers(0, 255, (1, 32, 32, 3)).astype(np.uint8), rng.random((1, 32, 32)),
                   rng.random((1, 32, 32)), ["t"], OUT + "/g.png", pred_names=["a"],
@@ -54,11 +54,11 @@ def test_plotting_with_cifarlens_keeps_the_users_matplotlib_state(tmp_path):
 BAD_BACKEND = r"""
 import os
 import numpy as np
-import cifarlens.metrics as M
-from cifarlens.explain import plot_explanations
+import cifarlens.figures.plots as P
+from cifarlens.cam.figures import plot_explanations
 
 rng = np.random.default_rng(0)
-M.plot_confusion(np.array([[3, 1], [2, 4]]), ["a", "b"], OUT + "/c.png")
+P.plot_confusion(np.array([[3, 1], [2, 4]]), ["a", "b"], OUT + "/c.png")
 plot_explanations(rng.integers(0, 255, (1, 32, 32, 3)).astype(np.uint8), rng.random((1, 32, 32)),
                   rng.random((1, 32, 32)), ["t"], OUT + "/g.png", pred_names=["a"],
                   true_names=["b"], confidences=[0.5])

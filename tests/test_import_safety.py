@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from test_userdata import make_cifar100_layout, make_image_folder
 
-from cifarlens import data as D
 from cifarlens.cli import main
+from cifarlens.data.image_import import MAX_PIXELS, load_image
+from cifarlens.data.load import load_dataset
+from cifarlens.data.userdata import import_images, register
 from cifarlens.errors import CifarlensError
-from cifarlens.image_import import MAX_PIXELS, load_image
-from cifarlens.userdata import import_images, register
 
 
 def _chunk(t: bytes, d: bytes) -> bytes:
@@ -136,4 +136,4 @@ def test_register_checks_the_class_names_of_the_meta_file(tmp_path):
         register(folder)
     _rewrite_names(folder, [b"cat", b"bird", b"dog"])
     assert register(folder)[2] == "registered"
-    assert D.load_dataset("user", folder, download=False).class_names == ["cat", "bird", "dog"]
+    assert load_dataset("user", folder, download=False).class_names == ["cat", "bird", "dog"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cifarlens.errors import CifarlensError
-from cifarlens.models import build_model
+from cifarlens.training.models import build_model
 
 MODULE = '''
 import torch

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens.complexity import complexity
 from cifarlens.errors import CifarlensError
-from cifarlens.models import build_model
+from cifarlens.training.complexity import complexity
+from cifarlens.training.models import build_model
 
 
 def test_baseline_matches_the_seed_report_exactly():
@@ -57,7 +57,7 @@ def test_resnet18_is_the_cifar_layout_with_its_known_size():
 
 
 def test_resnet18_cam_layer_is_the_last_4x4_map_and_registered_once():
-    from cifarlens.explain import find_cam_layer
+    from cifarlens.cam.gradcam import find_cam_layer
 
     m = build_model("resnet18", 100).eval()
     layer = find_cam_layer(m)
@@ -87,7 +87,7 @@ def test_resnet18_trains_a_few_steps_with_finite_falling_loss():
 
 @pytest.mark.parametrize("name", ["baseline", "small", "resnet18"])
 def test_layer_table_rows_sum_to_the_totals(name):
-    from cifarlens.complexity import layer_table
+    from cifarlens.training.complexity import layer_table
 
     m = build_model(name, 100)
     c = complexity(m)
@@ -101,7 +101,7 @@ def test_layer_table_rows_sum_to_the_totals(name):
 
 
 def test_layer_table_counts_functional_ops_and_shared_weights_once():
-    from cifarlens.complexity import layer_table
+    from cifarlens.training.complexity import layer_table
 
     class Odd(torch.nn.Module):
         def __init__(self):
@@ -138,7 +138,7 @@ def test_complexity_cli_units_and_layers_json():
 
 
 def test_fmt_flops_rule():
-    from cifarlens.complexity import fmt_flops
+    from cifarlens.training.complexity import fmt_flops
 
     assert fmt_flops(650_612_736) == "0.65 GFLOPs"
     assert fmt_flops(8_275_968) == "8.28 MFLOPs"
@@ -182,7 +182,7 @@ def user_module(tmp_path, monkeypatch, request):
 def test_user_factory_builds_counts_and_records_its_source(user_module):
     import hashlib
 
-    from cifarlens.models import model_source
+    from cifarlens.training.models import model_source
 
     name, path = user_module
     m = build_model(f"{name}:net", 7)
@@ -193,7 +193,7 @@ def test_user_factory_builds_counts_and_records_its_source(user_module):
                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     from cifarlens import __version__
 
-    assert model_source("resnet18") == {"kind": "builtin", "ref": "cifarlens.models:resnet18",
+    assert model_source("resnet18") == {"kind": "builtin", "ref": "cifarlens.training.models:resnet18",
                                         "cifarlens": __version__}
 
 
@@ -215,7 +215,7 @@ def test_user_factory_errors_are_one_line(user_module):
 
 
 def test_user_factory_with_a_changed_source_is_refused(user_module):
-    from cifarlens.models import model_source
+    from cifarlens.training.models import model_source
 
     name, path = user_module
     recorded = model_source(f"{name}:net")
@@ -236,7 +236,7 @@ def test_user_factory_broken_import_is_one_line(tmp_path, monkeypatch):
 
 
 def _tiny_cfg(data, **kw):
-    from cifarlens.train import make_config
+    from cifarlens.training.config import make_config
 
     base = dict(data_dir=str(data), dataset="cifar10", device="cpu", epochs=1, batch_size=32,
                 train_limit=64, precision="fp32")
@@ -245,13 +245,13 @@ def _tiny_cfg(data, **kw):
 
 def test_resnet18_trains_through_train_with_finite_loss(synth10, tmp_path):
     from cifarlens.runs import load_model
-    from cifarlens.train import train
+    from cifarlens.training.loop import train
 
     done = train(_tiny_cfg(synth10, model="resnet18"), tmp_path / "r", progress=False,
                  log=lambda m: None)
     assert np.isfinite(done["final"]["train_loss"]) and np.isfinite(done["final"]["val_loss"])
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["model_source"]["ref"] == "cifarlens.models:resnet18"
+    assert cfg["model_source"]["ref"] == "cifarlens.training.models:resnet18"
     model, _ = load_model(tmp_path / "r")
     assert type(model).__name__ == "ResNet"
 
@@ -259,7 +259,7 @@ def test_resnet18_trains_through_train_with_finite_loss(synth10, tmp_path):
 def test_user_model_run_records_provenance_and_refuses_a_changed_source(
         synth10, tmp_path, user_module):
     from cifarlens.runs import load_model
-    from cifarlens.train import train
+    from cifarlens.training.loop import train
 
     name, path = user_module
     cfg = _tiny_cfg(synth10, model=f"{name}:net", epochs=2)
@@ -277,7 +277,7 @@ def test_user_model_run_records_provenance_and_refuses_a_changed_source(
 
 
 def test_a_bad_user_model_fails_before_any_file_is_written(tmp_path):
-    from cifarlens.train import make_config
+    from cifarlens.training.config import make_config
 
     with pytest.raises(CifarlensError, match="cannot import module"):
         make_config("smoke", model="no_such_pkg_qq.models:net")
@@ -291,8 +291,8 @@ def test_a_bad_user_model_fails_before_any_file_is_written(tmp_path):
 def test_model_is_a_one_change_setting():
     import dataclasses
 
-    from cifarlens.study import one_change_guard, parse_change
-    from cifarlens.train import make_config
+    from cifarlens.study.plan import one_change_guard, parse_change
+    from cifarlens.training.config import make_config
 
     assert parse_change("model=resnet18") == ("model", "resnet18")
     assert parse_change("model=mypkg.nets:wide") == ("model", "mypkg.nets:wide")
@@ -303,7 +303,7 @@ def test_model_is_a_one_change_setting():
 
 
 def test_study_compares_two_architectures(synth100, tmp_path, user_module):
-    from cifarlens.study import run_study
+    from cifarlens.study.run import run_study
 
     name, _ = user_module
     s = run_study(tmp_path / "s", preset="smoke", change=f"model={name}:net", failures_top=2,
@@ -312,7 +312,7 @@ def test_study_compares_two_architectures(synth100, tmp_path, user_module):
     assert s["change"] == {"key": "model", "baseline": "small", "variant": f"{name}:net"}
     assert s["models"]["baseline"]["params"] == 254_948
     assert s["models"]["variant"]["params"] == 3 * 8 * 9 + 8 + 8 * 100 + 100
-    for arm, ref in (("baseline", "cifarlens.models:small"), ("variant", f"{name}:net")):
+    for arm, ref in (("baseline", "cifarlens.training.models:small"), ("variant", f"{name}:net")):
         cfg = json.loads((tmp_path / "s" / "runs" / f"{arm}-s0" / "config.json").read_text())
         assert cfg["model_source"]["ref"] == ref
 
@@ -320,8 +320,13 @@ def test_study_compares_two_architectures(synth100, tmp_path, user_module):
 def test_seed_architecture_is_vgg_and_baseline_stays_an_alias():
     """`vgg` names the seed's architecture; `baseline` (its older name) builds the same model,
     is recorded as `vgg`, and a run recorded as `baseline` compares equal to one as `vgg`."""
-    from cifarlens.models import MODELS, canonical_model_name, check_model_name, model_source
-    from cifarlens.train import TrainConfig, config_diff, learned_settings, make_config
+    from cifarlens.training.config import TrainConfig, config_diff, learned_settings, make_config
+    from cifarlens.training.models import (
+        MODELS,
+        canonical_model_name,
+        check_model_name,
+        model_source,
+    )
 
     assert "vgg" in MODELS and "baseline" not in MODELS
     assert TrainConfig().model == "vgg"
@@ -341,7 +346,7 @@ def test_seed_architecture_is_vgg_and_baseline_stays_an_alias():
 
 
 def test_replication_check_accepts_either_name_of_the_seed_model():
-    from cifarlens.report import replication_applies
+    from cifarlens.report.sentences import replication_applies
 
     def why(model: str) -> list[str]:
         return replication_applies({"data_source": "official", "dataset": "cifar100",

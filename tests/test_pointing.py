@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens import cam_metrics as M
-from cifarlens import gradcam as G
-from cifarlens.models import build_model
+from cifarlens.cam import gradcam as G
+from cifarlens.cam import quality as M
+from cifarlens.data.synth import read_synth_info
 from cifarlens.runs import load_model, load_split
-from cifarlens.synth import read_synth_info
-from cifarlens.train import make_config, train
+from cifarlens.training.config import make_config
+from cifarlens.training.loop import train
+from cifarlens.training.models import build_model
 
 
 @pytest.fixture(scope="module")

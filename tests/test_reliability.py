@@ -30,11 +30,11 @@ import pytest
 import torch
 
 import cifarlens._io as cio
-import cifarlens.train as T
-from cifarlens import cli
+import cifarlens.training.loop as T
 from cifarlens._io import RunLock, write_json
+from cifarlens.cli import main
 from cifarlens.errors import CifarlensError
-from cifarlens.figures import safe_text
+from cifarlens.figures.style import safe_text
 from cifarlens.runs import (
     epoch_checkpoints,
     latest_good_checkpoint,
@@ -43,6 +43,8 @@ from cifarlens.runs import (
     save_checkpoint,
     sha256,
 )
+from cifarlens.training.config import TrainConfig, make_config
+from cifarlens.training.loop import lr_factor, train
 
 CRASH_TRIALS = int(os.environ.get("CIFARLENS_CRASH_TRIALS", "2"))
 CRASH_SEED = int(os.environ.get("CIFARLENS_CRASH_SEED") or random.SystemRandom().randrange(10**6))
@@ -77,7 +79,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads():
+def threads_arg():
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     yield
@@ -116,17 +118,17 @@ def _main(argv: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            rc = cli.main(argv)
+            rc = main(argv)
         except SystemExit as e:
             rc = e.code
     return rc, err.getvalue()
 
 
-def _cfg(data: Path, **kw) -> T.TrainConfig:
+def _cfg(data: Path, **kw) -> TrainConfig:
     """The in-process twin of TRAIN_ARGS (same training settings, so runs can be compared)."""
     base = dict(dataset="cifar10", data_dir=str(data), device="cpu", precision="fp32",
                 train_limit=100, batch_size=50, epochs=EPOCHS)
-    return T.make_config("smoke", **{**base, **kw})
+    return make_config("smoke", **{**base, **kw})
 
 
 def _no_time(rows: list[dict]) -> list[dict]:
@@ -386,7 +388,7 @@ def test_resume_after_corrupt_newest_checkpoint_matches_uninterrupted_run(refere
     (run / "done.json").unlink()  # as if killed before the end, with epoch 3's file damaged
     _flip(run / "checkpoints" / "ckpt-e0003.pt")
     logs = []
-    T.train(_cfg(synth10), run, resume=True, progress=False, log=logs.append)
+    train(_cfg(synth10), run, resume=True, progress=False, log=logs.append)
     text = "\n".join(logs)
     assert "ckpt-e0003.pt is corrupt (checksum mismatch); falling back" in text
     assert f"resuming {run} after epoch 2 " in text
@@ -501,7 +503,7 @@ def test_disk_full_during_training_stops_cleanly_and_resume_finishes(reference, 
 
     monkeypatch.setattr(cio.os, "fsync", fsync)
     with pytest.raises(CifarlensError, match=r"cannot write .*: disk full$") as e:
-        T.train(_cfg(synth10), run, progress=False, log=lambda m: None)
+        train(_cfg(synth10), run, progress=False, log=lambda m: None)
     monkeypatch.undo()
     assert "\n" not in str(e.value)
     assert not (run / ".lock").exists() and not (run / "done.json").exists()
@@ -510,7 +512,7 @@ def test_disk_full_during_training_stops_cleanly_and_resume_finishes(reference, 
     assert_nothing_torn(run)
     assert load_model(run, "best")[1]["model"] == "small"
     # space freed: --resume finishes, equal to a run that never hit the full disk
-    T.train(_cfg(synth10), run, resume=True, progress=False, log=lambda m: None)
+    train(_cfg(synth10), run, resume=True, progress=False, log=lambda m: None)
     assert_same_run(run, reference)
 
 
@@ -533,9 +535,9 @@ def _unwritable_dirs(tmp_path: Path) -> list[Path]:
 def test_unwritable_output_folder_is_a_one_line_error(synth10, tmp_path, capsys):
     for out in _unwritable_dirs(tmp_path):
         with pytest.raises(CifarlensError, match="cannot create") as e:
-            T.train(_cfg(synth10), out, progress=False, log=lambda m: None)
+            train(_cfg(synth10), out, progress=False, log=lambda m: None)
         assert str(out) in str(e.value) and "\n" not in str(e.value)
-        rc = cli.main(_train_argv(synth10, out))
+        rc = main(_train_argv(synth10, out))
         err = capsys.readouterr().err
         assert rc == 1 and err.count("\n") == 1 and err.startswith("cifarlens: error: cannot create")
         assert not out.exists()
@@ -557,7 +559,7 @@ def test_second_process_is_refused_naming_the_lock_and_a_killed_holder_is_stale(
                          text=True, env=_env())
     try:
         assert p.stdout.readline().strip() == "locked"
-        rc = cli.main(["train", "--out", str(run), "--data-dir", str(tmp_path / "none"),
+        rc = main(["train", "--out", str(run), "--data-dir", str(tmp_path / "none"),
                        *TRAIN_ARGS])
         err = capsys.readouterr().err
         assert rc == 1 and err.count("\n") == 1, err
@@ -597,7 +599,7 @@ def test_lock_of_another_host_is_never_taken_over(tmp_path):
 @pytest.fixture
 def offline(monkeypatch):
     """No network: a download attempt fails at once, as offline."""
-    import cifarlens.download
+    import cifarlens.data.download
 
     def fetch(url, dest, *a, **k):
         raise CifarlensError(f"cannot download {url} (offline test)")
@@ -608,7 +610,7 @@ def offline(monkeypatch):
 def test_lock_is_released_on_error_and_on_ctrl_c(tmp_path, capsys, monkeypatch, offline):
     run = tmp_path / "run"
     argv = ["train", "--out", str(run), "--data-dir", str(tmp_path / "none"), *TRAIN_ARGS]
-    assert cli.main(argv) == 1  # CifarlensError (no data) after the lock was taken
+    assert main(argv) == 1  # CifarlensError (no data) after the lock was taken
     assert "offline test" in capsys.readouterr().err and not (run / ".lock").exists()
 
     def interrupted(*a, **k):
@@ -616,7 +618,7 @@ def test_lock_is_released_on_error_and_on_ctrl_c(tmp_path, capsys, monkeypatch, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "load_dataset", interrupted)
-    assert cli.main(argv) == 130
+    assert main(argv) == 130
     # Ctrl-C before the first epoch still says how to continue
     assert capsys.readouterr().err == (f"cifarlens: interrupted; continue {run} with the same "
                                        "command and --resume\n") and not (run / ".lock").exists()
@@ -624,13 +626,13 @@ def test_lock_is_released_on_error_and_on_ctrl_c(tmp_path, capsys, monkeypatch, 
 
 
 def test_ctrl_c_in_a_study_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    import cifarlens.study
+    import cifarlens.study.run
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cifarlens.study, "run_study", interrupted)
-    assert cli.main(["study", "--out", str(tmp_path / "s")]) == 130
+    monkeypatch.setattr(cifarlens.study.run, "run_study", interrupted)
+    assert main(["study", "--out", str(tmp_path / "s")]) == 130
     err = capsys.readouterr().err
     assert err == f"cifarlens: interrupted; rerun the same command to resume {tmp_path / 's'}\n"
 
@@ -670,7 +672,7 @@ def test_checkpoint_with_code_payload_runs_nothing(reference, tmp_path):
 
 
 def test_class_names_with_markup_are_escaped_in_the_report(tmp_path):
-    from cifarlens.report import render_report
+    from cifarlens.report.render import render_report
 
     evil = "<img src=x onerror=alert(1)>"
     study = tmp_path / "study"
@@ -733,11 +735,11 @@ def test_safe_text_property():
 
 
 def test_class_names_with_mathtext_do_not_break_the_confusion_figure(tmp_path):
-    from cifarlens.metrics import plot_confusion
+    from cifarlens.figures.plots import plot_confusion
 
     plot_confusion(np.array([[3, 1], [2, 4]]), [r"$\foo$", "b\x1b[31m"], tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
-    from cifarlens.stats import plot_per_class_changes
+    from cifarlens.figures.plots import plot_per_class_changes
 
     plot_per_class_changes(np.array([[3, 1], [2, 4]]), np.array([[4, 0], [1, 5]]),
                            [r"$\foo$", r"$x^$"], tmp_path / "p.png")
@@ -751,12 +753,12 @@ def test_nonfinite_weights_after_an_epochs_last_step_are_never_checkpointed(synt
                                                                             monkeypatch):
     """The training loss of an epoch is measured before each step, so a step that blows the
     weights up at the very end of an epoch shows only in validation: nothing may be saved."""
-    real = T.lr_factor
+    real = lr_factor
     steps = 100 // 50
     monkeypatch.setattr(T, "lr_factor", lambda s, total, w: float("inf") if s == steps - 1
                         else real(s, total, w))
     with pytest.raises(CifarlensError, match="diverged.* in epoch 1") as e:
-        T.train(_cfg(synth10), tmp_path / "run", progress=False, log=lambda m: None)
+        train(_cfg(synth10), tmp_path / "run", progress=False, log=lambda m: None)
     assert "\n" not in str(e.value)
     assert epoch_checkpoints(tmp_path / "run") == []
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
@@ -774,7 +776,7 @@ def test_exploding_lr_in_epoch_2_keeps_epoch_1_and_resume_is_deterministic(refer
     the validation check can catch it. (From its first step, the exploded LR would already be
     stored in epoch 1's checkpoint: a scheduler's state is the NEXT step's LR.)"""
     run = tmp_path / "run"
-    real = T.lr_factor
+    real = lr_factor
     steps = 100 // 50
     monkeypatch.setattr(T, "lr_factor", lambda s, total, w: float("inf") if s >= steps + 1
                         else real(s, total, w))
@@ -782,7 +784,7 @@ def test_exploding_lr_in_epoch_2_keeps_epoch_1_and_resume_is_deterministic(refer
         logs = []
         with pytest.raises(CifarlensError, match="training diverged: .* in epoch 2; the last good "
                                                  "checkpoint is kept"):
-            T.train(_cfg(synth10), run, resume=attempt > 0, progress=False, log=logs.append)
+            train(_cfg(synth10), run, resume=attempt > 0, progress=False, log=logs.append)
         if attempt:
             assert f"resuming {run} after epoch 1 " in "\n".join(logs)
         assert [p.name for p in epoch_checkpoints(run)] == ["ckpt-e0001.pt"]
@@ -790,12 +792,12 @@ def test_exploding_lr_in_epoch_2_keeps_epoch_1_and_resume_is_deterministic(refer
         assert not (run / ".lock").exists() and not (run / "done.json").exists()
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     monkeypatch.undo()
-    T.train(_cfg(synth10), run, resume=True, progress=False, log=lambda m: None)
+    train(_cfg(synth10), run, resume=True, progress=False, log=lambda m: None)
     assert_same_run(run, reference)
 
 
 def test_out_of_range_seed_is_refused_up_front():
     with pytest.raises(CifarlensError, match="--seed"):
-        T.make_config("smoke", seed=2**64)
+        make_config("smoke", seed=2**64)
     with pytest.raises(CifarlensError, match="--seed"):
-        T.make_config("smoke", seed=-1)
+        make_config("smoke", seed=-1)

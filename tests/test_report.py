@@ -24,8 +24,40 @@ from hypothesis import strategies as st
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cifarlens import report as R  # noqa: E402
+from cifarlens.analysis import metrics as M
 from cifarlens.errors import CifarlensError  # noqa: E402
+from cifarlens.report.blocks import gh_slug
+from cifarlens.report.constants import COLLAPSED, SECTIONS
+from cifarlens.report.first_screen import headline
+from cifarlens.report.formats import (
+    fmt_auc,
+    fmt_float,
+    fmt_flops,
+    fmt_int,
+    fmt_p,
+    fmt_params_m,
+    fmt_pct,
+    fmt_points,
+    md_escape,
+    p_clause,
+)
+from cifarlens.report.render import render_report
+from cifarlens.report.sections import SECTION_BUILDERS, describe_confident_errors, describe_cost
+from cifarlens.report.sentences import (
+    MCE_MIN_COUNT,
+    change_verdict,
+    describe_border,
+    describe_calibration_change,
+    describe_change,
+    describe_faithfulness,
+    describe_mce,
+    describe_seeds,
+    describe_superclass,
+    describe_temperature,
+    describe_tracking,
+    recipe_rows,
+    replication_verdict,
+)
 
 FIGURE_KEYS = ["curves", "confusion", "confusion_superclass", "reliability", "confidence_hist",
                "failure_gallery", "gradcam_failures", "gradcam_tracking", "deletion_insertion",
@@ -176,7 +208,7 @@ def make_study(tmp_path: Path, pngs: dict[str, bytes], summary: dict[str, Any] |
 def render(tmp_path: Path, pngs: dict[str, bytes], summary: dict[str, Any] | None = None,
            ) -> tuple[str, str, Path]:
     study, summary = make_study(tmp_path, pngs, summary)
-    h, m = R.render_report(study)
+    h, m = render_report(study)
     return h.read_text(encoding="utf-8"), m.read_text(encoding="utf-8"), study
 
 
@@ -185,7 +217,7 @@ def in_html(s: str, doc: str) -> bool:
 
 
 def in_md(s: str, doc: str) -> bool:
-    return R.md_escape(s) in doc
+    return md_escape(s) in doc
 
 
 # --------------------------------------------------------------------------- structure
@@ -194,17 +226,17 @@ def in_md(s: str, doc: str) -> bool:
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
     # the ablation section exists only with 2+ changes (tests/test_ablation.py)
-    for i, (sid, title) in enumerate([x for x in R.SECTIONS if x[0] != "ablation"], 1):
-        opened = "" if sid in R.COLLAPSED else " open"
+    for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] != "ablation"], 1):
+        opened = "" if sid in COLLAPSED else " open"
         assert re.search(rf'<section id="{sid}">\s*<details{opened}>\s*<summary><h2>{i} '
                          rf'{re.escape(html.escape(title))}</h2></summary>', h), title
-        assert f"\n## {i} {R.md_escape(title)}\n" in m, title
+        assert f"\n## {i} {md_escape(title)}\n" in m, title
         # the TOC links to each section in both formats
         assert f'href="#{sid}"' in h
-        assert f"(#{R._gh_slug(f'{i} {title}')})" in m
-    assert R._gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
-    assert len(R.SECTIONS) == 16 and R.SECTIONS[0][0] == "replication"  # the report opens with it
-    assert R.SECTIONS[1][0] == "ablation"  # then, with 2+ changes, every change's verdict
+        assert f"(#{gh_slug(f'{i} {title}')})" in m
+    assert gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
+    assert len(SECTIONS) == 16 and SECTIONS[0][0] == "replication"  # the report opens with it
+    assert SECTIONS[1][0] == "ablation"  # then, with 2+ changes, every change's verdict
 
 
 def rendered_numbers(s: dict[str, Any]) -> list[str]:
@@ -215,37 +247,37 @@ def rendered_numbers(s: dict[str, Any]) -> list[str]:
     out = []
     for m in (b, v):
         t = m["test"]
-        out += [R.fmt_pct(t[k]) for k in ("top1", "top5", "macro_f1", "ece", "mce")]
-        out += [R.fmt_pct(m["val"][k]) for k in ("top1", "top5", "macro_f1", "ece")]
-        out += [R.fmt_float(t["loss"]), R.fmt_float(m["val"]["loss"]), R.fmt_float(t["brier"])]
+        out += [fmt_pct(t[k]) for k in ("top1", "top5", "macro_f1", "ece", "mce")]
+        out += [fmt_pct(m["val"][k]) for k in ("top1", "top5", "macro_f1", "ece")]
+        out += [fmt_float(t["loss"]), fmt_float(m["val"]["loss"]), fmt_float(t["brier"])]
         cal = m["calibration"]
-        out += [R.fmt_float(cal["temperature"], 2), R.fmt_pct(cal["ece_after"]),
-                R.fmt_float(cal["nll_after"]), R.fmt_float(cal["nll_before"])]
-        out += [R.fmt_int(m["params"]), R.fmt_params_m(m["params"]), R.fmt_flops(m["flops"])]
+        out += [fmt_float(cal["temperature"], 2), fmt_pct(cal["ece_after"]),
+                fmt_float(cal["nll_after"]), fmt_float(cal["nll_before"])]
+        out += [fmt_int(m["params"]), fmt_params_m(m["params"]), fmt_flops(m["flops"])]
         sc = t["superclass"]
-        out += [R.fmt_pct(sc[k]) for k in ("coarse_accuracy", "within_superclass_share",
+        out += [fmt_pct(sc[k]) for k in ("coarse_accuracy", "within_superclass_share",
                                            "chance_share")]
-    out += [R.fmt_points(acc["diff"]), R.fmt_points(acc["lo"]), R.fmt_points(acc["hi"]),
-            R.fmt_points(acc["se"])]
-    out += [R.fmt_int(mc[k]) for k in ("n", "both_right", "both_wrong", "a_only", "b_only")]
-    out.append(R.fmt_p(mc["p_value"]))
+    out += [fmt_points(acc["diff"]), fmt_points(acc["lo"]), fmt_points(acc["hi"]),
+            fmt_points(acc["se"])]
+    out += [fmt_int(mc[k]) for k in ("n", "both_right", "both_wrong", "a_only", "b_only")]
+    out.append(fmt_p(mc["p_value"]))
     for x in c["per_class"]["improved"] + c["per_class"]["worsened"]:
-        out += [x["name"], R.fmt_pct(x["before"]), R.fmt_pct(x["after"]),
-                R.fmt_points(x["delta"], signed=True)]
+        out += [x["name"], fmt_pct(x["before"]), fmt_pct(x["after"]),
+                fmt_points(x["delta"], signed=True)]
     f = s["failures"]
-    out += [R.fmt_int(f[k]) for k in ("total_wrong", "confident_wrong", "label_error_suspects")]
+    out += [fmt_int(f[k]) for k in ("total_wrong", "confident_wrong", "label_error_suspects")]
     for x in f["top"]:
-        out += [x["true_name"], x["pred_name"], str(x["index"]), R.fmt_pct(x["confidence"]),
-                R.fmt_pct(x["margin"]), R.fmt_pct(x["true_prob"]),
-                x["variant"]["pred_name"], R.fmt_pct(x["variant"]["confidence"]),
-                R.fmt_pct(x["variant"]["true_prob"])]
+        out += [x["true_name"], x["pred_name"], str(x["index"]), fmt_pct(x["confidence"]),
+                fmt_pct(x["margin"]), fmt_pct(x["true_prob"]),
+                x["variant"]["pred_name"], fmt_pct(x["variant"]["confidence"]),
+                fmt_pct(x["variant"]["true_prob"])]
     e = s["explain"]
     for v_ in e["faithfulness"].values():
-        out += [R.fmt_auc(v_["deletion_auc"]), R.fmt_auc(v_["insertion_auc"])]
-    out += [R.fmt_pct(e["border_share"][k]) for k in ("failures", "correct", "uniform")]
-    out += [R.fmt_pct(e["pointing_game"]["hit_rate"])]
-    out += [R.fmt_float(x, 4) for x in s["normalization"]["mean"] + s["normalization"]["std"]]
-    out += [R.fmt_int(s["split"][k]) for k in ("train", "val", "test")]
+        out += [fmt_auc(v_["deletion_auc"]), fmt_auc(v_["insertion_auc"])]
+    out += [fmt_pct(e["border_share"][k]) for k in ("failures", "correct", "uniform")]
+    out += [fmt_pct(e["pointing_game"]["hit_rate"])]
+    out += [fmt_float(x, 4) for x in s["normalization"]["mean"] + s["normalization"]["std"]]
+    out += [fmt_int(s["split"][k]) for k in ("train", "val", "test")]
     return out
 
 
@@ -272,84 +304,84 @@ def test_every_number_appears_formatted_in_both(tmp_path, pngs):
     (float("nan"), "n/a"), (None, "n/a"), (1.5, "n/a"), ("0.3", "n/a"),
 ])
 def test_fmt_p(p, text):
-    assert R.fmt_p(p) == text
+    assert fmt_p(p) == text
 
 
 def test_number_formats():
-    assert R.fmt_pct(0.6291) == "62.91%"
-    assert R.fmt_pct(None) == "n/a" and R.fmt_pct(True) == "n/a"
-    assert R.fmt_points(0.0663) == "6.63" and R.fmt_points(-0.0001, signed=True) == "-0.01"
-    assert R.fmt_points(-0.00001, signed=True) == "0.00"
-    assert R.fmt_flops(650612736) == "0.65 GFLOPs" and R.fmt_flops(5_300_000) == "5.30 MFLOPs"
-    assert R.p_clause(0) == "p < 1e-300" and R.p_clause(0.41) == "p = 0.41"
+    assert fmt_pct(0.6291) == "62.91%"
+    assert fmt_pct(None) == "n/a" and fmt_pct(True) == "n/a"
+    assert fmt_points(0.0663) == "6.63" and fmt_points(-0.0001, signed=True) == "-0.01"
+    assert fmt_points(-0.00001, signed=True) == "0.00"
+    assert fmt_flops(650612736) == "0.65 GFLOPs" and fmt_flops(5_300_000) == "5.30 MFLOPs"
+    assert p_clause(0) == "p < 1e-300" and p_clause(0.41) == "p = 0.41"
 
 
 # --------------------------------------------------------------------------- sentences
 
 
 def test_describe_change_positive_significant():
-    s = R.describe_change(0.0663, 0.059, 0.074, 3.1e-12)
+    s = describe_change(0.0663, 0.059, 0.074, 3.1e-12)
     assert s == ("test accuracy rose by 6.63 points (95% CI [5.90, 7.40]); McNemar's exact "
                  "test p = 3.1e-12, significant at the 5% level")
-    assert R.change_verdict(0.0663, 0.059, 0.074, 3.1e-12) == "rose"
+    assert change_verdict(0.0663, 0.059, 0.074, 3.1e-12) == "rose"
 
 
 def test_describe_change_negative_significant():
-    s = R.describe_change(-0.021, -0.03, -0.012, 0.0004)
+    s = describe_change(-0.021, -0.03, -0.012, 0.0004)
     assert s.startswith("test accuracy fell by 2.10 points (95% CI [-3.00, -1.20])")
     assert "p = 4.0e-04, significant at the 5% level" in s
     assert "rose" not in s and "not" not in s
 
 
 def test_describe_change_ci_crossing_zero():
-    s = R.describe_change(0.004, -0.003, 0.011, 0.41)
+    s = describe_change(0.004, -0.003, 0.011, 0.41)
     assert s.startswith("test accuracy did not change significantly")
     assert "difference +0.40 points" in s and "[-0.30, 1.10]" in s and "p = 0.41" in s
     assert "rose" not in s and "fell" not in s
     # same CI but a negative estimate: still not significant, still no direction word
-    s = R.describe_change(-0.004, -0.011, 0.003, 0.41)
+    s = describe_change(-0.004, -0.011, 0.003, 0.41)
     assert "did not change significantly" in s and "difference -0.40 points" in s
 
 
 def test_describe_change_edge_cases():
     # p and CI disagree -> borderline, never "significant at"
-    s = R.describe_change(0.01, -0.001, 0.021, 0.03)
+    s = describe_change(0.01, -0.001, 0.021, 0.03)
     assert "borderline" in s and "rose by 1.00 points" in s and "includes 0" in s
-    assert R.change_verdict(0.01, -0.001, 0.021, 0.03) == "borderline"
-    s = R.describe_change(0.01, 0.001, 0.021, 0.07)
+    assert change_verdict(0.01, -0.001, 0.021, 0.03) == "borderline"
+    s = describe_change(0.01, 0.001, 0.021, 0.07)
     assert "borderline" in s and "excludes 0" in s
     # alpha moves the decision
-    assert R.change_verdict(0.01, 0.001, 0.021, 0.03, alpha=0.01) == "borderline"
+    assert change_verdict(0.01, 0.001, 0.021, 0.03, alpha=0.01) == "borderline"
     # a difference that shows as 0.00 points is never called a rise
-    assert "did not change" in R.describe_change(0.00001, 0.000005, 0.00002, 1e-9)
+    assert "did not change" in describe_change(0.00001, 0.000005, 0.00002, 1e-9)
     # only the CI available / nothing available
-    assert "rose by 2.00 points" in R.describe_change(0.02, 0.01, 0.03, None)
-    assert "unknown" in R.describe_change(0.02, None, None, None)
-    assert "not computed" in R.describe_change(None, None, None, None)
-    assert "from 62.91% to 69.54%" in R.describe_change(0.0663, 0.05, 0.08, 1e-9,
+    assert "rose by 2.00 points" in describe_change(0.02, 0.01, 0.03, None)
+    assert "unknown" in describe_change(0.02, None, None, None)
+    assert "not computed" in describe_change(None, None, None, None)
+    assert "from 62.91% to 69.54%" in describe_change(0.0663, 0.05, 0.08, 1e-9,
                                                         before=0.6291, after=0.6954)
 
 
 def test_other_sentences_follow_the_numbers():
-    assert "better calibrated" in R.describe_calibration_change(0.06, 0.05)
-    assert "worse calibrated" in R.describe_calibration_change(0.05, 0.06)
-    assert "did not change" in R.describe_calibration_change(0.05, 0.05001)
-    t = R.describe_temperature("baseline", {"temperature": 1.4, "ece_before": 0.06,
+    assert "better calibrated" in describe_calibration_change(0.06, 0.05)
+    assert "worse calibrated" in describe_calibration_change(0.05, 0.06)
+    assert "did not change" in describe_calibration_change(0.05, 0.05001)
+    t = describe_temperature("baseline", {"temperature": 1.4, "ece_before": 0.06,
                                             "ece_after": 0.02})
     assert "overconfident" in t and "lowered test ECE from 6.00% to 2.00%" in t
-    t = R.describe_temperature("baseline", {"temperature": 0.8, "ece_before": 0.02,
+    t = describe_temperature("baseline", {"temperature": 0.8, "ece_before": 0.02,
                                             "ece_after": 0.03})
     assert "underconfident" in t and "raised test ECE" in t
     # no test, no conclusion (old summaries)
-    b = R.describe_border({"failures": 0.55, "correct": 0.48, "uniform": 0.61})
+    b = describe_border({"failures": 0.55, "correct": 0.48, "uniform": 0.61})
     assert "numbers only" in b and "more" not in b and "background reliance" in b
     good = {"gradcam": {"deletion_auc": 0.2, "insertion_auc": 0.6},
             "random": {"deletion_auc": 0.3, "insertion_auc": 0.4}}
-    t = R.describe_faithfulness(good)
+    t = describe_faithfulness(good)
     assert "do not show" in t and "do point at evidence" not in t
-    assert "fixed 2 (50.00%)" in R.describe_tracking({"tracked": 4, "fixed": 2,
+    assert "fixed 2 (50.00%)" in describe_tracking({"tracked": 4, "fixed": 2,
                                                       "still_wrong": 1, "other_wrong": 1})
-    sc = R.describe_superclass("baseline", {"coarse_accuracy": 0.74,
+    sc = describe_superclass("baseline", {"coarse_accuracy": 0.74,
                                             "within_superclass_share": 0.41,
                                             "chance_share": 0.0404})
     assert "numbers only" in sc and "favour" not in sc  # no test: no conclusion
@@ -358,16 +390,16 @@ def test_other_sentences_follow_the_numbers():
 def test_superclass_sentence_says_favour_only_when_the_binomial_test_rejects():
     base = {"coarse_accuracy": 0.5, "chance_share": 4 / 99, "errors": 336}
     # the issue's case: 4.46% vs 4.04%, p = 0.68 two-sided: numbers only
-    chance = R.describe_superclass("baseline", {**base, "errors_within_superclass": 15,
+    chance = describe_superclass("baseline", {**base, "errors_within_superclass": 15,
                                                 "within_superclass_share": 15 / 336,
                                                 "binomial_p": 0.676, "share_ci": [0.025, 0.072]})
     assert "favour" not in chance and "not distinguishable from chance" in chance
     assert "15 of 336" in chance and "p = 0.68" in chance and "test images" in chance
-    strong = R.describe_superclass("baseline", {**base, "errors_within_superclass": 60,
+    strong = describe_superclass("baseline", {**base, "errors_within_superclass": 60,
                                                 "within_superclass_share": 60 / 336,
                                                 "binomial_p": 1e-25, "share_ci": [0.14, 0.22]})
     assert "errors favour related classes, 4.4× as often as chance" in strong
-    low = R.describe_superclass("baseline", {**base, "errors_within_superclass": 2,
+    low = describe_superclass("baseline", {**base, "errors_within_superclass": 2,
                                              "within_superclass_share": 2 / 336,
                                              "binomial_p": 0.001})
     assert "less often than chance" in low and "favour" not in low
@@ -474,7 +506,7 @@ def test_a_constant_seed_difference_is_not_a_verdict(tmp_path, pngs):
     (None, 0.08, "not_judged"), (None, None, "not_judged"),
 ])
 def test_replication_verdict(lo, hi, want):
-    assert R.replication_verdict(lo, hi) == want
+    assert replication_verdict(lo, hi) == want
 
 
 def test_replication_table_against_constructed_studies(tmp_path, pngs):
@@ -495,7 +527,7 @@ def test_replication_table_against_constructed_studies(tmp_path, pngs):
             assert want in doc, (want, doc[:3000])
             head = doc[doc.rindex("Seed report side by side"):doc.rindex("Headline.")]
             for x in ("62.91%", "69.54%", "+6.63", "10,462,756", "0.65 GFLOPs",
-                      R.fmt_pct(0.6301), R.fmt_pct(0.6301 + d), R.fmt_points(d, signed=True)):
+                      fmt_pct(0.6301), fmt_pct(0.6301 + d), fmt_points(d, signed=True)):
                 assert x in head, x
     # one seed: numbers side by side, no judgement
     h, _, _ = render(tmp_path / "one", pngs, {**make_summary(), **real})
@@ -526,9 +558,9 @@ def test_replication_does_not_apply_and_says_why(tmp_path, pngs, edit, why):
 def test_recipe_table_reads_the_config_and_is_in_the_readme():
     from dataclasses import asdict
 
-    from cifarlens.train import make_config
+    from cifarlens.training.config import make_config
 
-    rows = R.recipe_rows(asdict(make_config("paper")), "bf16 where the hardware has it, else "
+    rows = recipe_rows(asdict(make_config("paper")), "bf16 where the hardware has it, else "
                          "fp32 (auto)", 3)
     used = {r[0]: r[2] for r in rows}
     assert used["Peak learning rate"] == "0.05" and used["Warm-up"].startswith("1 epoch")
@@ -538,7 +570,7 @@ def test_recipe_table_reads_the_config_and_is_in_the_readme():
         "Batch size"]
     assert used["Seeds"] == "3 per arm, paired by seed"
     # a study's own config shows what it ran, not the preset
-    assert {r[0]: r[2] for r in R.recipe_rows({"lr": 0.1}, "fp32")}["Peak learning rate"] == "0.1"
+    assert {r[0]: r[2] for r in recipe_rows({"lr": 0.1}, "fp32")}["Peak learning rate"] == "0.1"
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for r in rows:  # the README's table is this table (no drift)
         assert "| " + " | ".join(r) + " |" in readme, r
@@ -568,7 +600,7 @@ def test_multi_seed_block_rendered(tmp_path, pngs, shape):
     # one seed per arm: the note from paired_seed_test is shown, no significance claimed
     one = {"n_seeds": 1, "mean_a": 0.6, "mean_b": 0.62, "mean_diff": 0.02, "p_value": None,
            "lo": None, "hi": None, "note": "one seed per arm: no seed-to-seed variance"}
-    text = R.describe_seeds(one)
+    text = describe_seeds(one)
     assert "no seed-to-seed variance" in text and "significant at" not in text
 
 
@@ -591,12 +623,12 @@ def test_producer_key_variants(tmp_path, pngs):
 
 def test_complexity_sentence():
     same = {"params": 100, "flops": 1000}
-    assert "adds no parameters or FLOPs" in R._describe_cost(same, same, "augment")
-    t = R._describe_cost(same, {"params": 150, "flops": 1500}, "model")
+    assert "adds no parameters or FLOPs" in describe_cost(same, same, "augment")
+    t = describe_cost(same, {"params": 150, "flops": 1500}, "model")
     assert "50 more parameters (+50.00%)" in t and "+50.00% FLOPs" in t
-    t = R._describe_cost(same, {"params": 100, "flops": 900}, "model")
+    t = describe_cost(same, {"params": 100, "flops": 900}, "model")
     assert "same number of parameters" in t and "-10.00% FLOPs" in t
-    assert "more parameters" in R._describe_cost({"params": 0}, {"params": 5}, "model")
+    assert "more parameters" in describe_cost({"params": 0}, {"params": 5}, "model")
 
 
 def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
@@ -631,7 +663,7 @@ def test_mistyped_summary_never_crashes(edits):
         except (KeyError, IndexError, TypeError):
             continue  # an earlier edit replaced a parent: nothing left to edit
     with tempfile.TemporaryDirectory() as d:
-        h, m = (p.read_text() for p in R.render_report(Path(d), s))
+        h, m = (p.read_text() for p in render_report(Path(d), s))
     assert "<section id=\"reproducibility\">" in h and "## 15 Reproducibility" in m
     assert "data:image" not in h  # no figure files exist here, whatever the paths say
 
@@ -665,7 +697,7 @@ def test_escaping_in_html_and_md(tmp_path, pngs):
 
 @given(st.text(max_size=40))
 def test_md_escape_neutralizes_every_special(s):
-    out = R.md_escape(s)
+    out = md_escape(s)
     assert not [c for c in out if unicodedata.category(c) == "Cc"]
     # every special character is preceded by an odd number of backslashes
     for mt in re.finditer(r"[`*_<>|\[\]#~]", out):
@@ -684,7 +716,7 @@ def test_self_contained_and_path_traversal_refused(tmp_path, pngs):
     study, _ = make_study(tmp_path, pngs, s)
     (study / "figures" / "link.png").symlink_to(secret)
     (study / "figures" / "not-a-png.png").write_text("<svg onload=alert(1)>")
-    h, m = (p.read_text() for p in R.render_report(study))
+    h, m = (p.read_text() for p in render_report(study))
     leaked = base64.b64encode(secret.read_bytes()).decode()
     assert leaked[-40:] not in h
     assert h.count("is outside the study folder") == 3
@@ -733,7 +765,7 @@ def _embedded_close_to(h: str, key: str, png: bytes) -> bool:
 def test_missing_figure_file_is_noted_not_fatal(tmp_path, pngs):
     study, _ = make_study(tmp_path, pngs)
     (study / "figures" / "failure_gallery.png").unlink()
-    h, m = (p.read_text() for p in R.render_report(study))
+    h, m = (p.read_text() for p in render_report(study))
     assert "figure missing: &#39;figures/failure_gallery.png&#39; was not found" in h
     assert "figure missing: 'figures/failure\\_gallery.png' was not found" in m
 
@@ -776,29 +808,29 @@ def test_minimal_summary_still_renders(tmp_path):
            "comparison": {"seeds": {"n": 1, "mean_a": 0.6, "mean_b": 0.61, "mean_diff": 0.01,
                                     "p_value": None, "note": "one seed per arm"}},
            "figures": {"curves": None, "failure_gallery": 42}, "failures": {"top": "x"}}
-    h, m = (p.read_text() for p in R.render_report(study, odd))
+    h, m = (p.read_text() for p in render_report(study, odd))
     for doc in (h, m):
         assert "n/a" in doc and "was not computed" in doc and "one seed per arm" in doc
         assert "None" not in doc
-    for sid, title in R.SECTIONS:
+    for sid, title in SECTIONS:
         assert (html.escape(title) in h) == (sid != "ablation")  # no ablation: one change
 
 
 def test_render_report_io(tmp_path, pngs):
     with pytest.raises(CifarlensError, match="not found"):
-        R.render_report(tmp_path / "nope")
+        render_report(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CifarlensError, match="missing file"):
-        R.render_report(tmp_path / "empty")
+        render_report(tmp_path / "empty")
     (tmp_path / "empty" / "summary.json").write_text("[1, 2]")
     with pytest.raises(CifarlensError, match="JSON object"):
-        R.render_report(tmp_path / "empty")
+        render_report(tmp_path / "empty")
     study, s = make_study(tmp_path, pngs)
-    h, m = R.render_report(study)
+    h, m = render_report(study)
     assert (h, m) == (study / "report.html", study / "report.md")
     # passing the dict gives the same output as reading the file; no temp files are left
     before = h.read_text(), m.read_text()
-    R.render_report(study, copy.deepcopy(s))
+    render_report(study, copy.deepcopy(s))
     assert (h.read_text(), m.read_text()) == before
     assert not [p for p in study.iterdir() if p.name.startswith(".")]
 
@@ -857,7 +889,7 @@ class _Gallery(HTMLParser):
 
 def test_chromium_renders_report(tmp_path, pngs):
     exe = _chromium()
-    h, _ = R.render_report(make_study(tmp_path, pngs)[0])
+    h, _ = render_report(make_study(tmp_path, pngs)[0])
     work = tmp_path / "chromium"
     work.mkdir()
 
@@ -893,7 +925,7 @@ def test_tracking_sentence_gives_the_base_rate_and_label_suspects_apart():
            "label_suspects": {"tracked": 8, "fixed": 0, "still_wrong": 7, "other_wrong": 1},
            "others": {"tracked": 4, "fixed": 0, "still_wrong": 2, "other_wrong": 2},
            "all_errors": {"errors": 336, "fixed": 74, "share": 74 / 336}}
-    t = R.describe_tracking(trk)
+    t = describe_tracking(trk)
     assert "fixed 0 (0.00%)" in t
     assert "74 of all 336 baseline test errors (22.02%), the base rate" in t
     assert "8 of the 12 tracked are suspected label errors" in t
@@ -901,9 +933,9 @@ def test_tracking_sentence_gives_the_base_rate_and_label_suspects_apart():
     # a suspect "fixed" is counted apart, not as a success on the others
     trk["label_suspects"]["fixed"] = 2
     trk["fixed"] = 2
-    t = R.describe_tracking(trk)
+    t = describe_tracking(trk)
     assert "the variant did so for 2" in t and "On the other 4 it fixed 0 (0.00%)" in t
-    t = R.describe_tracking({"tracked": 3, "fixed": 1, "still_wrong": 1, "other_wrong": 1,
+    t = describe_tracking({"tracked": 3, "fixed": 1, "still_wrong": 1, "other_wrong": 1,
                              "label_suspects": {"tracked": 0}, "others": {"tracked": 3}})
     assert "None of them is a suspected label error" in t and "base rate" not in t
 
@@ -912,27 +944,26 @@ def test_confident_errors_sentence_names_the_probabilities():
     f = {"split": "test", "total_wrong": 336, "confident_wrong": 10, "confident_wrong_raw": 0,
          "confident_threshold": 0.9, "temperature": 0.41,
          "confidence_basis": "temperature-scaled probabilities (T fitted on val)"}
-    t = R.describe_confident_errors(f, 1000)
+    t = describe_confident_errors(f, 1000)
     assert "10 of them (2.98% of its errors) with confidence ≥ 90.00%" in t
     assert "temperature-scaled probabilities (T = 0.41" in t and "(0 on the raw" in t
     f.pop("temperature")
     f["confidence_basis"] = "raw softmax probabilities (no fitted temperature found)"
-    t = R.describe_confident_errors(f, 1000)
+    t = describe_confident_errors(f, 1000)
     assert "raw softmax probabilities" in t and "on the raw" not in t
 
 
 def test_mce_sentence_flags_a_tiny_bin():
-    from cifarlens import metrics as M
 
-    assert R.MCE_MIN_COUNT == M.MCE_MIN_COUNT
+    assert MCE_MIN_COUNT == M.MCE_MIN_COUNT
     cal = {"mce_before": 0.935, "mce_count_before": 1, "mce_after": 0.12,
            "mce_count_after": 250}
-    t = R.describe_mce([("baseline", cal, "before"), ("baseline", cal, "after")])
+    t = describe_mce([("baseline", cal, "before"), ("baseline", cal, "after")])
     assert "the baseline's 93.50% before scaling (1 image)" in t and "as noise" in t
     assert "12.00%" not in t
     cal["mce_count_before"] = 40
-    assert "at least 30 images" in R.describe_mce([("baseline", cal, "before")])
-    assert "not recorded" in R.describe_mce([("baseline", {"mce_before": 0.2}, "before")])
+    assert "at least 30 images" in describe_mce([("baseline", cal, "before")])
+    assert "not recorded" in describe_mce([("baseline", {"mce_before": 0.2}, "before")])
 
 
 def test_calibration_table_carries_mce_and_brier_after_scaling(tmp_path, pngs):
@@ -967,7 +998,7 @@ def test_faithfulness_sentence_concludes_only_what_the_intervals_support():
                                         0.06),
                  "centre_prior": _comp("centre prior", -0.021, -0.045, 0.004, 0.01, -0.01,
                                        0.03)}}
-    t = R.describe_faithfulness(FAITH, tests)
+    t = describe_faithfulness(FAITH, tests)
     assert "Against the i.i.d. random pixels: Grad-CAM's deletion AUC is 0.139 lower" in t
     assert "smooth random map: Grad-CAM's deletion AUC is 0.050 lower (95% CI [-0.070, -0.030])" in t
     assert "centre prior: Grad-CAM's deletion AUC is not distinguishable from it (difference -0.021" in t
@@ -977,32 +1008,32 @@ def test_faithfulness_sentence_concludes_only_what_the_intervals_support():
     for c in tests["comparisons"].values():
         c["deletion_diff"].update(lo=-0.06, hi=-0.01)
         c["insertion_diff"].update(lo=0.01, hi=0.05)
-    t = R.describe_faithfulness(FAITH, tests)
+    t = describe_faithfulness(FAITH, tests)
     assert "beats every baseline on both measures" in t and "image-specific evidence" in t
     # worse than the centre prior on deletion: no claim of faithfulness
     tests["comparisons"]["centre_prior"]["deletion_diff"].update(diff=0.03, lo=0.01, hi=0.05)
-    t = R.describe_faithfulness(FAITH, tests)
+    t = describe_faithfulness(FAITH, tests)
     assert "centre prior: Grad-CAM's deletion AUC is 0.030 higher" in t and "beats every" not in t
     # beats nothing
     for c in tests["comparisons"].values():
         c["deletion_diff"].update(diff=0.01, lo=-0.01, hi=0.03)
         c["insertion_diff"].update(diff=0.0, lo=-0.02, hi=0.02)
-    t = R.describe_faithfulness(FAITH, tests)
+    t = describe_faithfulness(FAITH, tests)
     assert "does not beat even i.i.d. random pixels" in t
 
 
 def test_border_sentence_needs_a_test_and_a_resolving_layer():
     bs = {"failures": 0.55, "correct": 0.48, "uniform": 0.4375, "centre_prior": 0.1,
           "border_px": 4, "cells": [4, 4], "resolves_border": False, "p_value": 0.003}
-    t = R.describe_border(bs)
+    t = describe_border(bs)
     assert "7.00 points more of their mass there than correct predictions (p = 0.0030" in t
     assert "permutation test" in t and "10.00% for the centre prior" in t
     assert "not a measure of background reliance" in t and "4×4 cells" in t
     bs["p_value"] = 0.4
-    t = R.describe_border(bs)
+    t = describe_border(bs)
     assert "not distinguishable (p = 0.40" in t and "more of their mass" not in t
     bs.update(resolves_border=True, cells=[16, 16], p_value=0.01, failures=0.40)
-    t = R.describe_border(bs)
+    t = describe_border(bs)
     assert "8.00 points less" in t and "background reliance" not in t
 
 
@@ -1023,7 +1054,7 @@ def test_report_states_the_tested_faithfulness_and_tracking_base_rate(tmp_path, 
 def test_headline_printed_by_study_is_the_reports_verdict(tmp_path, pngs):
     """`cifarlens study` prints one sentence at the end: the report's own verdict clause."""
     h, _, study = render(tmp_path, pngs)
-    line = R.headline(json.loads((study / "summary.json").read_text()), study)
+    line = headline(json.loads((study / "summary.json").read_text()), study)
     prefix = "augment: none \u2192 crop-flip: "
     assert line.startswith(prefix)
     clause = line[len(prefix):].replace(" (generated data, not CIFAR-100)", "").rstrip(".")
@@ -1031,13 +1062,13 @@ def test_headline_printed_by_study_is_the_reports_verdict(tmp_path, pngs):
     assert "augment" in line  # names the change
     summary = make_summary()
     summary["data_source"] = "generated"
-    assert R.headline(summary, study).endswith("(generated data, not CIFAR-100)")
+    assert headline(summary, study).endswith("(generated data, not CIFAR-100)")
 
 
 def test_every_section_has_its_builder_named_in_one_explicit_table():
     # issue 9: sections were found by building function names and looking them up in globals()
-    assert [sid for sid, _ in R.SECTIONS] == list(R.SECTION_BUILDERS)
-    assert all(callable(f) for f in R.SECTION_BUILDERS.values())
+    assert [sid for sid, _ in SECTIONS] == list(SECTION_BUILDERS)
+    assert all(callable(f) for f in SECTION_BUILDERS.values())
 
 
 def test_the_subtitle_names_generated_data_and_figures_link_to_full_size(tmp_path, pngs):

@@ -11,10 +11,10 @@ import test_report
 from matplotlib.figure import Figure
 from test_report import make_study, make_summary
 
-from cifarlens import cli
-from cifarlens import report as R
 from cifarlens._io import figure_formats, save_figure
+from cifarlens.cli import main
 from cifarlens.errors import CifarlensError
+from cifarlens.report.export import export_figures
 
 pngs = test_report.pngs  # the figure fixture, shared
 
@@ -45,7 +45,7 @@ def _study(tmp_path: Path, pngs) -> Path:
 def test_report_figure_format_svg_and_pdf(tmp_path, pngs, capsys):
     study = _study(tmp_path, pngs)
     before = {p: p.read_bytes() for p in (study / "figures").glob("*.png")}
-    assert cli.main(["report", str(study), "--figure-format", "svg"]) == 0
+    assert main(["report", str(study), "--figure-format", "svg"]) == 0
     out = capsys.readouterr()
     keys = ("curves", "confusion", "confusion_difference", "per_class_changes", "reliability")
     for k in keys:
@@ -57,11 +57,11 @@ def test_report_figure_format_svg_and_pdf(tmp_path, pngs, capsys):
     assert "gradcam_tracking" in out.err and "not redrawn" in out.err
     # the study's own PNGs are untouched
     assert {p: p.read_bytes() for p in (study / "figures").glob("*.png")} == before
-    files, skipped = R.export_figures(study, "pdf")
+    files, skipped = export_figures(study, "pdf")
     assert sorted(p.name for p in files) == sorted(f"{k}.pdf" for k in keys)
     assert all(p.read_bytes().startswith(b"%PDF") for p in files)
     # same data, same bytes (no timestamps)
-    again, _ = R.export_figures(study, "pdf")
+    again, _ = export_figures(study, "pdf")
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in files]
 
 
@@ -78,4 +78,4 @@ def test_figure_formats_is_scoped(tmp_path):
 
 def test_export_without_runs_is_one_clear_error(tmp_path, pngs):
     study, _ = make_study(tmp_path, pngs)
-    assert cli.main(["report", str(study), "--figure-format", "pdf"]) == 1
+    assert main(["report", str(study), "--figure-format", "pdf"]) == 1

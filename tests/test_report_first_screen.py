@@ -23,7 +23,11 @@ from test_report import (
     make_summary,
 )
 
-from cifarlens import report as R
+from cifarlens.report.constants import PHOTO_FIGURES, PHOTO_MAX_WIDTH
+from cifarlens.report.embed import compact_image
+from cifarlens.report.first_screen import first_screen_ablation
+from cifarlens.report.render import render_report
+from cifarlens.report.view import View
 
 # Records where the answer's parts lie, into the DOM, for --dump-dom to read back.
 PROBE = """<script>
@@ -111,7 +115,7 @@ def test_first_screen_answers_the_question_in_chromium(tmp_path, seeds):
     if seeds == 3:
         s = _three_seeds(s, mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
     study = _real_sized_study(tmp_path, s)
-    h, _ = R.render_report(study)
+    h, _ = render_report(study)
     pos = _positions(exe, tmp_path, h)
     # the big numbers, the badge, the seed-report table, the curves and the cost line are all
     # on the first 1366x768 screen (the generated-data banner included)
@@ -140,7 +144,7 @@ def test_first_screen_answers_the_question_in_chromium(tmp_path, seeds):
 def test_details_are_collapsible_and_markdown_keeps_the_order(tmp_path):
     s = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
     study = _real_sized_study(tmp_path, s)
-    h, m = (p.read_text(encoding="utf-8") for p in R.render_report(study))
+    h, m = (p.read_text(encoding="utf-8") for p in render_report(study))
     for sid in ("dataset", "training-setup", "calibration", "grad-cam", "reproducibility"):
         assert re.search(rf'<section id="{sid}">\s*<details>\s*<summary>', h), sid
     for sid in ("summary", "comparison", "failure-cases"):
@@ -169,17 +173,17 @@ def test_no_image_embedded_twice_photos_as_jpeg_and_lazy(tmp_path):
                                                  .read_bytes())
     s["figures"]["extra_copy"] = "figures/copy.png"
     (study / "summary.json").write_text(json.dumps(s))
-    h, _ = R.render_report(study)
+    h, _ = render_report(study)
     doc = h.read_text(encoding="utf-8")
     uris = _data_uris(doc)
     assert len(uris) == len(set(uris)) and len(uris) >= 8
     assert doc.count("The same image as Figure") == 2
-    for key in R.PHOTO_FIGURES:
+    for key in PHOTO_FIGURES:
         mime, data = re.search(rf'<figure id="fig-{key}">.*?src="data:(image/\w+);base64,'
                                r'([^"]+)"', doc, re.S).groups()
         assert mime == "image/jpeg", key
         with Image.open(io.BytesIO(base64.b64decode(data))) as im:
-            assert im.format == "JPEG" and im.width <= R.PHOTO_MAX_WIDTH
+            assert im.format == "JPEG" and im.width <= PHOTO_MAX_WIDTH
     # plots stay PNG; each smaller than the file it came from, or that file itself
     mime, data = re.search(r'<figure id="fig-confusion">.*?src="data:(image/\w+);base64,'
                            r'([^"]+)"', doc, re.S).groups()
@@ -195,33 +199,33 @@ def test_compact_image_keeps_the_picture():
     import numpy as np
 
     plot = _png((600, 400))
-    mime, out = R.compact_image(plot, photo=False)
+    mime, out = compact_image(plot, photo=False)
     assert mime == "image/png" and len(out) <= len(plot)
     a = np.asarray(Image.open(io.BytesIO(plot)).convert("RGB"), float)
     b = np.asarray(Image.open(io.BytesIO(out)).convert("RGB"), float)
     assert a.shape == b.shape and np.percentile(np.abs(a - b).max(axis=2), 99) <= 4
     photo = _photo_png((1600, 800))
-    mime, out = R.compact_image(photo, photo=True)
+    mime, out = compact_image(photo, photo=True)
     with Image.open(io.BytesIO(out)) as im:
         assert mime == "image/jpeg" and im.size == (800, 400)
     assert len(out) < len(photo) / 3
-    assert hashlib.sha256(out).digest() == hashlib.sha256(R.compact_image(photo, True)[1]).digest()
+    assert hashlib.sha256(out).digest() == hashlib.sha256(compact_image(photo, True)[1]).digest()
 
 
 def test_first_screen_ablation_hook(tmp_path):
-    v = R._View(make_summary(), tmp_path)
-    assert R.first_screen_ablation(v) == []
+    v = View(make_summary(), tmp_path)
+    assert first_screen_ablation(v) == []
     s = make_summary()
     s["ablation"] = {"rows": [
         {"change": "augment: none → crop-flip", "diff": 0.0611, "lo": 0.0511, "hi": 0.0711,
          "p": 0.0013, "p_holm": 0.0026, "verdict": "helped"},
         {"change": "dropout: 0.2 → 0.5", "diff": -0.004, "lo": -0.012, "hi": 0.004,
          "p": 0.31, "p_holm": 0.31, "verdict": "no significant difference"}]}
-    (block,) = R.first_screen_ablation(R._View(s, tmp_path))
+    (block,) = first_screen_ablation(View(s, tmp_path))
     assert block["rows"][0] == ["augment: none → crop-flip", "+6.11", "[5.11, 7.11]", "0.0013",
                                 "0.0026", "helped"]
     assert block["rows"][1][1:3] == ["-0.40", "[-1.20, 0.40]"]
     study, _ = make_study(tmp_path / "s", {}, s)
-    h = R.render_report(study)[0].read_text(encoding="utf-8")
+    h = render_report(study)[0].read_text(encoding="utf-8")
     a = h.index('id="answer"')
     assert a < h.index("dropout: 0.2 → 0.5") < h.index('class="toc"')

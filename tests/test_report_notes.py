@@ -8,8 +8,9 @@ import pytest
 import test_report
 from test_report import make_study
 
-from cifarlens import report as R
 from cifarlens.errors import CifarlensError
+from cifarlens.report.notes import read_notes
+from cifarlens.report.render import render_report
 
 pngs = test_report.pngs  # the figure fixture, shared
 
@@ -35,7 +36,7 @@ An image nobody tracked.
 def test_notes_render_next_to_their_failure_escaped(tmp_path, pngs):
     study, _ = make_study(tmp_path, pngs)
     (study / "notes.md").write_text(NOTES, encoding="utf-8")
-    h, m = (p.read_text(encoding="utf-8") for p in R.render_report(study))
+    h, m = (p.read_text(encoding="utf-8") for p in render_report(study))
     # nothing of the user's text is markup
     assert "<script>alert(1)" not in h and "&lt;script&gt;alert(1)&lt;/script&gt;" in h
     assert "<b>bold</b>" not in h and "&lt;b&gt;bold&lt;/b&gt; &amp; *stars*" in h
@@ -64,20 +65,20 @@ def test_notes_render_next_to_their_failure_escaped(tmp_path, pngs):
 
 def test_no_notes_file_is_fine_and_malformed_headings_say_where(tmp_path, pngs):
     study, _ = make_study(tmp_path, pngs)
-    assert R.read_notes(study) == {}
-    h = R.render_report(study)[0].read_text(encoding="utf-8")
+    assert read_notes(study) == {}
+    h = render_report(study)[0].read_text(encoding="utf-8")
     assert "user-note" not in h.split("</style>")[1]
     for bad, where in (("## study\nok\n## failure 12\nx\n", "line 3"),
                        ("## test twelve\n", "line 1"),
                        ("## test 5\na\n\n## test 5\nb\n", "line 4")):
         (study / "notes.md").write_text(bad, encoding="utf-8")
         with pytest.raises(CifarlensError) as e:
-            R.render_report(study)
+            render_report(study)
         msg = str(e.value)
         assert "\n" not in msg and where in msg and "notes.md" in msg
     (study / "notes.md").write_bytes(b"## study\n\xff\xfe\n")
     with pytest.raises(CifarlensError, match="not UTF-8"):
-        R.read_notes(study)
+        read_notes(study)
     # a ### sub-heading is the user's text, not a new note
     (study / "notes.md").write_text("## test 77\n### why\nbecause\n", encoding="utf-8")
-    assert R.read_notes(study) == {"test 77": ["### why because"]}
+    assert read_notes(study) == {"test 77": ["### why because"]}

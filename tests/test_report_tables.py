@@ -9,7 +9,8 @@ import json
 import test_report
 from test_report import _three_seeds, make_study, make_summary
 
-from cifarlens import report as R
+from cifarlens.analysis.intervals import newcombe_diff_ci
+from cifarlens.report.render import render_report
 
 pngs = test_report.pngs  # the figure fixture, shared
 
@@ -31,7 +32,7 @@ def test_csv_tables_parse_and_match_the_summary(tmp_path, pngs):
     s["models"]["variant"]["per_seed"] = [{"seed": i, "test_top1": 0.68 + i / 100}
                                           for i in range(3)]
     study, _ = make_study(tmp_path, pngs, s)
-    R.render_report(study)
+    render_report(study)
     s = json.loads((study / "summary.json").read_text())
     seeds = s["comparison"]["seeds"]
 
@@ -62,7 +63,7 @@ def test_csv_tables_parse_and_match_the_summary(tmp_path, pngs):
     cup = pcs[0]
     assert (cup["kind"], cup["n"], _f(cup["baseline"]), _f(cup["variant"]),
             _f(cup["difference"])) == ("improved", "10", 0.5, 0.7, 0.2)
-    lo, hi = R.newcombe_diff_ci(5, 10, 7, 10)
+    lo, hi = newcombe_diff_ci(5, 10, 7, 10)
     assert (_f(cup["newcombe_lo"]), _f(cup["newcombe_hi"])) == (lo, hi)
     assert pcs[1]["n"] == "" and pcs[1]["newcombe_lo"] == ""  # lamp: no n, no interval
 
@@ -80,7 +81,7 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(tmp_path, pngs):
     s["comparison"]["per_class"]["improved"][0]["name"] = '=HYPERLINK("http://x","y")'
     s["comparison"]["per_class"]["worsened"][0]["name"] = "a,b\n\"c\""
     study, _ = make_study(tmp_path, pngs, s)
-    R.render_report(study)
+    render_report(study)
     text = (study / "tables" / "per_class.csv").read_text(encoding="utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1][0] == "'=HYPERLINK(\"http://x\",\"y\")"

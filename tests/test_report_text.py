@@ -9,7 +9,11 @@ import pytest
 import test_report
 from test_report import _text, _three_seeds, make_study, make_summary, render
 
-from cifarlens import report as R
+from cifarlens.analysis.intervals import newcombe_diff_ci, wilson
+from cifarlens.report.convergence import still_improving
+from cifarlens.report.formats import fmt_points
+from cifarlens.report.render import render_report
+from cifarlens.report.sections import describe_cost
 
 pngs = test_report.pngs  # the figure fixture, shared
 
@@ -36,7 +40,7 @@ def _curve(values: list[float]) -> list[float]:
     ([0.5], True, False),
 ])
 def test_still_improving_on_constructed_histories(values, higher, improving):
-    got = R.still_improving(_curve(values), higher)
+    got = still_improving(_curve(values), higher)
     assert (got is not None) == improving, got
     if got:
         assert got["best_epoch"] == len(values) and got["epochs"] == len(values)
@@ -46,10 +50,10 @@ def test_still_improving_on_constructed_histories(values, higher, improving):
 def test_still_improving_window_is_the_last_tenth_and_five_epochs():
     # 50 epochs, best at epoch 49 (within the last 5 = 10%), rising over the last 5 on average
     v = [i / 100 for i in range(45)] + [0.58, 0.60, 0.59, 0.62, 0.61]
-    assert R.still_improving(v)["best_epoch"] == 49
+    assert still_improving(v)["best_epoch"] == 49
     # best at epoch 45 of 50: just outside the last 10%
     v2 = [i / 100 for i in range(44)] + [0.9, 0.5, 0.51, 0.52, 0.53, 0.54]
-    assert R.still_improving(v2) is None
+    assert still_improving(v2) is None
 
 
 def _write_runs(study, runs):
@@ -67,14 +71,14 @@ def test_not_converged_warning_in_the_report(tmp_path, pngs):
     rising = [0.1 * i for i in range(1, 9)]
     flat = [0.1, 0.3, 0.5, 0.6, 0.7, 0.69, 0.68, 0.69]
     _write_runs(study, {"baseline-s0": rising, "variant-s0": flat})
-    h, m = (p.read_text(encoding="utf-8") for p in R.render_report(study))
+    h, m = (p.read_text(encoding="utf-8") for p in render_report(study))
     for doc in map(_text, (h, m)):
         assert "Not converged: validation accuracy still rising in 1 of 2 runs (baseline-s0)" in doc
         assert "validation loss still falling in 1 of 2 runs (baseline-s0)" in doc
     # converged runs: no warning at all
     study2, _ = make_study(tmp_path / "b", pngs, s)
     _write_runs(study2, {"baseline-s0": flat, "variant-s0": flat})
-    h2 = R.render_report(study2)[0].read_text(encoding="utf-8")
+    h2 = render_report(study2)[0].read_text(encoding="utf-8")
     assert "Not converged" not in h2
 
 
@@ -83,9 +87,9 @@ def test_not_converged_warning_in_the_report(tmp_path, pngs):
 
 def test_free_at_inference_only_when_the_seed_level_test_says_it_helped(tmp_path, pngs):
     same = {"params": 100, "flops": 1000}
-    assert "free at inference" in R._describe_cost(same, same, "augment", "rose")
+    assert "free at inference" in describe_cost(same, same, "augment", "rose")
     for verdict in ("fell", "no_change", "borderline", "unknown", ""):
-        assert "free" not in R._describe_cost(same, same, "augment", verdict), verdict
+        assert "free" not in describe_cost(same, same, "augment", verdict), verdict
     helped = _three_seeds(make_summary(), mean_diff=0.0611, ci=[0.0511, 0.0711], p=0.0013)
     hurt = _three_seeds(make_summary(), mean_diff=-0.02, ci=[-0.035, -0.005], p=0.03)
     one_pair = make_summary()  # McNemar significant, but one pair is no verdict
@@ -99,9 +103,9 @@ def test_free_at_inference_only_when_the_seed_level_test_says_it_helped(tmp_path
 
 def test_newcombe_interval_matches_the_published_example():
     # Newcombe (1998), Stat Med 17:873, Table II example (56/70 vs 48/80): 0.0524 to 0.3339
-    lo, hi = R.newcombe_diff_ci(48, 80, 56, 70)
+    lo, hi = newcombe_diff_ci(48, 80, 56, 70)
     assert math.isclose(lo, 0.0524, abs_tol=5e-5) and math.isclose(hi, 0.3339, abs_tol=5e-5)
-    lo, hi = R.wilson(0, 10)
+    lo, hi = wilson(0, 10)
     assert lo == 0.0 and math.isclose(hi, 0.2775, abs_tol=5e-5)
 
 
@@ -111,8 +115,8 @@ def test_per_class_change_states_n_and_an_interval(tmp_path, pngs):
         "improved": [{"name": "whale", "n": 10, "before": 0.3, "after": 0.7, "delta": 0.4}],
         "worsened": [{"name": "lamp", "before": 0.6, "after": 0.5, "delta": -0.1}]}
     h, m, _ = render(tmp_path, pngs, s)
-    lo, hi = R.newcombe_diff_ci(3, 10, 7, 10)
-    ci = f"[{R.fmt_points(lo)}, {R.fmt_points(hi)}]"
+    lo, hi = newcombe_diff_ci(3, 10, 7, 10)
+    ci = f"[{fmt_points(lo)}, {fmt_points(hi)}]"
     assert lo < 0 < 0.4  # +40 points on 10 images: the interval still reaches below zero
     for doc in map(_text, (h, m)):
         assert f"whale (+40.00 points on 10 test images, 95% CI {ci})" in doc

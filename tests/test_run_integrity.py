@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens import cli
 from cifarlens._io import RunLock
+from cifarlens.analysis.evaluate import predict
+from cifarlens.cli import build_parser, main
 from cifarlens.errors import CifarlensError
-from cifarlens.evaluate import predict
 from cifarlens.runs import (
     CKPT_DIR,
     Run,
@@ -40,7 +40,7 @@ from cifarlens.runs import (
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
-    assert cli.main(argv) == 1
+    assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     return err
@@ -122,7 +122,7 @@ def test_run_records_its_data_identity_and_absolute_data_dir(smoke_run):
 
 
 def _other_data(tmp_path: Path) -> Path:
-    from cifarlens.synth import write_synthetic
+    from cifarlens.data.synth import write_synthetic
 
     root = tmp_path / "other"
     write_synthetic(root, "cifar100", train_per_class=5, test_per_class=2, seed=3)
@@ -259,8 +259,8 @@ def test_read_norm_accepts_the_runs_own_file(smoke_run):
     ((3, 32, 32), [0], r"images must be \(N, C, H, W\)"),
 ])
 def test_gradcam_api_errors_are_cifarlens_errors(shape, targets, message):
-    from cifarlens.explain import gradcam
-    from cifarlens.models import build_model
+    from cifarlens.cam.gradcam import gradcam
+    from cifarlens.training.models import build_model
 
     model = build_model("small", 10).eval()
     with pytest.raises(CifarlensError, match=message):
@@ -277,7 +277,7 @@ def test_gradcam_api_errors_are_cifarlens_errors(shape, targets, message):
 def test_arguments_are_refused_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        cli.main(argv)
+        main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
@@ -292,14 +292,14 @@ def test_arguments_are_refused_before_any_work(tmp_path, capsys, monkeypatch, ar
     ("val_fraction=0.1", "paired tests do not apply"),
 ])
 def test_guard_refuses_changes_that_break_the_pairing(change, message):
-    from cifarlens.study import plan_study
+    from cifarlens.study.plan import plan_study
 
     with pytest.raises(CifarlensError, match=message):
         plan_study("smoke", change, seeds=1)
 
 
 def test_seed_range_is_checked_for_every_seed_before_training():
-    from cifarlens.study import plan_study
+    from cifarlens.study.plan import plan_study
 
     plan_study("smoke", seeds=1, overrides={"seed": 2**32 - 1})  # the largest seed alone is fine
     with pytest.raises(CifarlensError, match="runs past the largest seed"):
@@ -308,7 +308,7 @@ def test_seed_range_is_checked_for_every_seed_before_training():
 
 def test_two_changes_are_two_variants_not_narrowed(tmp_path, capsys):
     # argparse once kept only the last --change; now each is its own variant (test_ablation.py)
-    a = cli.build_parser().parse_args(["study", "--change", "lr=0.1", "--change",
+    a = build_parser().parse_args(["study", "--change", "lr=0.1", "--change",
                                        "label_smoothing=0"])
     assert a.change == ["lr=0.1", "label_smoothing=0"]
     out = tmp_path / "s"
@@ -328,7 +328,7 @@ def test_explain_refuses_unknown_indices_before_writing(run_copy, capsys):
 def test_failure_gallery_is_bounded(run_copy):
     from PIL import Image
 
-    from cifarlens.failures import MAX_GALLERY, find_failures
+    from cifarlens.analysis.failures import MAX_GALLERY, find_failures
 
     predict(run_copy, ("test",), device="cpu")
     notes: list[str] = []
@@ -341,16 +341,16 @@ def test_failure_gallery_is_bounded(run_copy):
 
 
 def test_study_stage_evaluates_again_when_best_changed(run_copy):
-    from cifarlens.study import _stage_evaluate
+    from cifarlens.study.stages import stage_evaluate
 
-    _stage_evaluate(run_copy, lambda m: None)
+    stage_evaluate(run_copy, lambda m: None)
     assert all(Run(run_copy).predictions_current(s) for s in ("test", "val"))
     stamp = (run_copy / "metrics_test.json").stat().st_mtime_ns
-    _stage_evaluate(run_copy, lambda m: None)  # current: reused
+    stage_evaluate(run_copy, lambda m: None)  # current: reused
     assert (run_copy / "metrics_test.json").stat().st_mtime_ns == stamp
     _replace_best(run_copy)
     assert not Run(run_copy).predictions_current("test")
-    _stage_evaluate(run_copy, lambda m: None)  # made from another checkpoint: made again
+    stage_evaluate(run_copy, lambda m: None)  # made from another checkpoint: made again
     assert all(Run(run_copy).predictions_current(s) for s in ("test", "val"))
     metrics = json.loads((run_copy / "metrics_test.json").read_text())
     assert metrics["checkpoint_sha256"] == checkpoint_sha256(run_copy)
@@ -368,9 +368,9 @@ def test_explain_points_with_the_boxes_of_the_data_it_verified(analysed_copy, sy
     """Generated data carries object boxes; explain takes them from the manifest read with the
     data (no second read), so the pointing game is computed and equals a recount from the boxes
     in the dataset's own manifest file."""
-    from cifarlens.explain import pointing_game
-    from cifarlens.explanations import explain_run, object_boxes
-    from cifarlens.synth import read_synth_info
+    from cifarlens.cam.explain import explain_run, object_boxes
+    from cifarlens.cam.quality import pointing_game
+    from cifarlens.data.synth import read_synth_info
 
     r = explain_run(analysed_copy, "test", failures=4, correct_sample=40, steps=4,
                     log=lambda m: None)

@@ -115,7 +115,7 @@ def test_normalize_uses_the_runs_own_statistics(tmp_path):
 def test_the_data_is_read_once_per_run(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    import cifarlens.data as D
+    import cifarlens.data.load as D
 
     calls = []
     fake = SimpleNamespace(test_x=np.zeros((2, 3, 2, 2), np.uint8), test_y=np.array([0, 1]),
@@ -130,7 +130,7 @@ def test_the_data_is_read_once_per_run(tmp_path, monkeypatch):
 
 
 def test_the_study_folder_names_its_runs_and_files_in_one_place(tmp_path):
-    from cifarlens.study_folder import StudyFolder
+    from cifarlens.study.folder import StudyFolder
 
     s = StudyFolder(tmp_path / "study")
     assert s.run("baseline", 2).path == tmp_path / "study" / "runs" / "baseline-s2"

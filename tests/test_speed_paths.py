@@ -11,76 +11,88 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlens import runtime as R
-from cifarlens import train as T
-from cifarlens.data import Batches
+from cifarlens.cli import main
+from cifarlens.data.batches import Batches
 from cifarlens.errors import CifarlensError
+from cifarlens.training import loop as T
+from cifarlens.training import runtime as R
+from cifarlens.training.config import make_config
+from cifarlens.training.loop import _CompileProbe, _make_step, time, train
+from cifarlens.training.runtime import (
+    COMPILE_COST_S,
+    COMPILE_MAX_SHARE,
+    Dist,
+    cpu_has_bf16,
+    graph_model,
+    resolve_compile,
+    resolve_graphs,
+    resolve_precision,
+)
 
 CPU = torch.device("cpu")
 
 
 def test_precision_auto_follows_the_cpu_and_explicit_choices_win(monkeypatch):
     monkeypatch.setattr(R, "cpu_has_bf16", lambda: True)
-    assert T.resolve_precision("auto", CPU) == "bf16"
+    assert resolve_precision("auto", CPU) == "bf16"
     monkeypatch.setattr(R, "cpu_has_bf16", lambda: False)
-    assert T.resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("auto", CPU) == "fp32"
     for name in ("fp32", "bf16"):
-        assert T.resolve_precision(name, CPU) == name
+        assert resolve_precision(name, CPU) == name
 
 
-@pytest.mark.skipif(not T.cpu_has_bf16(), reason="this CPU has neither avx512_bf16 nor amx_bf16")
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has neither avx512_bf16 nor amx_bf16")
 def test_this_cpu_gets_bf16():
     # The development machine (AMD EPYC Zen 4, avx512_bf16) must train in bf16 by default.
-    assert T.resolve_precision("auto", CPU) == "bf16"
+    assert resolve_precision("auto", CPU) == "bf16"
 
 
 def test_compile_auto_is_off_on_cpu_whatever_the_run_length():
     for est in (None, 1.0, 600.0, 1e6):
-        assert T.resolve_compile("auto", "cpu", est) is False
+        assert resolve_compile("auto", "cpu", est) is False
 
 
 def test_compile_auto_on_cuda_only_when_compile_time_is_a_small_share():
-    threshold = T.COMPILE_COST_S / T.COMPILE_MAX_SHARE  # 500 s with the defaults
-    assert T.resolve_compile("auto", "cuda", None) is False  # not timed yet
-    assert T.resolve_compile("auto", "cuda", 60.0) is False  # paper preset on an H200
-    assert T.resolve_compile("auto", "cuda", threshold * 0.99) is False
-    assert T.resolve_compile("auto", "cuda", threshold) is True
-    assert T.resolve_compile("auto", "cuda", 3600.0) is True
+    threshold = COMPILE_COST_S / COMPILE_MAX_SHARE  # 500 s with the defaults
+    assert resolve_compile("auto", "cuda", None) is False  # not timed yet
+    assert resolve_compile("auto", "cuda", 60.0) is False  # paper preset on an H200
+    assert resolve_compile("auto", "cuda", threshold * 0.99) is False
+    assert resolve_compile("auto", "cuda", threshold) is True
+    assert resolve_compile("auto", "cuda", 3600.0) is True
 
 
 def test_compile_on_and_off_are_forced():
     for dev in ("cpu", "cuda"):
         for est in (None, 1.0, 1e6):
-            assert T.resolve_compile("on", dev, est) is True
-            assert T.resolve_compile("off", dev, est) is False
+            assert resolve_compile("on", dev, est) is True
+            assert resolve_compile("off", dev, est) is False
     with pytest.raises(CifarlensError, match="--compile"):
-        T.resolve_compile("yes", "cuda", 1e6)
-    assert T.resolve_compile("graphs", "cuda", 1e6) is False  # graphs are not torch.compile
+        resolve_compile("yes", "cuda", 1e6)
+    assert resolve_compile("graphs", "cuda", 1e6) is False  # graphs are not torch.compile
 
 
 # --- CUDA graphs (--compile graphs / auto on one GPU) ----------------------------------------------
 
 
 def test_graphs_decision():
-    assert T.resolve_graphs("auto", "cuda", 1) is True  # what the GPU suite's headline measures
-    assert T.resolve_graphs("auto", "cuda", 2) is False  # DDP: eager (+ the compile probe)
-    assert T.resolve_graphs("auto", "cpu", 1) is False  # the CPU ignores auto cleanly
+    assert resolve_graphs("auto", "cuda", 1) is True  # what the GPU suite's headline measures
+    assert resolve_graphs("auto", "cuda", 2) is False  # DDP: eager (+ the compile probe)
+    assert resolve_graphs("auto", "cpu", 1) is False  # the CPU ignores auto cleanly
     for mode in ("off", "on"):
-        assert T.resolve_graphs(mode, "cuda", 1) is False
-    assert T.resolve_graphs("graphs", "cuda", 1) is True
+        assert resolve_graphs(mode, "cuda", 1) is False
+    assert resolve_graphs("graphs", "cuda", 1) is True
     with pytest.raises(CifarlensError, match="needs a CUDA GPU; this run is on cpu"):
-        T.resolve_graphs("graphs", "cpu", 1)
+        resolve_graphs("graphs", "cpu", 1)
     with pytest.raises(CifarlensError, match="one process only"):
-        T.resolve_graphs("graphs", "cuda", 2)
+        resolve_graphs("graphs", "cuda", 2)
     with pytest.raises(CifarlensError, match="--compile must be"):
-        T.resolve_graphs("cudagraphs", "cuda", 1)
+        resolve_graphs("cudagraphs", "cuda", 1)
 
 
 def test_graphs_asked_for_on_the_cpu_is_refused_before_any_work(tmp_path, capsys):
-    from cifarlens import cli
 
     out = tmp_path / "run"
-    rc = cli.main(["train", "--data-dir", str(tmp_path / "no-data"), "--preset", "smoke",
+    rc = main(["train", "--data-dir", str(tmp_path / "no-data"), "--preset", "smoke",
                    "--device", "cpu", "--compile", "graphs", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "--compile graphs needs a CUDA GPU" in err
@@ -106,7 +118,7 @@ def _warmup_grapher(calls: list):
 def test_graph_model_changes_nothing_the_run_computes(precision):
     """graph_model restores what its warm-up moved: the graphed model's first step gives the
     same loss, gradients, BatchNorm statistics and weights as the eager model's."""
-    from cifarlens.models import build_model
+    from cifarlens.training.models import build_model
 
     torch.manual_seed(0)
     eager = build_model("small", 10).train()
@@ -115,18 +127,18 @@ def test_graph_model_changes_nothing_the_run_computes(precision):
     x = torch.randn(16, 3, 32, 32)
     y = torch.randint(0, 10, (16,))
     calls: list = []
-    g = T.graph_model(graphed_src, x * 3 + 1, CPU, precision, grapher=_warmup_grapher(calls))
+    g = graph_model(graphed_src, x * 3 + 1, CPU, precision, grapher=_warmup_grapher(calls))
     assert calls == [precision == "bf16"]  # captured under the training precision
     for (k, a), b in zip(eager.state_dict().items(), graphed_src.state_dict().values(), strict=True):
         assert torch.equal(a, b), f"{k} moved by the warm-up"
-    cfg = T.make_config("smoke", device="cpu")
+    cfg = make_config("smoke", device="cpu")
     results = []
     for model in (eager, g):
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         sums = torch.zeros(3, dtype=torch.float64)
         torch.manual_seed(1)  # the epoch seed: dropout draws alike
-        T._make_step(model, opt, sched, cfg, CPU, precision)(x, y, sums)
+        _make_step(model, opt, sched, cfg, CPU, precision)(x, y, sums)
         results.append((sums.clone(), {k: v.clone() for k, v in model.state_dict().items()}))
     assert torch.equal(results[0][0], results[1][0])  # loss sum, correct, n
     for k in results[0][1]:
@@ -135,7 +147,7 @@ def test_graph_model_changes_nothing_the_run_computes(precision):
 
 def test_the_stand_in_warmup_really_moves_batchnorm_statistics():
     # Guards the test above: without graph_model's restore its check would fail.
-    from cifarlens.models import build_model
+    from cifarlens.training.models import build_model
 
     m = build_model("small", 10).train()
     before = {k: v.clone() for k, v in m.named_buffers()}
@@ -145,10 +157,10 @@ def test_the_stand_in_warmup_really_moves_batchnorm_statistics():
 
 def test_compile_probe_times_after_warmup_and_decides_once(monkeypatch):
     clock = itertools.count(100.0, 2.0)  # 20 timed steps in 2 s -> 0.1 s/step
-    monkeypatch.setattr(T.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
     seen = []
     monkeypatch.setattr(T, "resolve_compile", lambda mode, dev, est: seen.append(est) or True)
-    probe = T._CompileProbe(steps_per_epoch=312, steps_left=15_600, device=CPU, d=T.Dist())
+    probe = _CompileProbe(steps_per_epoch=312, steps_left=15_600, device=CPU, d=Dist())
     out = [probe.after_step(i) for i in range(30)]
     assert (probe.start, probe.end) == (4, 24)
     assert out[24] is True and all(o is None for k, o in enumerate(out) if k != 24)
@@ -157,7 +169,7 @@ def test_compile_probe_times_after_warmup_and_decides_once(monkeypatch):
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_compile_probe_stays_eager_when_an_epoch_is_too_short_to_time(steps):
-    probe = T._CompileProbe(steps_per_epoch=steps, steps_left=steps * 5, device=CPU, d=T.Dist())
+    probe = _CompileProbe(steps_per_epoch=steps, steps_left=steps * 5, device=CPU, d=Dist())
     decisions = [probe.after_step(i) for i in range(steps)]
     assert False in decisions and True not in decisions
 
@@ -180,7 +192,7 @@ def test_channels_last_batches_equal_contiguous_ones(augment):
 
 def test_channels_last_model_step_matches_contiguous_one():
     # The CUDA path runs model and batches in channels_last: same math as the contiguous layout.
-    from cifarlens.models import build_model
+    from cifarlens.training.models import build_model
 
     torch.manual_seed(0)
     m1 = build_model("small", 10).eval()
@@ -258,16 +270,16 @@ def test_graphs_path_of_train_resumes_exactly_and_equals_eager(synth10, tmp_path
     reordering, docs/benchmarks.md)."""
     from cifarlens.runs import epoch_checkpoints, load_checkpoint
 
-    cfg = T.make_config("smoke", data_dir=str(synth10), dataset="cifar10", device="cpu",
+    cfg = make_config("smoke", data_dir=str(synth10), dataset="cifar10", device="cpu",
                         precision="fp32", epochs=3, batch_size=50, train_limit=200)
     quiet = lambda m: None  # noqa: E731
-    T.train(cfg, tmp_path / "eager", progress=False, log=quiet)
-    real = T.graph_model
+    train(cfg, tmp_path / "eager", progress=False, log=quiet)
+    real = graph_model
     calls = []
     monkeypatch.setattr(T, "resolve_graphs", lambda mode, dev, world=1: True)
     monkeypatch.setattr(T, "graph_model", lambda m, x, dev, prec: real(
         m, x, dev, prec, grapher=_warmup_grapher(calls)))
-    done = T.train(cfg, tmp_path / "graphs", progress=False, log=quiet)
+    done = train(cfg, tmp_path / "graphs", progress=False, log=quiet)
     assert done["step_mode"] == "graphs" and len(calls) == 1
 
     def stop_after_epoch_2(msg):
@@ -275,8 +287,8 @@ def test_graphs_path_of_train_resumes_exactly_and_equals_eager(synth10, tmp_path
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        T.train(cfg, tmp_path / "part", progress=False, log=stop_after_epoch_2)
-    T.train(cfg, tmp_path / "part", resume=True, progress=False, log=quiet)
+        train(cfg, tmp_path / "part", progress=False, log=stop_after_epoch_2)
+    train(cfg, tmp_path / "part", resume=True, progress=False, log=quiet)
     assert len(calls) == 3  # graphed again by the resumed process
     ref = load_checkpoint(epoch_checkpoints(tmp_path / "eager")[0])
     for run in ("graphs", "part"):

@@ -9,9 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from cifarlens.cli import main
 from cifarlens.errors import CifarlensError
-from cifarlens.study import one_change_guard, parse_change, run_study
-from cifarlens.train import make_config
+from cifarlens.study.engines.local import _overlap_job, demo_threads
+from cifarlens.study.engines.processes import parallel_slots
+from cifarlens.study.plan import one_change_guard, parse_change
+from cifarlens.study.run import run_study
+from cifarlens.training.config import make_config
 
 
 def test_guard_accepts_exactly_one_change():
@@ -65,7 +69,7 @@ def study(tmp_path_factory, synth100):
 
 
 def test_study_summary_matches_the_runs(study):
-    from cifarlens.summary_schema import check_summary
+    from cifarlens.study.schema import check_summary
 
     s = json.loads((study / "summary.json").read_text())
     check_summary(s, "the study's summary.json")  # the shape the report reads
@@ -176,7 +180,9 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     same number of threads (CPU kernels split their sums by thread, so the count matters)."""
     import torch
 
-    from cifarlens.study import _run_parallel, _stage_evaluate, _stage_train, plan_study
+    from cifarlens.study.engines.processes import run_parallel
+    from cifarlens.study.plan import plan_study
+    from cifarlens.study.stages import stage_evaluate, stage_train
 
     out = tmp_path / "seeds"
     overrides = {"data_dir": str(synth100), "device": "cpu", "epochs": 1, "train_limit": 1000}
@@ -211,8 +217,8 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     try:
         for arm, seed in (("baseline", 1), ("variant", 0)):
             run = tmp_path / "seq" / f"{arm}-s{seed}"
-            _stage_train(dataclasses.replace(arms[arm], seed=seed), run, False, lambda m: None, arm)
-            _stage_evaluate(run, lambda m: None)
+            stage_train(dataclasses.replace(arms[arm], seed=seed), run, False, lambda m: None, arm)
+            stage_evaluate(run, lambda m: None)
             p_seq = np.load(run / "predictions_test.npz")
             p_par = np.load(out / "runs" / f"{arm}-s{seed}" / "predictions_test.npz")
             assert np.array_equal(p_seq["logits"], p_par["logits"]), (arm, seed)
@@ -229,7 +235,7 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     lines.clear()
     torch.set_num_threads(2)
     try:
-        _run_parallel(todo, 2, False, lines.append)
+        run_parallel(todo, 2, False, lines.append)
     finally:
         torch.set_num_threads(threads)
     assert any("training 1 runs" in m for m in lines)
@@ -243,7 +249,7 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
 
 def test_three_seeds_by_default_paired_by_seed():
     from cifarlens.cli import build_parser
-    from cifarlens.study import DEFAULT_SEEDS, plan_study
+    from cifarlens.study.plan import DEFAULT_SEEDS, plan_study
 
     assert DEFAULT_SEEDS == 3
     for cmd in (["study"], ["demo"]):
@@ -262,17 +268,17 @@ def test_three_seeds_by_default_paired_by_seed():
 
 
 def test_parallel_slots_divide_threads_on_cpu():
-    from cifarlens.study import parallel_slots
+    from cifarlens.study.engines.processes import parallel_slots
 
     assert parallel_slots(2, "cpu", 8) == [{"gpu": None, "threads": 4}] * 2
     assert parallel_slots(3, "cpu", 2) == [{"gpu": None, "threads": 1}] * 3
 
 
 def test_parallel_slots_one_run_per_gpu(monkeypatch):
-    from cifarlens import study as st
+    from cifarlens.study.engines import processes as st
 
-    monkeypatch.setattr(st, "_gpu_count", lambda device: 2)
-    assert st.parallel_slots(4, "auto", 16) == [{"gpu": 0, "threads": None},
+    monkeypatch.setattr(st, "gpu_count", lambda device: 2)
+    assert parallel_slots(4, "auto", 16) == [{"gpu": 0, "threads": None},
                                                 {"gpu": 1, "threads": None}]
 
 
@@ -292,7 +298,7 @@ def _valid_config(environment):
 
 
 def test_runs_that_resolved_differently_are_refused(tmp_path):
-    from cifarlens.study import check_same_environment
+    from cifarlens.study.run import check_same_environment
 
     a = _fake_run(tmp_path / "baseline-s0")
     same = _fake_run(tmp_path / "variant-s0", threads=1)  # threads do not block a comparison
@@ -336,7 +342,7 @@ def test_analysis_beside_training_gives_the_sequential_files(tmp_path, synth10, 
     and 4 tracked failures keep it small; what is compared does not depend on the size."""
     import torch
 
-    import cifarlens.study as st
+    import cifarlens.study.engines.local as st
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -370,17 +376,17 @@ def test_analysis_beside_training_gives_the_sequential_files(tmp_path, synth10, 
 def test_the_analysis_worker_draws_no_progress_bar(monkeypatch):
     """The worker shares the terminal with the training bar of the study's process: its stages
     log into lines the study prints, and draw no bar of their own."""
-    import cifarlens.study as st
+    import cifarlens.study.engines.local as st
 
     calls: list[tuple] = []
-    monkeypatch.setattr(st, "_stage_evaluate",
+    monkeypatch.setattr(st, "stage_evaluate",
                         lambda run, say, figures: calls.append(("evaluate", figures)))
-    monkeypatch.setattr(st, "_stage_failures", lambda run, top, say, progress=True:
+    monkeypatch.setattr(st, "stage_failures", lambda run, top, say, progress=True:
                         calls.append(("failures", top, progress)))
-    assert st._overlap_job("/nowhere/run", True, 6) == []
+    assert _overlap_job("/nowhere/run", True, 6) == []
     assert calls == [("evaluate", True), ("failures", 6, False)]
     calls.clear()
-    st._overlap_job("/nowhere/run", False, None)  # a later run: evaluate only
+    _overlap_job("/nowhere/run", False, None)  # a later run: evaluate only
     assert calls == [("evaluate", False)]
 
 
@@ -390,11 +396,10 @@ def test_demo_leaves_a_core_for_the_analysis_unless_told(monkeypatch):
     README runs it spent 43% of its wall time outside training with torch's default threads)."""
     import torch
 
-    import cifarlens.study as st
-    from cifarlens import cli
+    import cifarlens.study.run as st
 
-    assert st.demo_threads(2, cuda=False) == 1 and st.demo_threads(8, cuda=False) == 4
-    assert st.demo_threads(1, cuda=False) is None and st.demo_threads(8, cuda=True) is None
+    assert demo_threads(2, cuda=False) == 1 and demo_threads(8, cuda=False) == 4
+    assert demo_threads(1, cuda=False) is None and demo_threads(8, cuda=True) is None
     seen = []
 
     def fake_demo(out, **kw):
@@ -403,16 +408,16 @@ def test_demo_leaves_a_core_for_the_analysis_unless_told(monkeypatch):
 
     before = torch.get_num_threads()
     monkeypatch.setattr(st, "demo", fake_demo)
-    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        assert cli.main(["demo", "--out", "unused"]) == 1
+        assert main(["demo", "--out", "unused"]) == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         torch.set_num_threads(2)
-        assert cli.main(["demo", "--out", "unused"]) == 1  # the user's choice is kept
+        assert main(["demo", "--out", "unused"]) == 1  # the user's choice is kept
         monkeypatch.delenv("OMP_NUM_THREADS")
-        assert cli.main(["demo", "--out", "unused", "--threads", "2"]) == 1
+        assert main(["demo", "--out", "unused", "--threads", "2"]) == 1
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 2, 2]

@@ -8,12 +8,13 @@ import json
 import pytest
 
 from cifarlens._io import write_json
-from cifarlens.data import load_dataset
+from cifarlens.data.load import load_dataset
+from cifarlens.data.synth import write_synthetic
 from cifarlens.errors import CifarlensError
-from cifarlens.study import plan_study, run_study
-from cifarlens.study_guard import planned_environment
-from cifarlens.synth import write_synthetic
-from cifarlens.train import make_config
+from cifarlens.study.guard import planned_environment
+from cifarlens.study.plan import plan_study
+from cifarlens.study.run import run_study
+from cifarlens.training.config import make_config
 
 
 @pytest.fixture

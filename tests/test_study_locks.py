@@ -16,6 +16,8 @@ import pytest
 
 from cifarlens._io import RunLock, adopt_locks_of, lock_owner
 from cifarlens.errors import CifarlensError
+from cifarlens.study.run import run_study
+from cifarlens.study.stages import stage_evaluate
 
 
 def test_a_lock_of_an_adopted_owner_is_granted_and_left_to_it(tmp_path, monkeypatch):
@@ -37,11 +39,11 @@ def test_a_lock_of_an_adopted_owner_is_granted_and_left_to_it(tmp_path, monkeypa
 def test_every_run_stays_locked_from_training_to_the_report(synth10, tmp_path, monkeypatch):
     """Between a run's training and its evaluation (and until the summary is written) another
     command on that run is refused, instead of slipping in and aborting the study."""
-    import cifarlens.study as st
+    import cifarlens.study.plan as st
 
     monkeypatch.setattr(st, "OVERLAP", "off")
     seen: list[str] = []
-    real_evaluate = st._stage_evaluate
+    real_evaluate = stage_evaluate
 
     def evaluate_after_an_intruder(run, say, figures=True):
         try:  # what a user's `cifarlens evaluate RUN` does first, from another process
@@ -54,8 +56,8 @@ def test_every_run_stays_locked_from_training_to_the_report(synth10, tmp_path, m
             seen.append("refused" if "is in use by" in e.stderr else e.stderr)
         return real_evaluate(run, say, figures)
 
-    monkeypatch.setattr(st, "_stage_evaluate", evaluate_after_an_intruder)
-    st.run_study(tmp_path / "s", preset="smoke", seeds=1, failures_top=2, progress=False,
+    monkeypatch.setattr(st, "stage_evaluate", evaluate_after_an_intruder)
+    run_study(tmp_path / "s", preset="smoke", seeds=1, failures_top=2, progress=False,
                  overrides={"data_dir": str(synth10), "dataset": "cifar10", "device": "cpu",
                             "epochs": 1}, log=lambda m: None)
     assert seen == ["refused", "refused"]
@@ -64,7 +66,7 @@ def test_every_run_stays_locked_from_training_to_the_report(synth10, tmp_path, m
 
 WORKER = textwrap.dedent("""
     import os, sys, time
-    from cifarlens.study import exit_with_parent
+    from cifarlens.study.engines.processes import exit_with_parent
     exit_with_parent(poll_s=0.2, grace_s=5)
     print(os.getpid(), flush=True)
     time.sleep(120)  # "training": only the watchdog ends it early

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cifarlens.errors import CifarlensError
-from cifarlens.summary_schema import SUMMARY_KEYS, check_summary, readable_summary
+from cifarlens.study.schema import SUMMARY_KEYS, check_summary, readable_summary
 
 
 def _minimal() -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cifarlens._text import plain_text
-from cifarlens.figures import safe_text
-from cifarlens.report import clean_text, md_escape
+from cifarlens.figures.style import safe_text
+from cifarlens.report.formats import clean_text, md_escape
 
 
 @pytest.mark.parametrize("raw, want", [

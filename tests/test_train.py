@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from cifarlens.cli import build_parser, main
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import epoch_checkpoints, load_checkpoint, load_model, load_split
-from cifarlens.train import TrainConfig, infer_logits, lr_factor, make_config, train
+from cifarlens.training.config import TrainConfig, make_config
+from cifarlens.training.loop import lr_factor, train
+from cifarlens.training.runtime import infer_logits
 
 
 def test_smoke_training_learns(smoke_run):
@@ -101,9 +104,9 @@ def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(synth10, tm
                                                                      monkeypatch):
     # Epoch 1 trains normally; in epoch 2 the learning rate explodes. The run must stop with
     # one clear line and keep epoch 1's checkpoint and best.pt, whole and resumable.
-    import cifarlens.train as T
+    import cifarlens.training.loop as T
 
-    normal = T.lr_factor
+    normal = lr_factor
     monkeypatch.setattr(T, "lr_factor", lambda s, total, warmup:
                         normal(s, total, warmup) if s < total // 2 else 1e12)
     out = tmp_path / "r"
@@ -145,7 +148,7 @@ def test_config_validation():
 
 
 def test_infer_logits_is_batch_size_independent():
-    from cifarlens.models import build_model
+    from cifarlens.training.models import build_model
 
     torch.manual_seed(0)
     m = build_model("small", 10)
@@ -174,7 +177,7 @@ def test_rows_split_each_epoch_into_train_val_and_other_time(smoke_run):
 def test_background_writes_equal_synchronous_ones(synth10, tmp_path, monkeypatch):
     """The writer thread saves a copy taken at the epoch's end: training on meanwhile must not
     leak into it (a missing copy would save later weights), and best.pt is that epoch's copy."""
-    from cifarlens import train as T
+    from cifarlens.training import writer as T
 
     cfg = _cfg(synth10, dataset="cifar10")
     train(cfg, tmp_path / "bg", progress=False, log=lambda m: None)
@@ -198,10 +201,11 @@ def test_background_writes_equal_synchronous_ones(synth10, tmp_path, monkeypatch
 
 
 def test_curves_are_drawn_when_due_and_at_the_end(synth10, tmp_path, monkeypatch):
-    from cifarlens import train as T
+    from cifarlens.training import loop as T
+    from cifarlens.training import writer as W
 
     drawn = []
-    monkeypatch.setattr(T, "plot_curves", lambda runs, path: drawn.append(len(runs[""])))
+    monkeypatch.setattr(W, "plot_curves", lambda runs, path: drawn.append(len(runs[""])))
     monkeypatch.setattr(T, "PLOT_EVERY_S", 1e9)  # nobody looks twice within a run
     train(_cfg(synth10, dataset="cifar10", epochs=3), tmp_path / "r", progress=False,
           log=lambda m: None)
@@ -217,7 +221,7 @@ def test_epoch_writer_runs_jobs_in_order_and_reports_the_first_error_once():
     import threading
     import time
 
-    from cifarlens.train import EpochWriter
+    from cifarlens.training.writer import EpochWriter
 
     done, main = [], threading.get_ident()
     w = EpochWriter()
@@ -242,7 +246,7 @@ def test_epoch_writer_runs_jobs_in_order_and_reports_the_first_error_once():
 
 
 def test_cpu_copy_is_frozen():
-    from cifarlens.train import cpu_copy
+    from cifarlens.training.writer import cpu_copy
 
     t = torch.ones(3)
     state = {"a": t, "b": [t, {"c": t}], "n": 4}
@@ -253,11 +257,10 @@ def test_cpu_copy_is_frozen():
 
 
 def test_threads_option_sets_and_records_the_thread_count(synth10, tmp_path):
-    from cifarlens import cli
 
     before = torch.get_num_threads()
     try:
-        rc = cli.main(["train", "--data-dir", str(synth10), "--dataset", "cifar10", "--preset",
+        rc = main(["train", "--data-dir", str(synth10), "--dataset", "cifar10", "--preset",
                        "smoke", "--device", "cpu", "--train-limit", "100", "--batch-size", "50",
                        "--epochs", "1", "--no-progress", "--threads", "1", "--out",
                        str(tmp_path / "r")])
@@ -266,7 +269,7 @@ def test_threads_option_sets_and_records_the_thread_count(synth10, tmp_path):
         torch.set_num_threads(before)
     env = json.loads((tmp_path / "r" / "config.json").read_text())["environment"]
     assert env["threads"] == 1
-    p = cli.build_parser()
+    p = build_parser()
     for argv in (["evaluate", "RUN"], ["failures", "RUN"], ["explain", "RUN"], ["study"], ["demo"]):
         assert p.parse_args([*argv, "--threads", "2"]).threads == 2
     with pytest.raises(SystemExit):
@@ -275,7 +278,7 @@ def test_threads_option_sets_and_records_the_thread_count(synth10, tmp_path):
 
 def test_metrics_csv_takes_rows_without_the_newer_timing_columns(tmp_path):
     # a run resumed from a checkpoint written before val_time/other_time existed
-    from cifarlens.train import write_history
+    from cifarlens.training.writer import write_history
 
     old = {"epoch": 1, "train_loss": 2.0, "epoch_time": 3.0}
     new = {"epoch": 2, "train_loss": 1.5, "epoch_time": 3.0, "val_time": 0.5, "other_time": 0.1}

@@ -7,13 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from cifarlens import data as D
 from cifarlens.cli import main
+from cifarlens.data.dataset import read_folder
+from cifarlens.data.load import load_dataset
+from cifarlens.data.registry import USER_MANIFEST
+from cifarlens.data.userdata import import_images, register
 from cifarlens.errors import CifarlensError
-from cifarlens.userdata import USER_MANIFEST, import_images, register
 
 
-def _pickle(obj, path):
+def dump_pickle(obj, path):
     path.write_bytes(pickle.dumps(obj, protocol=2))
 
 
@@ -28,11 +30,11 @@ def make_cifar100_layout(folder, k=4, n_train=6, n_test=3, coarse=None, seed=0, 
         d = {b"fine_labels": y.tolist(), b"data": x, b"batch_label": b"x"}
         if coarse is not None:
             d[b"coarse_labels"] = [coarse[c] for c in y]
-        _pickle(d, folder / name)
+        dump_pickle(d, folder / name)
     meta = {b"fine_label_names": [f"class{c}".encode() for c in range(k)]}
     if coarse is not None:
         meta[b"coarse_label_names"] = [f"group{g}".encode() for g in range(max(coarse) + 1)]
-    _pickle(meta, folder / "meta")
+    dump_pickle(meta, folder / "meta")
     return folder
 
 
@@ -45,14 +47,14 @@ def test_register_writes_manifest_once_and_reads_verified(tmp_path):
     before = (folder / USER_MANIFEST).read_bytes()
     assert register(folder)[2] == "unchanged"  # written once: the second call keeps it
     assert (folder / USER_MANIFEST).read_bytes() == before
-    d = D.load_dataset("user", tmp_path / "relab", download=False)
+    d = load_dataset("user", tmp_path / "relab", download=False)
     assert (d.name, d.source, d.num_classes) == ("user", "user", 4)
     assert d.class_names == ["class0", "class1", "class2", "class3"]
     assert d.identity["name"] == "relab" and set(d.identity["md5"]) == {"train", "test", "meta"}
     assert d.fine_to_coarse is None and d.train_x.shape == (24, 3, 32, 32)
     # the official loaders do not take it for CIFAR-100
     with pytest.raises(CifarlensError, match="--dataset user"):
-        D.read_folder(folder, "cifar100")
+        read_folder(folder, "cifar100")
 
 
 def test_a_changed_file_is_one_line_naming_it(tmp_path):
@@ -62,21 +64,21 @@ def test_a_changed_file_is_one_line_naming_it(tmp_path):
     raw[-50] ^= 1
     (folder / "test").write_bytes(bytes(raw))
     with pytest.raises(CifarlensError) as e:
-        D.load_dataset("user", folder, download=False)
+        load_dataset("user", folder, download=False)
     msg = str(e.value)
     assert "\n" not in msg and str(folder / "test") in msg and "changed since it was registered" \
         in msg
     with pytest.raises(CifarlensError, match="changed since.*--force"):
         register(folder)
     assert register(folder, force=True)[2] == "re-registered"
-    assert D.load_dataset("user", folder, download=False).identity["name"] == "mine"
+    assert load_dataset("user", folder, download=False).identity["name"] == "mine"
 
 
 def test_superclasses_only_where_the_data_defines_them(tmp_path):
     folder = make_cifar100_layout(tmp_path / "s" / "cifar-100-python", k=4, coarse=[0, 0, 1, 1])
     m = register(folder)[1]
     assert m["superclasses"] == 2
-    d = D.load_dataset("user", folder, download=False)
+    d = load_dataset("user", folder, download=False)
     assert d.fine_to_coarse.tolist() == [0, 0, 1, 1] and d.coarse_names == ["group0", "group1"]
 
 
@@ -86,12 +88,12 @@ def test_cifar10_layout_and_other_image_size(tmp_path):
     rng = np.random.default_rng(1)
     for name in ["data_batch_1", "data_batch_2", "test_batch"]:
         y = np.arange(6) % 3
-        _pickle({b"labels": y.tolist(), b"data": rng.integers(0, 255, (6, 3 * 16 * 16), np.uint8)},
+        dump_pickle({b"labels": y.tolist(), b"data": rng.integers(0, 255, (6, 3 * 16 * 16), np.uint8)},
                 folder / name)
-    _pickle({b"label_names": [b"a", b"b", b"c"]}, folder / "batches.meta")
+    dump_pickle({b"label_names": [b"a", b"b", b"c"]}, folder / "batches.meta")
     m = register(folder)[1]
     assert m["layout"] == "cifar10" and m["files"]["train"] == ["data_batch_1", "data_batch_2"]
-    d = D.load_dataset("user", folder, download=False)
+    d = load_dataset("user", folder, download=False)
     assert d.train_x.shape == (12, 3, 16, 16) and d.test_x.shape == (6, 3, 16, 16)
 
 
@@ -106,7 +108,7 @@ def test_register_refuses_official_generated_and_unfindable_folders(tmp_path, sy
     with pytest.raises(CifarlensError, match="no CIFAR python files"):
         register(tmp_path / "empty")
     bad = make_cifar100_layout(tmp_path / "b" / "cifar-100-python")
-    _pickle({b"fine_labels": [0, 9], b"data": np.zeros((2, 3072), np.uint8)}, bad / "test")
+    dump_pickle({b"fine_labels": [0, 9], b"data": np.zeros((2, 3072), np.uint8)}, bad / "test")
     with pytest.raises(CifarlensError, match="labels fine_labels"):
         register(bad)
     assert not (bad / USER_MANIFEST).exists()  # nothing written for data that cannot be read
@@ -118,7 +120,7 @@ def test_official_md5s_stay_required_for_cifar100(synth100, tmp_path):
     shutil.copytree(synth100 / "cifar-100-python", root / "cifar-100-python")
     (root / "cifar-100-python" / "cifarlens-synth.json").unlink()
     with pytest.raises(CifarlensError, match="checksum mismatch.*expected MD5 7973b151"):
-        D.load_dataset("cifar100", root, download=False)
+        load_dataset("cifar100", root, download=False)
 
 
 # --- import ------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def test_import_converts_once_with_manifest(tmp_path):
     assert folder == tmp_path / "d" / "cifarlens-user"
     m = json.loads((folder / USER_MANIFEST).read_text())
     assert m["name"] == "flowers" and m["class_names"] == ["blue", "green", "red"]
-    d = D.load_dataset("user", tmp_path / "d", download=False)
+    d = load_dataset("user", tmp_path / "d", download=False)
     assert d.train_x.shape == (18, 3, 32, 32) and d.test_x.shape == (9, 3, 32, 32)
     assert np.bincount(d.train_y).tolist() == [6, 6, 6]
     # colour is the class: the red class's red channel dominates after conversion
@@ -155,7 +157,7 @@ def test_import_converts_once_with_manifest(tmp_path):
     with pytest.raises(CifarlensError, match="already exists"):
         import_images(src, tmp_path / "d", progress=False)
     big = import_images(src, tmp_path / "d64", size=64, progress=False)
-    assert D.load_dataset("user", big, download=False).train_x.shape == (18, 3, 64, 64)
+    assert load_dataset("user", big, download=False).train_x.shape == (18, 3, 64, 64)
 
 
 def test_import_bad_image_names_it_and_leaves_nothing(tmp_path):
@@ -199,7 +201,8 @@ def test_cli_register_import_verify_info(tmp_path, capsys):
 
 
 def test_report_names_user_data_and_never_cifar():
-    from cifarlens.report import dataset_title, replication_applies
+    from cifarlens.report.formats import dataset_title
+    from cifarlens.report.sentences import replication_applies
 
     sm = {"dataset": "user", "data_source": "user", "data_name": "pics"}
     assert dataset_title(sm) == "your data: pics"
@@ -211,8 +214,8 @@ def test_report_names_user_data_and_never_cifar():
 
 
 def test_a_model_that_cannot_take_the_image_size_is_refused_before_training():
-    from cifarlens.models import build_model
-    from cifarlens.userdata import check_input_size
+    from cifarlens.data.userdata import check_input_size
+    from cifarlens.training.models import build_model
 
     with pytest.raises(CifarlensError, match="model small does not take the data's 16x16 images"):
         check_input_size(build_model("small", 3), 16, "small")
@@ -226,23 +229,24 @@ def test_a_renamed_dataset_folder_is_refused_with_the_fix(tmp_path):
     register(folder)
     moved = folder.rename(tmp_path / "x" / "renamed")
     with pytest.raises(CifarlensError, match="rename it cifarlens-user"):
-        D.load_dataset("user", moved, download=False)
+        load_dataset("user", moved, download=False)
     with pytest.raises(CifarlensError, match="no registered user data"):
-        D.load_dataset("user", tmp_path / "x", download=False)
+        load_dataset("user", tmp_path / "x", download=False)
 
 
 def test_train_refuses_a_model_that_cannot_take_the_size_before_writing_the_run(tmp_path):
     # 16x16 images: the built-in `small` VGG's head fits 32x32 only. The refusal must come
     # before config.json/split.npz/norm.json exist, so no half-made run is left to resume.
-    from cifarlens.train import make_config, train
+    from cifarlens.training.config import make_config
+    from cifarlens.training.loop import train
 
     folder = tmp_path / "t" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for name in ["data_batch_1", "data_batch_2", "test_batch"]:
-        _pickle({b"labels": (np.arange(12) % 3).tolist(),
+        dump_pickle({b"labels": (np.arange(12) % 3).tolist(),
                  b"data": rng.integers(0, 255, (12, 3 * 16 * 16), np.uint8)}, folder / name)
-    _pickle({b"label_names": [b"a", b"b", b"c"]}, folder / "batches.meta")
+    dump_pickle({b"label_names": [b"a", b"b", b"c"]}, folder / "batches.meta")
     register(folder)
     cfg = make_config("smoke", dataset="user", data_dir=str(folder), model="small", epochs=1,
                       device="cpu")

@@ -8,7 +8,7 @@ import pytest
 from test_userdata import make_cifar100_layout, make_image_folder
 
 from cifarlens.cli import main
-from cifarlens.userdata import register
+from cifarlens.data.userdata import register
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ _SUBMODULES = {"data", "models", "train", "runs", "evaluate", "failures", "expla
 
 def __getattr__(name: str) -> Any:
     if name in ("load_model", "load_split"):
-        from . import runs
+        from cifarlens import runs
 
         return getattr(runs, name)
     if name in _SUBMODULES:

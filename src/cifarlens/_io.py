@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from .errors import CifarlensError
+from cifarlens.errors import CifarlensError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -129,7 +129,7 @@ def figure_formats(formats: tuple[str, ...]) -> Iterator[None]:
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
     """Save a matplotlib figure atomically as PNG (drawn in the cifarlens style), or in the
     formats a `figure_formats` scope asks for (same name, their suffix)."""
-    from .figures import style
+    from cifarlens.figures.style import style
 
     # A constrained layout already fits every artist into the canvas; "tight" would draw the
     # whole figure a second time to measure it (a third of a 100-class confusion figure's cost).

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ._text import plain_text
+from cifarlens._text import plain_text
 
 # A cell starting with one of these is a formula in Excel, LibreOffice and Google Sheets (tab
 # and CR too, in some; plain_text makes those spaces, so the check skips leading spaces).

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._io import read_bytes, read_json, save_npz, write_bytes, write_json, write_text
-from .errors import CifarlensError
+from cifarlens._io import read_bytes, read_json, save_npz, write_bytes, write_json, write_text
+from cifarlens.errors import CifarlensError
 
 if TYPE_CHECKING:  # torch is imported where a checkpoint or tensor is handled: the layout
     import torch  # and the JSON readers stay light for the report
@@ -230,7 +230,7 @@ def load_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.n
 
     `which` is "best" (best val accuracy) or "last" (the newest complete epoch).
     """
-    from .models import build_model
+    from cifarlens.training.models import build_model
 
     run = require_run(run_dir)
     config = read_config(run)
@@ -434,7 +434,7 @@ class Run:
         """The run's dataset (read and verified once per Run), refused if its content is not
         what the run was trained on."""
         def read() -> Any:
-            from .data import load_dataset
+            from cifarlens.data.load import load_dataset
 
             cfg = self.config
             data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"),
@@ -460,7 +460,7 @@ class Run:
         """Images as the model sees them: float32 NCHW scaled with the run's train statistics."""
         import torch
 
-        from .data import normalize
+        from cifarlens.data.split import normalize
 
         x = images_uint8 if isinstance(images_uint8, torch.Tensor) else \
             torch.from_numpy(np.ascontiguousarray(images_uint8))
@@ -621,7 +621,7 @@ class Run:
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl and metrics.csv: one row per epoch (every key of every row: a run
         resumed from an older version's checkpoint has rows without newer columns)."""
-        from .csvfile import csv_text
+        from cifarlens.csvfile import csv_text
 
         write_text(self.path / self.HISTORY, "".join(json.dumps(r) + "\n" for r in history))
         keys = list(dict.fromkeys(k for r in history for k in r))

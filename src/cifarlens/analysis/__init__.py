@@ -1,1 +1,2 @@
-"""Analyses of a trained run beyond its clean accuracy (common corruptions: robustness)."""
+"""Analyses of a trained run: predictions, metrics, calibration, statistics, failures and
+robustness to common corruptions."""

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import stratified_subset  # repoint when data moves (issue 19)
+from ..data.split import stratified_subset
 from ..errors import CifarlensError
-from ..runtime import infer_logits, resolve_precision  # idem
+from ..training.runtime import infer_logits, resolve_precision
 from .corruptions import (
     ALL,
     CORRUPTIONS,

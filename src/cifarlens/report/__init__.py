@@ -1,227 +1,31 @@
 """Turn a study's summary.json (plus its figures) into report.html and report.md.
 
-Every sentence that states a result is generated here from the numbers by small pure helpers
-(``describe_*``), so the prose can never drift from the tables. Both outputs are rendered from
-one context of already-formatted strings, so they show identical numbers.
+Every sentence that states a result is generated from the numbers by small pure helpers
+(``describe_*`` in sentences.py), so the prose can never drift from the tables. Both outputs are
+rendered from one context of already-formatted strings, so they show identical numbers.
 
 Safety: every string taken from the summary is escaped at output time (jinja2 autoescape for
 HTML, a Markdown finalizer for MD) and stripped of control characters; nothing from the summary
 is ever marked safe. Figures are embedded only when they are PNG files inside the study folder.
 
-The package, one layer per module (each imports only the ones above it):
-    constants.py   thresholds, the section and figure tables, fixed wording, the browser script
-    formats.py     text hygiene (via _text.plain_text) and number formats
-    sentences.py   every generated sentence (describe_*, verdicts, replication)
-    embed.py       figures embedded as data URIs (inside the study only, compacted once)
-    sections.py    the summary read once (_View), the first screen, every section
-                   (SECTION_BUILDERS: each section's builder named explicitly), build_context
-    tables.py      the comparison tables as CSV
-    export.py      the study's figures redrawn as SVG/PDF
-    render.py      jinja2 rendering and writing report.html / report.md (render_report)
-Every name is re-exported here: `from cifarlens.report import X` works as before the split.
+One layer per module, each importing only the ones above it:
+    constants.py     thresholds, the section and figure tables, fixed wording, the browser script
+    formats.py       text hygiene (via _text.plain_text) and number formats
+    sentences.py     every generated sentence (describe_*, verdicts, replication)
+    blocks.py        paragraphs, notes, lists and tables as plain data
+    embed.py         figures embedded as data URIs (inside the study only, compacted once)
+    view.py          the summary read once, with the paths and runs it names
+    convergence.py   whether the runs had stopped improving
+    notes.py         the user's notes placed under the sections they name
+    first_screen.py  the verdict, the seed report side by side, the ablation
+    sections.py      every numbered section (SECTION_BUILDERS) and build_context
+    tables.py        the comparison tables as CSV
+    export.py        the study's figures redrawn as SVG/PDF
+    render.py        jinja2 rendering and writing report.html / report.md (render_report)
 """
 
-from __future__ import annotations
+from cifarlens.report.export import export_figures
+from cifarlens.report.first_screen import ablation_lines, headline
+from cifarlens.report.render import render_report
 
-from .constants import (  # noqa: F401
-    _TEMPLATES,
-    ALPHA,
-    BROWSE_JS,
-    BROWSE_JS_SHA256,
-    COLLAPSED,
-    DATASET_NAMES,
-    FIGURES,
-    FIRST_SCREEN_FIGURES,
-    JPEG_QUALITY,
-    MAX_FIGURE_BYTES,
-    METHOD_TEXT,
-    NA,
-    PHOTO_FIGURES,
-    PHOTO_MAX_WIDTH,
-    PNG_MAGIC,
-    SECTIONS,
-    STATUS_SHORT,
-    STATUS_TEXT,
-    UNSET,
-)
-from .embed import (  # noqa: F401
-    _COMPACTED,
-    _COMPACTED_MAX,
-    Figure,
-    _compact_image,
-    compact_image,
-    is_photo_figure,
-    load_figure,
-)
-from .export import EXPORT_DIR, _run_dir, export_figures  # noqa: F401
-from .formats import (  # noqa: F401
-    _MD_SPECIAL,
-    MdRaw,
-    _alpha_text,
-    _cap,
-    _d,
-    _diff,
-    _l,
-    _s,
-    clean_text,
-    dataset_title,
-    fmt_auc,
-    fmt_float,
-    fmt_flops,
-    fmt_int,
-    fmt_p,
-    fmt_params_m,
-    fmt_pct,
-    fmt_points,
-    md_escape,
-    num,
-    p_clause,
-)
-from .render import _envs, _html_finalize, _md_finalize, render_html, render_markdown, render_report  # noqa: F401
-from .sections import (  # noqa: F401
-    _NOTE_HEADING,
-    IMPROVING_SLOPE_EPOCHS,
-    IMPROVING_TAIL,
-    MAX_HISTORY_BYTES,
-    MAX_NOTES_BYTES,
-    NOTES_FILE,
-    PER_CLASS_CI_NOTE,
-    SECTION_BUILDERS,
-    VERDICT_LEAD,
-    Z95,
-    Block,
-    _ablation_change,
-    _class_ci_text,
-    _describe_cost,
-    _diff_ci,
-    _dur,
-    _first,
-    _gh_slug,
-    _h3,
-    _histories,
-    _list,
-    _note,
-    _notes_blocks,
-    _p,
-    _reflection,
-    _sec_ablation,
-    _sec_architecture,
-    _sec_calibration,
-    _sec_comparison,
-    _sec_complexity,
-    _sec_confusions,
-    _sec_constrained_improvement,
-    _sec_dataset,
-    _sec_failure_cases,
-    _sec_grad_cam,
-    _sec_metrics,
-    _sec_reflection,
-    _sec_replication,
-    _sec_reproducibility,
-    _sec_summary,
-    _sec_training_setup,
-    _table,
-    _View,
-    ablation_lines,
-    build_context,
-    class_change_ci,
-    confidence_basis,
-    curve_warnings,
-    describe_ablation_row,
-    describe_class_change,
-    describe_confident_errors,
-    describe_still_improving,
-    first_screen,
-    first_screen_ablation,
-    headline,
-    newcombe_diff_ci,
-    read_notes,
-    still_improving,
-    wilson,
-)
-from .sentences import (  # noqa: F401
-    CROP_FLIP,
-    MCE_MIN_COUNT,
-    NOISE_PAIR,
-    NOISE_SEEDS,
-    RECIPE,
-    SEED_REPORT,
-    _ci_text,
-    _compare_word,
-    _faith_one,
-    _pts,
-    _seed_ci,
-    _seed_n,
-    _t_test_name,
-    change_verdict,
-    describe_border,
-    describe_calibration_change,
-    describe_change,
-    describe_faithfulness,
-    describe_mce,
-    describe_pair,
-    describe_replication,
-    describe_seed_level,
-    describe_seeds,
-    describe_superclass,
-    describe_temperature,
-    describe_tracking,
-    recipe_rows,
-    replication_applies,
-    replication_verdict,
-)
-from .tables import TABLES_DIR, _cell, _csv_text, comparison_tables  # noqa: F401
-
-__all__ = [
-    "ALPHA",
-    "COLLAPSED",
-    "SECTIONS",
-    "ablation_lines",
-    "build_context",
-    "change_verdict",
-    "clean_text",
-    "comparison_tables",
-    "compact_image",
-    "is_photo_figure",
-    "describe_border",
-    "describe_ablation_row",
-    "describe_calibration_change",
-    "describe_change",
-    "describe_class_change",
-    "describe_confident_errors",
-    "describe_faithfulness",
-    "describe_mce",
-    "describe_pair",
-    "describe_replication",
-    "describe_seed_level",
-    "describe_seeds",
-    "describe_still_improving",
-    "describe_superclass",
-    "describe_temperature",
-    "describe_tracking",
-    "export_figures",
-    "first_screen",
-    "first_screen_ablation",
-    "fmt_auc",
-    "headline",
-    "fmt_flops",
-    "fmt_float",
-    "fmt_int",
-    "fmt_p",
-    "fmt_params_m",
-    "fmt_pct",
-    "fmt_points",
-    "md_escape",
-    "newcombe_diff_ci",
-    "p_clause",
-    "render_html",
-    "render_markdown",
-    "read_notes",
-    "recipe_rows",
-    "render_report",
-    "replication_applies",
-    "replication_verdict",
-    "still_improving",
-    "wilson",
-]
-
+__all__ = ["ablation_lines", "export_figures", "headline", "render_report"]

@@ -13,8 +13,14 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from .constants import JPEG_QUALITY, MAX_FIGURE_BYTES, PHOTO_FIGURES, PHOTO_MAX_WIDTH, PNG_MAGIC
-from .formats import MdRaw, clean_text
+from cifarlens.report.constants import (
+    JPEG_QUALITY,
+    MAX_FIGURE_BYTES,
+    PHOTO_FIGURES,
+    PHOTO_MAX_WIDTH,
+    PNG_MAGIC,
+)
+from cifarlens.report.formats import MdRaw, clean_text
 
 # --------------------------------------------------------------------------- figures
 

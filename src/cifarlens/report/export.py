@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._io import read_json
-from ..errors import CifarlensError
-from ..runs import Run
-from ..study_folder import StudyFolder
-from .formats import _d
-from .sections import _histories
+from cifarlens._io import read_json
+from cifarlens.errors import CifarlensError
+from cifarlens.figures import plots
+from cifarlens.report.convergence import _histories
+from cifarlens.report.formats import _d
+from cifarlens.runs import Run
+from cifarlens.study.folder import StudyFolder
 
 # --------------------------------------------------------------------------- figure export
 
@@ -34,11 +35,14 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
     difference, per-class changes, reliability) as `fmt` ('svg' or 'pdf') into
     STUDY/figures/<fmt>/; return (written files, keys not redrawn, with why). The Grad-CAM and
     gallery figures need the models and images, so they stay PNG."""
-    from .. import metrics as M
-    from .. import stats as S
-    from .._io import figure_formats
-    from ..plots import plot_curves
-    from ..synth import CIFAR10_NAMES, CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, FINE_TO_COARSE
+    from cifarlens._io import figure_formats
+    from cifarlens.data.cifar_names import (
+        CIFAR10_NAMES,
+        CIFAR100_COARSE_NAMES,
+        CIFAR100_FINE_NAMES,
+        FINE_TO_COARSE,
+    )
+    from cifarlens.figures.plots import plot_curves
 
     study_dir = Path(study_dir)
     summary = read_json(study_dir / StudyFolder.SUMMARY)
@@ -87,12 +91,12 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
         else:
             if names is not None and len(names) != len(cm_a):
                 names, groups = None, {}
-            M.plot_confusion(cm_a, names, target("confusion"), **groups)
+            plots.plot_confusion(cm_a, names, target("confusion"), **groups)
             bar.update()
-            S.plot_confusion_difference(cm_a, cm_b, names, target("confusion_difference"),
+            plots.plot_confusion_difference(cm_a, cm_b, names, target("confusion_difference"),
                                         **groups)
             bar.update()
-            S.plot_per_class_changes(cm_a, cm_b, names, target("per_class_changes"))
+            plots.plot_per_class_changes(cm_a, cm_b, names, target("per_class_changes"))
             bar.update()
             done += [target(k) for k in ("confusion", "confusion_difference",
                                          "per_class_changes")]
@@ -100,7 +104,7 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
                       (("baseline", ma), ("variant", mb)) if isinstance(m.get("calibration"),
                                                                         dict)]
             if len(series) == 2:
-                M.plot_reliability(series, target("reliability"), title="Reliability on test")
+                plots.plot_reliability(series, target("reliability"), title="Reliability on test")
                 done.append(target("reliability"))
             else:
                 skipped.append("reliability (no calibration bins)")

@@ -8,8 +8,8 @@ import math
 import re
 from typing import Any
 
-from .._text import plain_text
-from .constants import DATASET_NAMES, NA
+from cifarlens._text import plain_text
+from cifarlens.report.constants import DATASET_NAMES, NA, UNSET
 
 # --------------------------------------------------------------------------- text hygiene
 
@@ -112,7 +112,7 @@ def fmt_params_m(x: Any) -> str:
 def fmt_flops(x: Any) -> str:
     """FLOPs by the one rule `cifarlens complexity` prints them with (complexity.fmt_flops):
     GFLOPs from 0.1 G (the seed's '0.65 GFLOPs'), else MFLOPs, so a tiny model is not '0.00'."""
-    from ..complexity import fmt_flops as rule
+    from cifarlens.training.complexity import fmt_flops as rule
 
     f = num(x)
     return NA if f is None else rule(f)
@@ -158,3 +158,22 @@ def _diff(a: Any, b: Any) -> float | None:
     return None if fa is None or fb is None else fb - fa
 
 
+def first_set(d: dict[str, Any], *keys: str) -> Any:
+    """The first of `keys` whose value is not None."""
+    return next((d[k] for k in keys if d.get(k) is not None), None)
+
+
+def fmt_dur(x: Any) -> str:
+    f = num(x)
+    if f is None:
+        return NA
+    if f < 60:
+        return f"{f:.1f} s"
+    if f < 3600:
+        return f"{f / 60:.1f} min"
+    return f"{f / 3600:.2f} h"
+
+
+def ablation_change(r: dict[str, Any]) -> str:
+    return (f"{_s(r.get('key'))}: {_s(r.get('baseline_value'), UNSET)} → "
+            f"{_s(r.get('variant_value'), UNSET)}")

@@ -10,14 +10,14 @@ from typing import Any
 
 import jinja2
 
-from .._io import locked, read_json, write_text
-from ..errors import CifarlensError
-from ..study_folder import StudyFolder
-from ..summary_schema import readable_summary
-from .constants import _TEMPLATES, NA
-from .formats import MdRaw, clean_text, md_escape
-from .sections import build_context
-from .tables import TABLES_DIR, comparison_tables
+from cifarlens._io import locked, read_json, write_text
+from cifarlens.errors import CifarlensError
+from cifarlens.report.constants import _TEMPLATES, NA
+from cifarlens.report.formats import MdRaw, clean_text, md_escape
+from cifarlens.report.sections import build_context
+from cifarlens.report.tables import TABLES_DIR, comparison_tables
+from cifarlens.study.folder import StudyFolder
+from cifarlens.study.schema import readable_summary
 
 # --------------------------------------------------------------------------- rendering
 

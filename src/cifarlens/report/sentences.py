@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._defaults import canonical_model_name
-from .constants import ALPHA, NA, UNSET
-from .formats import (
+from cifarlens._defaults import canonical_model_name
+from cifarlens.report.constants import ALPHA, NA, UNSET
+from cifarlens.report.formats import (
     _alpha_text,
     _cap,
     _d,
@@ -612,3 +612,24 @@ def recipe_rows(cfg: dict[str, Any], precision: Any = None, seeds: Any = None,
     return [[name, says, used[name], why] for name, says, why in RECIPE]
 
 
+def describe_cost(base: dict[str, Any], var: dict[str, Any], ckey: str,
+                   verdict: str = "") -> str:
+    """Parameters and FLOPs of the variant against the baseline. "The gain is free at inference
+    time" only when `verdict` is the seed-level test's "rose" (the change helped)."""
+    pa, pb, fa, fb = (num(x) for x in (base.get("params"), var.get("params"),
+                                       base.get("flops"), var.get("flops")))
+    if pa is None or pb is None:
+        return "Parameter counts were not recorded for both models."
+    if pa == pb and (fa is None or fb is None or fa == fb):
+        return (f"The change ({ckey}) adds no parameters or FLOPs"
+                + (": its gain is free at inference time." if verdict == "rose" else "."))
+    dp = pb - pa
+    if dp == 0:
+        out = "The variant has the same number of parameters"
+    else:
+        out = f"The variant has {fmt_int(abs(dp))} {'more' if dp > 0 else 'fewer'} parameters"
+        if pa:  # a relative change needs a nonzero base
+            out += f" ({dp / pa * 100:+.2f}%)"
+    if fa and fb is not None and fa != fb:
+        out += f" and {(fb - fa) / fa * 100:+.2f}% FLOPs"
+    return out + " than the baseline."

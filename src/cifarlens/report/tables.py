@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..csvfile import csv_cell, csv_text
-from ..study_folder import StudyFolder
-from .formats import _d, _diff, _l, _s
-from .sections import _first, _View, class_change_ci
-from .sentences import SEED_REPORT, _seed_ci
+from cifarlens.csvfile import csv_cell, csv_text
+from cifarlens.report.formats import _d, _diff, _l, _s
+from cifarlens.report.sections import class_change_ci, first_set
+from cifarlens.report.sentences import SEED_REPORT, _seed_ci
+from cifarlens.report.view import View
+from cifarlens.study.folder import StudyFolder
 
 # --------------------------------------------------------------------------- CSV tables
 
@@ -25,7 +26,7 @@ _csv_text = csv_text
 def comparison_tables(summary: dict[str, Any], study_dir: Path) -> dict[str, str]:
     """The report's comparison tables as CSV text, by file name: the numbers of summary.json
     unformatted (fractions, not percentages), for a paper's tables or a spreadsheet."""
-    v = _View(summary, study_dir)
+    v = View(summary, study_dir)
     sb = _d(v.seeds_block)
     lo, hi = _seed_ci(sb)
     sr = SEED_REPORT
@@ -55,8 +56,8 @@ def comparison_tables(summary: dict[str, Any], study_dir: Path) -> dict[str, str
     for kind in ("improved", "worsened"):
         for x in map(_d, _l(pc.get(kind))):
             ci = class_change_ci(x) or (None, None)
-            per_class.append([x.get("name"), kind, x.get("n"), _first(x, "before", "acc_a"),
-                              _first(x, "after", "acc_b"), x.get("delta"), ci[0], ci[1]])
+            per_class.append([x.get("name"), kind, x.get("n"), first_set(x, "before", "acc_a"),
+                              first_set(x, "after", "acc_b"), x.get("delta"), ci[0], ci[1]])
     ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.base.get("per_seed"))}
     ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.var.get("per_seed"))}
     mcs = {_s(_d(x).get("seed")): _d(x) for x in _l(sb.get("mcnemar_per_seed"))}

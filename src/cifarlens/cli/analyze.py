@@ -1,0 +1,105 @@
+"""`cifarlens evaluate`, `failures` and `explain`: the analyses of one run."""
+
+from __future__ import annotations
+
+import argparse
+
+from cifarlens._defaults import CONFIDENT
+from cifarlens.cli.args import (
+    add_split_arg,
+    add_threads_arg,
+    finite_float,
+    nonneg_int,
+    positive_int,
+)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from cifarlens.analysis.evaluate import evaluate
+
+    splits = ("val", "test") if a.split == "all" else (a.split,)
+    evaluate(a.run, splits, checkpoint=a.checkpoint, data_dir=a.data_dir, device=a.device,
+             progress=not a.no_progress)
+    print(f"wrote predictions, metrics and figures to {a.run}")
+    return 0
+
+
+def prepare_run(a: argparse.Namespace, *, failures: bool):
+    """The stages a command's stage needs first, run only where their outputs are missing or
+    come from another checkpoint: predictions (evaluate), then failures when asked."""
+    from cifarlens.analysis.evaluate import evaluate
+    from cifarlens.analysis.failures import find_failures
+    from cifarlens.runs import Run
+
+    run = Run.open(a.run)
+    if not run.predictions_current(a.split):
+        evaluate(run, (a.split,), progress=not a.no_progress)
+    if failures and run.current_failures(a.split) is None:
+        find_failures(run, a.split, progress=not a.no_progress)
+    return run
+
+
+def cmd_failures(a: argparse.Namespace) -> int:
+    from cifarlens.analysis.failures import find_failures
+
+    run = prepare_run(a, failures=False)
+    r = find_failures(run, a.split, top=a.top, confident=a.confident,
+                      progress=not a.no_progress)
+    print(f"wrote {run.file(run.failures_name(a.split))} and {run.file(r['figures']['gallery'])}")
+    return 0
+
+
+def cmd_explain(a: argparse.Namespace) -> int:
+    from cifarlens.cam.explain import check_indices, explain_run
+
+    check_indices(a.run, a.split, a.indices)  # before evaluate writes anything
+    # the top failures are what a plain explain shows; chosen images or --all need none
+    run = prepare_run(a, failures=not a.indices and not a.all)
+    r = explain_run(run, a.split, failures=a.failures, indices=a.indices, target=a.target,
+                    all_images=a.all, layer=a.layer, progress=not a.no_progress)
+    print(f"wrote {run.file(r['file'])} ({r['explained']} images)")  # ad-hoc: a tagged name
+    return 0
+
+
+def register(sub) -> None:
+    """`evaluate`, `failures` and `explain`."""
+    e = sub.add_parser("evaluate", help="predictions, metrics, calibration and figures of a run")
+    e.add_argument("run", help="run folder made by `cifarlens train`")
+    add_split_arg(e, ("val", "test", "all"), "all")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best: the epoch with the highest validation accuracy; last: the final one")
+    e.add_argument("--data-dir", help="where the run's dataset is (default: as recorded)")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: a CUDA GPU if there is one, else the CPU")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_arg(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    f = sub.add_parser("failures", help="rank wrong predictions by confidence; flag label errors")
+    f.add_argument("run", help="run folder made by `cifarlens train` (evaluated first if needed)")
+    add_split_arg(f)
+    f.add_argument("--top", type=positive_int, default=12, help="images in the gallery")
+    f.add_argument("--confident", type=finite_float, default=CONFIDENT,
+                   help="temperature-scaled confidence above which an error counts as "
+                        f"confident (default {CONFIDENT})")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_arg(f)
+    f.set_defaults(func=cmd_failures)
+
+    x = sub.add_parser("explain", help="Grad-CAM for failures (or chosen images) of a run")
+    x.add_argument("run", help="run folder made by `cifarlens train` (evaluated, and its "
+                               "failures found, first if needed)")
+    add_split_arg(x)
+    g = x.add_mutually_exclusive_group()
+    g.add_argument("--failures", type=positive_int, default=12, metavar="K",
+                   help="explain the K most confident failures (default 12)")
+    g.add_argument("--indices", type=nonneg_int, nargs="+", metavar="I",
+                   help="explain these dataset indices")
+    g.add_argument("--all", action="store_true", help="explain every image of the split")
+    x.add_argument("--target", choices=["predicted", "true", "both"], default="both",
+                   help="explain the predicted class, the true class, or both")
+    x.add_argument("--layer", "--cam-layer", dest="layer", metavar="NAME",
+                   help="module to explain, e.g. features.20 (default: the last conv layer)")
+    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads_arg(x)
+    x.set_defaults(func=cmd_explain)

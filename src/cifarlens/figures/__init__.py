@@ -1,0 +1,1 @@
+"""Figures: one style, and the plots of every analysis."""

@@ -1,0 +1,1 @@
+"""Training: settings and presets, models, augmentations, the runtime and the loop."""
