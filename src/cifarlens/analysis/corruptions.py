@@ -65,9 +65,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..errors import CifarlensError
-from . import _image_ops as ops
-from ._image_ops import Draws
+from cifarlens.analysis import _image_ops as ops
+from cifarlens.analysis._image_ops import Draws
+from cifarlens.errors import CifarlensError
 
 FAMILIES = ("noise", "blur", "weather", "digital")
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -22,10 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.split import stratified_subset
-from ..errors import CifarlensError
-from ..training.runtime import infer_logits, resolve_precision
-from .corruptions import (
+from cifarlens.analysis.corruptions import (
     ALL,
     CORRUPTIONS,
     FAMILIES,
@@ -35,6 +32,9 @@ from .corruptions import (
     SOURCE_NOTE,
     corrupt,
 )
+from cifarlens.data.split import stratified_subset
+from cifarlens.errors import CifarlensError
+from cifarlens.training.runtime import infer_logits, resolve_precision
 
 # On a CPU: the 15 corruptions at all 5 severities on a class-balanced 500-image subset of the
 # test set (5 per CIFAR-100 class): 38,000 forward passes, ~15% of a quick-preset model's time on
