@@ -379,6 +379,12 @@ class Run:
     def explanations_name(split: str, tag: str = "") -> str:
         return f"explanations_{split}{'_' + tag if tag else ''}.npz"
 
+    @staticmethod
+    def robustness_name(split: str, ext: str = "json") -> str:
+        """robustness_<split>.json (accuracies), .csv (the same, one row per condition) and
+        .npz (per-image correctness, packed)."""
+        return f"robustness_{split}.{ext}"
+
     @classmethod
     def figure_name(cls, stem: str) -> str:
         """A figure's name relative to the run (what analysis.json and summaries record)."""
@@ -579,6 +585,17 @@ class Run:
 
     def write_failures(self, split: str, result: dict) -> None:
         self._write_json(self.failures_name(split), result)
+
+    def current_robustness(self, split: str = "test") -> dict | None:
+        """robustness_<split>.json if it was made from the current best.pt, else None."""
+        return self._current(self.robustness_name(split))
+
+    def write_robustness(self, split: str, record: dict, csv_text: str,
+                         per_image: dict[str, np.ndarray]) -> None:
+        """The per-image npz and the CSV first, the JSON (what `current_robustness` reads) last."""
+        save_npz(self.path / self.robustness_name(split, "npz"), **per_image)
+        write_text(self.path / self.robustness_name(split, "csv"), csv_text)
+        self._write_json(self.robustness_name(split), record)
 
     def write_explanations(self, split: str, tag: str, arrays: dict[str, np.ndarray]) -> str:
         name = self.explanations_name(split, tag)

@@ -228,3 +228,59 @@ def test_per_image_correctness_packs_small_and_round_trips():
     back = R.unpack_per_image(packed)
     assert back["conditions"] == per["conditions"]
     np.testing.assert_array_equal(back["correct"], correct)
+
+
+# --- the study's comparison, on constructed numbers ----------------------------------------------
+
+
+def _seed_record(clean, fam_acc):
+    """All 15 corruptions at severities 1 and 2, each corruption at its family's accuracy."""
+    tables = {n: {"1": fam_acc[c.family], "2": fam_acc[c.family]}
+              for n, c in C.CORRUPTIONS.items()}
+    return {"clean": clean, "corruptions": tables, "held_out": {}, "severities": [1, 2],
+            "indices": [0, 1, 2], "n_images": 3, "source": C.SOURCE_NOTE}
+
+
+def test_compare_arms_by_hand():
+    from scipy import stats as sps
+
+    base_noise = [0.40, 0.50, 0.45]
+    noise_gain = [0.05, 0.06, 0.07]  # mean 0.06, sd 0.01
+    blur_jitter = [0.01, -0.01, 0.0]  # mean 0: nothing to detect
+    base = [_seed_record(0.8, {"noise": n, "blur": 0.5, "weather": 0.6, "digital": 0.7})
+            for n in base_noise]
+    var = [_seed_record(0.8, {"noise": n + g, "blur": 0.5 + j, "weather": 0.6, "digital": 0.7})
+           for n, g, j in zip(base_noise, noise_gain, blur_jitter, strict=True)]
+    cmp = R.compare_arms(base, var)
+    noise = cmp["families"]["noise"]
+    half = sps.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)
+    assert noise["mean_diff"] == pytest.approx(0.06)
+    assert (noise["lo"], noise["hi"]) == pytest.approx((0.06 - half, 0.06 + half))
+    p = 2 * sps.t.sf(0.06 / (0.01 / np.sqrt(3)), 2)
+    assert noise["p_value"] == pytest.approx(p)
+    # Holm over the four families: the smallest p is multiplied by 4; weather and digital did
+    # not move at all (no variance: no test), so they count as tests that reject nothing
+    assert noise["p_holm"] == pytest.approx(4 * p) and noise["verdict"] == "helped"
+    assert cmp["families"]["blur"]["verdict"] == "no detectable difference"
+    assert cmp["families"]["weather"]["verdict"] == "not tested"
+    # overall: 3 noise + 4 blur of 15 corruptions moved
+    overall = [(3 * g + 4 * j) / 15 for g, j in zip(noise_gain, blur_jitter, strict=True)]
+    assert cmp["overall"]["mean_diff"] == pytest.approx(np.mean(overall))
+    # relative mCE with the baseline as normaliser, seed 0 by hand: degradations from clean
+    # error 0.2 summed over 2 severities, variant over baseline, averaged over the 15
+    e_b = {"noise": 0.60, "blur": 0.5, "weather": 0.4, "digital": 0.3}
+    e_v = {"noise": 0.55, "blur": 0.49, "weather": 0.4, "digital": 0.3}
+    fams = [c.family for c in C.CORRUPTIONS.values()]
+    rel0 = np.mean([(e_v[f] - 0.2) / (e_b[f] - 0.2) for f in fams])
+    assert cmp["relative_mce_normalised"]["per_seed"][0] == pytest.approx(rel0)
+    assert cmp["mce"]["baseline"] == pytest.approx(np.mean(
+        [np.mean([e_b[f] if f != "noise" else 1 - b for f in fams]) for b in base_noise]))
+
+
+def test_compare_arms_refuses_unpaired_or_unalike_records():
+    rec = _seed_record(0.8, {"noise": 0.5, "blur": 0.5, "weather": 0.5, "digital": 0.5})
+    with pytest.raises(CifarlensError, match="paired"):
+        R.compare_arms([rec, rec], [rec])
+    other = dict(rec, indices=[5, 6, 7])
+    with pytest.raises(CifarlensError, match="share images"):
+        R.compare_arms([rec], [other])

@@ -383,3 +383,61 @@ def normalised_mce(variant: dict[str, Any], baseline: dict[str, Any]) -> dict[st
             "ce": ce, "relative_ce": rel,
             "mce": _mean([v for v in ce.values() if v is not None]),
             "relative_mce": _mean([v for v in rel.values() if v is not None])}
+
+
+# --- the study: variant minus baseline across seeds ---------------------------------------------
+
+
+def _same_conditions(recs: Sequence[dict[str, Any]]) -> None:
+    first = recs[0]
+    for r in recs[1:]:
+        same = (r["indices"] == first["indices"] and r["severities"] == first["severities"]
+                and list(r["corruptions"]) == list(first["corruptions"])
+                and r.get("source") == first.get("source"))
+        if not same:
+            raise CifarlensError("robustness records to compare must share images, corruptions, "
+                                 "severities and source: rerun `cifarlens robustness` alike")
+
+
+def compare_arms(baseline: Sequence[dict[str, Any]], variant: Sequence[dict[str, Any]], *,
+                 level: float = 0.95, alpha: float = 0.05) -> dict[str, Any]:
+    """Variant minus baseline in accuracy under corruption, paired by seed (baseline[i] and
+    variant[i] share seed i): per family and overall (mean over the main corruptions and the
+    severities run), each with the paired t-test across seeds and its `level` t interval
+    (`stats.paired_seed_test`), the families Holm-adjusted as one family of four tests, and a
+    verdict by `stats.ablation_verdict` ("helped" = more robust). Also each arm's mean mCE and
+    the variant's relative mCE with the baseline arm as normaliser, per seed and on average.
+
+    The noise these tests cover is the seeds' (training randomness); test-image sampling is
+    part of it only as far as it varies between seeds, since every run sees the same images."""
+    from cifarlens.analysis.stats import ablation_verdict, holm, paired_seed_test
+
+    if len(baseline) != len(variant) or not baseline:
+        raise CifarlensError(f"need one robustness record per seed in each arm, paired: got "
+                             f"{len(baseline)} baseline and {len(variant)} variant")
+    _same_conditions([*baseline, *variant])
+    sb = [corruption_errors(r) for r in baseline]
+    sv = [corruption_errors(r) for r in variant]
+    families = [f for f in FAMILIES if f in sb[0]["family_accuracy"]]
+    tests = {f: paired_seed_test([s["family_accuracy"][f] for s in sb],
+                                 [s["family_accuracy"][f] for s in sv], level)
+             for f in families}
+    for f, p_adj in zip(families, holm([tests[f]["p_value"] for f in families]), strict=True):
+        tests[f].update(p_holm=p_adj,
+                        verdict=ablation_verdict(p_adj, tests[f]["lo"], tests[f]["hi"], alpha))
+    overall = paired_seed_test([s["corruption_accuracy"] for s in sb],
+                               [s["corruption_accuracy"] for s in sv], level)
+    overall["verdict"] = ablation_verdict(overall["p_value"], overall["lo"], overall["hi"], alpha)
+    norm = [normalised_mce(v, b) for v, b in zip(variant, baseline, strict=True)]
+    return {
+        "families": tests, "overall": overall, "alpha": alpha, "level": level,
+        "n_seeds": len(baseline), "n_images": baseline[0]["n_images"],
+        "mce": {"baseline": _mean([s["mce"] for s in sb]), "variant": _mean([s["mce"] for s in sv])},
+        "relative_mce_normalised": {
+            "per_seed": [m["relative_mce"] for m in norm],
+            "mean": _mean([m["relative_mce"] for m in norm if m["relative_mce"] is not None]),
+            "mce_per_seed": [m["mce"] for m in norm],
+            "mce_mean": _mean([m["mce"] for m in norm if m["mce"] is not None]),
+            "normaliser": norm[0]["normaliser"]},
+        "source": baseline[0].get("source"),
+    }
