@@ -26,9 +26,9 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from cifarlens.data.batches import Batches  # noqa: E402
 from cifarlens.data.split import channel_stats
 from cifarlens.training.augment import AUGMENTS  # noqa: E402
+from cifarlens.training.batches import Batches  # noqa: E402
 
 
 def main() -> int:

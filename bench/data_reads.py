@@ -31,6 +31,7 @@ from _common import loadavg, machine_info, say, write_json  # noqa: E402
 
 from cifarlens.data import dataset, load, pickles
 from cifarlens.data.load import _CACHE, clear_cache
+from cifarlens.study.engines.local import LocalEngine
 
 
 def measure(root: Path, out: Path, cached: bool, epochs: int) -> dict:
@@ -69,7 +70,7 @@ def measure(root: Path, out: Path, cached: bool, epochs: int) -> dict:
     pickles.md5_bytes = dataset.md5_bytes = md5
     t0 = time.perf_counter()
     try:
-        run_study(out, preset="smoke", seeds=1, progress=False, log=lambda m: None,
+        run_study(out, preset="smoke", seeds=1, engine=LocalEngine(progress=False), log=lambda m: None,
                   overrides={"data_dir": str(root), "device": "cpu", "epochs": epochs})
     finally:
         _io.read_bytes, load.read_folder = real_read, real_folder

@@ -49,7 +49,7 @@ from cifarlens.training.runtime import infer_logits, resolve_precision
 def find_gradcam():
     """The Grad-CAM entry point, or (None, why it is not there)."""
     try:
-        from cifarlens.cam import explain
+        from cifarlens.stages import explain
     except ImportError as e:
         return None, f"cifarlens.explain is not importable ({e})"
     fn = getattr(explain, "gradcam", None)

@@ -28,9 +28,10 @@ import sys
 
 import numpy as np
 
-from cifarlens.analysis.failures import label_issues, scaled_probs
+from cifarlens.analysis.failures import label_issues
 from cifarlens.analysis.metrics import softmax
 from cifarlens.runs import Run
+from cifarlens.stages.failures import scaled_probs
 
 KINDS = ("random", "superclass", "confused")
 

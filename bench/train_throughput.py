@@ -53,8 +53,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from cifarlens.data.batches import Batches  # noqa: E402
 from cifarlens.data.split import channel_stats
+from cifarlens.training.batches import Batches  # noqa: E402
 from cifarlens.training.config import make_config
 from cifarlens.training.loop import _make_step, lr_factor
 from cifarlens.training.models import build_model  # noqa: E402

@@ -62,8 +62,8 @@ def run_copy(smoke_run, tmp_path) -> Path:
 def analysed_run(tmp_path_factory, smoke_run) -> Path:
     """The smoke run with what the explain stage reads and never makes itself: predictions and
     metrics (evaluate) and the ranked test failures (failures)."""
-    from cifarlens.analysis.evaluate import evaluate
-    from cifarlens.analysis.failures import find_failures
+    from cifarlens.stages.evaluate import evaluate
+    from cifarlens.stages.failures import find_failures
 
     dst = tmp_path_factory.mktemp("analysed") / "run"
     shutil.copytree(smoke_run, dst)
@@ -81,7 +81,7 @@ def analysed_copy(analysed_run, tmp_path) -> Path:
 
 # Tests that train a model, or need one trained (through a fixture), are `slow`: `-m "not slow"`
 # gives a quick loop that trains nothing; CI runs them all.
-_TRAINS = re.compile(r"\b(train|run_study|demo|stage_train|run_parallel|main)\(")
+_TRAINS = re.compile(r"\b(train|run_study|demo|execute|train_phase|main)\(|Engine\(")
 
 
 def _trains(item: pytest.Item) -> bool:

@@ -9,9 +9,9 @@ import io
 import numpy as np
 import pytest
 
-from cifarlens.analysis.evaluate import predictions_csv
 from cifarlens.csvfile import csv_cell, csv_text
 from cifarlens.runs import Run
+from cifarlens.stages.evaluate import predictions_csv
 from cifarlens.study import browse
 
 EVIL = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from summaries import make_summary
 
 import cifarlens._io as cio
 import cifarlens.training.loop as T
@@ -43,6 +44,7 @@ from cifarlens.runs import (
     save_checkpoint,
     sha256,
 )
+from cifarlens.study.schema import summary_from_json
 from cifarlens.training.config import TrainConfig, make_config
 from cifarlens.training.loop import lr_factor, train
 
@@ -604,7 +606,7 @@ def offline(monkeypatch):
     def fetch(url, dest, *a, **k):
         raise CifarlensError(f"cannot download {url} (offline test)")
 
-    monkeypatch.setattr(cifarlens.download, "fetch", fetch)
+    monkeypatch.setattr(cifarlens.data.download, "fetch", fetch)
 
 
 def test_lock_is_released_on_error_and_on_ctrl_c(tmp_path, capsys, monkeypatch, offline):
@@ -679,18 +681,16 @@ def test_class_names_with_markup_are_escaped_in_the_report(tmp_path):
     study.mkdir()
     pair = {"true_name": evil, "pred_name": "cat\x1b[31m\u202e\u200e\u200f\u061c", "count": 3,
             "share_of_true": 0.3}
-    summary = {
-        "dataset": "cifar10", "num_classes": 10,
-        "models": {arm: {"test": {"top1": 0.5, "top_confusions": [pair]}}
-                   for arm in ("baseline", "variant")},
-        "comparison": {"per_class": {"improved": [{"name": evil, "before": 0.1, "after": 0.2,
-                                                   "delta": 0.1}], "worsened": []}},
-        "failures": {"top": [{"rank": 1, "index": 7, "true_name": evil, "pred_name": evil,
-                              "confidence": 0.99}],
-                     "per_class_confident_errors": [{"name": evil, "count": 2}]},
-        "figures": {"curves": "../../../../etc/passwd", "confusion": "/etc/hostname"},
-    }
-    html_path, md_path = render_report(study, summary)
+    s = make_summary()
+    s.update(dataset="cifar10", num_classes=10,
+             figures={"curves": "../../../../etc/passwd", "confusion": "/etc/hostname"})
+    for arm in ("baseline", "variant"):
+        s["models"][arm]["test"]["top_confusions"] = [pair]
+    s["comparison"]["per_class"] = {"improved": [{"name": evil, "before": 0.1, "after": 0.2,
+                                                  "delta": 0.1}], "worsened": []}
+    s["failures"]["top"][0].update(true_name=evil, pred_name=evil)
+    s["failures"]["per_class_confident_errors"] = [{"name": evil, "count": 2}]
+    html_path, md_path = render_report(study, summary_from_json(s))
     h, m = html_path.read_text(), md_path.read_text()
     assert "<img src=x" not in h and "onerror=alert(1)>" not in h
     assert "&lt;img src=x onerror=alert(1)&gt;" in h  # shown, as text

@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from cifarlens._io import RunLock
-from cifarlens.analysis.evaluate import predict
 from cifarlens.cli import build_parser, main
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import (
@@ -37,6 +36,7 @@ from cifarlens.runs import (
     read_norm,
     save_checkpoint,
 )
+from cifarlens.stages.evaluate import predict
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
@@ -105,12 +105,12 @@ def test_predictions_record_the_checkpoint_and_stale_ones_are_refused(run_copy):
     predict(run_copy, ("test",), device="cpu")
     p = Run(run_copy).predictions("test")
     assert str(p["checkpoint_sha256"]) == checkpoint_sha256(run_copy)
-    assert Run(run_copy).predictions_current("test")
-    Run(run_copy).current_predictions("test")
+    assert Run(run_copy).current("predictions", "test") is not None
+    Run(run_copy).require_current("predictions", "test")
     _replace_best(run_copy)
-    assert not Run(run_copy).predictions_current("test")
+    assert Run(run_copy).current("predictions", "test") is None
     with pytest.raises(CifarlensError, match="another checkpoint"):
-        Run(run_copy).current_predictions("test")
+        Run(run_copy).require_current("predictions", "test")
 
 
 def test_run_records_its_data_identity_and_absolute_data_dir(smoke_run):
@@ -328,7 +328,7 @@ def test_explain_refuses_unknown_indices_before_writing(run_copy, capsys):
 def test_failure_gallery_is_bounded(run_copy):
     from PIL import Image
 
-    from cifarlens.analysis.failures import MAX_GALLERY, find_failures
+    from cifarlens.stages.failures import MAX_GALLERY, find_failures
 
     predict(run_copy, ("test",), device="cpu")
     notes: list[str] = []
@@ -341,17 +341,20 @@ def test_failure_gallery_is_bounded(run_copy):
 
 
 def test_study_stage_evaluates_again_when_best_changed(run_copy):
-    from cifarlens.study.stages import stage_evaluate
+    from cifarlens.pipeline import ensure_evaluated
+
+    def stage_evaluate(run, log):
+        return ensure_evaluated(Run(run), log=log, progress=False)
 
     stage_evaluate(run_copy, lambda m: None)
-    assert all(Run(run_copy).predictions_current(s) for s in ("test", "val"))
+    assert all(Run(run_copy).current("predictions", s) is not None for s in ("test", "val"))
     stamp = (run_copy / "metrics_test.json").stat().st_mtime_ns
     stage_evaluate(run_copy, lambda m: None)  # current: reused
     assert (run_copy / "metrics_test.json").stat().st_mtime_ns == stamp
     _replace_best(run_copy)
-    assert not Run(run_copy).predictions_current("test")
+    assert Run(run_copy).current("predictions", "test") is None
     stage_evaluate(run_copy, lambda m: None)  # made from another checkpoint: made again
-    assert all(Run(run_copy).predictions_current(s) for s in ("test", "val"))
+    assert all(Run(run_copy).current("predictions", s) is not None for s in ("test", "val"))
     metrics = json.loads((run_copy / "metrics_test.json").read_text())
     assert metrics["checkpoint_sha256"] == checkpoint_sha256(run_copy)
 
@@ -368,12 +371,12 @@ def test_explain_points_with_the_boxes_of_the_data_it_verified(analysed_copy, sy
     """Generated data carries object boxes; explain takes them from the manifest read with the
     data (no second read), so the pointing game is computed and equals a recount from the boxes
     in the dataset's own manifest file."""
-    from cifarlens.cam.explain import explain_run, object_boxes
     from cifarlens.cam.quality import pointing_game
     from cifarlens.data.synth import read_synth_info
+    from cifarlens.stages.explain import ExplainOptions, explain, object_boxes
 
-    r = explain_run(analysed_copy, "test", failures=4, correct_sample=40, steps=4,
-                    log=lambda m: None)
+    r = explain(analysed_copy, "test", failures=4,
+                options=ExplainOptions(correct_sample=40, steps=4), log=lambda m: None)
     assert r["pointing_game"]["n"] == 40 and 0 <= r["pointing_game"]["hit_rate"] <= 1
     data = Run(analysed_copy).data()
     idx = np.arange(10)

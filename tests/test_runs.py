@@ -55,17 +55,17 @@ def test_open_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 def test_predictions_are_checked_and_current_only_for_the_best_checkpoint(tmp_path):
     run = _run(tmp_path)
-    assert not run.predictions_current("test")
+    assert run.current("predictions", "test") is None
     with pytest.raises(CifarlensError, match="run `cifarlens evaluate"):
         run.predictions("test")
     run.write_predictions("test", _predictions(), "csv\n")
     assert (run.path / "predictions_test.csv").read_text() == "csv\n"
-    assert Run(run.path).predictions_current("test")  # from disk, not just the cache
+    assert Run(run.path).current("predictions", "test") is not None  # from disk, not the cache
     (run.path / "checkpoints" / "best.pt.sha256").write_text("b" * 64 + "\n")
     fresh = Run(run.path)
-    assert not fresh.predictions_current("test")
+    assert fresh.current("predictions", "test") is None
     with pytest.raises(CifarlensError, match="another checkpoint than its best.pt"):
-        fresh.current_predictions("test")
+        fresh.require_current("predictions", "test")
     bad = _predictions()
     bad["pred"] = np.array([0, 1, 7, 0])  # a class the logits do not have
     run.write_predictions("val", bad, "")
@@ -75,14 +75,14 @@ def test_predictions_are_checked_and_current_only_for_the_best_checkpoint(tmp_pa
 
 def test_json_outputs_count_as_current_only_when_made_from_best(tmp_path):
     run = _run(tmp_path)
-    assert run.current_failures("test") is None and run.temperature("test") is None
+    assert run.current("failures", "test") is None and run.temperature("test") is None
     run.write_failures("test", {"checkpoint_sha256": SHA, "failures": []})
-    assert Run(run.path).current_failures("test") == {"checkpoint_sha256": SHA, "failures": []}
+    assert Run(run.path).current("failures", "test") == {"checkpoint_sha256": SHA, "failures": []}
     run.write_failures("test", {"checkpoint_sha256": "c" * 64, "failures": []})
-    assert Run(run.path).current_failures("test") is None
+    assert Run(run.path).current("failures", "test") is None
     run.write_metrics("test", {"checkpoint_sha256": SHA, "temperature_scaling": {"temperature": 0.5}})
     assert Run(run.path).temperature("test") == 0.5
-    assert not Run(run.path).metrics_current("test")  # metrics without predictions
+    assert Run(run.path).current("metrics", "test") is None  # no predictions
 
 
 def test_record_keeps_every_stage_entry(tmp_path):
@@ -97,11 +97,11 @@ def test_record_keeps_every_stage_entry(tmp_path):
 def test_explanation_is_current_only_with_its_npz_and_checkpoint(tmp_path):
     run = _run(tmp_path)
     run.record("explain_test", {"checkpoint_sha256": SHA, "file": "explanations_test.npz"})
-    assert Run(run.path).current_explanation("test") is None  # no npz
+    assert Run(run.path).current("explanation", "test") is None  # no npz
     assert run.write_explanations("test", "", {"positions": np.arange(2)}) == \
         "explanations_test.npz"
-    assert Run(run.path).current_explanation("test")["file"] == "explanations_test.npz"
-    assert Run(run.path).current_explanation("test", "top6") is None
+    assert Run(run.path).current("explanation", "test")["file"] == "explanations_test.npz"
+    assert Run(run.path).current("explanation", "test", "top6") is None
 
 
 def test_normalize_uses_the_runs_own_statistics(tmp_path):

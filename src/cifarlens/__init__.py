@@ -1,13 +1,23 @@
-"""cifarlens: train, evaluate, explain and compare CIFAR CNNs in one reproducible study.
+"""cifarlens: train, evaluate, explain and compare CIFAR CNNs in one honest, reproducible study.
 
-The public Python API:
-    load_model(run_dir, which="best"|"last") -> (nn.Module in eval mode, config dict)
-    load_split(run_dir, "train"|"val"|"test") -> (normalized images, labels, dataset indices)
-    cifarlens.explain.gradcam(model, images, targets=None, layer=None) -> Tensor[N, H, W]
-        (targets=None: the predicted class; layer: a module or its name, e.g. "features.10")
-    cifarlens.cam_figures.overlay(image, cam) -> RGB uint8 array for display
-Submodules (data, models, train, evaluate, failures, explain, gradcam, cam_metrics,
-cam_figures, plots, stats, study, report, ...) load lazily.
+The public API is this flat namespace (docs/api.md has an example of each):
+
+    Data       load_dataset, write_synthetic
+    Training   TrainConfig, make_config, build_model, train
+    A run      Run, load_model, load_split
+    Analyses   evaluate, find_failures, explain
+    Grad-CAM   gradcam, gradcam_pair, overlay
+    A study    run_study, demo, render_report
+
+    >>> import cifarlens
+    >>> run = cifarlens.Run.open("runs/smoke")
+    >>> model, config = cifarlens.load_model(run)
+    >>> images, labels, indices = cifarlens.load_split(run, "test")
+    >>> cams = cifarlens.gradcam(model, images[:8])          # the predicted class's maps
+
+Each name is imported on first use (PEP 562): `import cifarlens` itself imports neither torch
+nor matplotlib, so `cifarlens --help` and `cifarlens report` start in a fraction of a second
+instead of the several seconds torch's import costs (docs/architecture.md, "Import time").
 """
 
 from __future__ import annotations
@@ -15,20 +25,40 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["load_model", "load_split", "__version__"]
+from cifarlens._version import __version__
 
-_SUBMODULES = {"data", "models", "train", "runs", "evaluate", "failures", "explain",
-               "explanations", "metrics", "stats", "study", "report", "complexity", "synth",
-               "download", "augment", "browse", "figures", "gradcam", "cam_metrics",
-               "cam_figures", "runtime", "userdata", "plots"}
+# name -> the module that defines it (the one place a public name is looked up)
+_API: dict[str, str] = {
+    "load_dataset": "cifarlens.data.load",
+    "write_synthetic": "cifarlens.data.synth",
+    "TrainConfig": "cifarlens.training.config",
+    "make_config": "cifarlens.training.config",
+    "build_model": "cifarlens.training.models",
+    "train": "cifarlens.training.loop",
+    "Run": "cifarlens.runs",
+    "load_model": "cifarlens.runs",
+    "load_split": "cifarlens.runs",
+    "evaluate": "cifarlens.stages.evaluate",
+    "find_failures": "cifarlens.stages.failures",
+    "explain": "cifarlens.stages.explain",
+    "gradcam": "cifarlens.cam.gradcam",
+    "gradcam_pair": "cifarlens.cam.gradcam",
+    "overlay": "cifarlens.cam.figures",
+    "run_study": "cifarlens.study.run",
+    "demo": "cifarlens.study.run",
+    "render_report": "cifarlens.report.render",
+}
+
+__all__ = [*_API, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load_model", "load_split"):
-        from cifarlens import runs
-
-        return getattr(runs, name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value  # looked up once
+        return value
     raise AttributeError(f"module 'cifarlens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 # The one definition of a "confident" error: top probability >= 0.9 AFTER temperature scaling
-# (T fitted on validation). Used by `cifarlens failures --confident`, failures.py and the study.
+# (T fitted on validation). Used by `cifarlens failures --confident`, stages/failures.py and the study.
 CONFIDENT = 0.9
 
 # Older names of built-in models. `baseline` named the seed's VGG before the study's baseline arm
 # made the word ambiguous ("training baseline" in the variant arm's log); runs recorded under it
-# still load. Here (not in models.py) so the report can read old summaries without torch.
+# still load. Here (not in training/models.py) so the report can read old summaries without torch.
 MODEL_ALIASES: dict[str, str] = {"baseline": "vgg"}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 
 def import_matplotlib() -> Any:
-    """The matplotlib module (imported here first: figures.py takes it from this module)."""
+    """The matplotlib module (imported here first: figures/style.py takes it from this module)."""
     try:
         import matplotlib.figure  # noqa: F401
     except ValueError:

@@ -518,37 +518,10 @@ class Run:
         self._cache[key] = p
         return p
 
-    def predictions_current(self, split: str) -> bool:
-        """Whether saved predictions exist and come from the run's current best checkpoint."""
-        if not self.has(self.predictions_name(split)):
-            return False
-        try:
-            return (str(self.predictions(split).get("checkpoint_sha256", ""))
-                    == self.checkpoint_sha256())
-        except CifarlensError:
-            return False
-
-    def current_predictions(self, split: str) -> dict[str, np.ndarray]:
-        """Predictions made from the checkpoint that is the run's best now, else one line."""
-        p = self.predictions(split)
-        if str(p.get("checkpoint_sha256", "")) != self.checkpoint_sha256():
-            raise CifarlensError(f"{self.predictions_name(split)} in {self.path} were made from "
-                                 f"another checkpoint than its best.pt now: run "
-                                 f"`cifarlens evaluate {self.path}` again")
-        return p
-
     def write_predictions(self, split: str, arrays: dict[str, np.ndarray], csv_text: str) -> None:
         save_npz(self.path / self.predictions_name(split), **arrays)
         write_text(self.path / self.predictions_name(split, "csv"), csv_text)
         self._cache[("predictions", split)] = arrays
-
-    def _current(self, name: str) -> dict | None:
-        """A JSON output of this run if it exists and was made from the current best.pt."""
-        if not self.has(name):
-            return None
-        obj = self._read_json(name)
-        ok = isinstance(obj, dict) and obj.get("checkpoint_sha256") == self.checkpoint_sha256()
-        return obj if ok else None
 
     def metrics(self, split: str) -> dict:
         name = self.metrics_name(split)
@@ -556,10 +529,6 @@ class Run:
             raise CifarlensError(f"no metrics for split {split!r} in {self.path}: run "
                                  f"`cifarlens evaluate {self.path}` first")
         return self._read_json(name)
-
-    def metrics_current(self, split: str) -> bool:
-        return self.predictions_current(split) and self._current(self.metrics_name(split)) \
-            is not None
 
     def temperature(self, split: str = "test") -> float | None:
         """The temperature evaluate fitted on val (recorded with every split's metrics)."""
@@ -578,10 +547,6 @@ class Run:
             raise CifarlensError(f"no failures for split {split!r} in {self.path}: run "
                                  f"`cifarlens failures {self.path} --split {split}` first")
         return self._read_json(name)
-
-    def current_failures(self, split: str = "test") -> dict | None:
-        """failures_<split>.json if it was made from the current best.pt, else None."""
-        return self._current(self.failures_name(split))
 
     def write_failures(self, split: str, result: dict) -> None:
         self._write_json(self.failures_name(split), result)
@@ -612,14 +577,53 @@ class Run:
         index[key] = entry
         self._write_json(self.ANALYSIS, index)
 
-    def current_explanation(self, split: str = "test", tag: str = "") -> dict | None:
-        """The analysis record of the split's explanation (default or tagged) if its npz exists
-        and it was made from the current best.pt, else None."""
-        rec = self.analysis().get(f"explain_{split}{'_' + tag if tag else ''}")
-        if (not isinstance(rec, dict) or rec.get("checkpoint_sha256") != self.checkpoint_sha256()
-                or not self.has(self.explanations_name(split, tag))):
+    # --- freshness: one rule for every analysis output -----------------------------------------
+
+    OUTPUTS = ("predictions", "metrics", "failures", "explanation")
+    _MADE_BY = {"predictions": "evaluate", "metrics": "evaluate", "failures": "failures",
+                "explanation": "explain"}
+
+    def current(self, output: str, split: str = "test", tag: str = "") -> Any:
+        """An analysis output of this run if it exists, reads cleanly and was made from the run's
+        best.pt as it is now; else None. Every output records the checkpoint's sha256 it was
+        made from (predictions in the npz, the JSON files and explanation records in their
+        `checkpoint_sha256`), and an output made from any other checkpoint is stale. Metrics
+        are current only with current predictions (they are computed from them); an
+        explanation (`tag` for an ad-hoc one) also needs its npz."""
+        if output not in self.OUTPUTS:
+            raise CifarlensError(f"unknown run output {output!r}; one of {', '.join(self.OUTPUTS)}")
+        sha = self.checkpoint_sha256()
+        if output in ("predictions", "metrics"):
+            if not self.has(self.predictions_name(split)):
+                return None
+            try:
+                p = self.predictions(split)
+            except CifarlensError:
+                return None
+            if str(p.get("checkpoint_sha256", "")) != sha:
+                return None
+            if output == "predictions":
+                return p
+        if output == "explanation":
+            rec = self.analysis().get(f"explain_{split}{'_' + tag if tag else ''}")
+            ok = (isinstance(rec, dict) and rec.get("checkpoint_sha256") == sha
+                  and self.has(self.explanations_name(split, tag)))
+            return rec if ok else None
+        name = self.metrics_name(split) if output == "metrics" else self.failures_name(split)
+        if not self.has(name):
             return None
-        return rec
+        obj = self._read_json(name)
+        return obj if isinstance(obj, dict) and obj.get("checkpoint_sha256") == sha else None
+
+    def require_current(self, output: str, split: str = "test", tag: str = "") -> Any:
+        """current(), or one line naming the command that makes it again."""
+        obj = self.current(output, split, tag)
+        if obj is None:
+            raise CifarlensError(
+                f"the {output} of split {split!r} in {self.path} are missing or were made from "
+                f"another checkpoint than its best.pt now: run `cifarlens "
+                f"{self._MADE_BY[output]} {self.path}` first")
+        return obj
 
     # --- what training writes ------------------------------------------------------------------
 

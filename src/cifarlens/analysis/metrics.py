@@ -1,4 +1,4 @@
-"""Classification, calibration and superclass metrics (their figures are drawn in plots.py).
+"""Classification, calibration and superclass metrics (their figures are drawn in figures/plots.py).
 
 Everything works on plain numpy arrays saved from an evaluation (labels, probs, logits), so an
 analysis can be rerun without the model. Conventions:

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import Tensor
 
-from cifarlens._io import save_figure
 from cifarlens._text import plain_text
 from cifarlens.cam.gradcam import INTERPOLATION, resize_maps
 from cifarlens.cam.quality import _as_maps
 from cifarlens.errors import CifarlensError
-from cifarlens.figures.style import IMAGE_INTERPOLATION
+from cifarlens.figures.style import IMAGE_INTERPOLATION, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,7 +32,7 @@ __all__ = ["CAM_CMAP", "CAM_INTERPOLATION", "IMAGE_INTERPOLATION", "overlay",
 # The one Grad-CAM style (issue 12 found inferno/nearest in one figure, jet/bicubic without a
 # colour bar in the other). inferno: perceptually uniform, readable in grey, and black for 0.
 CAM_CMAP = "inferno"
-# How a map gets from its grid to the drawn pixels: the method's own upsampling (gradcam.py),
+# How a map gets from its grid to the drawn pixels: the method's own upsampling (cam/gradcam.py),
 # used for the arrays and named to imshow for the last display resampling.
 CAM_INTERPOLATION = INTERPOLATION
 # Photos keep their own pixels (figures.IMAGE_INTERPOLATION, re-exported here).

@@ -1,9 +1,9 @@
 """The Grad-CAM method (Selvaraju et al. 2017): which layer, and the maps.
 
-Kept apart from the measures of a map's quality (`cam_metrics`), the figures (`cam_figures`)
-and the `cifarlens explain` stage (`explain`), as pytorch-grad-cam keeps `grad_cam.py` apart
-from its `metrics/` and `utils/image.py`. `cifarlens.explain` re-exports `gradcam`,
-`gradcam_pair` and `find_cam_layer`, so `from cifarlens.explain import gradcam` keeps working.
+Kept apart from the measures of a map's quality (`cam.quality`), the figures (`cam.figures`)
+and the `cifarlens explain` stage (`stages.explain`), as pytorch-grad-cam keeps `grad_cam.py`
+apart from its `metrics/` and `utils/image.py`. `cifarlens.gradcam` and `cifarlens.gradcam_pair`
+are these functions.
 
 All explanations run in fp32 with autocast disabled: bf16 gradients at a 4x4 layer are too coarse
 to compare maps across images and models, and explaining costs one forward plus a cheap partial
@@ -32,7 +32,7 @@ __all__ = ["find_cam_layer", "gradcam", "gradcam_pair", "layer_name", "resolve_l
 TargetsLike = Tensor | np.ndarray | Sequence[int] | int
 LayerLike = nn.Module | str | None
 
-# How a map is resized from the layer's grid to pixels, here and in every figure (cam_figures).
+# How a map is resized from the layer's grid to pixels, here and in every figure (cam.figures).
 INTERPOLATION = "bilinear"
 
 
@@ -182,7 +182,7 @@ def _gradcam_multi(
 ) -> list[Tensor]:
     # Own implementation, not captum's LayerGradCam (kept in the tests as the independent check),
     # for two measured reasons. CPU seconds (2 shared cores, fp32, batch 256) for 2048 random
-    # images through the 10.46M-param VGG of models.py, interleaved per batch against load noise
+    # images through the 10.46M-param VGG of training/models.py, interleaved per batch against load noise
     # (`CIFARLENS_BENCH=1 pytest tests/test_explain.py -k benchmark -s`):
     #   one target:           captum 20.8 s, own 18.3 s   (-12%: alone, not a reason)
     #   pred + true (a pair): captum 39.6 s (2 calls), own 18.8 s (1 forward, 2 grads: 2.1x)

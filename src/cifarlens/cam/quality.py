@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,8 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+BLUR_SIGMA = 2.0  # px: the "blur" baseline's Gaussian, as in RISE's blurred-image variant
+
 def deletion_insertion(
     model: nn.Module,
     images: Tensor,
@@ -92,7 +95,6 @@ def deletion_insertion(
     steps: int = 32,
     batch_size: int = 256,
     baseline: str = "blur",
-    blur_sigma: float = 2.0,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, np.ndarray]:
     """Deletion and insertion curves (Petsiuk et al. 2018, RISE) of the target-class softmax.
@@ -101,7 +103,7 @@ def deletion_insertion(
     the top fraction f of pixels (all channels) with the baseline, for f = 0, 1/steps, ..., 1;
     insertion starts from the baseline and puts image pixels back in the same order. Baseline
     "zero" is 0 in normalized space (the dataset mean); "blur" is a Gaussian-blurred copy of the
-    image (sigma `blur_sigma` px). A faithful map has a LOW deletion AUC and a HIGH insertion AUC.
+    image (sigma BLUR_SIGMA px). A faithful map has a LOW deletion AUC and a HIGH insertion AUC.
     Costs 2 * (steps + 1) forward passes per image; `batch_size` bounds the model's batch.
 
     Returns deletion and insertion (N, steps+1), their trapezoid AUCs over f in [0, 1] (N,),
@@ -140,7 +142,7 @@ def deletion_insertion(
             sl = slice(start, start + per_chunk)
             x = x_all[sl].to(device=device, dtype=torch.float32)
             b = len(x)
-            base = _gaussian_blur(x, blur_sigma) if baseline == "blur" else torch.zeros_like(x)
+            base = _gaussian_blur(x, BLUR_SIGMA) if baseline == "blur" else torch.zeros_like(x)
             # (b, steps+1, 1, h, w): True where the pixel is among the top counts[k]
             top = (rank[sl].to(device).view(b, 1, 1, h, w)
                    < counts.to(device).view(1, -1, 1, 1, 1))
@@ -251,9 +253,20 @@ BASELINE_NAMES = {"random": "i.i.d. random pixels", "smooth_random": "smooth ran
                   "centre_prior": "centre prior"}
 
 
+@dataclass(frozen=True)
+class FaithfulnessSettings:
+    """steps: deletion/insertion steps; batch_size: the model's batch; seed: the random
+    baselines' and the bootstrap's; level: the intervals' confidence level."""
+
+    steps: int = 16
+    batch_size: int = 256
+    seed: int = 0
+    level: float = 0.95
+
+
 def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps: torch.Tensor,
-                 cells: tuple[int, ...], *, steps: int, batch_size: int, seed: int,
-                 level: float = 0.95, progress: Callable[[int], object] | None = None
+                 cells: tuple[int, ...], settings: FaithfulnessSettings = FaithfulnessSettings(),
+                 progress: Callable[[int], object] | None = None
                  ) -> tuple[dict[str, Any], dict[str, dict]]:
     """Deletion/insertion AUCs of Grad-CAM and of three input-independent baselines on the same
     images, and paired bootstrap CIs over the images of Grad-CAM minus each baseline.
@@ -264,6 +277,8 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
     """
     from cifarlens.analysis import stats as S
 
+    steps, batch_size, seed, level = (settings.steps, settings.batch_size, settings.seed,
+                                      settings.level)
     n, _, h, w = x.shape
     maps_by = {"gradcam": maps, "random": random_maps(n, h, w, seed),
                "smooth_random": smooth_random_maps(n, h, w, cells[-2:], seed),

@@ -66,7 +66,7 @@ def _document(parser: argparse.ArgumentParser, path: str = "") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cifarlens import __version__
+    from cifarlens._version import __version__
 
     p = Parser(prog="cifarlens", description="Train, evaluate, explain and compare CIFAR CNNs.")
     p.add_argument("--version", action="version", version=f"cifarlens {__version__}")
@@ -98,7 +98,7 @@ def _check_args(parser: argparse.ArgumentParser, a: argparse.Namespace) -> None:
 
 
 def _resume_hint(a: argparse.Namespace) -> str:
-    """How to continue after Ctrl-C, also when it came before the first epoch (train.py's own
+    """How to continue after Ctrl-C, also when it came before the first epoch (the loop's own
     message covers only the epoch loop): train resumes with --resume, a study by rerunning it."""
     out = getattr(a, "out", None)
     if a.func is cmd_train and out:

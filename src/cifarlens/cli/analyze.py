@@ -15,7 +15,7 @@ from cifarlens.cli.args import (
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from cifarlens.analysis.evaluate import evaluate
+    from cifarlens.stages.evaluate import evaluate
 
     splits = ("val", "test") if a.split == "all" else (a.split,)
     evaluate(a.run, splits, checkpoint=a.checkpoint, data_dir=a.data_dir, device=a.device,
@@ -24,25 +24,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_run(a: argparse.Namespace, *, failures: bool):
-    """The stages a command's stage needs first, run only where their outputs are missing or
-    come from another checkpoint: predictions (evaluate), then failures when asked."""
-    from cifarlens.analysis.evaluate import evaluate
-    from cifarlens.analysis.failures import find_failures
+def cmd_failures(a: argparse.Namespace) -> int:
+    from cifarlens.pipeline import ensure_evaluated
     from cifarlens.runs import Run
+    from cifarlens.stages.failures import find_failures
 
     run = Run.open(a.run)
-    if not run.predictions_current(a.split):
-        evaluate(run, (a.split,), progress=not a.no_progress)
-    if failures and run.current_failures(a.split) is None:
-        find_failures(run, a.split, progress=not a.no_progress)
-    return run
-
-
-def cmd_failures(a: argparse.Namespace) -> int:
-    from cifarlens.analysis.failures import find_failures
-
-    run = prepare_run(a, failures=False)
+    ensure_evaluated(run, (a.split,), figures=(a.split,), progress=not a.no_progress)
     r = find_failures(run, a.split, top=a.top, confident=a.confident,
                       progress=not a.no_progress)
     print(f"wrote {run.file(run.failures_name(a.split))} and {run.file(r['figures']['gallery'])}")
@@ -50,13 +38,20 @@ def cmd_failures(a: argparse.Namespace) -> int:
 
 
 def cmd_explain(a: argparse.Namespace) -> int:
-    from cifarlens.cam.explain import check_indices, explain_run
+    from cifarlens.pipeline import ensure_evaluated, ensure_failures
+    from cifarlens.runs import Run
+    from cifarlens.stages.explain import ExplainOptions, check_indices, explain
 
     check_indices(a.run, a.split, a.indices)  # before evaluate writes anything
-    # the top failures are what a plain explain shows; chosen images or --all need none
-    run = prepare_run(a, failures=not a.indices and not a.all)
-    r = explain_run(run, a.split, failures=a.failures, indices=a.indices, target=a.target,
-                    all_images=a.all, layer=a.layer, progress=not a.no_progress)
+    run = Run.open(a.run)
+    progress = not a.no_progress
+    if a.indices or a.all:  # chosen images: predictions only
+        ensure_evaluated(run, (a.split,), figures=(a.split,), progress=progress)
+    else:  # the top failures are what a plain explain shows
+        ensure_failures(run, a.split, progress=progress)
+    r = explain(run, a.split, failures=a.failures, progress=progress,
+                options=ExplainOptions(indices=a.indices, target=a.target, all_images=a.all,
+                                       layer=a.layer))
     print(f"wrote {run.file(r['file'])} ({r['explained']} images)")  # ad-hoc: a tagged name
     return 0
 

@@ -17,6 +17,7 @@ from cifarlens.cli.args import (
     train_overrides,
 )
 from cifarlens.errors import CifarlensError
+from cifarlens.study.schema import StudySummary, Timing
 
 
 def cmd_study(a: argparse.Namespace) -> int:
@@ -25,10 +26,8 @@ def cmd_study(a: argparse.Namespace) -> int:
     overrides = train_overrides(a)
     # None: augment=crop-flip for a new study, the recorded changes when resuming one
     summary = run_study(a.out, preset=a.preset, changes=a.change, seeds=a.seeds,
-                        overrides=overrides, failures_top=a.top, jobs=a.jobs,
-                        progress=not a.no_progress,
-                        command=" ".join(["cifarlens", *sys.argv[1:]]) if sys.argv else None)
-    _print_result(summary, Path(a.out))
+                        overrides=overrides, failures_top=a.top, engine=make_engine(a))
+    _report(summary, Path(a.out))
     return 0
 
 
@@ -38,9 +37,22 @@ DEMO_NOTE = ("note: generated data; the verdict varies with the CPU type, precis
              "threads, the pipeline and figures do not (README, Reproducibility)")
 
 
-def _print_result(summary: dict, study: Path, note: str | None = None) -> None:
-    """The verdict once, in the report's words, then where the report is (stdout: results)."""
-    from cifarlens.report import ablation_lines, headline
+def make_engine(a: argparse.Namespace):
+    """The engine a study's runs are produced by: --jobs N > 1 spawns N processes."""
+    from cifarlens.study.engines.local import LocalEngine
+    from cifarlens.study.engines.processes import ProcessesEngine
+
+    progress = not a.no_progress
+    return ProcessesEngine(a.jobs, progress) if a.jobs > 1 else LocalEngine(progress)
+
+
+def _report(summary: StudySummary, study: Path, note: str | None = None) -> None:
+    """Write the study's report, then say the verdict once, in the report's words, and where
+    the report is (stdout: results)."""
+    from cifarlens.report import ablation_lines, headline, render_report
+
+    html, md = render_report(study, summary)
+    console.log(f"markdown report: {md}")
 
     print(headline(summary, study))
     for line in ablation_lines(summary):
@@ -50,25 +62,25 @@ def _print_result(summary: dict, study: Path, note: str | None = None) -> None:
     took = _time_line(summary)
     if took:
         print(took)
-    print(f"report: {study / 'report.html'}")
+    print(f"report: {html}")
 
 
-def _time_line(summary: dict) -> str | None:
+def _time_line(summary: StudySummary) -> str | None:
     """What this invocation measured: its wall time and the share spent outside training, on
     which device and threads (the README's time table is one machine's; this is yours)."""
-    t, env = summary.get("timing") or {}, summary.get("environment") or {}
-    total, train = t.get("total_s"), t.get("train_s")
-    if not isinstance(total, (int, float)) or total <= 0:
+    t, env = summary.timing or Timing(), summary.environment
+    total, train = t.total_s, t.train_s
+    if total is None or total <= 0:
         return None
     fmt_duration = console.fmt_duration
     line = f"time: {fmt_duration(total)} in all"
-    if isinstance(train, (int, float)) and train > 0:
+    if train is not None and train > 0:
         line += (f", {fmt_duration(train)} training ({100 * (total - train) / total:.0f}% "
                  "outside training)")
-    gpu = str(env.get("device") or "").startswith("cuda")
-    where = (env.get("gpu_model") if gpu else env.get("cpu_model")) or env.get("device")
+    gpu = str(env.device or "").startswith("cuda")
+    where = (env.gpu_model if gpu else env.cpu_model) or env.device
     if where:
-        k = env.get("threads")
+        k = env.threads
         line += f", on {where}" + (f" with {k} thread{'s' * (k != 1)}" if k else "")
     return line
 
@@ -107,7 +119,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
             console.log(f"demo: training on {n} of {os.cpu_count()} CPU threads, analysing "
                         "finished runs on the rest (--threads N to choose)")
     summary = demo(a.out, seeds=a.seeds, jobs=a.jobs, progress=not a.no_progress)
-    _print_result(summary, Path(a.out) / "study", note=DEMO_NOTE)
+    _report(summary, Path(a.out) / "study", note=DEMO_NOTE)
     return 0
 
 

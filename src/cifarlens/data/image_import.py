@@ -1,6 +1,6 @@
 """The checks `data import` makes on a folder of images, and the reading of one image.
 
-Kept apart from userdata.py: what a file or a class folder may be (inside the source folder,
+Kept apart from data/userdata.py: what a file or a class folder may be (inside the source folder,
 a UTF-8 name, one class per name once normalised) and how an image's pixels become uint8
 (by its bit depth, never by clipping), each refusal one line naming the file or folder.
 """

@@ -7,27 +7,26 @@ from typing import Any
 import numpy as np
 
 from cifarlens.data.registry import DATASETS as OFFICIAL
-from cifarlens.data.registry import IMAGE_SIZE, SYNTH_MANIFEST, manifest_size_limit
+from cifarlens.data.registry import IMAGE_SIZE, SYNTH_MANIFEST, dataset_spec, manifest_size_limit
 from cifarlens.errors import CifarlensError
 
 # Bump when the rendering changes, so cached synthetic data is recognisably stale.
 SYNTH_VERSION = 1
 
 
-SIDE_FILE = SYNTH_MANIFEST  # the manifest beside generated files (data.py reads it)
+SIDE_FILE = SYNTH_MANIFEST  # the manifest beside generated files (data/dataset.py reads it)
 
 
 GENERATED = ("cifar100", "cifar10")  # the datasets `cifarlens data synth` can stand in for
 
 
 def _official_spec(dataset: str) -> dict[str, Any]:
-    from cifarlens.data.registry import dataset_spec
 
     return dataset_spec(dataset)
 
 
 def _generated_names(dataset: str) -> set[str]:
-    from cifarlens.data.dataset import data_files
+    from cifarlens.data.registry import data_files
 
     return {*data_files(_official_spec(dataset)), SIDE_FILE}
 
@@ -37,7 +36,6 @@ _MD5_HEX = frozenset("0123456789abcdef")
 
 def parse_manifest(raw: bytes, where: str, name: str | None, data_bytes: int) -> dict:
     """A generated dataset's manifest, validated; or a one-line error naming the file."""
-    from cifarlens.data.manifests import validate_manifest
 
     limit = manifest_size_limit(data_bytes)
     if len(raw) > limit:

@@ -17,13 +17,6 @@ from cifarlens.data.registry import IMAGE_SIZE
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
-# The augmentations live in augment.py; re-exported here, where Batches applies them.
-from cifarlens.training.augment import (  # noqa: E402, F401
-    AUGMENTS,
-    MIXING,
-    random_crop,
-    random_flip,
-)
 
 # --- safe reading ------------------------------------------------------------------------------
 

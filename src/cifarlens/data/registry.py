@@ -8,18 +8,11 @@ from pathlib import Path
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
-# The augmentations live in augment.py; re-exported here, where Batches applies them.
-from cifarlens.training.augment import (  # noqa: E402, F401
-    AUGMENTS,
-    MIXING,
-    random_crop,
-    random_flip,
-)
 
 ENV_DATA_DIR = "CIFARLENS_DATA"
 IMAGE_SIZE = 32  # the CIFAR format's side; user data may be imported at another --size
 SYNTH_MANIFEST = "cifarlens-synth.json"
-USER_MANIFEST = "cifarlens-data.json"  # the user's own data: userdata.py
+USER_MANIFEST = "cifarlens-data.json"  # the user's own data: data/userdata.py
 
 DATASETS: dict[str, dict] = {
     "cifar100": {
@@ -63,7 +56,7 @@ USER = "user"
 
 class _UserSpec(dict):
     """The `user` entry of DATASETS: the user's own data in the CIFAR python format, described
-    by the manifest `cifarlens data register`/`import` wrote beside its files (userdata.py).
+    by the manifest `cifarlens data register`/`import` wrote beside its files (data/userdata.py).
     What the official entries fix (classes, files, checksums) is read from that manifest, so
     asking this table for it is a clear error, not a KeyError."""
 
@@ -73,7 +66,7 @@ class _UserSpec(dict):
                              f"{' or '.join(n for n in DATASETS if n != USER)})")
 
 
-# `--dataset user --data-dir DIR`: see userdata.py for the folder layout and its manifest.
+# `--dataset user --data-dir DIR`: see data/userdata.py for the folder layout and its manifest.
 DATASETS[USER] = _UserSpec(folder="cifarlens-user")
 
 # A manifest lists a few small fields and one box (and at most one flipped label) per image:

@@ -325,6 +325,41 @@ def write_synthetic(
         ]
         test_y = noisy
 
+    files = _format_files(dataset, (train_x, train_y), (test_x, test_y))
+
+    info = {
+        "generator": "cifarlens.synth",
+        "version": SYNTH_VERSION,
+        "seed": seed,
+        "dataset": dataset,
+        "num_classes": num_classes,
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+        "sizes": {"train": len(train_y), "test": len(test_y)},
+        "label_noise": label_noise,
+        "md5": {
+            name: hashlib.md5(data, usedforsecurity=False).hexdigest()
+            for name, data in files.items()
+        },
+        "classes": [class_description(c, num_classes) for c in range(num_classes)],
+        "boxes": {"train": train_boxes.tolist(), "test": test_boxes.tolist()},
+        "flipped_labels": {"train": [], "test": flipped},
+    }
+
+    replace = _check_ours(root, dataset, archive)
+    manifest = (json.dumps(info, indent=2) + "\n").encode()
+    if archive:
+        write_bytes(root / spec["archive"], _tar_gz(spec["folder"], {**files, SIDE_FILE: manifest}))
+    # Written whole into a temp folder and renamed into place: a kill never leaves a half dataset
+    # under the final name (a rerun then finds no folder, or an old complete one, and rewrites).
+    return install_folder(root, spec["folder"], {**files, SIDE_FILE: manifest}, replace=replace)
+
+
+def _format_files(dataset: str, train: tuple[np.ndarray, np.ndarray],
+                  test: tuple[np.ndarray, np.ndarray]) -> dict[str, bytes]:
+    """The official format's files (name -> pickled bytes) for images and labels."""
+    (train_x, train_y), (test_x, test_y) = train, test
+
     def filenames(labels: np.ndarray) -> list[bytes]:
         return [f"synth_c{int(c):03d}_{i:06d}.png".encode() for i, c in enumerate(labels)]
 
@@ -379,33 +414,7 @@ def write_synthetic(
                 b"num_vis": 3072,
             }
         )
-
-    info = {
-        "generator": "cifarlens.synth",
-        "version": SYNTH_VERSION,
-        "seed": seed,
-        "dataset": dataset,
-        "num_classes": num_classes,
-        "train_per_class": train_per_class,
-        "test_per_class": test_per_class,
-        "sizes": {"train": len(train_y), "test": len(test_y)},
-        "label_noise": label_noise,
-        "md5": {
-            name: hashlib.md5(data, usedforsecurity=False).hexdigest()
-            for name, data in files.items()
-        },
-        "classes": [class_description(c, num_classes) for c in range(num_classes)],
-        "boxes": {"train": train_boxes.tolist(), "test": test_boxes.tolist()},
-        "flipped_labels": {"train": [], "test": flipped},
-    }
-
-    replace = _check_ours(root, dataset, archive)
-    manifest = (json.dumps(info, indent=2) + "\n").encode()
-    if archive:
-        write_bytes(root / spec["archive"], _tar_gz(spec["folder"], {**files, SIDE_FILE: manifest}))
-    # Written whole into a temp folder and renamed into place: a kill never leaves a half dataset
-    # under the final name (a rerun then finds no folder, or an old complete one, and rewrites).
-    return install_folder(root, spec["folder"], {**files, SIDE_FILE: manifest}, replace=replace)
+    return files
 
 
 def _absolute(path: str | Path) -> Path:

@@ -1,9 +1,8 @@
-"""Every figure of the analyses but Grad-CAM's (those are cam_figures.py): training curves,
+"""Every figure of the analyses but Grad-CAM's (those are in cam/figures.py): training curves,
 confusion matrices, superclass confusion, reliability and confidence, the comparison's confusion
 difference and per-class changes, and the failure gallery. Drawn outside pyplot in the one
-cifarlens style (figures.py), written atomically (_io.save_figure). The numbers come from
-metrics.py and stats.py; this module only draws them (metrics/stats/failures keep their old
-plot_* names as aliases).
+cifarlens style (figures/style.py), written atomically (style.save_figure). The numbers come
+from analysis/ (metrics, stats); this module only draws them.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from cifarlens._io import save_figure
 from cifarlens.analysis._checks import as_bool as _as_bool
 from cifarlens.analysis._checks import as_cm as _as_cm
 from cifarlens.analysis._checks import as_labels as _as_labels
@@ -33,10 +31,19 @@ from cifarlens.figures.style import (
     arm_color,
     new_figure,
     safe_text,
+    save_figure,
 )
 
 PathLike = str | os.PathLike
 
+
+
+class ClassGroups(NamedTuple):
+    """Classes grouped (e.g. CIFAR-100's superclasses): `of[c]` is class c's group, `names` the
+    groups' names. A confusion figure orders and blocks its classes by group."""
+
+    of: Any
+    names: Sequence[str] | None = None
 
 def plot_curves(runs: dict[str, list[dict]], path: str | os.PathLike) -> None:
     """Loss and accuracy, train vs val, for one run or several on the same axes. Each run has
@@ -118,8 +125,7 @@ def plot_confusion(
     path: PathLike,
     *,
     order: Any = None,
-    group_names: Sequence[str] | None = None,
-    group_of: Any = None,
+    groups: ClassGroups | None = None,
     top_pairs: list[dict[str, Any]] | None = None,
     n_pairs: int = 15,
     title: str | None = None,
@@ -135,6 +141,7 @@ def plot_confusion(
     m = _as_cm(cm)
     c = m.shape[0]
     names = _names(class_names, c)
+    group_of, group_names = (groups.of, groups.names) if groups else (None, None)
     groups = None if group_of is None else _as_labels(group_of, "group_of")
     if groups is not None and groups.shape[0] != c:
         raise CifarlensError(f"group_of has {groups.shape[0]} entries but there are {c} classes")
@@ -326,8 +333,7 @@ def plot_confusion_difference(
     path: PathLike,
     *,
     order: Any = None,
-    group_names: Sequence[str] | None = None,
-    group_of: Any = None,
+    groups: ClassGroups | None = None,
     names: tuple[str, str] = ("baseline", "variant"),
     n_pairs: int = 12,
 ) -> None:
@@ -339,6 +345,7 @@ def plot_confusion_difference(
     d = b - a
     c = d.shape[0]
     labels = label_names(class_names, c)
+    group_of, group_names = (groups.of, groups.names) if groups else (None, None)
     groups = None if group_of is None else np.asarray(group_of, dtype=np.int64)
     if groups is not None and groups.shape != (c,):
         raise CifarlensError(f"group_of must have {c} entries")

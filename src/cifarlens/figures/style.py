@@ -8,11 +8,17 @@ matplotlib state (backend, rcParams, open pyplot figures).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import io
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from cifarlens._io import write_bytes
 from cifarlens._mpl import matplotlib  # first: matplotlib imported whatever MPLBACKEND says
 from cifarlens._text import plain_text
+from cifarlens.errors import CifarlensError
 
 Figure = matplotlib.figure.Figure
 
@@ -88,3 +94,43 @@ def safe_text(s: object, max_len: int = MAX_LABEL) -> str:
     format characters gone, whitespace collapsed, at most `max_len` chars), `$` escaped so it
     is never mathtext."""
     return plain_text(s, max_len, collapse=True).replace("$", r"\$")
+
+
+# The formats save_figure writes, set for a scope by `figure_formats` (e.g. `cifarlens report
+# --figure-format svg` redraws the study's figures as SVG only); PNG everywhere else.
+_FIGURE_FORMATS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "cifarlens_figure_formats", default=("png",))
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+@contextlib.contextmanager
+def figure_formats(formats: tuple[str, ...]) -> Iterator[None]:
+    """Within this scope save_figure(fig, "x.png") writes x.<fmt> for each of `formats`."""
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad or not formats:
+        raise CifarlensError(f"figure format must be one of {', '.join(FIGURE_FORMATS)}")
+    token = _FIGURE_FORMATS.set(tuple(formats))
+    try:
+        yield
+    finally:
+        _FIGURE_FORMATS.reset(token)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> None:
+    """Save a matplotlib figure atomically as PNG (drawn in the cifarlens style), or in the
+    formats a `figure_formats` scope asks for (same name, their suffix)."""
+    # A constrained layout already fits every artist into the canvas; "tight" would draw the
+    # whole figure a second time to measure it (a third of a 100-class confusion figure's cost).
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    for fmt in _FIGURE_FORMATS.get():
+        buf = io.BytesIO()
+        with style():
+            # fixed metadata: the same figure gives the same bytes
+            meta = {"Date": None} if fmt in ("svg", "pdf") else None
+            # PNG at zlib level 3, not Pillow's 6: half the encode time of a large figure
+            # (0.12 s vs 0.24 s for a 1162x3225 Grad-CAM grid) for ~17% more bytes on disk; the
+            # report re-encodes what it embeds anyway (report.compact_image)
+            extra = {"pil_kwargs": {"compress_level": 3}} if fmt == "png" else {}
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=tight, metadata=meta, **extra)
+        write_bytes(Path(path).with_suffix("." + fmt) if fmt != "png" else path,
+                    buf.getvalue())

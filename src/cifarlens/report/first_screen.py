@@ -15,9 +15,8 @@ from cifarlens.report.formats import (
     _alpha_text,
     _cap,
     _d,
-    _l,
     _s,
-    ablation_change,
+    change_text,
     clean_text,
     fmt_flops,
     fmt_int,
@@ -31,7 +30,6 @@ from cifarlens.report.sentences import (
     NOISE_PAIR,
     NOISE_SEEDS,
     SEED_REPORT,
-    _seed_ci,
     describe_cost,
     describe_replication,
     describe_tracking,
@@ -39,28 +37,28 @@ from cifarlens.report.sentences import (
     replication_verdict,
 )
 from cifarlens.report.view import View
+from cifarlens.study.schema import StudySummary, to_json
 
 
 def sec_replication(v: View) -> list[Block]:
     """0 The seed report side by side: its numbers, this study's, and whether they agree."""
-    sr, sb = SEED_REPORT, _d(v.seeds_block)
-    why_not = replication_applies(v.sm)
+    sr, sb = SEED_REPORT, v.seeds_block
+    why_not = replication_applies(v.s)
     if v.seed_level:
-        lo, hi = _seed_ci(sb)
-        a, b = fmt_pct(sb.get("mean_a")), fmt_pct(sb.get("mean_b"))
-        sd = [sb.get("std_a"), sb.get("std_b")]
+        lo, hi = sb.ci
+        a, b = fmt_pct(sb.mean_a), fmt_pct(sb.mean_b)
+        sd = [sb.std_a, sb.std_b]
         a += f" ± {fmt_points(sd[0])}" if num(sd[0]) is not None else ""
         b += f" ± {fmt_points(sd[1])}" if num(sd[1]) is not None else ""
-        ch = (f"{fmt_points(sb.get('mean_diff'), signed=True)} [{fmt_points(lo)}, "
+        ch = (f"{fmt_points(sb.mean_diff, signed=True)} [{fmt_points(lo)}, "
               f"{fmt_points(hi)}]" if num(lo) is not None else
-              fmt_points(sb.get("mean_diff"), signed=True))
+              fmt_points(sb.mean_diff, signed=True))
         col = f"This study (mean ± std over {v.n_seeds} seeds)"
         how = (f"95% CI across {v.n_seeds} seeds (paired t): covers {NOISE_SEEDS}")
         verdict = replication_verdict(lo, hi)
     else:
-        a, b = fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))
-        ch = (f"{fmt_points(v.diff, signed=True)} [{fmt_points(v.acc.get('lo'))}, "
-              f"{fmt_points(v.acc.get('hi'))}]")
+        a, b = fmt_pct(v.bt.top1), fmt_pct(v.vt.top1)
+        ch = f"{fmt_points(v.diff, signed=True)} [{fmt_points(v.acc.lo)}, {fmt_points(v.acc.hi)}]"
         col = "This study (one trained pair)"
         how = f"95% CI (paired Wald): covers {NOISE_PAIR}"
         lo = hi = None
@@ -73,8 +71,8 @@ def sec_replication(v: View) -> list[Block]:
          fmt_pct(sr["variant_top1"]), b],
         ["Change (points)", fmt_points(sr["diff"], signed=True), ch],
         ["Interval of the change", "none (one run per model)", how],
-        ["Parameters", fmt_int(sr["params"]), fmt_int(v.base.get("params"))],
-        ["FLOPs per image", sr["flops_text"], fmt_flops(v.base.get("flops"))],
+        ["Parameters", fmt_int(sr["params"]), fmt_int(v.base.params)],
+        ["FLOPs per image", sr["flops_text"], fmt_flops(v.base.flops)],
     ]
     out: list[Block] = [table_block(["Quantity", "Seed report", col], rows, align="lll",
                                caption="The seed report's numbers next to this study's")]
@@ -107,7 +105,7 @@ def describe_ablation_row(r: dict[str, Any], ab: dict[str, Any]) -> str:
              f"{m} changes {p_clause(r.get('p_holm'))}")
     covers = f"it covers {_s(ab.get('covers'), 'training seeds and test-image sampling')}"
     verdict = r.get("verdict")
-    head = ablation_change(r)
+    head = change_text(r.get("key"), r.get("baseline_value"), r.get("variant_value"))
     if verdict in ("helped", "hurt"):
         word = "rose" if verdict == "helped" else "fell"
         return (f"{head} {verdict}: the mean test accuracy {word} {fromto}, {diff}{ci}; "
@@ -119,29 +117,28 @@ def describe_ablation_row(r: dict[str, Any], ab: dict[str, Any]) -> str:
             "is no seed-level test, so nothing is concluded about this change.")
 
 
-def ablation_lines(summary: dict[str, Any]) -> list[str]:
+def ablation_lines(summary: StudySummary) -> list[str]:
     """The ablation's one sentence per change (empty for a one-change study): what `cifarlens
     study` prints after the headline."""
-    ab = _d(_d(summary).get("ablation"))
-    return [clean_text(describe_ablation_row(_d(r), ab)) for r in _l(ab.get("rows"))]
+    if summary.ablation is None:
+        return []
+    ab = to_json(summary.ablation)
+    return [clean_text(describe_ablation_row(r, ab)) for r in ab["rows"]]
 
 
 def sec_ablation(v: View) -> list[Block] | None:
     """Every change against the shared baseline (only in a study with 2+ changes)."""
-    ab = _d(v.sm.get("ablation"))
-    rows = [_d(r) for r in _l(ab.get("rows"))]
-    if not rows:
+    if v.s.ablation is None or not v.s.ablation.rows:
         return None
-    m = fmt_int(ab.get("m"))
+    ab, rows = v.s.ablation, v.s.ablation.rows
+    m = fmt_int(ab.m)
     table = []
     for r in rows:
-        mc = ", ".join(f"s{_s(_d(x).get('seed'))}: {fmt_p(_d(x).get('p_value'))}"
-                       for x in _l(r.get("per_seed_mcnemar")))
-        ci = (f" [{fmt_points(r.get('lo'))}, {fmt_points(r.get('hi'))}]"
-              if num(r.get("lo")) is not None else "")
-        table.append([ablation_change(r), fmt_pct(r.get("before")), fmt_pct(r.get("after")),
-                      fmt_points(r.get("diff"), signed=True) + ci, fmt_p(r.get("p")),
-                      fmt_p(r.get("p_holm")), _s(r.get("verdict")), mc or NA])
+        mc = ", ".join(f"s{_s(x.seed)}: {fmt_p(x.p_value)}" for x in r.per_seed_mcnemar)
+        ci = f" [{fmt_points(r.lo)}, {fmt_points(r.hi)}]" if num(r.lo) is not None else ""
+        table.append([change_text(r.key, r.baseline_value, r.variant_value), fmt_pct(r.before),
+                      fmt_pct(r.after), fmt_points(r.diff, signed=True) + ci, fmt_p(r.p),
+                      fmt_p(r.p_holm), _s(r.verdict), mc or NA])
     out: list[Block] = [
         paragraph(f"{fmt_int(len(rows))} variants, each differing from one shared baseline in exactly "
            "one training setting; the baseline runs were trained once and every variant is "
@@ -149,22 +146,20 @@ def sec_ablation(v: View) -> list[Block] | None:
         table_block(["Change", "Baseline", "Variant", "Difference, points [95% CI]", "p (paired t)",
                 f"p (Holm, {m} changes)", "Verdict", "Per-seed McNemar p"], table,
                align="lrrrrrll", highlight={i for i, r in enumerate(rows)
-                                            if r.get("verdict") in ("helped", "hurt")},
+                                            if r.verdict in ("helped", "hurt")},
                caption="Every change against the baseline: mean test accuracy over seeds"),
-        bullet_list([describe_ablation_row(r, ab) for r in rows]),
-        note_block(f"Method: {_s(ab.get('method'))}. Holm's correction keeps the chance that any of "
-              f"the {m} verdicts is a false 'helped' or 'hurt' at {_alpha_text(num(ab.get('alpha')) or ALPHA)}; "
+        bullet_list([describe_ablation_row(r, to_json(ab)) for r in to_json(ab)["rows"]]),
+        note_block(f"Method: {_s(ab.method)}. Holm's correction keeps the chance that any of "
+              f"the {m} verdicts is a false 'helped' or 'hurt' at {_alpha_text(num(ab.alpha) or ALPHA)}; "
               "the intervals are not adjusted. The per-seed McNemar tests cover "
               f"{NOISE_PAIR} each: supporting detail, not the verdict. The first change's "
               "figures and tracked failures are in the sections below; the others' follow."),
     ]
-    for var in [_d(x) for x in _l(v.sm.get("variants"))][1:]:  # the first's: sections below
-        c, slug = _d(var.get("change")), _s(var.get("slug"))
-        out.append(heading(ablation_change({"key": c.get("key"), "baseline_value": c.get("baseline"),
-                                         "variant_value": c.get("variant")})))
-        trk = _d(_d(var.get("failures")).get("tracking"))
-        if trk:
-            out.append(paragraph(describe_tracking(trk)))
+    for var in v.s.variants[1:]:  # the first's: sections below
+        c, slug = var.change, var.slug
+        out.append(heading(change_text(c.key, c.baseline, c.variant)))
+        if var.failures.tracking.tracked:
+            out.append(paragraph(describe_tracking(to_json(var.failures.tracking))))
         out += [{"type": "figure", "fig": f} for f in v.placed["ablation"]
                 if f.key in (f"gradcam_tracking_{slug}", f"curves_{slug}")]
     return out
@@ -180,14 +175,14 @@ def first_screen_ablation(v: View) -> list[Block]:
     """The first screen's table of several one-change comparisons, when summary.json has an
     "ablation" block ({"rows": [{"change", "diff", "lo", "hi", "p", "p_holm", "verdict"}]});
     [] when it has none. Numbers and the producer's verdict only: the producer owns the test."""
-    rows = [_d(r) for r in _l(_d(v.sm.get("ablation")).get("rows"))]
+    rows = v.s.ablation.rows if v.s.ablation else []
     if not rows:
         return []
     return [table_block(
         ["Change", "Difference (points)", "95% CI", "p", "p (Holm)", "Verdict"],
-        [[_s(r.get("change")), fmt_points(r.get("diff"), signed=True),
-          f"[{fmt_points(r.get('lo'))}, {fmt_points(r.get('hi'))}]", fmt_p(r.get("p")),
-          fmt_p(r.get("p_holm")), _s(r.get("verdict"))] for r in rows],
+        [[_s(r.change), fmt_points(r.diff, signed=True),
+          f"[{fmt_points(r.lo)}, {fmt_points(r.hi)}]", fmt_p(r.p), fmt_p(r.p_holm),
+          _s(r.verdict)] for r in rows],
         align="lrrrrl", caption="Each change against the baseline")]
 
 
@@ -195,23 +190,23 @@ def first_screen(v: View) -> dict[str, Any]:
     """The answer, before any detail: both accuracies and the difference with its interval as
     big numbers, how many seeds stand behind them, the seed report next to this study, the
     curves, the tracked failures and the cost line."""
-    sb = _d(v.seeds_block)
+    sb = v.seeds_block
     if v.seed_level:
-        a, b = fmt_pct(sb.get("mean_a")), fmt_pct(sb.get("mean_b"))
-        sub_a = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.get('std_a'))}"
-                 if num(sb.get("std_a")) is not None else f"mean of {v.n_seeds} seeds")
-        sub_b = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.get('std_b'))}"
-                 if num(sb.get("std_b")) is not None else f"mean of {v.n_seeds} seeds")
-        diff = sb.get("mean_diff")
-        lo, hi = _seed_ci(sb)
+        a, b = fmt_pct(sb.mean_a), fmt_pct(sb.mean_b)
+        sub_a = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.std_a)}"
+                 if num(sb.std_a) is not None else f"mean of {v.n_seeds} seeds")
+        sub_b = (f"mean of {v.n_seeds} seeds ± {fmt_points(sb.std_b)}"
+                 if num(sb.std_b) is not None else f"mean of {v.n_seeds} seeds")
+        diff = sb.mean_diff
+        lo, hi = sb.ci
         covers = f"paired t across {v.n_seeds} seeds: covers training seeds and test images"
     else:
-        a, b = fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))
+        a, b = fmt_pct(v.bt.top1), fmt_pct(v.vt.top1)
         sub_a = sub_b = "one trained model"
-        diff, lo, hi = v.diff, v.acc.get("lo"), v.acc.get("hi")
+        diff, lo, hi = v.diff, v.acc.lo, v.acc.hi
         covers = "paired Wald: covers test-image sampling only"
     n = v.n_seeds if v.seed_level else 1
-    lvl = num((sb if v.seed_level else v.acc).get("level")) or 0.95
+    lvl = num((sb if v.seed_level else v.acc).level) or 0.95
     ci = (f"{lvl * 100:g}% CI [{fmt_points(lo)}, {fmt_points(hi)}]"
           if num(lo) is not None and num(hi) is not None else "no interval")
     if n >= 2:
@@ -222,7 +217,7 @@ def first_screen(v: View) -> dict[str, Any]:
         badge_note = "training noise not measured: rerun with --seeds 3"
     verdict = (VERDICT_LEAD[v.verdict()] if v.seed_level
                else "Nothing is concluded about the change yet (one trained pair)")
-    why_not = replication_applies(v.sm)
+    why_not = replication_applies(v.s)
     sr = SEED_REPORT
     rep_rows = [
         ["Baseline", fmt_pct(sr["baseline_top1"]), a],
@@ -231,7 +226,7 @@ def first_screen(v: View) -> dict[str, Any]:
          f"{fmt_points(diff, signed=True)} [{fmt_points(lo)}, {fmt_points(hi)}]"
          if num(lo) is not None else fmt_points(diff, signed=True)],
     ]
-    rep_lo, rep_hi = (_seed_ci(sb) if v.seed_level else (None, None))
+    rep_lo, rep_hi = sb.ci if v.seed_level else (None, None)
     rep_verdict = replication_verdict(rep_lo, rep_hi) if v.seed_level else "not_judged"
     return {
         "baseline": a, "variant": b, "sub_a": sub_a, "sub_b": sub_b,
@@ -244,16 +239,17 @@ def first_screen(v: View) -> dict[str, Any]:
         "replication_text": describe_replication(rep_verdict, rep_lo, rep_hi, v.n_seeds,
                                                  why_not),
         "figures": v.first_figs,
-        "cost": (f"Baseline: {fmt_int(v.base.get('params'))} parameters, "
-                 f"{fmt_flops(v.base.get('flops'))} per image; variant: "
-                 f"{fmt_int(v.var.get('params'))} parameters, {fmt_flops(v.var.get('flops'))}. "
-                 + describe_cost(v.base, v.var, v.ckey, v.verdict() if v.seed_level else "")),
+        "cost": (f"Baseline: {fmt_int(v.base.params)} parameters, "
+                 f"{fmt_flops(v.base.flops)} per image; variant: "
+                 f"{fmt_int(v.var.params)} parameters, {fmt_flops(v.var.flops)}. "
+                 + describe_cost(to_json(v.base), to_json(v.var), v.ckey,
+                                 v.verdict() if v.seed_level else "")),
         "ablation": first_screen_ablation(v),
         "warnings": curve_warnings(v),
     }
 
 
-def headline(summary: dict[str, Any], study_dir: Path) -> str:
+def headline(summary: StudySummary, study_dir: Path) -> str:
     """The study's verdict in one sentence, the same words as the report's headline: what
     `cifarlens study` and `demo` print when they finish."""
     v = View(summary, study_dir)

@@ -10,6 +10,7 @@ from typing import Any
 
 from cifarlens._text import plain_text
 from cifarlens.report.constants import DATASET_NAMES, NA, UNSET
+from cifarlens.study.schema import StudySummary
 
 # --------------------------------------------------------------------------- text hygiene
 
@@ -145,12 +146,12 @@ def _s(x: Any, default: str = NA) -> str:
     return str(x)
 
 
-def dataset_title(sm: dict[str, Any]) -> str:
+def dataset_title(s: StudySummary) -> str:
     """How the report names the study's data: the official name, or for the user's own data
     (data_source "user") "your data: NAME", never CIFAR-100 or generated data."""
-    if sm.get("data_source") == "user":
-        return f"your data: {_s(sm.get('data_name'), 'unnamed')}"
-    return DATASET_NAMES.get(str(sm.get("dataset", "")), _s(sm.get("dataset")))
+    if s.data_source == "user":
+        return f"your data: {_s(s.data_name, 'unnamed')}"
+    return DATASET_NAMES.get(s.dataset, _s(s.dataset))
 
 
 def _diff(a: Any, b: Any) -> float | None:
@@ -174,6 +175,6 @@ def fmt_dur(x: Any) -> str:
     return f"{f / 3600:.2f} h"
 
 
-def ablation_change(r: dict[str, Any]) -> str:
-    return (f"{_s(r.get('key'))}: {_s(r.get('baseline_value'), UNSET)} → "
-            f"{_s(r.get('variant_value'), UNSET)}")
+def change_text(key: Any, baseline: Any, variant: Any) -> str:
+    """A change as the report names it: `key: baseline → variant`."""
+    return f"{_s(key)}: {_s(baseline, UNSET)} → {_s(variant, UNSET)}"

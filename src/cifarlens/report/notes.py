@@ -12,7 +12,6 @@ from cifarlens.report.constants import (
     STATUS_TEXT,
 )
 from cifarlens.report.formats import (
-    _d,
     _s,
     clean_text,
     num,
@@ -71,20 +70,20 @@ def read_notes(study_dir: Path) -> dict[str, list[str]]:
 def notes_blocks(v: View) -> list[Block]:
     """The notes on the tracked failures, each under its failure; then any other test image."""
     items = []
-    tracked = {str(_s(f.get("index"))): f for f in v.top}
+    tracked = {str(_s(f.index)): f for f in v.top}
     for key, paras in v.notes.items():
         if not key.startswith("test ") or not paras:
             continue
         idx = key.split()[1]
         f = tracked.get(idx)
         if f is not None:
-            st = STATUS_TEXT.get(str(_d(f.get("variant")).get("status")), "")
-            title = (f"#{_s(f.get('rank'))}, test image {idx}: true {_s(f.get('true_name'))}, "
-                     f"baseline said {_s(f.get('pred_name'))}" + (f"; variant: {st}" if st else ""))
+            st = STATUS_TEXT.get(f.variant.status, "")
+            title = (f"#{_s(f.rank)}, test image {idx}: true {_s(f.true_name)}, "
+                     f"baseline said {_s(f.pred_name)}" + (f"; variant: {st}" if st else ""))
         else:
             title = f"Test image {idx} (not among the tracked failures)"
         items.append({"title": title, "paras": paras, "id": f"note-test-{idx}",
-                      "rank": num(f.get("rank")) if f else None})
+                      "rank": num(f.rank) if f else None})
     if not items:
         return []
     items.sort(key=lambda x: (x["rank"] is None, x["rank"] or 0))

@@ -10,14 +10,14 @@ from typing import Any
 
 import jinja2
 
-from cifarlens._io import locked, read_json, write_text
+from cifarlens._io import locked, write_text
 from cifarlens.errors import CifarlensError
 from cifarlens.report.constants import _TEMPLATES, NA
 from cifarlens.report.formats import MdRaw, clean_text, md_escape
 from cifarlens.report.sections import build_context
 from cifarlens.report.tables import TABLES_DIR, comparison_tables
 from cifarlens.study.folder import StudyFolder
-from cifarlens.study.schema import readable_summary
+from cifarlens.study.schema import StudySummary, read_summary
 
 # --------------------------------------------------------------------------- rendering
 
@@ -66,20 +66,20 @@ def render_markdown(ctx: dict[str, Any]) -> str:
 
 
 @locked
-def render_report(study_dir: Path, summary: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def render_report(study_dir: Path, summary: StudySummary | None = None) -> tuple[Path, Path]:
     """Write study_dir/report.html, study_dir/report.md and the comparison tables as
     study_dir/tables/{replication,comparison,per_class,per_seed}.csv, each atomically; return
     the two reports' paths.
 
-    ``summary`` defaults to study_dir/summary.json. Re-running only re-renders: nothing is
-    retrained, so ``cifarlens report STUDY`` is cheap.
+    ``summary`` defaults to study_dir/summary.json (read and checked key by key: a damaged
+    summary is one line naming the key). Re-running only re-renders: nothing is retrained, so
+    ``cifarlens report STUDY`` is cheap.
     """
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise CifarlensError(f"study folder not found: {study_dir}")
     if summary is None:
-        summary = read_json(study_dir / StudyFolder.SUMMARY)
-    summary = readable_summary(summary, str(study_dir / StudyFolder.SUMMARY))
+        summary = read_summary(study_dir / StudyFolder.SUMMARY)
     ctx = build_context(summary, study_dir)
     try:
         html, md = render_html(ctx), render_markdown(ctx)

@@ -8,7 +8,6 @@ from typing import Any
 
 from markupsafe import Markup
 
-from cifarlens.analysis.intervals import newcombe_diff_ci
 from cifarlens.report.blocks import (
     Block,
     bullet_list,
@@ -18,12 +17,11 @@ from cifarlens.report.blocks import (
     paragraph,
     table_block,
 )
+from cifarlens.report.comparison import sec_comparison
 from cifarlens.report.constants import (
-    ALPHA,
     BROWSE_JS,
     BROWSE_JS_SHA256,
     COLLAPSED,
-    METHOD_TEXT,
     NA,
     SECTIONS,
     STATUS_SHORT,
@@ -31,12 +29,8 @@ from cifarlens.report.constants import (
 )
 from cifarlens.report.first_screen import VERDICT_LEAD, first_screen, sec_ablation, sec_replication
 from cifarlens.report.formats import (
-    _alpha_text,
     _cap,
-    _d,
-    _l,
     _s,
-    first_set,
     fmt_auc,
     fmt_dur,
     fmt_float,
@@ -45,25 +39,22 @@ from cifarlens.report.formats import (
     fmt_p,
     fmt_params_m,
     fmt_pct,
-    fmt_points,
     num,
-    p_clause,
 )
 from cifarlens.report.notes import NOTES_FILE, notes_blocks
 from cifarlens.report.sentences import (
-    NOISE_PAIR,
     describe_border,
     describe_calibration_change,
     describe_cost,
     describe_faithfulness,
     describe_mce,
-    describe_seeds,
     describe_superclass,
     describe_temperature,
     describe_tracking,
     recipe_rows,
 )
 from cifarlens.report.view import View
+from cifarlens.study.schema import BootstrapDiff, Model, StudySummary, to_json
 
 
 def _sec_summary(v: View) -> list[Block]:
@@ -72,10 +63,10 @@ def _sec_summary(v: View) -> list[Block]:
     summary_bits = [
         f"Changing one setting, {v.change_text}, and keeping every other setting fixed, "
         f"{v.accuracy_change()}.", *filter(None, [v.noise_text()]),
-        describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"), v.comp.get("ece_change")),
+        describe_calibration_change(v.bt.ece, v.vt.ece, v.comp.ece_change),
     ]
     if v.trk:
-        summary_bits.append(describe_tracking(v.trk))
+        summary_bits.append(describe_tracking(to_json(v.trk)))
     if v.generated:
         summary_bits.append(f"All numbers come from generated data, not {v.dataset}.")
     out.append(paragraph(" ".join(summary_bits), lead="Headline."))
@@ -83,18 +74,18 @@ def _sec_summary(v: View) -> list[Block]:
         out.append({"type": "notes", "items": [{"title": f"Notes on the study ({NOTES_FILE})",
                                                 "paras": v.notes["study"], "id": "note-study",
                                                 "rank": None}]})
-    sb = _d(v.seeds_block)
-    mean_rows = ([[f"Test top-1, mean over {v.n_seeds} seeds", fmt_pct(sb.get("mean_a")),
-                   fmt_pct(sb.get("mean_b"))]] if v.seed_level else [])
+    sb = v.seeds_block
+    mean_rows = ([[f"Test top-1, mean over {v.n_seeds} seeds", fmt_pct(sb.mean_a),
+                   fmt_pct(sb.mean_b)]] if v.seed_level else [])
     one = f" (seed {_s(v.pair_seed)})" if v.pair_seed is not None else ""
     out.append(table_block(
         ["Quantity", "Baseline", "Variant"],
         mean_rows +
-        [[f"Test top-1{one}", fmt_pct(v.bt.get("top1")), fmt_pct(v.vt.get("top1"))],
-         ["Test top-5", fmt_pct(v.bt.get("top5")), fmt_pct(v.vt.get("top5"))],
-         ["Test macro-F1", fmt_pct(v.bt.get("macro_f1")), fmt_pct(v.vt.get("macro_f1"))],
-         ["Test ECE", fmt_pct(v.bt.get("ece")), fmt_pct(v.vt.get("ece"))],
-         ["Parameters", fmt_int(v.base.get("params")), fmt_int(v.var.get("params"))]],
+        [[f"Test top-1{one}", fmt_pct(v.bt.top1), fmt_pct(v.vt.top1)],
+         ["Test top-5", fmt_pct(v.bt.top5), fmt_pct(v.vt.top5)],
+         ["Test macro-F1", fmt_pct(v.bt.macro_f1), fmt_pct(v.vt.macro_f1)],
+         ["Test ECE", fmt_pct(v.bt.ece), fmt_pct(v.vt.ece)],
+         ["Parameters", fmt_int(v.base.params), fmt_int(v.var.params)]],
         caption="Key numbers" + (f" (all rows but the first: the seed-{_s(v.pair_seed)} "
                                  "models)" if v.seed_level else "")))
     return out
@@ -103,26 +94,26 @@ def _sec_summary(v: View) -> list[Block]:
 def _sec_dataset(v: View) -> list[Block]:
     """2 Dataset."""
     out: list[Block] = []
-    norm = _d(v.sm.get("normalization"))
-    src = _s(v.sm.get("data_source"), "not recorded")
+    norm = v.s.normalization
+    src = _s(v.s.data_source, "not recorded")
     out.append(paragraph(
-        f"Dataset: {v.dataset} with {fmt_int(v.sm.get('num_classes'))} classes; source: {src}"
+        f"Dataset: {v.dataset} with {fmt_int(v.s.num_classes)} classes; source: {src}"
         + (" (the official archive)." if src == "official" else
            f" (a synthetic stand-in in the official format, NOT {v.dataset})." if v.generated
            else " (your own data in the CIFAR python format, every file checked against the "
                 "checksums written when it was registered)." if v.user_data
            else ".")))
-    used, train = num(v.split.get("train_used")), num(v.split.get("train"))
-    rows = [["Train", fmt_int(v.split.get("train"))],
-            ["Validation", fmt_int(v.split.get("val"))],
-            ["Test", fmt_int(v.split.get("test"))]]
+    used, train = num(v.split.train_used), num(v.split.train)
+    rows = [["Train", fmt_int(v.split.train)],
+            ["Validation", fmt_int(v.split.val)],
+            ["Test", fmt_int(v.split.test)]]
     if used is not None:
         rows.append(["Train images used", fmt_int(used)])
     out.append(table_block(["Split", "Images"], rows, caption="Split sizes"))
     if used is not None and train is not None and used < train:
         out.append(note_block(f"Training used a class-balanced subset of {fmt_int(used)} of "
                          f"the {fmt_int(train)} training images."))
-    mean, std = _l(norm.get("mean")), _l(norm.get("std"))
+    mean, std = (norm.mean, norm.std) if norm else ([], [])
     if mean and std:
         chans = ["R", "G", "B"] if len(mean) == 3 else [str(i) for i in range(len(mean))]
         out.append(table_block(
@@ -141,15 +132,15 @@ def _sec_architecture(v: View) -> list[Block]:
     out.append(paragraph(
         f"Both models use the '{_s(v.cfg.get('model'))}' architecture"
         + (" unless the change itself is the model" if v.ckey == "model" else "")
-        + f": {fmt_int(v.base.get('params'))} parameters and "
-        f"{fmt_flops(v.base.get('flops'))} per 32×32 image (torch's FLOP counter, a "
+        + f": {fmt_int(v.base.params)} parameters and "
+        f"{fmt_flops(v.base.flops)} per 32×32 image (torch's FLOP counter, a "
         "multiply-add counts as two)."))
     out.append(table_block(
         ["Model", "Architecture", "Parameters", "FLOPs"],
-        [["Baseline", _s(v.cfg.get("model")), fmt_int(v.base.get("params")),
-          fmt_flops(v.base.get("flops"))],
+        [["Baseline", _s(v.cfg.get("model")), fmt_int(v.base.params),
+          fmt_flops(v.base.flops)],
          ["Variant", v.cvar if v.ckey == "model" else _s(v.cfg.get("model")),
-          fmt_int(v.var.get("params")), fmt_flops(v.var.get("flops"))]],
+          fmt_int(v.var.params), fmt_flops(v.var.flops)]],
         align="llrr"))
     return out
 
@@ -157,7 +148,7 @@ def _sec_architecture(v: View) -> list[Block]:
 def _sec_training_setup(v: View) -> list[Block]:
     """4 Training setup."""
     out: list[Block] = []
-    seeds = _l(v.sm.get("seeds"))
+    seeds = v.s.seeds
     out.append(paragraph(
         f"The variant differs from the baseline in exactly one setting: {v.change_text} "
         "(highlighted). Everything else, including the seed, is identical"
@@ -171,14 +162,14 @@ def _sec_training_setup(v: View) -> list[Block]:
         "choices, not the seed's recipe, and they can move the numbers."))
     out.append(table_block(
         ["Setting", "Seed report says", "This study used", "Why"],
-        recipe_rows(v.cfg, v.env.get("precision"), seeds or None, v.change),
+        recipe_rows(v.cfg, v.env.precision, seeds or None, to_json(v.change)),
         align="llll", caption="Seed report vs this study (Why: cifarlens' reason)"))
     crow, hl = [], set()
     keys = list(v.cfg) + ([v.ckey] if v.ckey not in v.cfg and v.ckey != NA else [])
     for i, k in enumerate(keys):
         if k == v.ckey:
             hl.add(i)
-            crow.append([k, _s(v.cfg.get(k, v.change.get("baseline")), UNSET), v.cvar])
+            crow.append([k, _s(v.cfg.get(k, v.change.baseline), UNSET), v.cvar])
         else:
             crow.append([k, _s(v.cfg.get(k), UNSET), _s(v.cfg.get(k), UNSET)])
     if crow:
@@ -188,10 +179,10 @@ def _sec_training_setup(v: View) -> list[Block]:
         out.append(note_block("The training configuration was not recorded."))
     out.append(table_block(
         ["Model", "Run", "Best epoch", "Training time"],
-        [["Baseline", _s(v.base.get("run")), _s(v.base.get("best_epoch")),
-          fmt_dur(v.base.get("train_time_s"))],
-         ["Variant", _s(v.var.get("run")), _s(v.var.get("best_epoch")),
-          fmt_dur(v.var.get("train_time_s"))]], align="llrr"))
+        [["Baseline", _s(v.base.run), _s(v.base.best_epoch),
+          fmt_dur(v.base.train_time_s)],
+         ["Variant", _s(v.var.run), _s(v.var.best_epoch),
+          fmt_dur(v.var.train_time_s)]], align="llrr"))
     return out
 
 
@@ -201,19 +192,18 @@ def _sec_metrics(v: View) -> list[Block]:
     mrows = []
     for mname, m in (("Baseline", v.base), ("Variant", v.var)):
         for split_name in ("val", "test"):
-            r = _d(m.get(split_name))
-            mrows.append([mname, split_name, fmt_float(r.get("loss")), fmt_pct(r.get("top1")),
-                          fmt_pct(r.get("top5")), fmt_pct(r.get("macro_f1")),
-                          fmt_pct(r.get("ece"))])
+            r = getattr(m, split_name)
+            mrows.append([mname, split_name, fmt_float(r.loss), fmt_pct(r.top1),
+                          fmt_pct(r.top5), fmt_pct(r.macro_f1), fmt_pct(r.ece)])
     out.append(table_block(["Model", "Split", "NLL", "Top-1", "Top-5", "Macro-F1", "ECE"],
                       mrows, align="llrrrrr",
                       caption="Validation and test metrics (best checkpoint; NLL: cross-entropy "
                               "without label smoothing, unlike the training curves' loss)"))
     out.append(paragraph(
-        f"The baseline reaches {fmt_pct(v.bt.get('top1'))} top-1 and "
-        f"{fmt_pct(v.bt.get('top5'))} top-5 test accuracy; the variant "
-        f"{fmt_pct(v.vt.get('top1'))} and "
-        f"{fmt_pct(v.vt.get('top5'))}."))
+        f"The baseline reaches {fmt_pct(v.bt.top1)} top-1 and "
+        f"{fmt_pct(v.bt.top5)} top-5 test accuracy; the variant "
+        f"{fmt_pct(v.vt.top1)} and "
+        f"{fmt_pct(v.vt.top5)}."))
     out += v.figs("metrics", "curves")
     return out
 
@@ -222,31 +212,30 @@ def _sec_confusions(v: View) -> list[Block]:
     """6 Confusions."""
     out: list[Block] = []
     for mname, t in (("baseline", v.bt), ("variant", v.vt)):
-        tc = _l(t.get("top_confusions"))[:10]
+        tc = (t.top_confusions or [])[:10]
         if tc:
             out.append(table_block(
                 ["True class", "Predicted as", "Count", "Share of true class"],
-                [[_s(c.get("true_name")), _s(c.get("pred_name")), fmt_int(c.get("count")),
-                  fmt_pct(c.get("share_of_true"))] for c in map(_d, tc)],
+                [[_s(c.true_name), _s(c.pred_name), fmt_int(c.count), fmt_pct(c.share_of_true)]
+                 for c in tc],
                 align="llrr", caption=f"Most confused pairs ({mname}, test)"))
         else:
             out.append(note_block(f"Top confused pairs were not computed for the {mname}."))
     out += v.figs("confusions", "confusion")
     out.append(heading("Superclasses"))
-    scs = [(n, _d(t.get("superclass"))) for n, t in (("baseline", v.bt), ("variant", v.vt))]
+    scs = [(n, t.superclass) for n, t in (("baseline", v.bt), ("variant", v.vt))]
     if any(sc for _, sc in scs):
         out.append(table_block(
             ["Model", "Coarse accuracy", "Errors within superclass", "Chance share",
              "Binomial p"],
-            [[_cap(n), fmt_pct(sc.get("coarse_accuracy")),
-              fmt_pct(sc.get("within_superclass_share")), fmt_pct(sc.get("chance_share")),
-              fmt_p(sc.get("binomial_p"))]
+            [[_cap(n), fmt_pct(sc.coarse_accuracy), fmt_pct(sc.within_superclass_share),
+              fmt_pct(sc.chance_share), fmt_p(sc.binomial_p)]
              for n, sc in scs if sc], align="lrrrr",
             caption="Errors whose prediction stays in the true superclass, against a uniformly "
                     "random wrong class (two-sided exact binomial test over test images)"))
         for n, sc in scs:
             if sc:
-                out.append(paragraph(describe_superclass(n, sc)))
+                out.append(paragraph(describe_superclass(n, to_json(sc))))
         out += v.figs("confusions", "confusion_superclass")
     else:
         out.append(note_block(
@@ -260,34 +249,36 @@ def _sec_confusions(v: View) -> list[Block]:
 def _sec_calibration(v: View) -> list[Block]:
     """7 Calibration."""
     out: list[Block] = []
-    bc, vc = _d(v.base.get("calibration")), _d(v.var.get("calibration"))
+    bc, vc = v.base.calibration, v.var.calibration
 
-    def cal_val(m: dict[str, Any], c: dict[str, Any], key: str, when: str) -> Any:
-        if when == "before":
-            return c.get(f"{key}_before", _d(m.get("test")).get(key))
-        return c.get(f"{key}_after")
+    def cal_val(m: Model, key: str, when: str) -> Any:
+        value = getattr(m.calibration, f"{key}_{when}")
+        if value is None and when == "before":  # a summary without it: the test metric is it
+            value = getattr(m.test, key, None)
+        return value
 
     crows = []
     for key, label, f in (("ece", "ECE", fmt_pct), ("mce", "MCE", fmt_pct),
                           ("mce_count", "Images in the MCE's bin", fmt_int),
                           ("nll", "NLL (test cross-entropy, no label smoothing)", fmt_float),
                           ("brier", "Brier", fmt_float)):
-        crows.append([label] + [f(cal_val(m, c, key, w)) for m, c in ((v.base, bc), (v.var, vc))
+        crows.append([label] + [f(cal_val(m, key, w)) for m in (v.base, v.var)
                                 for w in ("before", "after")])
-    crows.append(["Temperature", fmt_float(bc.get("temperature"), 2), "",
-                  fmt_float(vc.get("temperature"), 2), ""])
+    crows.append(["Temperature", fmt_float(bc.temperature, 2), "",
+                  fmt_float(vc.temperature, 2), ""])
     out.append(table_block(
         ["Metric (test)", "Baseline before", "Baseline after", "Variant before", "Variant after"],
         crows, caption="Calibration before and after temperature scaling (fitted on validation)"))
     if any(r[2] == NA or r[4] == NA for r in crows[:5]):
         out.append(note_block("n/a: that number is not in this study's summary (older studies did "
                          "not carry it)."))
-    out.append(paragraph(describe_mce([(n, c, w) for n, c in (("baseline", bc), ("variant", vc))
-                                for w in ("before", "after")])))
+    out.append(paragraph(describe_mce([(n, to_json(c), w)
+                                       for n, c in (("baseline", bc), ("variant", vc))
+                                       for w in ("before", "after")])))
     for n, c in (("baseline", bc), ("variant", vc)):
-        out.append(paragraph(describe_temperature(n, c)))
-    out.append(paragraph(describe_calibration_change(v.bt.get("ece"), v.vt.get("ece"),
-                                              v.comp.get("ece_change"))))
+        out.append(paragraph(describe_temperature(n, to_json(c))))
+    out.append(paragraph(describe_calibration_change(v.bt.ece, v.vt.ece,
+                                              v.comp.ece_change)))
     out += v.figs("calibration", "reliability", "confidence_hist")
     return out
 
@@ -323,15 +314,15 @@ def describe_confident_errors(fails: dict[str, Any], n_test: Any = None) -> str:
 def _sec_failure_cases(v: View) -> list[Block]:
     """8 Failure cases."""
     out: list[Block] = []
-    tw = num(v.fails.get("total_wrong"))
+    tw = num(v.fails.total_wrong)
     if v.fails:
-        out.append(paragraph(describe_confident_errors(v.fails, num(v.mc.get("n"))
-                                                or num(v.split.get("test")))))
-        le = num(v.fails.get("label_error_suspects"))
+        out.append(paragraph(describe_confident_errors(to_json(v.fails), num(v.mc.n)
+                                                       or num(v.split.test))))
+        le = num(v.fails.label_error_suspects)
         if le is not None:
-            # The count is over all errors (failures.py applies the rule to every one).
-            shown = [f for f in v.top if f.get("label_error_suspect")]
-            cl = num(v.fails.get("cleanlab_issues"))
+            # The count is over all errors (analysis/failures.py applies the rule to every one).
+            shown = [f for f in v.top if f.label_error_suspect]
+            cl = num(v.fails.cleanlab_issues)
             out.append(paragraph(
                 f"{fmt_int(le)} of the {fmt_int(tw)} errors are flagged as label-error suspects "
                 "(a confident-learning rule: the predicted class is as probable as that class "
@@ -352,17 +343,16 @@ def _sec_failure_cases(v: View) -> list[Block]:
         out.append(table_block(
             ["Rank", "Index", "True", "Predicted", "Confidence", "Raw confidence", "Margin",
              "P(true)", "True rank", "Label-error suspect"],
-            [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
-              _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
-              fmt_pct(f.get("raw_confidence")), fmt_pct(f.get("margin")),
-              fmt_pct(f.get("true_prob")), _s(f.get("true_rank")),
-              "yes" if f.get("label_error_suspect") else "no"] for f in v.top],
+            [[_s(f.rank), _s(f.index), _s(f.true_name), _s(f.pred_name),
+              fmt_pct(f.confidence), fmt_pct(f.raw_confidence), fmt_pct(f.margin),
+              fmt_pct(f.true_prob), _s(f.true_rank),
+              "yes" if f.label_error_suspect else "no"] for f in v.top],
             align="rrllrrrrrl",
             caption="The baseline's most confident failures, ranked by confidence on "
-                    f"{confidence_basis(v.fails)} (raw confidence: unscaled softmax; margin: "
+                    f"{confidence_basis(to_json(v.fails))} (raw confidence: unscaled softmax; margin: "
                     "top-1 minus top-2 probability; P(true): probability of the given label)"))
-    pce = [_d(x) for x in _l(v.fails.get("per_class_confident_errors"))][:10]
-    if pce and not any((num(x.get("count")) or 0) >= 2 for x in pce):
+    pce = v.fails.per_class_confident_errors[:10]
+    if pce and not any((num(x.count) or 0) >= 2 for x in pce):
         # no count here: it once read "the 10 listed" under the 12-row failures table above
         out.append(paragraph("No class has more than one confident error: each class with one has "
                       "only that one, so no class stands out."
@@ -370,7 +360,7 @@ def _sec_failure_cases(v: View) -> list[Block]:
     elif pce:
         out.append(table_block(
             ["True class", "Confident errors"],
-            [[_s(x.get("name")), fmt_int(x.get("count"))] for x in pce],
+            [[_s(x.name), fmt_int(x.count)] for x in pce],
             caption="Classes with the most confident errors"))
     return out
 
@@ -380,11 +370,11 @@ def _sec_grad_cam(v: View) -> list[Block]:
     out: list[Block] = []
     if v.explain:
         out.append(paragraph(
-            f"Grad-CAM explains the predicted class at layer {_s(v.explain.get('layer'))} for "
-            f"{fmt_int(v.explain.get('explained'))} images."))
+            f"Grad-CAM explains the predicted class at layer {_s(v.explain.layer)} for "
+            f"{fmt_int(v.explain.explained)} images."))
         out += v.figs("grad-cam", "gradcam_failures")
-        faith = _d(v.explain.get("faithfulness"))
-        ft = _d(v.explain.get("faithfulness_tests"))
+        faith = v.explain.faithfulness
+        ft = v.explain.faithfulness_tests
         if faith:
             labels = {"gradcam": "Grad-CAM order (reference images)",
                       "random": "Random order (same images)",
@@ -393,42 +383,42 @@ def _sec_grad_cam(v: View) -> list[Block]:
             out.append(heading("Faithfulness"))
             out.append(table_block(
                 ["Pixel order", "Deletion AUC (lower = better)", "Insertion AUC (higher = better)"],
-                [[labels.get(k, k), fmt_auc(_d(r).get("deletion_auc")),
-                  fmt_auc(_d(r).get("insertion_auc"))] for k, r in faith.items()]))
-            comps = _d(ft.get("comparisons"))
+                [[labels.get(k, k), fmt_auc(r.deletion_auc), fmt_auc(r.insertion_auc)]
+                 for k, r in faith.items()]))
+            comps = ft.comparisons if ft else {}
             if comps:
-                lvl = f"{(num(ft.get('level')) or 0.95) * 100:g}%"
+                lvl = f"{(num(ft.level) or 0.95) * 100:g}%"
                 out.append(table_block(
                     ["Baseline map (same images)", "Deletion AUC", f"Grad-CAM − baseline [{lvl} CI]",
                      "Insertion AUC", f"Grad-CAM − baseline [{lvl} CI]"],
-                    [[_s(_d(c).get("name")), fmt_auc(_d(c).get("deletion_auc")),
-                      _diff_ci(_d(_d(c).get("deletion_diff"))),
-                      fmt_auc(_d(c).get("insertion_auc")),
-                      _diff_ci(_d(_d(c).get("insertion_diff")))] for c in comps.values()],
+                    [[_s(c.name), fmt_auc(c.deletion_auc), _diff_ci(c.deletion_diff),
+                      fmt_auc(c.insertion_auc), _diff_ci(c.insertion_diff)]
+                     for c in comps.values()],
                     caption="Grad-CAM against maps that know nothing about the image: i.i.d. "
                             "random pixels, a smooth random map at the layer's resolution "
                             "(upsampled like the CAM) and a fixed centred Gaussian; paired "
                             "bootstrap CIs over the images"))
-            out.append(paragraph(describe_faithfulness(faith, ft)))
+            out.append(paragraph(describe_faithfulness(
+                {k: to_json(a) for k, a in faith.items()}, to_json(ft) if ft else {})))
         else:
             out.append(note_block("The faithfulness check was not computed."))
         out += v.figs("grad-cam", "deletion_insertion")
-        bs = _d(v.explain.get("border_share"))
+        bs = v.explain.border_share
         out.append(heading("Grad-CAM mass near the border"))
         if bs:
             out.append(table_block(
                 ["Group", "Grad-CAM mass in the border band"],
-                [["Failures", fmt_pct(bs.get("failures"))],
-                 ["Correct predictions", fmt_pct(bs.get("correct"))],
-                 ["Uniform map (reference)", fmt_pct(bs.get("uniform"))],
-                 ["Centre prior (reference)", fmt_pct(bs.get("centre_prior"))]]))
-        out.append(paragraph(describe_border(bs)))
-        pg = _d(v.explain.get("pointing_game"))
+                [["Failures", fmt_pct(bs.failures)],
+                 ["Correct predictions", fmt_pct(bs.correct)],
+                 ["Uniform map (reference)", fmt_pct(bs.uniform)],
+                 ["Centre prior (reference)", fmt_pct(bs.centre_prior)]]))
+        out.append(paragraph(describe_border(to_json(bs) if bs else {})))
+        pg = v.explain.pointing_game
         if pg:
-            on = f", measured on {_s(pg.get('on'))}" if pg.get("on") else ""
+            on = f", measured on {_s(pg.on)}" if pg.on else ""
             out.append(paragraph(
                 f"Pointing game: the Grad-CAM maximum falls inside the recorded object box for "
-                f"{fmt_pct(pg.get('hit_rate'))} of {fmt_int(pg.get('n'))} images{on}."))
+                f"{fmt_pct(pg.hit_rate)} of {fmt_int(pg.n)} images{on}."))
         else:
             out.append(note_block("The pointing game was not computed (it needs object boxes, "
                              "which only generated data records)."))
@@ -438,11 +428,11 @@ def _sec_grad_cam(v: View) -> list[Block]:
     return out
 
 
-def _diff_ci(d: dict[str, Any]) -> str:
-    diff = num(d.get("diff"))
+def _diff_ci(d: BootstrapDiff | None) -> str:
+    diff = num(d.diff) if d else None
     if diff is None:
         return NA
-    lo, hi = num(d.get("lo")), num(d.get("hi"))
+    lo, hi = num(d.lo), num(d.hi)
     ci = f" [{fmt_auc(lo)}, {fmt_auc(hi)}]" if lo is not None and hi is not None else ""
     return f"{diff:+.3f}{ci}"
 
@@ -455,24 +445,20 @@ def _sec_constrained_improvement(v: View) -> list[Block]:
         "other setting, seed or data split differs, so any difference is attributable to it "
         "(up to training noise)."))
     out.append(paragraph(_cap(v.accuracy_change()) + "."))
-    tracked = [f for f in v.top if _d(f.get("variant"))]
+    tracked = v.top
     if v.trk or tracked:
-        out.append(paragraph(describe_tracking(v.trk or {"tracked": len(tracked)})))
+        out.append(paragraph(describe_tracking(to_json(v.trk))))
         out.append(table_block(
             ["Rank", "Index", "True", "Baseline prediction", "Baseline confidence",
              "Variant prediction", "Variant confidence", "Variant P(true)", "Outcome",
              "Label-error suspect"],
-            [[_s(f.get("rank")), _s(f.get("index")), _s(f.get("true_name")),
-              _s(f.get("pred_name")), fmt_pct(f.get("confidence")),
-              _s(_d(f.get("variant")).get("pred_name")),
-              fmt_pct(_d(f.get("variant")).get("confidence")),
-              fmt_pct(_d(f.get("variant")).get("true_prob")),
-              STATUS_SHORT.get(str(_d(f.get("variant")).get("status")),
-                               _s(_d(f.get("variant")).get("status"))),
-              "yes" if f.get("label_error_suspect") else "no"] for f in tracked],
+            [[_s(f.rank), _s(f.index), _s(f.true_name), _s(f.pred_name), fmt_pct(f.confidence),
+              _s(f.variant.pred_name), fmt_pct(f.variant.confidence),
+              fmt_pct(f.variant.true_prob),
+              STATUS_SHORT.get(f.variant.status, _s(f.variant.status)),
+              "yes" if f.label_error_suspect else "no"] for f in tracked],
             align="rrllrlrrnl",
-            highlight={i for i, f in enumerate(tracked)
-                       if _d(f.get("variant")).get("status") == "fixed"},
+            highlight={i for i, f in enumerate(tracked) if f.variant.status == "fixed"},
             caption="Each tracked baseline failure, re-evaluated by the variant (fixed rows "
                     "highlighted; still wrong: the same wrong class)"))
     else:
@@ -482,150 +468,18 @@ def _sec_constrained_improvement(v: View) -> list[Block]:
     return out
 
 
-def _sec_comparison(v: View) -> list[Block]:
-    """11 Comparison & statistics."""
-    out: list[Block] = []
-    out.append(paragraph(" ".join(filter(None, [_cap(v.accuracy_change(from_to=False)) + ".",
-                                         v.noise_text()]))))
-    if v.seed_level:
-        out.append(heading(f"One pair: seed {_s(v.pair_seed)} (supporting detail)"))
-        out.append(paragraph(
-            f"For the seed-{_s(v.pair_seed)} pair alone the difference is "
-            f"{fmt_points(v.acc.get('diff', v.diff), signed=True)} points (95% CI "
-            f"[{fmt_points(v.acc.get('lo'))}, {fmt_points(v.acc.get('hi'))}], "
-            f"McNemar's exact test {p_clause(v.mc.get('p_value'))}); it covers {NOISE_PAIR}."))
-    if v.acc:
-        lvl = num(v.acc.get("level")) or 0.95
-        out.append(table_block(
-            ["Difference (variant − baseline)", f"{lvl * 100:g}% CI low",
-             f"{lvl * 100:g}% CI high", "Standard error", "Method"],
-            [[fmt_points(v.acc.get("diff"), signed=True) + " points", fmt_points(v.acc.get("lo")),
-              fmt_points(v.acc.get("hi")), fmt_points(v.acc.get("se")),
-              METHOD_TEXT.get(str(v.acc.get("method")), _s(v.acc.get("method")))]],
-            align="rrrrl", caption="Paired accuracy difference on the test images"
-            + (f" (seed-{_s(v.pair_seed)} pair; covers {NOISE_PAIR})"
-               if v.pair_seed is not None else f" (covers {NOISE_PAIR})")))
-    else:
-        out.append(note_block("The accuracy-difference confidence interval was not computed."))
-    if v.mc:
-        out.append(heading("McNemar's exact test"))
-        out.append(table_block(
-            ["", "Variant right", "Variant wrong"],
-            [["Baseline right", fmt_int(v.mc.get("both_right")), fmt_int(v.mc.get("a_only"))],
-             ["Baseline wrong", fmt_int(v.mc.get("b_only")), fmt_int(v.mc.get("both_wrong"))]],
-            caption=f"Paired outcomes on {fmt_int(v.mc.get('n'))} test images; "
-                    f"{p_clause(v.mc.get('p_value'))} (two-sided exact binomial on the "
-                    f"discordant images, statistic {fmt_int(v.mc.get('statistic'))})"))
-        sig = ("significant" if (num(v.mc.get("p_value")) is not None
-                                 and num(v.mc.get("p_value")) < ALPHA)  # type: ignore[operator]
-               else "not significant")
-        out.append(paragraph(
-            f"The variant fixed {fmt_int(v.mc.get('b_only'))} images the baseline got wrong and "
-            f"broke {fmt_int(v.mc.get('a_only'))} it got right; only these discordant images "
-            f"carry evidence. McNemar's exact test: {p_clause(v.mc.get('p_value'))}"
-            # with several seeds the verdict is the seed-level test's alone: no second one here
-            + ("." if v.seed_level else
-               f", {sig} at the {_alpha_text(ALPHA)} level for these two trained models "
-               f"({NOISE_PAIR}).")))
-    else:
-        out.append(note_block("McNemar's test was not computed."))
-    pc = _d(v.comp.get("per_class"))
-    for kind, title in (("improved", "Most improved classes"),
-                        ("worsened", "Most worsened classes")):
-        items = [_d(x) for x in _l(pc.get(kind))][:10]
-        if items:
-            out.append(table_block(
-                ["Class", "Test images", "Baseline", "Variant", "Change (points)",
-                 "95% CI (Newcombe)"],
-                # stats.per_class_changes calls them acc_a / acc_b: accept either name
-                [[_s(x.get("name")), fmt_int(x.get("n")), fmt_pct(first_set(x, "before", "acc_a")),
-                  fmt_pct(first_set(x, "after", "acc_b")),
-                  fmt_points(x.get("delta"), signed=True), _class_ci_text(x)] for x in items],
-                caption=title + f" (test accuracy per class, seed-{_s(v.pair_seed)} pair; "
-                f"{PER_CLASS_CI_NOTE})"))
-    if pc.get("improved") or pc.get("worsened"):
-        bits = []
-        imp, wor = _l(pc.get("improved")), _l(pc.get("worsened"))
-        if imp:
-            bits.append(f"the most improved class is {describe_class_change(_d(imp[0]))}")
-        if wor:
-            bits.append(f"the most worsened is {describe_class_change(_d(wor[0]))}")
-        out.append(paragraph(_cap("; ".join(bits)) + f". {PER_CLASS_CI_NOTE[:1].upper()}"
-                      f"{PER_CLASS_CI_NOTE[1:]}, so no class-level change is called significant "
-                      "here."))
-    else:
-        out.append(note_block("Per-class changes were not computed."))
-    out += v.figs("comparison", "confusion_difference", "per_class_changes")
-    out.append(heading("Across seeds"))
-    out.append(paragraph(describe_seeds(v.seeds_block, ALPHA, _l(v.sm.get("seeds")))))
-    ps_a = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.base.get("per_seed"))}
-    ps_b = {_s(_d(x).get("seed")): _d(x).get("test_top1") for x in _l(v.var.get("per_seed"))}
-    per_seed_mc = [_d(x) for x in _l(_d(v.seeds_block).get("mcnemar_per_seed"))]
-    if per_seed_mc:
-        out.append(table_block(
-            ["Seed", "Difference (points)", "95% CI (paired Wald)", "Baseline only right",
-             "Variant only right", "McNemar p"],
-            [[_s(x.get("seed")), fmt_points(x.get("diff"), signed=True),
-              f"[{fmt_points(x.get('lo'))}, {fmt_points(x.get('hi'))}]"
-              if num(x.get("lo")) is not None else NA,
-              fmt_int(x.get("a_only")), fmt_int(x.get("b_only")),
-              fmt_p(x.get("p_value"))] for x in per_seed_mc],
-            caption=f"Each seed's pair on the test images (supporting detail; covers "
-                    f"{NOISE_PAIR} each)"))
-    if len(ps_a) > 1 or len(ps_b) > 1:
-        out.append(table_block(["Seed", "Baseline test top-1", "Variant test top-1"],
-                          [[s, fmt_pct(ps_a.get(s)), fmt_pct(ps_b.get(s))]
-                           for s in dict.fromkeys(list(ps_a) + list(ps_b))],
-                          caption="Per-seed test accuracy"))
-    return out
-
-
-PER_CLASS_CI_NOTE = ("intervals: Newcombe's hybrid Wilson score method for a difference of two "
-                     "proportions over that class's test images, treating the arms as "
-                     "independent (wider than a paired interval when the two models agree on "
-                     "many images); they cover test-image sampling only and are not adjusted "
-                     "for picking the largest changes out of all classes")
-
-
-def class_change_ci(x: dict[str, Any]) -> tuple[float, float] | None:
-    """The Newcombe interval of one per-class change (needs its image count n)."""
-    n = num(x.get("n"))
-    a, b = num(first_set(x, "before", "acc_a")), num(first_set(x, "after", "acc_b"))
-    if n is None or n < 1 or a is None or b is None:
-        return None
-    return newcombe_diff_ci(round(a * n), n, round(b * n), n)
-
-
-def _class_ci_text(x: dict[str, Any]) -> str:
-    ci = class_change_ci(x)
-    return NA if ci is None else f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}]"
-
-
-def describe_class_change(x: dict[str, Any]) -> str:
-    """'whale (+54.55 points on 11 test images, 95% CI [14.10, 74.68])', or with no image count
-    'whale (+54.55 points; the number of test images was not recorded, so no interval)'."""
-    name, delta = _s(x.get("name")), fmt_points(x.get("delta"), signed=True)
-    ci = class_change_ci(x)
-    if ci is None:
-        return (f"{name} ({delta} points; the number of test images was not recorded, so no "
-                "interval)")
-    n = int(num(x.get("n")) or 0)
-    return (f"{name} ({delta} points on {n} test image{'' if n == 1 else 's'}, 95% CI "
-            f"[{fmt_points(ci[0])}, {fmt_points(ci[1])}])")
-
-
 def _sec_complexity(v: View) -> list[Block]:
     """12 Complexity."""
     out: list[Block] = []
     out.append(table_block(
         ["Model", "Parameters", "Parameters (M)", "FLOPs"],
-        [["Baseline CNN", fmt_int(v.base.get("params")), fmt_params_m(v.base.get("params")),
-          fmt_flops(v.base.get("flops"))],
-         ["Variant CNN", fmt_int(v.var.get("params")), fmt_params_m(v.var.get("params")),
-          fmt_flops(v.var.get("flops"))]],
+        [["Baseline CNN", fmt_int(v.base.params), fmt_params_m(v.base.params),
+          fmt_flops(v.base.flops)],
+         ["Variant CNN", fmt_int(v.var.params), fmt_params_m(v.var.params),
+          fmt_flops(v.var.flops)]],
         caption="Model complexity (forward pass, one 32×32 image)"))
-    out.append(paragraph(describe_cost(v.base, v.var, v.ckey,
-                                 v.verdict() if v.seed_level else "")))
+    out.append(paragraph(describe_cost(to_json(v.base), to_json(v.var), v.ckey,
+                                       v.verdict() if v.seed_level else "")))
     return out
 
 
@@ -637,15 +491,14 @@ def _sec_reflection(v: View) -> list[Block]:
 def _sec_reproducibility(v: View) -> list[Block]:
     """14 Reproducibility."""
     out: list[Block] = []
-    seeds_txt = ", ".join(_s(s) for s in _l(v.sm.get("seeds"))) or _s(v.cfg.get("seed"))
-    rrows = [["Seed(s)", seeds_txt], ["Created", _s(v.sm.get("created"))]]
-    rrows += [[_s(k), _s(val)] for k, val in v.env.items()]
-    timing = _d(v.sm.get("timing"))
-    if "total_s" in timing:
-        rrows.append(["Total time", fmt_dur(timing.get("total_s"))])
+    seeds_txt = ", ".join(_s(s) for s in v.s.seeds) or _s(v.cfg.get("seed"))
+    rrows = [["Seed(s)", seeds_txt], ["Created", _s(v.s.created)]]
+    rrows += [[_s(k), _s(val)] for k, val in to_json(v.env).items()]
+    if v.s.timing and v.s.timing.total_s is not None:
+        rrows.append(["Total time", fmt_dur(v.s.timing.total_s)])
     out.append(table_block(["Item", "Value"], rrows, align="ll", caption="Environment"))
     out.append({"type": "code", "label": "Command that produced this study:",
-                "text": _s(v.sm.get("command"), "not recorded")})
+                "text": _s(v.s.command, "not recorded")})
     out.append({"type": "code", "label": "Rebuild this report without retraining:",
                 "text": "cifarlens report " + shlex.quote(str(v.study_dir))})
     return out
@@ -665,16 +518,16 @@ SECTION_BUILDERS: dict[str, Any] = {
     "failure-cases": _sec_failure_cases,
     "grad-cam": _sec_grad_cam,
     "constrained-improvement": _sec_constrained_improvement,
-    "comparison": _sec_comparison,
+    "comparison": sec_comparison,
     "complexity": _sec_complexity,
     "reflection": _sec_reflection,
     "reproducibility": _sec_reproducibility,
 }
 
 
-def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
+def build_context(summary: StudySummary, study_dir: Path) -> dict[str, Any]:
     """All report content as plain, already-formatted strings, shared by both templates."""
-    from cifarlens import __version__
+    from cifarlens._version import __version__
 
     v = View(summary, study_dir)
     sections = []
@@ -696,12 +549,11 @@ def build_context(summary: dict[str, Any], study_dir: Path) -> dict[str, Any]:
     from cifarlens.study.browse import table_context
 
     return {
-        "browse": table_context(v.study_dir, v.sm.get("browse", {}).get("file")
-                                if isinstance(v.sm.get("browse"), dict) else None),
+        "browse": table_context(v.study_dir, v.s.browse.file if v.s.browse else None),
         "browse_js": Markup(BROWSE_JS),
         "script_hash": BROWSE_JS_SHA256,
-        "title": _s(v.sm.get("title"), "cifarlens study"),
-        "created": _s(v.sm.get("created")),
+        "title": _s(v.s.title, "cifarlens study"),
+        "created": _s(v.s.created),
         # generated data is named as such here too, not as the dataset whose format it copies
         "subtitle": (f"generated data in the {v.dataset} format" if v.generated else v.dataset)
                     + f": baseline vs variant ({v.change_text})",
@@ -723,17 +575,16 @@ def _reflection(v: View) -> list[str]:
     else:
         out = [f"Nothing is concluded about the change yet: with {v.change_text}, "
                f"{v.accuracy_change()}."]
-    out.append(describe_calibration_change(bt.get("ece"), vt.get("ece"),
-                                           v.comp.get("ece_change")))
+    out.append(describe_calibration_change(bt.ece, vt.ece, v.comp.ece_change))
     if v.trk:
-        out.append(describe_tracking(v.trk))
-    tw, cw, le = (num(fails.get(k)) for k in ("total_wrong", "confident_wrong",
-                                               "label_error_suspects"))
+        out.append(describe_tracking(to_json(v.trk)))
+    tw, cw, le = (num(x) for x in (fails.total_wrong, fails.confident_wrong,
+                                   fails.label_error_suspects))
     if tw and cw is not None:
         out.append(f"{fmt_pct(cw / tw)} of the baseline's errors ({fmt_int(cw)} of "
                    f"{fmt_int(tw)}) come with confidence ≥ "
-                   f"{fmt_pct(fails.get('confident_threshold'))} on "
-                   f"{confidence_basis(fails)}; these are the dangerous "
+                   f"{fmt_pct(fails.confident_threshold)} on "
+                   f"{confidence_basis(to_json(fails))}; these are the dangerous "
                    "failures in deployment, because nothing in the output flags them.")
     if le is not None and tw:
         out.append(f"{fmt_int(le)} of the baseline's {fmt_int(tw)} errors ({fmt_pct(le / tw)}) "
@@ -741,14 +592,14 @@ def _reflection(v: View) -> list[str]:
                    "may be the dataset's, not the model's." if le else
                    f"None of the baseline's {fmt_int(tw)} errors was flagged as a likely label "
                    "error.")
-    bs = _d(explain.get("border_share"))
+    bs = explain.border_share if explain else None
     if bs:
-        out.append(describe_border(bs))
+        out.append(describe_border(to_json(bs)))
     else:
         out.append("Background reliance was not measured (no Grad-CAM border analysis).")
-    sc = _d(bt.get("superclass"))
+    sc = bt.superclass
     if sc:
-        out.append(describe_superclass("baseline", sc))
+        out.append(describe_superclass("baseline", to_json(sc)))
     if v.n_seeds == 2:
         out.append("With 2 seeds the t-test has 1 degree of freedom: its interval is wide and "
                    "it rarely detects anything; 3 or more seeds give a usable test.")

@@ -24,6 +24,7 @@ from cifarlens.report.formats import (
     num,
     p_clause,
 )
+from cifarlens.study.schema import StudySummary
 
 # --------------------------------------------------------------------------- generated sentences
 
@@ -57,23 +58,24 @@ def change_verdict(diff: Any, lo: Any, hi: Any, p: Any, alpha: float = ALPHA) ->
 
 def describe_change(
     diff: Any,
-    lo: Any,
-    hi: Any,
+    ci: tuple[Any, Any],
     p: Any,
     alpha: float = ALPHA,
     *,
     metric: str = "test accuracy",
     test: str = "McNemar's exact test",
     level: Any = 0.95,
-    before: Any = None,
-    after: Any = None,
+    means: tuple[Any, Any] = (None, None),
 ) -> str:
-    """One clause stating a change in an accuracy-like fraction, its CI and its test.
+    """One clause stating a change in an accuracy-like fraction, its CI `(lo, hi)` and its
+    test; `means` (before, after) adds "from X to Y".
 
     e.g. "test accuracy rose by 6.63 points (95% CI [5.80, 7.40]); McNemar's exact test
     p = 3.0e-12, significant at the 5% level". Direction comes from the sign of ``diff``;
     significance from ``change_verdict``.
     """
+    lo, hi = ci
+    before, after = means
     d = num(diff)
     if d is None:
         return f"the change in {metric} was not computed"
@@ -384,7 +386,7 @@ def describe_seeds(seeds: dict[str, Any] | None, alpha: float = ALPHA,
             f"{ms(seeds.get('mean_a'), seeds.get('std_a'))} and the variant "
             f"{ms(seeds.get('mean_b'), seeds.get('std_b'))} test accuracy "
             "(mean ± sample std in points)")
-    clause = describe_change(seeds.get("mean_diff"), lo, hi, seeds.get("p_value"), alpha,
+    clause = describe_change(seeds.get("mean_diff"), (lo, hi), seeds.get("p_value"), alpha,
                              metric="the mean accuracy",
                              test=_t_test_name(_seed_n(seeds), seeds.get("df"))
                              if _seed_n(seeds) >= 2 else "the paired t-test")
@@ -422,11 +424,11 @@ def describe_seed_level(seeds: dict[str, Any], alpha: float = ALPHA) -> str:
     [5.11, 7.11]); the paired t-test across 3 seeds (2 degrees of freedom) p = 0.0013, ...'."""
     n = _seed_n(seeds)
     lo, hi = _seed_ci(seeds)
-    clause = describe_change(seeds.get("mean_diff"), lo, hi, seeds.get("p_value"), alpha,
+    clause = describe_change(seeds.get("mean_diff"), (lo, hi), seeds.get("p_value"), alpha,
                              metric="the mean test accuracy",
                              test=_t_test_name(n, seeds.get("df")),
-                             level=seeds.get("level", 0.95), before=seeds.get("mean_a"),
-                             after=seeds.get("mean_b"))
+                             level=seeds.get("level", 0.95),
+                             means=(seeds.get("mean_a"), seeds.get("mean_b")))
     note = f"; {clean_text(seeds['note'])}" if seeds.get("note") and num(
         seeds.get("p_value")) is None else ""
     return f"across {fmt_int(n)} seeds, {clause}{note}"
@@ -436,9 +438,10 @@ def describe_pair(acc: dict[str, Any], mc: dict[str, Any], seed: Any = None,
                   before: Any = None, after: Any = None, alpha: float = ALPHA) -> str:
     """One pair of trained models compared on the test images: what it shows and what not."""
     which = f" (seed {_s(seed)})" if seed is not None else ""
-    clause = describe_change(acc.get("diff", _diff(before, after)), acc.get("lo"), acc.get("hi"),
-                             mc.get("p_value"), alpha, metric="test accuracy",
-                             level=acc.get("level", 0.95), before=before, after=after)
+    clause = describe_change(acc.get("diff", _diff(before, after)),
+                             (acc.get("lo"), acc.get("hi")), mc.get("p_value"), alpha,
+                             metric="test accuracy", level=acc.get("level", 0.95),
+                             means=(before, after))
     n = fmt_int(mc.get("n"))
     on = f"these {n} test images" if n != NA else "these test images"
     return (f"for one trained model per arm{which}, {clause}. This compares two trained models "
@@ -459,25 +462,22 @@ SEED_REPORT: dict[str, Any] = {
 }
 
 
-def replication_applies(sm: dict[str, Any]) -> list[str]:
+def replication_applies(s: StudySummary) -> list[str]:
     """Why this study's numbers cannot be set against the seed report's ([] = they can)."""
     why = []
-    src = sm.get("data_source")
-    ds = sm.get("dataset")
+    src, ds = s.data_source, s.dataset
     if src == "generated":
         why.append("the study ran on generated data, not CIFAR-100")
     elif src == "user":
-        why.append(f"the study ran on {dataset_title(sm)}, not CIFAR-100")
-    elif src is None:
-        why.append("the study does not record its data source")
+        why.append(f"the study ran on {dataset_title(s)}, not CIFAR-100")
     if ds != SEED_REPORT["dataset"] and src != "user":
         why.append(f"the dataset is {_s(ds)}, not CIFAR-100")
-    ch = _d(sm.get("change"))
+    ch = s.main.change
     key, b, v = SEED_REPORT["change"]
-    if (ch.get("key"), ch.get("baseline"), ch.get("variant")) != (key, b, v):
-        why.append(f"the change is {_s(ch.get('key'))}: {_s(ch.get('baseline'), UNSET)} → "
-                   f"{_s(ch.get('variant'), UNSET)}, not the seed's augment: none → crop-flip")
-    cfg = _d(sm.get("config"))
+    if (ch.key, ch.baseline, ch.variant) != (key, b, v):
+        why.append(f"the change is {_s(ch.key)}: {_s(ch.baseline, UNSET)} → "
+                   f"{_s(ch.variant, UNSET)}, not the seed's augment: none → crop-flip")
+    cfg = s.config
     if canonical_model_name(cfg.get("model", SEED_REPORT["model"])) != SEED_REPORT["model"]:
         why.append(f"the model is {_s(cfg.get('model'))}, not the seed's baseline CNN")
     if cfg.get("epochs", SEED_REPORT["epochs"]) != SEED_REPORT["epochs"]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from cifarlens.report.blocks import Block, note_block
 from cifarlens.report.constants import (
@@ -14,11 +13,8 @@ from cifarlens.report.constants import (
 )
 from cifarlens.report.embed import Figure, load_figure
 from cifarlens.report.formats import (
-    _d,
-    _diff,
-    _l,
     _s,
-    ablation_change,
+    change_text,
     clean_text,
     dataset_title,
 )
@@ -26,72 +22,71 @@ from cifarlens.report.notes import read_notes
 from cifarlens.report.sentences import (
     NOISE_PAIR,
     NOISE_SEEDS,
-    _seed_ci,
-    _seed_n,
     change_verdict,
     describe_pair,
     describe_seed_level,
 )
+from cifarlens.study.schema import StudySummary, to_json
 
 
 class View:
-    """The parts of a summary every section reads, pulled out defensively once (missing or
-    mistyped parts become {} / [] / None), plus the study's figures, numbered in order."""
+    """The typed summary every section reads, with the names sections use for its parts, the
+    study's notes, and its figures, numbered in order of appearance."""
 
-    def __init__(self, summary: dict[str, Any], study_dir: Path) -> None:
+    def __init__(self, summary: StudySummary, study_dir: Path) -> None:
         self.study_dir = Path(study_dir)
-        self.sm = sm = summary
-        self.models = models = _d(sm.get("models"))
-        self.base, self.var = _d(models.get("baseline")), _d(models.get("variant"))
-        self.bt, self.vt = _d(self.base.get("test")), _d(self.var.get("test"))
-        self.change = _d(sm.get("change"))
-        self.comp = comp = _d(sm.get("comparison"))
-        self.acc = _d(comp.get("accuracy_difference"))
-        self.mc = _d(comp.get("mcnemar"))
-        seeds = comp.get("seeds")
-        self.seeds_block: dict[str, Any] | None = seeds if isinstance(seeds, dict) else None
+        self.s = s = summary
+        self.main = main = s.main
+        self.base, self.var = s.baseline, main.model
+        self.bt, self.vt = self.base.test, self.var.test
+        self.change = main.change
+        self.comp = comp = main.comparison
+        self.acc, self.mc = comp.accuracy_difference, comp.mcnemar
+        self.seeds_block = comp.seeds
         # The verdict about the change needs seed-to-seed variation: 2+ paired seeds.
-        self.n_seeds = _seed_n(self.seeds_block)
+        self.n_seeds = self.seeds_block.n if self.seeds_block else 0
         self.seed_level = self.n_seeds >= 2
-        self.pair_seed = comp.get("pair_seed", (_l(sm.get("seeds")) or [None])[0])
-        self.fails = _d(sm.get("failures"))
-        self.trk = _d(self.fails.get("tracking"))
-        self.top = [_d(x) for x in _l(self.fails.get("top"))]
-        self.explain = _d(sm.get("explain"))
-        self.env = _d(sm.get("environment"))
-        self.split = _d(sm.get("split"))
-        self.cfg = _d(sm.get("config"))
-        self.dataset = dataset_title(sm)
-        self.user_data = sm.get("data_source") == "user"
-        self.generated = sm.get("data_source") == "generated"
-        self.ckey = _s(self.change.get("key"))
+        self.pair_seed = comp.pair_seed if comp.pair_seed is not None else (s.seeds or [None])[0]
+        self.fails = s.failures
+        self.trk = main.failures.tracking
+        self.top = main.failures.top
+        self.explain = s.explain
+        self.env = s.environment
+        self.split = s.split
+        self.cfg = s.config
+        self.dataset = dataset_title(s)
+        self.user_data = s.data_source == "user"
+        self.generated = s.data_source == "generated"
+        self.ckey = _s(self.change.key)
         # None is a real setting value here (e.g. train_limit=None: use all images)
-        self.cbase, self.cvar = (_s(self.change.get(k), UNSET) for k in ("baseline", "variant"))
+        self.cbase, self.cvar = (_s(x, UNSET) for x in (self.change.baseline,
+                                                        self.change.variant))
         self.change_text = f"{self.ckey}: {self.cbase} → {self.cvar}"
-        self.diff = self.acc.get("diff", _diff(self.bt.get("top1"), self.vt.get("top1")))
-        self.figs_in = _d(sm.get("figures"))
+        self.diff = self.acc.diff
+        self.figs_in = {**s.figures, **main.figures}
         self.notes = read_notes(self.study_dir)
-        # Figures: placed in their section, numbered in order of appearance.
+        self._place_figures()
+
+    def _place_figures(self) -> None:
+        """Figures: placed in their section, numbered in order of appearance."""
         self.placed: dict[str, list[Figure]] = {sid: [] for sid, _ in SECTIONS}
         self.placed["appendix"] = []
         for key in list(FIGURES) + [k for k in self.figs_in if k not in FIGURES]:
-            if key in self.figs_in and self.figs_in[key] is not None:
+            if self.figs_in.get(key) is not None:
                 sid, cap = FIGURES.get(key, ("appendix", f"Figure '{clean_text(key)}'"))
                 self.placed[sid].append(load_figure(self.study_dir, str(key),
                                                     self.figs_in[key], cap))
         # Per-change figures of a study with several changes: the first change's are placed
         # above like a one-change study's; each other change's tracking and curves here.
-        if _d(sm.get("ablation")):
-            for var in [_d(x) for x in _l(sm.get("variants"))][1:]:
-                vf, slug = _d(var.get("figures")), _s(var.get("slug"))
-                what = ablation_change({"key": _d(var.get("change")).get("key"),
-                                         "baseline_value": _d(var.get("change")).get("baseline"),
-                                         "variant_value": _d(var.get("change")).get("variant")})
+        if self.s.ablation:
+            for var in self.s.variants[1:]:
+                what = change_text(var.change.key, var.change.baseline, var.change.variant)
                 for key, cap in (("gradcam_tracking", FIGURES["gradcam_tracking"][1]),
                                  ("curves", FIGURES["curves"][1] + ", baseline and variant")):
-                    if vf.get(key) is not None:
+                    if var.figures.get(key) is not None:
                         self.placed["ablation"].append(load_figure(
-                            self.study_dir, f"{key}_{slug}", vf[key], f"{what}: {cap}"))
+                            self.study_dir, f"{key}_{var.slug}", var.figures[key],
+                            f"{what}: {cap}"))
         # The first screen's figures are numbered first; then in order of appearance.
         by_key = {f.key: f for fs in self.placed.values() for f in fs}
         self.first_figs = [by_key[k] for k in FIRST_SCREEN_FIGURES
@@ -116,19 +111,17 @@ class View:
         """The one verdict the report states: from the seed-level t-test when the study ran
         2+ seeds, else from the one pair's McNemar test and paired CI."""
         if self.seed_level:
-            sb = _d(self.seeds_block)
-            lo, hi = _seed_ci(sb)
-            return change_verdict(sb.get("mean_diff"), lo, hi, sb.get("p_value"))
-        return change_verdict(self.diff, self.acc.get("lo"), self.acc.get("hi"),
-                              self.mc.get("p_value"))
+            sb = self.seeds_block
+            return change_verdict(sb.mean_diff, *sb.ci, sb.p_value)
+        return change_verdict(self.diff, self.acc.lo, self.acc.hi, self.mc.p_value)
 
     def accuracy_change(self, from_to: bool = True) -> str:
         """The headline clause: the seed-level result, or one pair's result said as such."""
         if self.seed_level:
-            return describe_seed_level(_d(self.seeds_block))
-        return describe_pair(self.acc, self.mc, self.pair_seed,
-                             self.bt.get("top1") if from_to else None,
-                             self.vt.get("top1") if from_to else None)
+            return describe_seed_level(to_json(self.seeds_block))
+        return describe_pair(to_json(self.acc), to_json(self.mc), self.pair_seed,
+                             self.bt.top1 if from_to else None,
+                             self.vt.top1 if from_to else None)
 
     def noise_text(self) -> str:
         if self.seed_level:

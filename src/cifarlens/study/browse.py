@@ -105,8 +105,8 @@ def prepare(study: str | Path, run_a: Run | str | Path, run_b: Run | str | Path
     """Write STUDY/browse/{errors.json, errors.csv, atlas.jpg} for baseline run_a and variant
     run_b (same test images). Returns the counts per outcome."""
     study, run_a, run_b = Path(study), Run.open(run_a), Run.open(run_b)
-    pa = run_a.current_predictions("test")
-    pb = run_b.current_predictions("test")
+    pa = run_a.require_current("predictions", "test")
+    pb = run_b.require_current("predictions", "test")
     if not np.array_equal(pa["indices"], pb["indices"]) or not np.array_equal(pa["labels"],
                                                                               pb["labels"]):
         raise CifarlensError("baseline and variant were evaluated on different test images")

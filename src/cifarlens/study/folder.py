@@ -5,8 +5,8 @@ STUDY/
   study.json            the plan: baseline config, seeds, changes (written first; a rerun resumes)
   runs/<arm>-s<seed>/   one run folder per arm and seed (runs.Run)
   figures/              the study's figures, and frozen copies of the run figures it embeds
-  browse/               errors.json, errors.csv, atlas.jpg: the failure browser (browse.py)
-  summary.json          every number the report states (summary_schema.py), written last
+  browse/               errors.json, errors.csv, atlas.jpg: the failure browser (study/browse.py)
+  summary.json          every number the report states (study/schema.py), written last
   report.html, report.md, tables/*.csv    the report (report/), rebuilt by `cifarlens report`
   notes.md              optional: your own notes, shown in the report
 """

@@ -39,7 +39,7 @@ def compare_environments(named: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 def planned_environment(cfg: Any) -> dict[str, Any]:
-    """The environment a run of `cfg` would record if trained here now (train.py resolves the
+    """The environment a run of `cfg` would record if trained here now (the training loop resolves the
     same device and precision)."""
     from cifarlens.training.runtime import Dist, environment, resolve_device, resolve_precision
 

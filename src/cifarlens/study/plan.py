@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
 from cifarlens.training.config import TRAINING_SETTINGS, TrainConfig, config_diff, make_config
 
@@ -169,6 +168,21 @@ def recorded_changes(study: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _change_text(c: dict[str, Any]) -> str:
     return f"{c['key']}={c['variant']}"
+
+
+def study_command(out: str | Path, plan: dict[str, Any]) -> str:
+    """The `cifarlens study` command that makes this study, as the report shows it: the preset,
+    the seeds, every change, and every baseline setting that differs from the preset."""
+    preset = plan.get("preset", "paper")
+    parts = ["cifarlens", "study", "--out", str(out), "--preset", preset,
+             "--seeds", str(len(plan["seeds"]))]
+    for c in recorded_changes(plan):
+        parts += ["--change", _change_text(c)]
+    ref = dataclasses.asdict(make_config(preset))
+    for key, value in plan["baseline"].items():
+        if key in ref and value != ref[key]:
+            parts += [f"--{key.replace('_', '-')}", "none" if value is None else str(value)]
+    return shlex.join(parts)
 
 
 def merge_study(out: Path, old: dict[str, Any], preset: str, seeds: int,

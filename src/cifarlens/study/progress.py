@@ -6,9 +6,6 @@ import time
 
 from cifarlens import _console as console
 
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
-
 
 class StudyProgress:
     """Whole-study progress on stderr: runs done of all, and an ETA for the runs left from the

@@ -14,44 +14,53 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cifarlens import _console as console
 from cifarlens._io import RunLock, read_json, write_json
-
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
-from cifarlens.study.engines.local import run_sequential
-from cifarlens.study.engines.processes import run_parallel
+from cifarlens.study.browse import prepare as prepare_browse
+from cifarlens.study.engines.base import Engine, RunJob
+from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.engines.processes import ProcessesEngine
 from cifarlens.study.estimate import say_plan
 from cifarlens.study.folder import StudyFolder
 from cifarlens.study.guard import check_split, check_study_runs, compare_environments
-from cifarlens.study.plan import DEFAULT_SEEDS, merge_study, plan_study
-from cifarlens.study.schema import check_summary
-from cifarlens.study.stages import stage_failures
+from cifarlens.study.plan import DEFAULT_SEEDS, merge_study, plan_study, study_command
+from cifarlens.study.schema import (
+    Browse,
+    EngineRecord,
+    RunRecord,
+    StudySummary,
+    Timing,
+    write_summary,
+)
 from cifarlens.study.summary import build_summary
 from cifarlens.training.config import TrainConfig
 
 
-def run_study(out: str | Path, *, preset: str = "paper", change: str | None = None,
-              seeds: int = DEFAULT_SEEDS, overrides: dict[str, Any] | None = None,
-              failures_top: int = 12, jobs: int = 1, progress: bool = True, log=None,
-              command: str | None = None, changes: list[str] | None = None) -> dict[str, Any]:
-    """Train, evaluate, explain and compare a baseline and one variant per change.
+def run_study(out: str | Path, *, preset: str = "paper",
+              changes: str | Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
+              overrides: dict[str, Any] | None = None, failures_top: int = 12,
+              engine: Engine | None = None, log=None) -> StudySummary:
+    """Train, evaluate, explain and compare a baseline and one variant per change; write
+    STUDY/summary.json and return it (`render_report(out)` turns it into the report).
 
-    `change="KEY=VALUE"` (one) or `changes=[...]` (several; neither: augment=crop-flip, or the
-    changes an existing study in `out` holds). In a folder that holds a study with the same
-    baseline and seeds, new changes are added to it: its finished runs are reused and only
-    the new variants are trained."""
+    `changes`: "KEY=VALUE" or a list of them (none: augment=crop-flip, or the changes an
+    existing study in `out` holds). In a folder that holds a study with the same baseline and
+    seeds, new changes are added to it: its finished runs are reused and only the new variants
+    are trained. `engine` produces the runs (default: `LocalEngine`, one after another in this
+    process, with progress bars on stderr); `log` takes each line of progress (default:
+    stderr)."""
     out = Path(out)
     say = log or console.log
-    if jobs < 1:
-        raise CifarlensError("--jobs must be at least 1")
+    engine = engine or LocalEngine(progress=True)
+    change, changes = (changes, None) if isinstance(changes, str) else (None, changes)
+    changes = list(changes) if changes is not None else None
     folder = StudyFolder(out)
     if change is not None or changes is not None or not folder.file(folder.PLAN).exists():
         plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)  # refuse early
@@ -66,52 +75,58 @@ def run_study(out: str | Path, *, preset: str = "paper", change: str | None = No
         else:
             old, rewrite = None, True
             plan, arms = plan_study(preset, change, seeds, overrides, changes=changes)
-        runs: dict[str, dict[int, Run]] = {a: {} for a in arms}
-        todo: list[tuple[str, TrainConfig, Run]] = []
-        for seed in plan["seeds"]:
-            for arm, cfg in arms.items():
-                run = folder.run(arm, seed)
-                runs[arm][seed] = run
-                todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+        runs, todo = _runs_of(folder, plan, arms)
         check_study_runs(todo, out)  # other data or environment: refused before it is recorded
         _hold_runs(held, [run for _, _, run in todo])
         if rewrite:
             write_json(folder.file(folder.PLAN), plan)
         say_plan(todo, say)  # what it will do and about how long, before the first step
-        # Wall time per stage (docs/benchmarks.md, "Cost beside training"); with --jobs the runs
-        # overlap, so only their total is known.
-        timing: dict[str, float | None] = {"train_s": 0.0, "evaluate_s": 0.0}
         t_runs = time.perf_counter()
-        if jobs == 1:
-            run_sequential(todo, progress, say, timing,
-                            failures_top=failures_top if arms else None)
-        else:
-            run_parallel(todo, jobs, progress, say)
-            timing = {"train_s": None, "evaluate_s": None}
-        timing["runs_s"] = time.perf_counter() - t_runs
+        result = engine.run(plan_jobs(plan, todo, failures_top), say)
+        runs_s = time.perf_counter() - t_runs
         try:
             check_same_environment([run for _, _, run in todo])
         except CifarlensError:
             _unrecord(folder, old)  # a refused comparison is not kept in study.json
             raise
-        s0 = plan["seeds"][0]
-        first = plan["changes"][0]["slug"]
         t_an = time.perf_counter()
-        stage_failures(runs["baseline"][s0], failures_top, say, progress=progress)
         summary = build_summary(out, plan, runs, failures_top, say)
-        from cifarlens.study.browse import prepare as prepare_browse
-
-        summary["browse"] = prepare_browse(out, runs["baseline"][s0], runs[first][s0])
-        timing["analysis_s"] = time.perf_counter() - t_an
-        summary["timing"] = {"total_s": time.perf_counter() - t0, **timing}
-        summary["command"] = command or f"cifarlens study --out {shlex.quote(str(out))}"
-        # the shape the report reads (summary_schema.py): a producer bug stops here, not there
-        write_json(folder.file(folder.SUMMARY), check_summary(summary, "the study's summary"))
-        from cifarlens.report import render_report
-
-        html, md = render_report(out, summary)
-    say(f"markdown report: {md}")
+        s0 = plan["seeds"][0]
+        summary.browse = Browse(**prepare_browse(out, runs["baseline"][s0],
+                                                 runs[summary.main.slug][s0]))
+        summary.timing = Timing(total_s=time.perf_counter() - t0, train_s=result.train_s,
+                                evaluate_s=result.analysis_s, overlapped=result.overlapped,
+                                runs_s=runs_s, analysis_s=time.perf_counter() - t_an)
+        summary.engine = EngineRecord(name=engine.name, runs={
+            o.name: RunRecord(**o.record()) for o in result.outcomes})
+        summary.command = study_command(out, plan)
+        write_summary(folder.file(folder.SUMMARY), summary)  # checked as the report reads it
     return summary
+
+
+def _runs_of(folder: StudyFolder, plan: dict[str, Any], arms: dict[str, TrainConfig]
+             ) -> tuple[dict[str, dict[int, Run]], list[tuple[str, TrainConfig, Run]]]:
+    """Every run of the plan by arm and seed, and the (arm, config, run) list in training
+    order: seed by seed, the baseline first."""
+    runs: dict[str, dict[int, Run]] = {a: {} for a in arms}
+    todo: list[tuple[str, TrainConfig, Run]] = []
+    for seed in plan["seeds"]:
+        for arm, cfg in arms.items():
+            run = folder.run(arm, seed)
+            runs[arm][seed] = run
+            todo.append((arm, dataclasses.replace(cfg, seed=seed), run))
+    return runs, todo
+
+
+def plan_jobs(plan: dict[str, Any], todo: list[tuple[str, TrainConfig, Run]],
+              failures_top: int) -> list[RunJob]:
+    """The engine's work: one job per run. The report shows the first seed's figures, and
+    tracks the failures of the first seed's baseline (found and explained with its run)."""
+    s0 = plan["seeds"][0]
+    return [RunJob(name=run.name, arm=arm, seed=cfg.seed, run_dir=str(run.path.resolve()),
+                   config=dataclasses.asdict(cfg), figures=cfg.seed == s0,
+                   failures_top=failures_top if (arm, cfg.seed) == ("baseline", s0) else None)
+            for arm, cfg, run in todo]
 
 
 def _unrecord(folder: StudyFolder, old: dict[str, Any] | None) -> None:
@@ -145,7 +160,7 @@ def check_same_environment(runs: list[Run] | list[Path]) -> None:
 
 
 def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress: bool = True,
-         log=None) -> dict[str, Any]:
+         log=None) -> StudySummary:
     """The smoke study on freshly generated data, 3 seeds per arm: offline, a few minutes on
     2 CPU cores."""
     from cifarlens.data.synth import ensure_synthetic
@@ -155,8 +170,6 @@ def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress
     # Kept when complete and the same; an incomplete or stale generated dataset is rewritten.
     ensure_synthetic(data_root, "cifar100", train_per_class=50, test_per_class=10, seed=0,
                      label_noise=0.03)
-    cmd = f"cifarlens demo --out {shlex.quote(str(out))}"
-    cmd += f" --seeds {seeds}" if seeds != DEFAULT_SEEDS else ""
-    cmd += f" --jobs {jobs}" if jobs != 1 else ""
+    engine = ProcessesEngine(jobs, progress) if jobs > 1 else LocalEngine(progress)
     return run_study(out / "study", preset="smoke", overrides={"data_dir": str(data_root)},
-                     seeds=seeds, jobs=jobs, progress=progress, log=log, command=cmd)
+                     seeds=seeds, engine=engine, log=log)

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
+from cifarlens.cam.figures import plot_tracking
 from cifarlens.runs import Run
 
 
@@ -20,12 +19,12 @@ def track_failures(ra: Run | Path, rb: Run | Path, fails: dict, top: int, data, 
     variant gets right (the base rate a top-K result is read against), and a split of the
     tracked failures into suspected label errors (`label_suspects`, where "fixed" means the
     variant agrees with a probably wrong label) and the rest (`others`). Confidences are
-    temperature-scaled with each model's own validation-fitted T, like failures.py's.
+    temperature-scaled with each model's own validation-fitted T, like stages/failures.py's.
     """
     import torch
 
-    from cifarlens.analysis.failures import scaled_probs
     from cifarlens.cam.gradcam import gradcam
+    from cifarlens.stages.failures import scaled_probs
 
     ra, rb = Run.open(ra), Run.open(rb)
     pa, pb = ra.predictions("test"), rb.predictions("test")

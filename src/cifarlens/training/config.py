@@ -31,7 +31,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
     augment: str = "none"
-    # the augments' own settings (augment.py): used only by cutout, mixup, cutmix respectively
+    # the augments' own settings (training/augment.py): used only by cutout, mixup, cutmix respectively
     cutout_size: int = 8  # DeVries & Taylor's CIFAR-100 size (16 for CIFAR-10)
     mixup_alpha: float = 1.0  # Zhang et al.'s CIFAR value
     cutmix_alpha: float = 1.0  # Yun et al.'s CIFAR value

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 from cifarlens import _console as console
 from cifarlens._io import RunLock
-from cifarlens.data.batches import Batches
 from cifarlens.data.dataset import CifarData
 from cifarlens.data.load import load_dataset
 from cifarlens.data.split import channel_stats, stratified_split, stratified_subset
@@ -34,6 +33,7 @@ from cifarlens.runs import (
     latest_good_checkpoint,
     prune_checkpoints,
 )
+from cifarlens.training.batches import Batches
 from cifarlens.training.config import TrainConfig, diff_configs, validate_config
 from cifarlens.training.models import (
     build_model,
@@ -254,7 +254,7 @@ def _load_data(cfg: TrainConfig, data: CifarData | None, progress: bool) -> Cifa
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
     if data.name != cfg.dataset:
         raise CifarlensError(f"data is {data.name}, config says {cfg.dataset}")
-    if data.train_x.shape[-1] != 32:  # your data imported at another --size (userdata.py)
+    if data.train_x.shape[-1] != 32:  # your data imported at another --size (data/userdata.py)
         from cifarlens.data.userdata import check_input_size
 
         # before the run folder gets its first file: a refused run leaves nothing behind

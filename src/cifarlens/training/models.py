@@ -194,7 +194,7 @@ def model_source(name: str) -> dict[str, Any]:
     User factories: {"kind": "user", "ref": "MODULE:FACTORY", "file": PATH, "sha256": HASH}
     (the hash of the factory's source file: other files it imports are not covered).
     """
-    from cifarlens import __version__
+    from cifarlens._version import __version__
 
     check_model_name(name)
     name = canonical_model_name(name)

@@ -3,8 +3,8 @@
 Device resolution, precision and autocast, memory layout (channels_last), the compile policy
 (eager, CUDA graphs, torch.compile), the torchrun/DDP helpers, batched inference
 (`infer_logits`, used by validation, `evaluate` and the explanations) and the environment record
-a run keeps. `train.py` holds the recipe and imports these; evaluation and analysis import this
-module, never train.py.
+a run keeps. The loop (`training/loop.py`) imports these; evaluation and analysis import this
+module, never the loop.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarlens import __version__
+from cifarlens._version import __version__
 from cifarlens.data.split import normalize
 from cifarlens.errors import CifarlensError
 

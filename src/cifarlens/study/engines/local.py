@@ -4,54 +4,63 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from cifarlens._io import adopt_locks_of, lock_owner
-
-# The tracking figure and its per-model scale live with the other Grad-CAM figures.
-from cifarlens.cam.figures import model_scale, plot_tracking  # noqa: E402,F401
 from cifarlens.errors import CifarlensError
-from cifarlens.runs import Run
-from cifarlens.study.engines.processes import exit_with_parent, gpu_count
+from cifarlens.study.engines.base import (
+    EngineResult,
+    RunJob,
+    analysis_phase,
+    exit_with_parent,
+    finished,
+    gpu_count,
+    outcome,
+    train_phase,
+)
 from cifarlens.study.progress import StudyProgress
-from cifarlens.study.stages import run_finished, stage_evaluate, stage_failures, stage_train
-from cifarlens.training.config import TrainConfig
 
 
-def run_sequential(todo: list[tuple[str, TrainConfig, Run]], progress: bool, say,
-                    timing: dict[str, Any] | None = None, failures_top: int | None = None
-                    ) -> None:
-    """Train the runs one after another. Each finished run is evaluated (and the first
-    baseline's failures explained, with `failures_top`) beside the next run's training when a
-    spare core or a GPU makes that free (`overlap_analysis`), else right after it."""
-    prog = StudyProgress(len(todo), sum(run_finished(run) for _, _, run in todo), say)
-    prog.begin()
-    timing = {"train_s": 0.0, "evaluate_s": 0.0} if timing is None else timing
-    first_seed = todo[0][1].seed if todo else None
-    overlap = _Overlap(say) if todo and overlap_analysis(todo[0][1].device) else None
-    timing["overlapped"] = overlap is not None
-    try:
-        for k, (arm, cfg, run) in enumerate(todo):
-            fresh = not run_finished(run)
-            t = time.perf_counter()
-            stage_train(cfg, run, progress, say, arm)
-            t_eval = time.perf_counter()
-            timing["train_s"] += t_eval - t
-            top = failures_top if k == 0 and arm == "baseline" else None
+class LocalEngine:
+    """Runs one after another in this process. Each finished run is analysed beside the next
+    run's training when a spare core or a GPU makes that free (`overlap_analysis`), else right
+    after it."""
+
+    name = "local"
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+
+    def run(self, jobs: Sequence[RunJob], say) -> EngineResult:
+        res = EngineResult(train_s=0.0, analysis_s=0.0)
+        prog = StudyProgress(len(jobs), sum(finished(j) for j in jobs), say)
+        prog.begin()
+        overlap = _Overlap(say) if jobs and overlap_analysis(jobs[0].config["device"]) else None
+        res.overlapped = overlap is not None
+        try:
+            for job in jobs:
+                fresh = not finished(job)
+                t = time.perf_counter()
+                trained = train_phase(job, say, self.progress)
+                t_an = time.perf_counter()
+                res.train_s += t_an - t
+                if overlap is not None:
+                    overlap.submit(job)
+                else:
+                    analysis_phase(job, say, progress=self.progress)
+                    res.analysis_s += time.perf_counter() - t_an
+                res.outcomes.append(outcome(job, trained, t_an - t, time.perf_counter() - t_an))
+                if fresh:
+                    prog.run_done(job.label, time.perf_counter() - t)
             if overlap is not None:
-                overlap.submit(run, figures=cfg.seed == first_seed, failures_top=top)
-            else:
-                stage_evaluate(run, say, figures=cfg.seed == first_seed)
-                timing["evaluate_s"] += time.perf_counter() - t_eval
-            if fresh:
-                prog.run_done(f"{arm} seed {cfg.seed}", time.perf_counter() - t)
-        if overlap is not None:
-            t_wait = time.perf_counter()
-            overlap.wait()  # only the last run's analysis is left to wait for
-            timing["evaluate_s"] += time.perf_counter() - t_wait
-    finally:
-        if overlap is not None:
-            overlap.close()
+                t_wait = time.perf_counter()
+                overlap.wait()  # only the last run's analysis is left to wait for
+                res.analysis_s += time.perf_counter() - t_wait
+        finally:
+            if overlap is not None:
+                overlap.close()
+        return res
 
 
 # --- analysis beside training -----------------------------------------------------------------
@@ -94,14 +103,11 @@ def _overlap_init(threads: int, lock_owner: str) -> None:
     adopt_locks_of(lock_owner)  # the study holds its runs' locks for this worker
 
 
-def _overlap_job(run_path: str, figures: bool, failures_top: int | None) -> list[str]:
-    """Evaluate one run (and find and explain its failures) in the worker; return the log."""
+def _overlap_job(job: RunJob) -> list[str]:
+    """One run's analyses in the worker (no progress bar: the study's process draws the
+    training bar on the same terminal); returns the log."""
     lines: list[str] = []
-    run = Run(run_path)
-    stage_evaluate(run, lines.append, figures=figures)
-    if failures_top is not None:
-        # no bar: the study's process draws the training bar on the same terminal
-        stage_failures(run, failures_top, lines.append, progress=False)
+    analysis_phase(job, lines.append, progress=False)
     return lines
 
 
@@ -122,9 +128,8 @@ class _Overlap:
                                         initargs=(torch.get_num_threads(), lock_owner()))
         self.jobs: list[tuple[str, Any]] = []
 
-    def submit(self, run: Run, *, figures: bool, failures_top: int | None) -> None:
-        self.jobs.append((run.name, self.pool.submit(_overlap_job, str(run.path), figures,
-                                                     failures_top)))
+    def submit(self, job: RunJob) -> None:
+        self.jobs.append((job.name, self.pool.submit(_overlap_job, job)))
         self._report(block=False)
 
     def _report(self, block: bool) -> None:

@@ -1,0 +1,68 @@
+"""What a stage needs first: the one place that decides it, for the CLI and the study alike.
+
+A run goes through training, then evaluation (predictions and metrics), then failure
+discovery, then Grad-CAM of the failures. Each `ensure_*` makes its stage's output only when it
+is missing or was made from another checkpoint than the run's best.pt now (`Run.current`),
+after making what that stage reads. Stages themselves never run each other.
+
+    train -> predictions/metrics (evaluate) -> failures -> explanation (explain)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cifarlens import _console as console
+from cifarlens._defaults import CONFIDENT
+from cifarlens.runs import Run
+from cifarlens.stages.evaluate import evaluate
+from cifarlens.stages.explain import explain
+from cifarlens.stages.failures import find_failures
+from cifarlens.training.config import TrainConfig
+from cifarlens.training.loop import train
+
+Log = Callable[[str], None]
+
+
+def ensure_trained(cfg: TrainConfig, run: Run, *, progress: bool, log: Log) -> bool:
+    """Train `run` (resuming from its last good checkpoint) unless it finished. True when this
+    call trained."""
+    if run.is_done():
+        return False
+    train(cfg, run.path, resume=True, progress=progress, log=log)
+    return True
+
+
+def ensure_evaluated(run: Run, splits: tuple[str, ...] = ("val", "test"), *,
+                     figures: tuple[str, ...] = ("test",), progress: bool = True,
+                     log: Log | None = None) -> bool:
+    """Predictions and metrics of `splits` from the run's best.pt now. `figures`: the splits
+    whose figures to draw when evaluating (drawing is most of evaluate's time). True when this
+    call evaluated."""
+    if all(run.current("metrics", s) is not None for s in splits):
+        return False
+    evaluate(run, splits, figures=figures, progress=progress, log=log or console.log)
+    return True
+
+
+def ensure_failures(run: Run, split: str = "test", *, top: int = 12,
+                    confident: float = CONFIDENT, progress: bool = True,
+                    log: Log | None = None) -> bool:
+    """The split's ranked failures (predictions first). True when this call found them."""
+    if run.current("predictions", split) is None:
+        ensure_evaluated(run, (split,), figures=(split,), progress=progress, log=log)
+    if run.current("failures", split) is not None:
+        return False
+    find_failures(run, split, top=top, confident=confident, progress=progress,
+                  log=log or console.log)
+    return True
+
+
+def ensure_explained(run: Run, split: str = "test", *, failures: int = 12,
+                     progress: bool = True, log: Log | None = None) -> bool:
+    """Grad-CAM of the split's top failures (failures first). True when this call explained."""
+    ensure_failures(run, split, top=failures, progress=progress, log=log)
+    if run.current("explanation", split) is not None:
+        return False
+    explain(run, split, failures=failures, progress=progress, log=log or console.log)
+    return True
