@@ -551,13 +551,10 @@ class Run:
     def write_failures(self, split: str, result: dict) -> None:
         self._write_json(self.failures_name(split), result)
 
-    def current_robustness(self, split: str = "test") -> dict | None:
-        """robustness_<split>.json if it was made from the current best.pt, else None."""
-        return self._current(self.robustness_name(split))
-
     def write_robustness(self, split: str, record: dict, csv_text: str,
                          per_image: dict[str, np.ndarray]) -> None:
-        """The per-image npz and the CSV first, the JSON (what `current_robustness` reads) last."""
+        """The per-image npz and the CSV first, the JSON (what `current("robustness")` reads)
+        last."""
         save_npz(self.path / self.robustness_name(split, "npz"), **per_image)
         write_text(self.path / self.robustness_name(split, "csv"), csv_text)
         self._write_json(self.robustness_name(split), record)
@@ -579,9 +576,9 @@ class Run:
 
     # --- freshness: one rule for every analysis output -----------------------------------------
 
-    OUTPUTS = ("predictions", "metrics", "failures", "explanation")
+    OUTPUTS = ("predictions", "metrics", "failures", "explanation", "robustness")
     _MADE_BY = {"predictions": "evaluate", "metrics": "evaluate", "failures": "failures",
-                "explanation": "explain"}
+                "explanation": "explain", "robustness": "robustness"}
 
     def current(self, output: str, split: str = "test", tag: str = "") -> Any:
         """An analysis output of this run if it exists, reads cleanly and was made from the run's
@@ -609,7 +606,8 @@ class Run:
             ok = (isinstance(rec, dict) and rec.get("checkpoint_sha256") == sha
                   and self.has(self.explanations_name(split, tag)))
             return rec if ok else None
-        name = self.metrics_name(split) if output == "metrics" else self.failures_name(split)
+        name = {"metrics": self.metrics_name, "failures": self.failures_name,
+                "robustness": self.robustness_name}[output](split)
         if not self.has(name):
             return None
         obj = self._read_json(name)

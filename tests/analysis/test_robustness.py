@@ -13,17 +13,13 @@ import torch
 from cifarlens.analysis import corruptions as C
 from cifarlens.analysis import robustness as R
 from cifarlens.errors import CifarlensError
+from cifarlens.training.runtime import infer_logits
 
-NORM = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 
-
-class PixelReader(torch.nn.Module):
+def pixel_reader(x: torch.Tensor) -> torch.Tensor:
     """Predicts the class equal to the image's top-left red value (0-255): its accuracy under a
     corruption is the share of images whose pixel the corruption left alone."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = x[:, 0, 0, 0].float() * 255
-        return -(v[:, None] - torch.arange(256, dtype=torch.float32)).abs()
+    return x[:, 0, 0, 0].long()
 
 
 def _pixel_data(n: int = 40, seed: int = 0):
@@ -38,7 +34,7 @@ def test_accuracy_bookkeeping_on_a_model_with_known_answers():
     plan = R.RobustnessPlan(corruptions=("contrast", "impulse_noise", "saturate"),
                             severities=(1, 5), batch_size=16)
     seen = []
-    rec = R.corruption_accuracy(PixelReader(), images, labels, idx, NORM, plan=plan,
+    rec = R.corruption_accuracy(pixel_reader, images, labels, idx, plan=plan,
                                 progress=seen.append)
     assert rec["clean"] == 1.0
     assert sum(seen) == plan.forward_passes(len(images)) == 40 * 7
@@ -60,9 +56,9 @@ def test_accuracy_bookkeeping_on_a_model_with_known_answers():
 def test_the_same_images_give_the_same_record_in_other_batches():
     images, labels, idx = _pixel_data(30)
     plan = R.RobustnessPlan(corruptions=("gaussian_noise",), severities=(2,), batch_size=7)
-    a = R.corruption_accuracy(PixelReader(), images, labels, idx, NORM, plan=plan)
+    a = R.corruption_accuracy(pixel_reader, images, labels, idx, plan=plan)
     perm = np.random.default_rng(1).permutation(30)
-    b = R.corruption_accuracy(PixelReader(), images[perm], labels[perm], idx[perm], NORM,
+    b = R.corruption_accuracy(pixel_reader, images[perm], labels[perm], idx[perm],
                               plan=R.RobustnessPlan(corruptions=("gaussian_noise",),
                                                     severities=(2,), batch_size=30))
     assert a["corruptions"] == b["corruptions"]
@@ -77,7 +73,13 @@ def test_accuracy_falls_with_severity_on_a_trained_model(smoke_run):
     x, y, idx = x[keep], y[keep], idx[keep]
     names = ("gaussian_noise", "defocus_blur", "fog", "contrast", "pixelate")
     plan = R.RobustnessPlan(corruptions=names, severities=(1, 3, 5), batch_size=500)
-    rec = R.corruption_accuracy(run.model(), x, y, idx, run.norm, plan=plan)
+    model = run.model()
+
+    def predict(xb):
+        return infer_logits(model, xb, run.norm["mean"], run.norm["std"],
+                            device=torch.device("cpu")).argmax(1)
+
+    rec = R.corruption_accuracy(predict, x, y, idx, plan=plan)
     mean_by_sev = [np.mean([rec["corruptions"][n][str(s)] for n in names]) for s in (1, 3, 5)]
     assert rec["clean"] > 0.3  # the smoke model has learnt the generated classes
     assert rec["clean"] >= mean_by_sev[0] > mean_by_sev[1] > mean_by_sev[2]
@@ -110,7 +112,7 @@ def test_default_plan_adds_the_held_out_four_on_a_gpu():
 def test_bad_plans_are_refused(bad, match):
     images, labels, idx = _pixel_data(4)
     with pytest.raises(CifarlensError, match=match):
-        R.corruption_accuracy(PixelReader(), images, labels, idx, NORM,
+        R.corruption_accuracy(pixel_reader, images, labels, idx,
                               plan=R.RobustnessPlan(**bad))
 
 
@@ -136,15 +138,15 @@ def test_published_files_give_the_local_accuracy(tmp_path):
     with open(tmp_path / "fog.npy", "rb") as f:
         assert pub.files["fog"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
     plan = dict(corruptions=names, severities=C.SEVERITIES, batch_size=8)
-    local = R.corruption_accuracy(PixelReader(), images, labels, idx, NORM,
+    local = R.corruption_accuracy(pixel_reader, images, labels, idx,
                                   plan=R.RobustnessPlan(**plan))
-    read = R.corruption_accuracy(PixelReader(), images, labels, idx, NORM,
+    read = R.corruption_accuracy(pixel_reader, images, labels, idx,
                                  plan=R.RobustnessPlan(**plan, published=pub))
     assert read["corruptions"] == local["corruptions"]
     assert read["source"].startswith("user-supplied files in the CIFAR-C format")
     assert read["files"]["labels"]["md5"] == pub.files["labels"]["md5"]
     # a subset of the test images reads the matching rows
-    part = R.corruption_accuracy(PixelReader(), images[5:9], labels[5:9], idx[5:9], NORM,
+    part = R.corruption_accuracy(pixel_reader, images[5:9], labels[5:9], idx[5:9],
                                  plan=R.RobustnessPlan(**plan, published=pub))
     rows = [read["per_image"]["conditions"].index(c) for c in part["per_image"]["conditions"]]
     np.testing.assert_array_equal(part["per_image"]["correct"],
@@ -175,10 +177,10 @@ def test_published_reader_refuses_what_it_cannot_trust(tmp_path):
         R.read_published(tmp_path, ("frost",))
     pub = R.read_published(tmp_path, ("fog",))
     with pytest.raises(CifarlensError, match="not this run's test labels"):
-        R.corruption_accuracy(PixelReader(), images, (labels + 1) % 256, np.arange(5), NORM,
+        R.corruption_accuracy(pixel_reader, images, (labels + 1) % 256, np.arange(5),
                               plan=R.RobustnessPlan(corruptions=("fog",), published=pub))
     with pytest.raises(CifarlensError, match="lack snow"):
-        R.corruption_accuracy(PixelReader(), images, labels, np.arange(5), NORM,
+        R.corruption_accuracy(pixel_reader, images, labels, np.arange(5),
                               plan=R.RobustnessPlan(corruptions=("snow",), published=pub))
 
 

@@ -34,7 +34,10 @@ from cifarlens.analysis.corruptions import (
 )
 from cifarlens.data.split import stratified_subset
 from cifarlens.errors import CifarlensError
-from cifarlens.training.runtime import infer_logits, resolve_precision
+
+# A model's predicted classes for a batch of uint8 NCHW images on the evaluation device (the
+# stage that calls `corruption_accuracy` normalises and runs the model; this module never does).
+Predict = Callable[[torch.Tensor], np.ndarray | torch.Tensor]
 
 # On a CPU: the 15 corruptions at all 5 severities on a class-balanced 500-image subset of the
 # test set (5 per CIFAR-100 class): 38,000 forward passes, ~15% of a quick-preset model's time on
@@ -180,14 +183,12 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int = SUBSET_SEED) -> np.n
 
 @dataclass(frozen=True)
 class RobustnessPlan:
-    """What to evaluate: corruption names (main or held out), severities, the batch size, the
-    precision ("auto": as evaluation picks it), and published files to read instead of
-    computing the corruptions."""
+    """What to evaluate: corruption names (main or held out), severities, the batch size, and
+    published files to read instead of computing the corruptions."""
 
     corruptions: tuple[str, ...] = tuple(CORRUPTIONS)
     severities: tuple[int, ...] = SEVERITIES
     batch_size: int = 500
-    precision: str = "auto"
     published: PublishedCorruptions | None = None
 
     def check(self) -> None:
@@ -227,23 +228,22 @@ def default_images(labels: np.ndarray, device: torch.device | str) -> np.ndarray
 # --- the evaluation ------------------------------------------------------------------------------
 
 
-def corruption_accuracy(model: torch.nn.Module, images_uint8: np.ndarray | torch.Tensor,
-                        labels: np.ndarray, indices: np.ndarray,
-                        normalize: dict[str, Sequence[float]], *,
+def corruption_accuracy(predict: Predict, images_uint8: np.ndarray | torch.Tensor,
+                        labels: np.ndarray, indices: np.ndarray, *,
                         plan: RobustnessPlan | None = None, device: str | torch.device = "cpu",
                         progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Accuracy of `model` on uint8 NCHW `images_uint8` (test-set `indices`, which seed each
-    image's corruption) clean and under every corruption and severity of `plan`.
+    """Accuracy of `predict` (uint8 NCHW batch on `device` -> predicted classes) on uint8 NCHW
+    `images_uint8` (test-set `indices`, which seed each image's corruption) clean and under
+    every corruption and severity of `plan`.
 
-    `normalize` is the run's {"mean": [...], "std": [...]}. `progress(n)` is called after each
-    batch of n forward passes (see `RobustnessPlan.forward_passes` for the total). Returns the
-    record (accuracies as fractions, keyed by severity as a string) with "per_image": the
-    conditions and a (conditions, images) bool array of correctness, for paired tests.
+    `progress(n)` is called after each batch of n forward passes (see
+    `RobustnessPlan.forward_passes` for the total). Returns the record (accuracies as
+    fractions, keyed by severity as a string) with "per_image": the conditions and a
+    (conditions, images) bool array of correctness, for paired tests.
     """
     plan = plan or RobustnessPlan()
     plan.check()
     dev = torch.device(device)
-    precision = resolve_precision(plan.precision, dev)
     x = torch.as_tensor(np.asarray(images_uint8))
     y = np.asarray(labels).astype(np.int64)
     idx = np.asarray(indices).astype(np.int64)
@@ -257,9 +257,9 @@ def corruption_accuracy(model: torch.nn.Module, images_uint8: np.ndarray | torch
         correct = np.empty(len(y), dtype=bool)
         for i in range(0, len(y), plan.batch_size):
             s = slice(i, i + plan.batch_size)
-            logits = infer_logits(model, get(s), normalize["mean"], normalize["std"],
-                                  device=dev, precision=precision, batch_size=plan.batch_size)
-            correct[s] = logits.argmax(1).cpu().numpy() == y[s]
+            pred = predict(get(s))
+            pred = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+            correct[s] = pred == y[s]
             if progress is not None:
                 progress(len(correct[s]))
         return correct

@@ -11,8 +11,8 @@ def cmd_robustness(a: argparse.Namespace) -> int:
     import dataclasses
 
     from cifarlens.analysis.robustness import default_plan
-    from cifarlens.analysis.robustness_run import run_robustness
     from cifarlens.runs import Run
+    from cifarlens.stages.robustness import run_robustness
     from cifarlens.training.runtime import resolve_device
 
     plan = default_plan(resolve_device(a.device), held_out=a.held_out or None)

@@ -1,7 +1,7 @@
 """The robustness figure: accuracy against corruption severity, one panel per family.
 
 The numbers come from analysis/robustness.py records; this module only draws them, in the one
-cifarlens style (figures/style.py), written atomically (_io.save_figure).
+cifarlens style (figures/style.py), written atomically (style.save_figure).
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from cifarlens._io import save_figure
 from cifarlens.analysis.corruptions import ALL, FAMILIES
 from cifarlens.errors import CifarlensError
-from cifarlens.figures.style import arm_color, new_figure, safe_text, style
+from cifarlens.figures.style import arm_color, new_figure, safe_text, save_figure, style
 
 
 def family_curves(rec: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:

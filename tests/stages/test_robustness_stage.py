@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from cifarlens.analysis import corruptions as C
-from cifarlens.analysis.robustness_run import read_per_image
 from cifarlens.cli import main
 from cifarlens.runs import Run
+from cifarlens.stages.robustness import read_per_image
 
 ARGS = ["--images", "200", "--corruptions", "gaussian_noise", "contrast", "saturate",
         "--severities", "1", "5", "--no-progress", "--device", "cpu"]
@@ -30,7 +30,7 @@ def test_robustness_command_writes_json_csv_npz_and_figure(run_copy, capsys):
     assert rec["n_images"] == len(rec["indices"]) == 200
     labels = run.split_arrays("test")[1]
     assert np.bincount(labels[rec["indices"]]).min() == 2  # class-balanced: 2 per class
-    assert run.current_robustness("test") == rec
+    assert run.current("robustness", "test") == rec
     # the CSV and the per-image file say the same as the JSON
     rows = list(csv.DictReader(io.StringIO(run.file(Run.robustness_name("test", "csv"))
                                           .read_text())))
@@ -53,7 +53,7 @@ def test_an_output_from_another_checkpoint_is_not_current(run_copy):
     path = Run(run_copy).file(Run.robustness_name("test"))
     rec = json.loads(path.read_text())
     path.write_text(json.dumps(dict(rec, checkpoint_sha256="0" * 64)))
-    assert Run(run_copy).current_robustness("test") is None
+    assert Run(run_copy).current("robustness", "test") is None
 
 
 def test_published_files_are_read_instead_of_computed(run_copy, tmp_path):
