@@ -6,6 +6,7 @@ is missing or was made from another checkpoint than the run's best.pt now (`Run.
 after making what that stage reads. Stages themselves never run each other.
 
     train -> predictions/metrics (evaluate) -> failures -> explanation (explain)
+    train -> accuracy under corruption (robustness: needs only the checkpoint)
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from cifarlens.runs import Run
 from cifarlens.stages.evaluate import evaluate
 from cifarlens.stages.explain import explain
 from cifarlens.stages.failures import find_failures
+from cifarlens.stages.robustness import RobustnessRequest, current_robustness, run_robustness
 from cifarlens.training.config import TrainConfig
 from cifarlens.training.loop import train
+from cifarlens.training.runtime import resolve_device
 
 Log = Callable[[str], None]
 
@@ -65,4 +68,16 @@ def ensure_explained(run: Run, split: str = "test", *, failures: int = 12,
     if run.current("explanation", split) is not None:
         return False
     explain(run, split, failures=failures, progress=progress, log=log or console.log)
+    return True
+
+
+def ensure_robustness(run: Run, request: RobustnessRequest | None = None, *,
+                      progress: bool = True, log: Log | None = None) -> bool:
+    """The run's accuracy under the common corruptions, on what `request` asks (default: the
+    device's images and corruptions), from its best.pt now. True when this call evaluated."""
+    request = request or RobustnessRequest()
+    if current_robustness(run, request) is not None:
+        return False
+    run_robustness(run, "test", plan=request.plan(resolve_device("auto")),
+                   images=request.images, progress=progress, log=log or console.log)
     return True

@@ -30,7 +30,9 @@ from cifarlens.study.engines.processes import ProcessesEngine
 from cifarlens.study.estimate import say_plan
 from cifarlens.study.folder import StudyFolder
 from cifarlens.study.guard import check_split, check_study_runs, compare_environments
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.plan import DEFAULT_SEEDS, merge_study, plan_study, study_command
+from cifarlens.study.robustness import add_robustness, robustness_args
 from cifarlens.study.schema import (
     Browse,
     EngineRecord,
@@ -45,7 +47,7 @@ from cifarlens.training.config import TrainConfig
 
 def run_study(out: str | Path, *, preset: str = "paper",
               changes: str | Sequence[str] | None = None, seeds: int = DEFAULT_SEEDS,
-              overrides: dict[str, Any] | None = None, failures_top: int = 12,
+              overrides: dict[str, Any] | None = None, options: StudyOptions | None = None,
               engine: Engine | None = None, log=None) -> StudySummary:
     """Train, evaluate, explain and compare a baseline and one variant per change; write
     STUDY/summary.json and return it (`render_report(out)` turns it into the report).
@@ -53,12 +55,16 @@ def run_study(out: str | Path, *, preset: str = "paper",
     `changes`: "KEY=VALUE" or a list of them (none: augment=crop-flip, or the changes an
     existing study in `out` holds). In a folder that holds a study with the same baseline and
     seeds, new changes are added to it: its finished runs are reused and only the new variants
-    are trained. `engine` produces the runs (default: `LocalEngine`, one after another in this
+    are trained. `options`: the failures to track and whether to evaluate every run under
+    the common corruptions (`StudyOptions`; default: 12 failures, no corruptions). `engine`
+    produces the runs (default: `LocalEngine`, one after another in this
     process, with progress bars on stderr); `log` takes each line of progress (default:
     stderr)."""
     out = Path(out)
     say = log or console.log
     engine = engine or LocalEngine(progress=True)
+    options = options or StudyOptions()
+    options.check()
     change, changes = (changes, None) if isinstance(changes, str) else (None, changes)
     changes = list(changes) if changes is not None else None
     folder = StudyFolder(out)
@@ -82,7 +88,7 @@ def run_study(out: str | Path, *, preset: str = "paper",
             write_json(folder.file(folder.PLAN), plan)
         say_plan(todo, say)  # what it will do and about how long, before the first step
         t_runs = time.perf_counter()
-        result = engine.run(plan_jobs(plan, todo, failures_top), say)
+        result = engine.run(plan_jobs(plan, todo, options), say)
         runs_s = time.perf_counter() - t_runs
         try:
             check_same_environment([run for _, _, run in todo])
@@ -90,7 +96,9 @@ def run_study(out: str | Path, *, preset: str = "paper",
             _unrecord(folder, old)  # a refused comparison is not kept in study.json
             raise
         t_an = time.perf_counter()
-        summary = build_summary(out, plan, runs, failures_top, say)
+        summary = build_summary(out, plan, runs, options.failures_top, say)
+        if options.robustness is not None:
+            add_robustness(summary, out, plan, runs, options.robustness)
         s0 = plan["seeds"][0]
         summary.browse = Browse(**prepare_browse(out, runs["baseline"][s0],
                                                  runs[summary.main.slug][s0]))
@@ -99,7 +107,7 @@ def run_study(out: str | Path, *, preset: str = "paper",
                                 runs_s=runs_s, analysis_s=time.perf_counter() - t_an)
         summary.engine = EngineRecord(name=engine.name, runs={
             o.name: RunRecord(**o.record()) for o in result.outcomes})
-        summary.command = study_command(out, plan)
+        summary.command = study_command(out, plan) + robustness_args(options.robustness)
         write_summary(folder.file(folder.SUMMARY), summary)  # checked as the report reads it
     return summary
 
@@ -119,13 +127,15 @@ def _runs_of(folder: StudyFolder, plan: dict[str, Any], arms: dict[str, TrainCon
 
 
 def plan_jobs(plan: dict[str, Any], todo: list[tuple[str, TrainConfig, Run]],
-              failures_top: int) -> list[RunJob]:
+              options: StudyOptions) -> list[RunJob]:
     """The engine's work: one job per run. The report shows the first seed's figures, and
-    tracks the failures of the first seed's baseline (found and explained with its run)."""
+    tracks the failures of the first seed's baseline (found and explained with its run);
+    robustness, when asked, is every run's (the arms are compared across seeds)."""
     s0 = plan["seeds"][0]
     return [RunJob(name=run.name, arm=arm, seed=cfg.seed, run_dir=str(run.path.resolve()),
                    config=dataclasses.asdict(cfg), figures=cfg.seed == s0,
-                   failures_top=failures_top if (arm, cfg.seed) == ("baseline", s0) else None)
+                   failures_top=options.failures_top if (arm, cfg.seed) == ("baseline", s0)
+                   else None, robustness=options.robustness)
             for arm, cfg, run in todo]
 
 

@@ -22,6 +22,11 @@ from typing import Any, TypeVar, Union
 
 from cifarlens._io import read_json, write_json
 from cifarlens.errors import CifarlensError
+from cifarlens.study.schema_robustness import (
+    FailureCorruption,
+    RobustnessComparison,
+    RobustnessSetup,
+)
 
 SCHEMA_VERSION = 2
 Num = float  # JSON numbers: an int is accepted where a float is declared, a bool never
@@ -229,6 +234,7 @@ class TrackedFailure:
     margin: Num | None = None
     true_prob: Num | None = None
     true_rank: int | None = None
+    corruption: FailureCorruption | None = None   # study --robustness
 
 
 @dataclass
@@ -270,6 +276,7 @@ class Variant:
     comparison: Comparison
     failures: VariantFailures
     figures: dict[str, str]
+    robustness: RobustnessComparison | None = None   # study --robustness
 
 
 # --- the baseline's failures and their explanation ---------------------------------------------
@@ -511,6 +518,7 @@ class StudySummary:
     timing: Timing | None = None
     engine: EngineRecord | None = None
     command: str | None = None
+    robustness: RobustnessSetup | None = None   # study --robustness (each variant: its comparison)
 
     @property
     def main(self) -> Variant:

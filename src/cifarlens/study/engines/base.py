@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cifarlens.pipeline import ensure_evaluated, ensure_explained, ensure_trained
+from cifarlens.pipeline import ensure_evaluated, ensure_explained, ensure_robustness, ensure_trained
 from cifarlens.runs import Run
+from cifarlens.stages.robustness import RobustnessRequest, current_robustness
 from cifarlens.training.config import TrainConfig
 
 Log = Callable[[str], None]
@@ -35,6 +36,7 @@ class RunJob:
     config: dict[str, Any]    # the TrainConfig as a dict (dataclasses.asdict)
     figures: bool = False     # draw the run's test figures (the report shows the first seed's)
     failures_top: int | None = None   # find and explain this many failures (the first baseline)
+    robustness: RobustnessRequest | None = None  # accuracy under corruption (every run, asked)
 
     @property
     def label(self) -> str:
@@ -86,13 +88,15 @@ def train_phase(job: RunJob, log: Log, progress: bool = False) -> bool:
 
 
 def analysis_phase(job: RunJob, log: Log, progress: bool = False) -> None:
-    """What the study needs from a trained run: predictions and metrics of both splits, and for
-    the job that asks, its failures and their Grad-CAM."""
+    """What the study needs from a trained run: predictions and metrics of both splits, for
+    the job that asks, its failures and their Grad-CAM, and its accuracy under corruption."""
     run = job.run()
     ensure_evaluated(run, ("val", "test"), figures=("test",) if job.figures else (),
                      progress=progress, log=log)
     if job.failures_top is not None:
         ensure_explained(run, "test", failures=job.failures_top, progress=progress, log=log)
+    if job.robustness is not None:
+        ensure_robustness(run, job.robustness, progress=progress, log=log)
 
 
 def outcome(job: RunJob, trained: bool, train_s: float, analysis_s: float) -> RunOutcome:
@@ -113,9 +117,11 @@ def execute(job: RunJob, log: Log, progress: bool = False) -> RunOutcome:
 
 
 def finished(job: RunJob) -> bool:
-    """Trained and evaluated: what a resumed study skips."""
+    """Trained and evaluated (and evaluated under corruption, where asked): what a resumed study
+    skips."""
     run = job.run()
-    return run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
+    return (run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
+            and (job.robustness is None or current_robustness(run, job.robustness) is not None))
 
 
 # --- what every engine's workers share ------------------------------------------------------
