@@ -113,8 +113,10 @@ def in_md(s: str, doc: str) -> bool:
 
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
-    # the ablation section exists only with 2+ changes (tests/test_ablation.py)
-    for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] != "ablation"], 1):
+    # the ablation section exists only with 2+ changes (tests/test_ablation.py), robustness
+    # only with study --robustness (tests/report/test_report_robustness.py)
+    for i, (sid, title) in enumerate([x for x in SECTIONS
+                                      if x[0] not in ("ablation", "robustness")], 1):
         opened = "" if sid in COLLAPSED else " open"
         assert re.search(rf'<section id="{sid}">\s*<details{opened}>\s*<summary><h2>{i} '
                          rf'{re.escape(html.escape(title))}</h2></summary>', h), title
@@ -123,7 +125,7 @@ def test_every_section_heading_in_both(tmp_path, pngs):
         assert f'href="#{sid}"' in h
         assert f"(#{gh_slug(f'{i} {title}')})" in m
     assert gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
-    assert len(SECTIONS) == 16 and SECTIONS[0][0] == "replication"  # the report opens with it
+    assert len(SECTIONS) == 17 and SECTIONS[0][0] == "replication"  # the report opens with it
     assert SECTIONS[1][0] == "ablation"  # then, with 2+ changes, every change's verdict
 
 
@@ -704,7 +706,8 @@ def test_a_summary_with_optional_parts_missing_renders(tmp_path):
         assert "n/a" in doc and "was not computed" in doc
         assert "None" not in doc
     for sid, title in SECTIONS:
-        assert (html.escape(title) in h) == (sid != "ablation")  # no ablation: one change
+        # no ablation: one change; no robustness: not asked
+        assert (html.escape(title) in h) == (sid not in ("ablation", "robustness"))
 
 
 def test_an_oddly_typed_summary_is_one_line_naming_the_key(tmp_path):

@@ -52,8 +52,13 @@ def plot_robustness(records: dict[str, dict[str, Any]], path: str | os.PathLike)
                 xs, ys = curves[fam]
                 ax.plot(xs, 100 * np.asarray(ys), "-o", color=color, lw=2, ms=3,
                         label=safe_text(label))
+    run_families = {ALL[n].family for r in records.values()
+                    for n in [*r["corruptions"], *r.get("held_out", {})]}
     for ax, fam in zip(axes, FAMILIES, strict=True):
         ax.set(title=fam, xlabel="severity (0 = clean)", xticks=range(0, 6))
+        if fam not in run_families:
+            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center",
+                    color="0.5")
     axes[0].set_ylabel("accuracy (%)")
     labelled: dict[str, Any] = {}  # label -> line, once per record
     for ax in axes:

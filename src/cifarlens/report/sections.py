@@ -42,6 +42,7 @@ from cifarlens.report.formats import (
     num,
 )
 from cifarlens.report.notes import NOTES_FILE, notes_blocks
+from cifarlens.report.robustness import sec_robustness
 from cifarlens.report.sentences import (
     describe_border,
     describe_calibration_change,
@@ -519,6 +520,7 @@ SECTION_BUILDERS: dict[str, Any] = {
     "grad-cam": _sec_grad_cam,
     "constrained-improvement": _sec_constrained_improvement,
     "comparison": sec_comparison,
+    "robustness": sec_robustness,
     "complexity": _sec_complexity,
     "reflection": _sec_reflection,
     "reproducibility": _sec_reproducibility,
