@@ -61,8 +61,8 @@ def describe_robustness_test(test: dict[str, Any], family: str | None = None, *,
     """One family's (or, with family None, every corruption's) verdict as the clean verdict is
     said: 'more robust to noise: +2.10 points [0.40, 3.80] across 5 seeds, paired t p = 0.03,
     Holm p = 0.04', 'no detectable difference under blur: ...; with these seeds only a mean
-    difference beyond ±h points would have been significant (unadjusted)', or with one seed
-    the numbers only."""
+    difference beyond ±h points would have been significant (unadjusted)', or, with one seed
+    or no seed-to-seed variance, the numbers and why there is no test."""
     t = _d(test)
     where = _where(family, n_corruptions)
     diff = f"{fmt_points(t.get('mean_diff'), signed=True)} points"
@@ -85,8 +85,11 @@ def describe_robustness_test(test: dict[str, Any], family: str | None = None, *,
                      f"{fmt_points((hi - lo) / 2)} points would have been significant "
                      "(unadjusted)")
         return text
-    return (f"under {where}: {diff} {fromto} for one trained pair; with one seed per arm there "
-            "is no seed-level test, so nothing is concluded")
+    if num(t.get("n_seeds")) == 1:
+        return (f"under {where}: {diff} {fromto} for one trained pair; with one seed per arm "
+                "there is no seed-level test, so nothing is concluded")
+    why = _s(t.get("note"), "no test could be run")
+    return f"under {where}: {diff} across {n} seeds {fromto}; not tested ({why})"
 
 
 def describe_mce(comp: dict[str, Any]) -> str:
