@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from cifarlens.analysis import corruptions as C
 from cifarlens.cli import main
@@ -82,3 +83,56 @@ def test_bad_requests_are_one_line_errors(run_copy, capsys, tmp_path):
     assert main(["robustness", str(run_copy), "--split", "val", "--corruptions-dir",
                  str(tmp_path), "--no-progress"]) == 1
     assert "use --split test" in capsys.readouterr().err
+
+
+# --- what a study asks of a run: pipeline.ensure_robustness ------------------------------------
+
+
+def test_ensure_robustness_makes_it_once_and_again_for_another_request(run_copy):
+    from cifarlens.pipeline import ensure_robustness
+    from cifarlens.stages.robustness import RobustnessRequest, current_robustness
+
+    run = Run(run_copy)
+    ask = RobustnessRequest(images=100, corruptions=("contrast", "speckle_noise"),
+                            severities=(2, 4))
+    quiet = dict(progress=False, log=lambda m: None)
+    assert ensure_robustness(run, ask, **quiet)
+    rec = current_robustness(run, ask)
+    assert rec is not None and rec["n_images"] == 100 and rec["severities"] == [2, 4]
+    assert set(rec["held_out"]) == {"speckle_noise"}
+    assert not ensure_robustness(run, ask, **quiet)  # current: nothing to do
+    # another request (more images, other severities) is not stood in for
+    for other in (RobustnessRequest(200, ask.corruptions, ask.severities),
+                  RobustnessRequest(100, ask.corruptions, (2,)),
+                  RobustnessRequest(100, ("contrast",), (2, 4))):
+        assert current_robustness(run, other) is None
+    # a record from another checkpoint is stale
+    path = run.file(Run.robustness_name("test"))
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), checkpoint_sha256="0" * 64)))
+    assert current_robustness(Run(run_copy), ask) is None
+    assert ensure_robustness(Run(run_copy), ask, **quiet)
+
+
+def test_images_under_corruption_equal_the_stage_rows(run_copy):
+    """The study's tracked failures are evaluated apart from the stage's subset: the same
+    images must give the same rows (each corrupted with its own test index's draws)."""
+    from cifarlens.stages.robustness import (
+        RobustnessRequest,
+        choose_images,
+        images_under_corruption,
+    )
+
+    ask = RobustnessRequest(images=100, corruptions=("gaussian_noise", "glass_blur", "saturate"),
+                            severities=(1, 5))
+    assert main(["robustness", str(run_copy), "--images", "100", "--corruptions",
+                 *ask.corruptions, "--severities", "1", "5", "--no-progress",
+                 "--device", "cpu"]) == 0
+    run = Run(run_copy)
+    per = read_per_image(run)
+    y = run.split_arrays("test")[1]
+    subset = choose_images(y, torch.device("cpu"), 100)
+    pick = [7, 3, 55]  # positions within the subset, out of order
+    got = images_under_corruption(run, subset[pick], ask, device="cpu")
+    assert "saturate/1" not in got["conditions"]  # held out: not in the mCE, not tracked
+    for c, row in zip(got["conditions"], got["correct"], strict=True):
+        np.testing.assert_array_equal(row, per["correct"][per["conditions"].index(c)][pick])
