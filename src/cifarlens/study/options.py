@@ -26,8 +26,8 @@ class StudyOptions:
         if self.robustness is not None:
             from cifarlens.analysis.corruptions import CORRUPTIONS
 
+            self.robustness.plan("cpu")  # unknown names and severities refused before training
             asked = self.robustness.corruptions
             if asked is not None and not any(n in CORRUPTIONS for n in asked):
                 raise CifarlensError("a study's robustness needs at least one of the 15 main "
                                      "corruptions (the held-out four are not in the mCE)")
-            self.robustness.plan("cpu")  # unknown names and severities refused before training
