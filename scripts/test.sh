@@ -13,6 +13,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "note: chromium not found; install it (e.g. apt-get install chromium) for the browser test" >&2
   fi
 fi
+# One torch thread per test process unless the caller says otherwise: the tests' models are tiny,
+# several tests start worker processes beside the test's own, and on a 2-core machine two
+# threads each oversubscribe the cores (docs/benchmarks.md section 8 was measured this way).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
 set +e
 "$CIFARLENS_VENV/bin/python" -m pytest "$@"

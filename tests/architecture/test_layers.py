@@ -16,7 +16,8 @@ PKG = SRC / "cifarlens"
 # matching prefix decides a module's layer (docs/architecture.md, "What each package may import").
 LAYERS: list[tuple[str, ...]] = [
     ("cifarlens.errors", "cifarlens._version", "cifarlens._text", "cifarlens._defaults",
-     "cifarlens._mpl", "cifarlens._console", "cifarlens._io", "cifarlens.csvfile"),
+     "cifarlens._mpl", "cifarlens._console", "cifarlens._io", "cifarlens.csvfile",
+     "cifarlens._units"),
     ("cifarlens.data",),
     ("cifarlens.analysis",),
     ("cifarlens.figures",),

@@ -64,6 +64,27 @@ def test_readme_images_are_the_studys_own_figures(tmp_path):
         mod.main([str(tmp_path / "study"), "--out", str(out)])
     assert (out / "demo_tracking.png").read_bytes() == b"old"  # nothing replaced
     (figures / "gradcam_tracking.png").write_bytes(mod.PNG + b"track")
-    assert mod.main([str(tmp_path / "study"), "--out", str(out)]) == 0
+    assert mod.main([str(tmp_path / "study"), "--out", str(out), "--no-screenshot"]) == 0
     assert (out / "demo_tracking.png").read_bytes() == mod.PNG + b"track"
     assert (out / "demo_gradcam.png").read_bytes() == mod.PNG + b"cam"
+
+
+def test_readme_first_screen_is_chromiums_1366x768_view_of_the_report(tmp_path):
+    import importlib.util
+    import shutil
+    import struct
+
+    if shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but `chromium` is not installed")
+        pytest.skip("chromium not installed (apt-get install -y chromium); CI runs this test")
+    spec = importlib.util.spec_from_file_location("readme_images", ROOT / "scripts" / "readme_images.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "report.html").write_text("<!doctype html><title>r</title><h1>first screen</h1>")
+    mod.first_screen(study, tmp_path / "shot.png")
+    png = (tmp_path / "shot.png").read_bytes()
+    assert png[:8] == mod.PNG
+    assert struct.unpack(">II", png[16:24]) == (1366, 768)  # IHDR: width, height

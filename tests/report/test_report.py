@@ -113,8 +113,8 @@ def in_md(s: str, doc: str) -> bool:
 
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
-    # the ablation section exists only with 2+ changes (tests/test_ablation.py), robustness
-    # only with study --robustness (tests/report/test_report_robustness.py)
+    # the ablation section exists only with 2+ changes (tests/study/test_ablation.py),
+    # robustness only with study --robustness (tests/report/test_report_robustness.py)
     for i, (sid, title) in enumerate([x for x in SECTIONS
                                       if x[0] not in ("ablation", "robustness")], 1):
         opened = "" if sid in COLLAPSED else " open"

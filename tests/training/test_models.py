@@ -141,7 +141,7 @@ def test_complexity_cli_units_and_layers_json():
 
 
 def test_fmt_flops_rule():
-    from cifarlens.training.complexity import fmt_flops
+    from cifarlens._units import fmt_flops
 
     assert fmt_flops(650_612_736) == "0.65 GFLOPs"
     assert fmt_flops(8_275_968) == "8.28 MFLOPs"

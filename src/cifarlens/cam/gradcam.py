@@ -183,7 +183,7 @@ def _gradcam_multi(
     # Own implementation, not captum's LayerGradCam (kept in the tests as the independent check),
     # for two measured reasons. CPU seconds (2 shared cores, fp32, batch 256) for 2048 random
     # images through the 10.46M-param VGG of training/models.py, interleaved per batch against load noise
-    # (`CIFARLENS_BENCH=1 pytest tests/test_explain.py -k benchmark -s`):
+    # (`CIFARLENS_BENCH=1 pytest tests/cam/test_explain.py -k benchmark -s`):
     #   one target:           captum 20.8 s, own 18.3 s   (-12%: alone, not a reason)
     #   pred + true (a pair): captum 39.6 s (2 calls), own 18.8 s (1 forward, 2 grads: 2.1x)
     #   peak RSS at batch 256 (own process each): captum 1120 MiB, own 638 MiB, bare no-grad

@@ -31,8 +31,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_complexity(a: argparse.Namespace) -> int:
+    from cifarlens._units import fmt_flops
     from cifarlens.data.registry import dataset_spec
-    from cifarlens.training.complexity import complexity, fmt_flops, layer_table
+    from cifarlens.training.complexity import complexity, layer_table
     from cifarlens.training.models import build_model
 
     model = build_model(a.model, dataset_spec(a.dataset)["num_classes"])
@@ -55,7 +56,7 @@ def cmd_complexity(a: argparse.Namespace) -> int:
 
 
 def _layer_text(rows: list[dict], totals: dict) -> str:
-    from cifarlens.training.complexity import fmt_flops
+    from cifarlens._units import fmt_flops
 
     def shape(r: dict) -> str:
         return "x".join(map(str, r["output_shape"])) if r["output_shape"] else "-"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarlens._io import read_bytes
+from cifarlens.data.download import md5_file, read_members
 from cifarlens.data.manifests import parse_manifest
 from cifarlens.data.pickles import (
     _OPCODE_AT,
@@ -165,7 +167,6 @@ def _classes(ids: list[int], names: list[str]) -> str:
 
 def read_folder(folder: Path, name: str) -> CifarData:
     """Read an extracted official-format folder, verifying every file before unpickling it."""
-    from cifarlens._io import read_bytes
 
     spec = dataset_spec(name)
     folder = Path(folder).absolute()
@@ -205,7 +206,6 @@ def read_archive_files(archive: Path, name: str) -> tuple[dict[str, bytes], str,
     more bytes than 16 times the archive's size, a valid manifest, and every data file matching
     the manifest's MD5. Anything else is refused before a byte of it is used or written.
     """
-    from cifarlens.data.download import md5_file, read_members
 
     spec = dataset_spec(name)
     archive = Path(archive)

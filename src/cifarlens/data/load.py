@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cifarlens.data import download as dl  # dl.fetch: one place a test stands in for the network
 from cifarlens.data.dataset import (
     CifarData,
     data_files,
@@ -21,7 +22,15 @@ from cifarlens.data.dataset import (
     read_archive_files,
     read_folder,
 )
-from cifarlens.data.registry import SYNTH_MANIFEST, USER, dataset_spec, default_data_dir
+from cifarlens.data.guess import clean_on_failure, refuse_other_dataset
+from cifarlens.data.registry import (
+    SYNTH_MANIFEST,
+    USER,
+    USER_MANIFEST,
+    dataset_spec,
+    default_data_dir,
+)
+from cifarlens.data.userdata import locate_user, manifest_files, read_user
 from cifarlens.errors import CifarlensError
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
@@ -38,7 +47,6 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
     archive in memory).
     """
     if name == USER:  # the user's own data is found, never downloaded
-        from cifarlens.data.userdata import locate_user
 
         return locate_user(data_dir)
     spec = dataset_spec(name)
@@ -55,15 +63,13 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *, download: bo
                                  f"`cifarlens data download --data-dir {root}` extracts it")
         raise CifarlensError(f"{name} not found in {root}: put {spec['archive']} or the extracted "
                              f"{spec['folder']}/ folder there, or allow downloading")
-    from cifarlens.data.download import fetch, install_folder
-    from cifarlens.data.guess import clean_on_failure, refuse_other_dataset
 
     if not archive.exists():
         refuse_other_dataset(root, name)  # a mistyped --dataset or --data-dir: no download
         with clean_on_failure(root):
-            fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
+            dl.fetch(spec["url"], archive, spec["archive_md5"], progress=progress)
     files, _, _ = read_archive_files(archive, name)
-    install_folder(root, spec["folder"], files)
+    dl.install_folder(root, spec["folder"], files)
     return folder
 
 
@@ -78,7 +84,6 @@ def load_dataset(name: str = "cifar100", data_dir: str | os.PathLike | None = No
     arrays are shared between the calls that get them: treat them as read-only.
     """
     if name == USER:
-        from cifarlens.data.userdata import locate_user, read_user
 
         folder = locate_user(data_dir)
         return _CACHE.get(name, folder, lambda: read_user(folder), _user_files)
@@ -105,8 +110,6 @@ def _folder_files(folder: Path, name: str) -> list[Path]:
 
 
 def _user_files(folder: Path, name: str) -> list[Path]:
-    from cifarlens.data.registry import USER_MANIFEST
-    from cifarlens.data.userdata import manifest_files
 
     return [folder / USER_MANIFEST, *(folder / f for f in manifest_files(folder))]
 

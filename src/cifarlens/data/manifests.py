@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 
 from cifarlens.data.registry import DATASETS as OFFICIAL
-from cifarlens.data.registry import IMAGE_SIZE, SYNTH_MANIFEST, dataset_spec, manifest_size_limit
+from cifarlens.data.registry import (
+    IMAGE_SIZE,
+    SYNTH_MANIFEST,
+    data_files,
+    dataset_spec,
+    manifest_size_limit,
+)
 from cifarlens.errors import CifarlensError
 
 # Bump when the rendering changes, so cached synthetic data is recognisably stale.
@@ -26,7 +32,6 @@ def _official_spec(dataset: str) -> dict[str, Any]:
 
 
 def _generated_names(dataset: str) -> set[str]:
-    from cifarlens.data.registry import data_files
 
     return {*data_files(_official_spec(dataset)), SIDE_FILE}
 

@@ -34,10 +34,19 @@ from typing import Any
 
 import numpy as np
 
+from cifarlens._io import read_bytes, write_json
 from cifarlens.data.dataset import CifarData, fine_to_coarse
+from cifarlens.data.download import install_folder
 from cifarlens.data.image_import import check_class_names, check_inside, load_image, shown
-from cifarlens.data.pickles import md5_bytes, read_images, read_labels, read_names, safe_unpickle
-from cifarlens.data.registry import SYNTH_MANIFEST, USER, USER_MANIFEST, default_data_dir
+from cifarlens.data.pickles import (
+    dump_pickle,
+    md5_bytes,
+    read_images,
+    read_labels,
+    read_names,
+    safe_unpickle,
+)
+from cifarlens.data.registry import DATASETS, SYNTH_MANIFEST, USER, USER_MANIFEST, default_data_dir
 from cifarlens.errors import CifarlensError
 
 USER_FOLDER = "cifarlens-user"  # what `data import` writes
@@ -144,7 +153,6 @@ def validate_manifest(obj: Any, where: str) -> dict[str, Any]:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    from cifarlens._io import read_bytes
 
     path = folder / USER_MANIFEST
     raw = read_bytes(path, "manifest")
@@ -192,7 +200,6 @@ def locate_user(data_dir: str | os.PathLike | None) -> Path:
 
 def read_user(folder: Path) -> CifarData:
     """Read a registered user dataset, every file checked against its manifest first."""
-    from cifarlens._io import read_bytes
 
     folder = Path(folder).absolute()
     m = read_manifest(folder)
@@ -296,8 +303,6 @@ def register(path: str | os.PathLike, name: str | None = None, *, force: bool = 
     file is refused in one line unless `force`. Official and generated data are refused: they
     have their own checksums (`--dataset cifar100|cifar10`).
     """
-    from cifarlens._io import read_bytes, write_json
-    from cifarlens.data.registry import DATASETS
 
     folder = _dataset_folder(path)
     layout, files = detect_layout(folder)
@@ -430,8 +435,6 @@ def import_images(src: str | os.PathLike, data_dir: str | os.PathLike | None, *,
     """
     from tqdm import tqdm
 
-    from cifarlens.data.download import install_folder
-    from cifarlens.data.pickles import dump_pickle
 
     if not 8 <= size <= MAX_SIDE:
         raise CifarlensError(f"--size must be from 8 to {MAX_SIDE}, got {size}")

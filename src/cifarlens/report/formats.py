@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from cifarlens._text import plain_text
+from cifarlens._units import fmt_flops as flops_text
 from cifarlens.report.constants import DATASET_NAMES, NA, UNSET
 from cifarlens.study.schema import StudySummary
 
@@ -113,10 +114,8 @@ def fmt_params_m(x: Any) -> str:
 def fmt_flops(x: Any) -> str:
     """FLOPs by the one rule `cifarlens complexity` prints them with (complexity.fmt_flops):
     GFLOPs from 0.1 G (the seed's '0.65 GFLOPs'), else MFLOPs, so a tiny model is not '0.00'."""
-    from cifarlens.training.complexity import fmt_flops as rule
-
     f = num(x)
-    return NA if f is None else rule(f)
+    return NA if f is None else flops_text(f)
 
 
 def _alpha_text(alpha: float) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from cifarlens._console import fmt_duration
+from cifarlens.data.load import load_dataset
 from cifarlens.data.split import stratified_split
 from cifarlens.training.models import build_model
 from cifarlens.training.runtime import autocast, resolve_device, resolve_precision
@@ -116,7 +117,6 @@ def say_plan(todo, say) -> None:
                 precision=resolve_precision(cfg.precision, dev), threads=torch.get_num_threads())
     rate, how = None, "measured"
     try:
-        from cifarlens.data.load import load_dataset
 
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=False)
         plan.images = train_images(data.train_y, cfg.val_fraction, cfg.seed, cfg.train_limit,

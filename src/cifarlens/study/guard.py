@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cifarlens.data.load import load_dataset
+from cifarlens.data.split import stratified_split
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
+from cifarlens.training.runtime import Dist, environment, resolve_device, resolve_precision
 
 # The recorded environment keys whose difference makes two runs not comparable (bf16 vs fp32
 # alone flipped right/wrong on 108 of 1,000 test images of one baseline).
@@ -41,7 +44,6 @@ def compare_environments(named: list[tuple[str, dict[str, Any]]]) -> None:
 def planned_environment(cfg: Any) -> dict[str, Any]:
     """The environment a run of `cfg` would record if trained here now (the training loop resolves the
     same device and precision)."""
-    from cifarlens.training.runtime import Dist, environment, resolve_device, resolve_precision
 
     device = resolve_device(cfg.device)
     return environment(device, resolve_precision(cfg.precision, device), Dist())
@@ -59,7 +61,6 @@ def check_study_runs(todo: list[tuple[str, Any, Run]], out: Any) -> None:
     must resolve the environment the finished ones recorded."""
     existing = [run for _, _, run in todo if run.config_path.is_file()]
     if existing:
-        from cifarlens.data.load import load_dataset
 
         cfg = todo[0][1]
         data = load_dataset(cfg.dataset, cfg.data_dir, progress=False)
@@ -86,8 +87,6 @@ def check_study_runs(todo: list[tuple[str, Any, Run]], out: Any) -> None:
 def check_split(cfg: Any) -> None:
     """Before the study folder is created: the baseline's split leaves training images (a
     --val-fraction of 0.999 holds every image of a small class out)."""
-    from cifarlens.data.load import load_dataset
-    from cifarlens.data.split import stratified_split
 
     data = load_dataset(cfg.dataset, cfg.data_dir, progress=False)
     train_idx, _ = stratified_split(data.train_y, cfg.val_fraction, cfg.seed)

@@ -7,6 +7,7 @@ import torch
 
 from cifarlens.data.split import normalize
 from cifarlens.errors import CifarlensError
+from cifarlens.training import augment as A
 
 # --- batching and augmentation (batched tensor ops on the training device) ----------------------
 from cifarlens.training.augment import (
@@ -52,7 +53,6 @@ class Batches:
         targets (batch, num_classes). Draw order: permutation, crop/flip, then the method's own
         draws, so every augment sees the same batches as `none` and the same crops as
         `crop-flip` (existing runs' numbers do not change)."""
-        from cifarlens.training import augment as A
 
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n, steps, bs = len(self.x), len(self), self.batch_size

@@ -35,20 +35,6 @@ def complexity(model: nn.Module, input_shape=(1, 3, 32, 32)) -> dict[str, int | 
     return out
 
 
-def fmt_flops(flops: float | int | None) -> str:
-    """One rule for every place that prints FLOPs (report.fmt_flops uses it too):
-    GFLOPs when >= 0.1 G (the seed's unit, '0.65 GFLOPs'), else MFLOPs, so a tiny model does
-    not print '0.01 GFLOPs'; plain FLOPs below 0.1 M."""
-    if flops is None:
-        return "n/a"
-    f = float(flops)
-    if f >= 1e8:
-        return f"{f / 1e9:.2f} GFLOPs"
-    if f >= 1e5:
-        return f"{f / 1e6:.2f} MFLOPs"
-    return f"{f:,.0f} FLOPs"
-
-
 # --- layer by layer ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from cifarlens.training.models import (
     MODELS,
     canonical_model_name,
     is_user_model,
+    resolve_factory,
 )
 from cifarlens.training.runtime import (
     COMPILE_MODES,
@@ -131,7 +132,6 @@ def validate_config(cfg: TrainConfig) -> None:
         if not ok:
             raise CifarlensError(msg)
     if is_user_model(cfg.model):  # import it now: a bad factory fails before any file is written
-        from cifarlens.training.models import resolve_factory
 
         resolve_factory(cfg.model)
 

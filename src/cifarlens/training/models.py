@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarlens._defaults import MODEL_ALIASES, canonical_model_name
+from cifarlens._version import __version__
 from cifarlens.errors import CifarlensError
+from cifarlens.training.model_check import check_training_step
 
 # --- the seed's VGG -------------------------------------------------------------------------------
 
@@ -194,7 +196,6 @@ def model_source(name: str) -> dict[str, Any]:
     User factories: {"kind": "user", "ref": "MODULE:FACTORY", "file": PATH, "sha256": HASH}
     (the hash of the factory's source file: other files it imports are not covered).
     """
-    from cifarlens._version import __version__
 
     check_model_name(name)
     name = canonical_model_name(name)
@@ -248,7 +249,6 @@ def build_model(name: str, num_classes: int, *, source: dict[str, Any] | None = 
     if shape != (1, num_classes):
         raise CifarlensError(f"model {name}: a 1x3x32x32 image gave output {shape}, expected "
                              f"(1, {num_classes}) logits")
-    from cifarlens.training.model_check import check_training_step
 
     check_training_step(model, name, num_classes)  # on a copy: `model` is left as it is
     return model
