@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cifarlens.analysis.corruptions import SEVERITIES
-from cifarlens.analysis.robustness import compare_arms, corruption_errors
+from cifarlens.analysis.robustness import CPU_IMAGES, compare_arms, corruption_errors
 from cifarlens.errors import CifarlensError
 from cifarlens.figures.robustness import plot_robustness
 from cifarlens.runs import Run
@@ -31,6 +31,7 @@ from cifarlens.study.schema_robustness import (
     RobustnessComparison,
     RobustnessSetup,
 )
+from cifarlens.training.runtime import resolve_device
 
 NORMALISER = ("the baseline arm (AlexNet's errors, ImageNet-C's normaliser, are not available "
               "for these images)")
@@ -133,6 +134,18 @@ def _right_under_corruption(per_image: dict[str, Any]) -> tuple[np.ndarray, int]
     rows = [i for i, c in enumerate(per_image["conditions"]) if c != "clean"]
     correct = np.asarray(per_image["correct"], dtype=bool)[rows]
     return correct.sum(axis=0), len(rows)
+
+
+def plan_line(request: RobustnessRequest, device: str, runs: int) -> str:
+    """What --robustness adds, said with the study's plan before anything trains."""
+    dev = resolve_device(device)
+    plan = request.plan(dev)
+    images = (f"{request.images:,} class-balanced" if request.images is not None else
+              "all" if dev.type == "cuda" else f"{CPU_IMAGES:,} class-balanced")
+    return (f"robustness: each of the {runs} runs also under {len(plan.corruptions)} corruptions"
+            f" x {len(plan.severities)} severities on {images} test images "
+            f"({len(plan.corruptions) * len(plan.severities) + 1} forward passes per image), "
+            f"after its evaluation (docs/robustness.md, 'Cost')")
 
 
 def robustness_args(request: RobustnessRequest | None) -> str:

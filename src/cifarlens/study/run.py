@@ -32,7 +32,7 @@ from cifarlens.study.folder import StudyFolder
 from cifarlens.study.guard import check_split, check_study_runs, compare_environments
 from cifarlens.study.options import StudyOptions
 from cifarlens.study.plan import DEFAULT_SEEDS, merge_study, plan_study, study_command
-from cifarlens.study.robustness import add_robustness, robustness_args
+from cifarlens.study.robustness import add_robustness, plan_line, robustness_args
 from cifarlens.study.schema import (
     Browse,
     EngineRecord,
@@ -87,6 +87,8 @@ def run_study(out: str | Path, *, preset: str = "paper",
         if rewrite:
             write_json(folder.file(folder.PLAN), plan)
         say_plan(todo, say)  # what it will do and about how long, before the first step
+        if options.robustness is not None:
+            say(plan_line(options.robustness, todo[0][1].device, len(todo)))
         t_runs = time.perf_counter()
         result = engine.run(plan_jobs(plan, todo, options), say)
         runs_s = time.perf_counter() - t_runs
