@@ -6,6 +6,7 @@ is missing or was made from another checkpoint than the run's best.pt now (`Run.
 after making what that stage reads. Stages themselves never run each other.
 
     train -> predictions/metrics (evaluate) -> failures -> explanation (explain)
+                                                       -> neighbours (features of train + split)
     train -> accuracy under corruption (robustness: needs only the checkpoint)
 """
 
@@ -19,6 +20,7 @@ from cifarlens.runs import Run
 from cifarlens.stages.evaluate import evaluate
 from cifarlens.stages.explain import explain
 from cifarlens.stages.failures import find_failures
+from cifarlens.stages.neighbours import add_neighbours, split_features
 from cifarlens.stages.robustness import RobustnessRequest, current_robustness, run_robustness
 from cifarlens.training.config import TrainConfig
 from cifarlens.training.loop import train
@@ -68,6 +70,28 @@ def ensure_explained(run: Run, split: str = "test", *, failures: int = 12,
     if run.current("explanation", split) is not None:
         return False
     explain(run, split, failures=failures, progress=progress, log=log or console.log)
+    return True
+
+
+def ensure_features(run: Run, splits: tuple[str, ...] = ("train", "test"), *,
+                    layer: str | None = None, progress: bool = True) -> bool:
+    """The Run's feature cache of `splits` (float16, the default layer unless `layer`), made
+    from best.pt now: what the study's change view reads. True when this call computed any."""
+    todo = [s for s in splits if run.current("features", s, layer or "") is None]
+    for s in todo:
+        split_features(run, s, layer, progress=progress)
+    return bool(todo)
+
+
+def ensure_neighbours(run: Run, split: str = "test", *, layer: str | None = None,
+                      top: int = 12, progress: bool = True, log: Log | None = None) -> bool:
+    """Every failure of the split with its nearest training images and the tested share
+    (failures first; features from the Run's cache or one pass). True when this call added
+    them."""
+    ensure_failures(run, split, top=top, progress=progress, log=log)
+    if run.current("neighbours", split, layer or "") is not None:
+        return False
+    add_neighbours(run, split, layer=layer, progress=progress, log=log or console.log)
     return True
 
 

@@ -12,6 +12,7 @@ RUN/                                  (every name below is spelled once, in `Run
   metrics_<split>.json            evaluate: accuracy, calibration, confusion matrix, ...
   failures_<split>.json           failures: ranked confident errors, label-error suspects
   explanations_<split>[_<tag>].npz  explain: Grad-CAM maps (a tag for ad-hoc options)
+  features_<split>[_<layer>].npz    neighbours: float16 features of the split's images
   analysis.json        what each analysis stage produced, with the checkpoint it came from
   figures/*.png        every stage's figures
 """
@@ -385,6 +386,12 @@ class Run:
         .npz (per-image correctness, packed)."""
         return f"robustness_{split}.{ext}"
 
+    @staticmethod
+    def features_name(split: str, layer: str = "") -> str:
+        """The feature cache of a split; `layer` '' is the default (the last Linear's input)."""
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "-", layer)
+        return f"features_{split}{'_' + tag if tag else ''}.npz"
+
     @classmethod
     def figure_name(cls, stem: str) -> str:
         """A figure's name relative to the run (what analysis.json and summaries record)."""
@@ -564,6 +571,11 @@ class Run:
         save_npz(self.path / name, **arrays)
         return name
 
+    def write_features(self, split: str, layer: str, arrays: dict[str, np.ndarray]) -> str:
+        name = self.features_name(split, layer)
+        save_npz(self.path / name, **arrays)
+        return name
+
     def analysis(self) -> dict[str, Any]:
         """analysis.json: what each analysis stage produced (files and the numbers behind them)."""
         return self._read_json(self.ANALYSIS) if self.has(self.ANALYSIS) else {}
@@ -576,9 +588,11 @@ class Run:
 
     # --- freshness: one rule for every analysis output -----------------------------------------
 
-    OUTPUTS = ("predictions", "metrics", "failures", "explanation", "robustness")
+    OUTPUTS = ("predictions", "metrics", "failures", "explanation", "features", "neighbours",
+               "robustness")
     _MADE_BY = {"predictions": "evaluate", "metrics": "evaluate", "failures": "failures",
-                "explanation": "explain", "robustness": "robustness"}
+                "explanation": "explain", "features": "failures", "neighbours": "failures",
+                "robustness": "robustness"}
 
     def current(self, output: str, split: str = "test", tag: str = "") -> Any:
         """An analysis output of this run if it exists, reads cleanly and was made from the run's
@@ -586,7 +600,9 @@ class Run:
         made from (predictions in the npz, the JSON files and explanation records in their
         `checkpoint_sha256`), and an output made from any other checkpoint is stale. Metrics
         are current only with current predictions (they are computed from them); an
-        explanation (`tag` for an ad-hoc one) also needs its npz."""
+        explanation (`tag` for an ad-hoc one) also needs its npz. Features (`tag`: the layer
+        asked for, '' the default) must be whole float16 rows; neighbours are current failures
+        that hold the neighbours asked for with that `tag`."""
         if output not in self.OUTPUTS:
             raise CifarlensError(f"unknown run output {output!r}; one of {', '.join(self.OUTPUTS)}")
         sha = self.checkpoint_sha256()
@@ -601,6 +617,12 @@ class Run:
                 return None
             if output == "predictions":
                 return p
+        if output == "features":
+            return self._current_features(split, tag, sha)
+        if output == "neighbours":
+            f = self.current("failures", split)
+            ok = f is not None and (f.get("neighbours") or {}).get("asked_layer") == tag
+            return f if ok else None
         if output == "explanation":
             rec = self.analysis().get(f"explain_{split}{'_' + tag if tag else ''}")
             ok = (isinstance(rec, dict) and rec.get("checkpoint_sha256") == sha
@@ -612,6 +634,18 @@ class Run:
             return None
         obj = self._read_json(name)
         return obj if isinstance(obj, dict) and obj.get("checkpoint_sha256") == sha else None
+
+    def _current_features(self, split: str, layer: str, sha: str) -> dict[str, np.ndarray] | None:
+        name = self.features_name(split, layer)
+        try:
+            f = load_npz(self.path / name, "features file") if self.has(name) else {}
+        except CifarlensError:
+            return None
+        ok = (all(k in f for k in ("indices", "features", "layer", "checkpoint_sha256"))
+              and f["features"].ndim == 2 and f["features"].dtype == np.float16
+              and f["indices"].shape == (len(f["features"]),)
+              and str(f["checkpoint_sha256"]) == sha)
+        return f if ok else None
 
     def require_current(self, output: str, split: str = "test", tag: str = "") -> Any:
         """current(), or one line naming the command that makes it again."""

@@ -40,10 +40,16 @@ def test_prepare_lists_every_error_with_maps_and_csv(run_copy, tmp_path):
     assert out["rows"] == len(wrong) and out["counts"]["still_wrong"] == len(wrong)
     rec = json.loads((study / "browse" / "errors.json").read_text())
     assert [r["index"] for r in rec["rows"]] == p["indices"][wrong].tolist()
-    maps = np.array(rec["maps"]["a_pred"])
-    assert maps.shape == (len(wrong), 4, 4) and 0 <= maps.min() and maps.max() <= 1
-    assert np.allclose(maps, rec["maps"]["b_pred"])  # same model, same scale
-    assert (maps == 1).mean() >= 0.005  # scaled by the 99th percentile: the top 1% saturate
+    assert rec["maps"]["shape"] == [len(wrong), 4, 4]
+    maps = _unpack(rec["maps"]["a_pred"]).reshape(len(wrong), 4, 4)  # uint8, value x 255
+    assert rec["maps"]["a_pred"] == rec["maps"]["b_pred"]  # same model, same scale
+    assert (maps == 255).mean() >= 0.005  # scaled by the 99th percentile: the top 1% saturate
+    # the packed maps are the Grad-CAM maps to within one step of 1/255
+    from cifarlens.study.browse import _maps
+
+    ref, _ = _maps(Run(run_copy), Run(run_copy).data().test_x[p["indices"][wrong]],
+                   p["pred"][wrong], p["labels"][wrong])
+    assert np.abs(maps / 255 - ref).max() <= 0.5 / 255 + 1e-9
     rows = list(csv.DictReader(io.StringIO((study / "browse" / "errors.csv").read_text())))
     assert len(rows) == len(wrong)
     assert rows[0]["true"] == rec["class_names"][rec["rows"][0]["true"]]
@@ -52,6 +58,18 @@ def test_prepare_lists_every_error_with_maps_and_csv(run_copy, tmp_path):
 
     im = Image.open(io.BytesIO(atlas))
     assert im.size == (32 * 32, 32 * -(-len(wrong) // 32))
+
+
+def _unpack(b64: str) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(b64), dtype=np.uint8)
+
+
+def _pack(a: np.ndarray, dtype: str) -> str:
+    import base64
+
+    return base64.b64encode(np.asarray(a, dtype=dtype).tobytes()).decode("ascii")
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -76,11 +94,22 @@ def _study(tmp_path: Path) -> Path:
     rows = [{"k": k, "index": i, "true": t, "pred_a": a, "conf_a": ca, "tconf_a": ca,
              "pred_b": b, "conf_b": cb, "tconf_b": cb, "outcome": o, "label_suspect": lab}
             for k, i, t, a, ca, b, cb, o, lab in ROWS]
-    maps = rng.random((len(ROWS), 4, 4)).round(2).tolist()
+    maps = _pack(rng.integers(0, 256, (len(ROWS), 4, 4)), "u1")
+    # neighbours (k = 2): row 0 the baseline's, with tiles 0 and 1; row 3 (newly wrong) the
+    # variant's; the others none. Labels 3 = "<b>boy</b>": escaped by textContent
+    labels = np.full((len(ROWS), 2, 2), 65535)
+    labels[0] = [[2, 3], [1, 1]]
+    labels[3] = [[2, 2], [0, 4]]
+    sims = np.full((len(ROWS), 2, 2), -1.0)
+    sims[0], sims[3] = [[0.9, 0.8], [0.5, 0.4]], [[0.7, 0.6], [0.3, -0.2]]
+    neighbours = {"k": 2, "layer": "fc", "what": "test", "of": "a--b-",
+                  "labels": _pack(labels, "<u2"),
+                  "sims": _pack(np.round((sims + 1) * 127.5), "u1"), "tiles": {"0": [1, 0, 2, 2]}}
     (study / "browse" / "errors.json").write_text(json.dumps({
         "n_test": 100, "counts": {}, "class_names": NAMES, "tile": 32, "cols": 32, "rows": rows,
-        "maps": {k: maps for k in ("a_pred", "a_true", "b_pred", "b_true")},
-        "map_scale": "test", "atlas": "atlas.jpg"}))
+        "maps": {"shape": [len(ROWS), 4, 4], **{k: maps for k in ("a_pred", "a_true", "b_pred",
+                                                                  "b_true")}},
+        "map_scale": "test", "atlas": "atlas.jpg", "neighbours": neighbours}))
     summary = make_summary()
     summary["browse"] = {"file": "browse/errors.json"}
     summary["figures"] = {}
@@ -96,6 +125,9 @@ class _Rows(HTMLParser):
         super().__init__()
         self.visible: list[int] = []
         self.drawn: str | None = None
+        self.neighbours: list[str] | None = None  # figcaptions of #bd-neighbours when shown
+        self.thumbs: list[str] = []  # their thumbnails' background positions
+        self._in: str | None = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -103,6 +135,22 @@ class _Rows(HTMLParser):
             self.visible.append(int(a["data-index"]))
         if a.get("id") == "browse-detail" and "hidden" not in a:
             self.drawn = a.get("data-drawn")
+        if a.get("id") == "bd-neighbours" and "hidden" not in a:
+            self.neighbours = []
+        if self.neighbours is not None and tag in ("figcaption", "p"):
+            self._in = tag
+        if self.neighbours is not None and a.get("class") == "thumb":
+            self.thumbs.append(a.get("style", ""))
+
+    def handle_data(self, data):
+        if self._in == "figcaption" and self.neighbours is not None:
+            self.neighbours.append(data)
+        elif self._in == "p" and self.neighbours is not None and not self.neighbours:
+            self.neighbours.append(data)  # the lead sentence first
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
 
 
 def _view(exe: str, tmp: Path, page: Path, fragment: str) -> _Rows:
@@ -140,7 +188,19 @@ def test_browser_sorts_filters_and_draws_in_chromium(tmp_path):
     # min confidence applies to the wrong prediction(s): row 15 is fixed at 0.30
     assert _view(exe, tmp_path, page, "#browse?min=0.9&sort=index").visible == [11, 12, 13]
     # a row opened from the address draws its maps
-    assert _view(exe, tmp_path, page, "#browse?show=2").drawn == "2"
+    shown = _view(exe, tmp_path, page, "#browse?show=2")
+    assert shown.drawn == "2" and shown.neighbours is None  # no neighbours for this row
+    # and its nearest training images: labels, similarities, thumbnails from the atlas tiles
+    nb = _view(exe, tmp_path, page, "#browse?show=0")
+    assert nb.neighbours[0].startswith("The 2 training images the baseline represents most")
+    assert "not a cause" in nb.neighbours[0]
+    assert nb.neighbours[1:] == ["oak_tree 0.90", "<b>boy</b> 0.80", "maple_tree 0.50",
+                                 "maple_tree 0.40"]
+    assert nb.thumbs == ["background-position: -32px 0px;", "background-position: 0px 0px;",
+                         "background-position: -64px 0px;", "background-position: -64px 0px;"]
+    nb = _view(exe, tmp_path, page, "#browse?show=3")  # newly wrong: the variant's, no tiles
+    assert "the variant represents" in nb.neighbours[0] and not nb.thumbs
+    assert nb.neighbours[1:] == ["oak_tree 0.70", "oak_tree 0.60", "apple 0.30", "man -0.20"]
     # keys from the address never reach an object's prototype (it threw in the console before;
     # _view fails on any console error)
     proto = _view(exe, tmp_path, page, "#browse?show=__proto__&sort=__proto__")

@@ -113,10 +113,11 @@ def in_md(s: str, doc: str) -> bool:
 
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
-    # the ablation section exists only with 2+ changes (tests/study/test_ablation.py),
+    # the ablation section exists only with 2+ changes (tests/study/test_ablation.py), the
+    # data side only where the summary has it (tests/report/test_neighbours_report.py),
     # robustness only with study --robustness (tests/report/test_report_robustness.py)
-    for i, (sid, title) in enumerate([x for x in SECTIONS
-                                      if x[0] not in ("ablation", "robustness")], 1):
+    optional = ("ablation", "data-side", "robustness")
+    for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] not in optional], 1):
         opened = "" if sid in COLLAPSED else " open"
         assert re.search(rf'<section id="{sid}">\s*<details{opened}>\s*<summary><h2>{i} '
                          rf'{re.escape(html.escape(title))}</h2></summary>', h), title
@@ -706,8 +707,8 @@ def test_a_summary_with_optional_parts_missing_renders(tmp_path):
         assert "n/a" in doc and "was not computed" in doc
         assert "None" not in doc
     for sid, title in SECTIONS:
-        # no ablation: one change; no robustness: not asked
-        assert (html.escape(title) in h) == (sid not in ("ablation", "robustness"))
+        # no ablation: one change; no data side: not in this summary; no robustness: not asked
+        assert (html.escape(title) in h) == (sid not in ("ablation", "data-side", "robustness"))
 
 
 def test_an_oddly_typed_summary_is_one_line_naming_the_key(tmp_path):

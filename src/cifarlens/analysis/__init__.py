@@ -1,2 +1,2 @@
-"""Analyses of a trained run: predictions, metrics, calibration, statistics, failures and
-robustness to common corruptions."""
+"""Analyses of a trained run: predictions, metrics, calibration, statistics, failures, neighbours
+in feature space, training-set label issues and robustness to common corruptions."""

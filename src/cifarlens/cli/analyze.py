@@ -33,6 +33,10 @@ def cmd_failures(a: argparse.Namespace) -> int:
     ensure_evaluated(run, (a.split,), figures=(a.split,), progress=not a.no_progress)
     r = find_failures(run, a.split, top=a.top, confident=a.confident,
                       progress=not a.no_progress)
+    if not a.no_neighbours:
+        from cifarlens.stages.neighbours import add_neighbours
+
+        add_neighbours(run, a.split, layer=a.feature_layer, progress=not a.no_progress)
     print(f"wrote {run.file(run.failures_name(a.split))} and {run.file(r['figures']['gallery'])}")
     return 0
 
@@ -77,6 +81,11 @@ def register(sub) -> None:
     f.add_argument("--confident", type=finite_float, default=CONFIDENT,
                    help="temperature-scaled confidence above which an error counts as "
                         f"confident (default {CONFIDENT})")
+    f.add_argument("--feature-layer", metavar="NAME",
+                   help="module whose output is the feature space for each failure's nearest "
+                        "training images, e.g. features.14 (default: the last Linear's input)")
+    f.add_argument("--no-neighbours", action="store_true",
+                   help="skip the nearest training images (no pass over the training split)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_threads_arg(f)
     f.set_defaults(func=cmd_failures)

@@ -15,7 +15,8 @@ def cmd_data_synth(a: argparse.Namespace) -> int:
     kw = {k: v for k, v in (("train_per_class", a.train_per_class),
                             ("test_per_class", a.test_per_class)) if v is not None}
     folder = write_synthetic(default_data_dir(a.data_dir), a.dataset, seed=a.seed,
-                             label_noise=a.label_noise, **kw)
+                             label_noise=a.label_noise,
+                             train_noise=(a.train_label_noise, a.train_noise_kind), **kw)
     print(f"wrote generated {a.dataset} data to {folder} (and its archive beside it)")
     return 0
 
@@ -120,6 +121,12 @@ def register(sub) -> None:
     s.add_argument("--label-noise", type=finite_float, default=0.0,
                    help="fraction of test labels to corrupt (recorded), for label-error checks "
                         "(default 0)")
+    s.add_argument("--train-label-noise", type=finite_float, default=0.0, metavar="RATE",
+                   help="fraction of TRAINING labels to flip (recorded in the manifest), for "
+                        "scoring label-issue detection (default 0)")
+    s.add_argument("--train-noise-kind", choices=("uniform", "confusable"), default="uniform",
+                   help="uniform: to a random other class; confusable: to the class whose "
+                        "object looks most alike (default uniform)")
     s.set_defaults(func=cmd_data_synth)
     i = dsub.add_parser("info", help="where the data lives and what is there")
     i.add_argument("--data-dir", help="data folder (default: $CIFARLENS_DATA or the user cache)")

@@ -14,6 +14,7 @@ from cifarlens.data.registry import (
     dataset_spec,
     manifest_size_limit,
 )
+from cifarlens.data.synth_flips import check_train_noise
 from cifarlens.errors import CifarlensError
 
 # Bump when the rendering changes, so cached synthetic data is recognisably stale.
@@ -100,6 +101,8 @@ def validate_manifest(obj: Any, where: str, dataset: str | None = None) -> dict[
     noise = obj["label_noise"]
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
         raise bad("label_noise must be a number from 0 to 1")
+    check_train_noise(obj.get("train_label_noise", 0.0), obj.get("train_noise_kind", "uniform"),
+                      f"bad manifest {where}: ")  # optional keys: only data with training flips
     files = _generated_names(name) - {SIDE_FILE}
     md5 = obj["md5"]
     if not isinstance(md5, dict) or set(md5) != files:

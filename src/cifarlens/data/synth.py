@@ -46,6 +46,12 @@ from cifarlens.data.manifests import (
 )
 from cifarlens.data.pickles import dump_pickle, to_cifar_rows
 from cifarlens.data.registry import DATASETS as OFFICIAL
+from cifarlens.data.synth_flips import (
+    check_train_noise,
+    flip_labels,
+    train_noise_of,
+    train_noise_record,
+)
 from cifarlens.errors import CifarlensError
 
 # The official table (folder, archive, class count) plus the generator's default sizes.
@@ -267,6 +273,26 @@ def _tar_gz(folder: str, files: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+@functools.lru_cache(maxsize=4)
+def confusable_classes(num_classes: int) -> np.ndarray:
+    """Per class, the other class whose object looks most alike: the nearest (L2) prototype,
+    each class's sprite at full size in its colour (textures darkened) on a mid-grey ground.
+    On CIFAR-100 synth this is a class of the same colour with a similar pattern."""
+    sprites, _ = _sprites()
+    protos = []
+    for c in range(num_classes):
+        colour, shape, texture = class_attributes(c, num_classes)
+        code = sprites[PATTERNS.index((shape, texture)), -1][..., None]
+        rgb = PALETTE[colour]
+        protos.append(np.where(code == 1, rgb, np.where(code == 2, rgb * DARK, 128.0)))
+    flat = np.stack(protos).reshape(num_classes, -1).astype(np.float64)
+    dist = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    partner = dist.argmin(1)
+    partner.setflags(write=False)
+    return partner
+
+
 def _split_labels(num_classes: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
     labels = np.repeat(np.arange(num_classes), per_class)
     return labels[rng.permutation(len(labels))]  # shuffled, as in the official files
@@ -281,12 +307,14 @@ def write_synthetic(
     seed: int = 0,
     label_noise: float = 0.0,
     archive: bool = True,
+    train_noise: tuple[float, str] = (0.0, "uniform"),
 ) -> Path:
     """Write a synthetic dataset in the official pickle format under `out`; return its folder.
 
     Defaults: cifar100 50 train / 10 test images per class, cifar10 200 / 50. With
-    `label_noise` p, a fraction p of TEST labels is flipped to another class (image unchanged);
-    the side file records which. Same arguments give byte-identical files.
+    `label_noise` p, a fraction p of TEST labels is flipped to another class (image unchanged),
+    with `train_noise` (rate, kind) TRAINING labels too (`synth_flips.flip_labels`); the side file
+    records which. Same arguments give byte-identical files.
     """
     if dataset not in DATASETS:
         raise CifarlensError(
@@ -299,6 +327,8 @@ def write_synthetic(
         raise CifarlensError("synthetic data needs at least 1 train and 1 test image per class")
     if not 0.0 <= label_noise <= 1.0:
         raise CifarlensError(f"label noise must be between 0 and 1, got {label_noise}")
+    train_label_noise, train_noise_kind = train_noise
+    check_train_noise(train_label_noise, train_noise_kind)
     num_classes: int = spec["num_classes"]
     root = _absolute(out)
     _check_ours(root, dataset, archive)  # before the work; checked again just before writing
@@ -307,23 +337,16 @@ def write_synthetic(
     rng_train = np.random.default_rng([seed, 0])
     rng_test = np.random.default_rng([seed, 1])
     rng_noise = np.random.default_rng([seed, 2])
+    rng_flips = np.random.default_rng([seed, 3])  # training flips: the test set stays as it was
 
     train_y = _split_labels(num_classes, train_per_class, rng_train)
     train_x, train_boxes = render_images(train_y, num_classes, rng_train)
     test_y = _split_labels(num_classes, test_per_class, rng_test)
     test_x, test_boxes = render_images(test_y, num_classes, rng_test)
 
-    flipped: list[dict[str, int]] = []
-    n_flip = int(round(label_noise * len(test_y)))
-    if n_flip:
-        idx = np.sort(rng_noise.choice(len(test_y), n_flip, replace=False))
-        shift = rng_noise.integers(1, num_classes, n_flip)  # never back to the same class
-        noisy = test_y.copy()
-        noisy[idx] = (test_y[idx] + shift) % num_classes
-        flipped = [
-            {"index": int(i), "original": int(test_y[i]), "noisy": int(noisy[i])} for i in idx
-        ]
-        test_y = noisy
+    test_y, flipped = flip_labels(test_y, label_noise, "uniform", num_classes, rng_noise)
+    train_y, train_flipped = flip_labels(train_y, train_label_noise, train_noise_kind,
+                                         num_classes, rng_flips, confusable_classes(num_classes))
 
     files = _format_files(dataset, (train_x, train_y), (test_x, test_y))
 
@@ -343,8 +366,9 @@ def write_synthetic(
         },
         "classes": [class_description(c, num_classes) for c in range(num_classes)],
         "boxes": {"train": train_boxes.tolist(), "test": test_boxes.tolist()},
-        "flipped_labels": {"train": [], "test": flipped},
+        "flipped_labels": {"train": train_flipped, "test": flipped},
     }
+    info.update(train_noise_record(train_label_noise, train_noise_kind))
 
     replace = _check_ours(root, dataset, archive)
     manifest = (json.dumps(info, indent=2) + "\n").encode()
@@ -513,7 +537,8 @@ def ensure_synthetic(out: Path, dataset: str = "cifar100", **kwargs: Any) -> Pat
                 "test_per_class": kwargs.get("test_per_class") or spec["test_per_class"],
                 "label_noise": kwargs.get("label_noise", 0.0),
             }
-            if info is not None and all(info.get(k) == v for k, v in want.items()):
+            if info is not None and all(info.get(k) == v for k, v in want.items()) \
+                    and train_noise_of(info) == train_noise_of(kwargs):
                 return folder
     return write_synthetic(out, dataset, **kwargs)
 

@@ -34,6 +34,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("calibration", "Calibration"),
     ("failure-cases", "Failure cases"),
     ("grad-cam", "Grad-CAM"),
+    ("data-side", "The data side of the failures"),  # only where the summary has it
     ("constrained-improvement", "Constrained improvement"),
     ("comparison", "Comparison & statistics"),
     ("robustness", "Robustness to common corruptions"),  # only with study --robustness

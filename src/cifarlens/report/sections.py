@@ -41,6 +41,7 @@ from cifarlens.report.formats import (
     fmt_pct,
     num,
 )
+from cifarlens.report.neighbours import sec_data_side
 from cifarlens.report.notes import NOTES_FILE, notes_blocks
 from cifarlens.report.robustness import sec_robustness
 from cifarlens.report.sentences import (
@@ -518,6 +519,7 @@ SECTION_BUILDERS: dict[str, Any] = {
     "calibration": _sec_calibration,
     "failure-cases": _sec_failure_cases,
     "grad-cam": _sec_grad_cam,
+    "data-side": sec_data_side,
     "constrained-improvement": _sec_constrained_improvement,
     "comparison": sec_comparison,
     "robustness": sec_robustness,

@@ -19,6 +19,8 @@ across the two.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
 from pathlib import Path
@@ -31,6 +33,8 @@ from cifarlens.analysis.metrics import softmax
 from cifarlens.csvfile import csv_text
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
+from cifarlens.study.browse_neighbours import neighbour_record
+from cifarlens.study.browse_neighbours import valid as valid_neighbours
 from cifarlens.study.folder import StudyFolder
 
 FOLDER = StudyFolder.BROWSE
@@ -94,9 +98,11 @@ def _atlas(images: np.ndarray) -> bytes:
         r, c = divmod(k, ATLAS_COLS)
         canvas[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = img.transpose(1, 2, 0)
     buf = io.BytesIO()
-    # quality 90 and no chroma subsampling: 32 px tiles keep their colours (a class cue on
-    # generated data) at about 1 KB each, a third of a PNG's size
-    Image.fromarray(canvas).save(buf, format="JPEG", quality=90, subsampling=0, optimize=True)
+    # no chroma subsampling: 32 px tiles keep their colours (a class cue on generated data).
+    # Quality 85, not 90: on the demo's 637 tiles (errors and neighbours) 278 KB instead of
+    # 398 KB, mean error 6.1 instead of 5.2 grey levels of 255; the report fits 2.5 MB with
+    # the neighbour thumbnails (docs/label-issues.md)
+    Image.fromarray(canvas).save(buf, format="JPEG", quality=85, subsampling=0, optimize=True)
     return buf.getvalue()
 
 
@@ -115,21 +121,13 @@ def prepare(study: str | Path, run_a: Run | str | Path, run_b: Run | str | Path
     out = outcomes(y, pa["pred"], pb["pred"])
     pos = np.flatnonzero(out != "")
     names = list(data.class_names)
-    rows_out: list[dict[str, Any]] = []
-    maps: dict[str, list] = {}
-    if len(pos):
-        images = data.test_x[pa["indices"][pos]]
-        ma_p, ma_t = _maps(run_a, images, pa["pred"][pos], y[pos])
-        mb_p, mb_t = _maps(run_b, images, pb["pred"][pos], y[pos])
-        maps = {"a_pred": _round(ma_p), "a_true": _round(ma_t), "b_pred": _round(mb_p),
-                "b_true": _round(mb_t)}
-        write_bytes(study / FOLDER / "atlas.jpg", _atlas(images))
     flags = _label_flags(run_a)
     probs = {}
     for arm, p, run in (("a", pa, run_a), ("b", pb, run_b)):
         raw = softmax(p["logits"])
         scaled = softmax(p["logits"].astype(np.float64) / _temperature(run))
         probs[arm] = (raw, scaled)
+    rows_out: list[dict[str, Any]] = []
     for k, i in enumerate(pos):
         row: dict[str, Any] = {"k": k, "index": int(pa["indices"][i]), "true": int(y[i]),
                                "outcome": str(out[i]),
@@ -141,20 +139,34 @@ def prepare(study: str | Path, run_a: Run | str | Path, run_b: Run | str | Path
             row[f"conf_{arm}"] = round(float(raw[i, c]), 4)
             row[f"tconf_{arm}"] = round(float(scaled[i, c]), 4)
         rows_out.append(row)
+    maps: dict[str, Any] = {}
+    neighbours = None
+    if len(pos):
+        images = data.test_x[pa["indices"][pos]]
+        ma_p, ma_t = _maps(run_a, images, pa["pred"][pos], y[pos])
+        mb_p, mb_t = _maps(run_b, images, pb["pred"][pos], y[pos])
+        maps = {"shape": list(ma_p.shape), "a_pred": _packed(ma_p), "a_true": _packed(ma_t),
+                "b_pred": _packed(mb_p), "b_true": _packed(mb_t)}
+        # every error's nearest training images; the tracked failures' as tiles after the rows'
+        neighbours, nb_images = neighbour_record(run_a, run_b, rows_out, pos, len(pos))
+        write_bytes(study / FOLDER / "atlas.jpg", _atlas(np.concatenate([images, nb_images])))
     counts = {k: int((out == k).sum()) for k in OUTCOMES}
     record = {"n_test": int(len(y)), "counts": counts, "class_names": names,
               "tile": TILE, "cols": ATLAS_COLS, "rows": rows_out, "maps": maps,
               "map_scale": "each model's maps / its 99th percentile of predicted-class maps "
-                           "over these images, clipped to 1",
-              "atlas": "atlas.jpg" if len(pos) else None}
+                           "over these images, clipped to 1; stored as uint8 (x 255)",
+              "atlas": "atlas.jpg" if len(pos) else None, "neighbours": neighbours}
     write_json(study / FOLDER / "errors.json", record)
     write_text(study / FOLDER / "errors.csv", _csv(rows_out, names))
     return {"file": f"{FOLDER}/errors.json", "csv": f"{FOLDER}/errors.csv", "counts": counts,
             "rows": len(rows_out)}
 
 
-def _round(m: np.ndarray) -> list:
-    return np.round(m, 2).tolist()
+def _packed(m: np.ndarray) -> str:
+    """Maps in [0, 1] as one base64 string of uint8 (value * 255, row-major (N, h, w)): a
+    fifth of the nested decimal lists they were (188 KB on the 3-seed demo), read by browse.js."""
+    q = np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)
+    return base64.b64encode(q.tobytes()).decode("ascii")
 
 
 def _csv(rows: list[dict[str, Any]], names: list[str]) -> str:
@@ -185,15 +197,30 @@ def load(study: str | Path, rel: Any) -> dict[str, Any] | None:
                     raise ValueError(key)
             if r.get("outcome") not in OUTCOMES:
                 raise ValueError("outcome")
+        _check_maps(rec.get("maps"), len(rows))
+        if not valid_neighbours(rec.get("neighbours"), len(names), len(rows)):
+            rec["neighbours"] = None  # the table works without them
         atlas = None
         if rec.get("atlas"):
             data = read_bytes(path.parent / "atlas.jpg", "atlas")
             if not data.startswith(b"\xff\xd8\xff"):
                 raise ValueError("atlas is not a JPEG")
             atlas = data
-    except (CifarlensError, KeyError, TypeError, ValueError):
+    except (CifarlensError, KeyError, TypeError, ValueError, binascii.Error):
         return None
     return {**rec, "class_names": names, "rows": rows, "atlas_bytes": atlas}
+
+
+def _check_maps(maps: Any, n_rows: int) -> None:
+    """The packed maps hold (rows, h, w) bytes each, as the script reads them; else ValueError."""
+    if not maps:
+        return
+    n, h, w = maps["shape"]
+    if n != n_rows or not all(type(x) is int and 0 < x <= 64 for x in (h, w)):
+        raise ValueError("maps shape")
+    for key in ("a_pred", "a_true", "b_pred", "b_true"):
+        if len(base64.b64decode(maps[key], validate=True)) != n * h * w:
+            raise ValueError(key)
 
 
 def table_context(study: str | Path, rel: Any) -> dict[str, Any] | None:
@@ -231,7 +258,8 @@ def table_context(study: str | Path, rel: Any) -> dict[str, Any] | None:
         "atlas_uri": "data:image/jpeg;base64," + base64.b64encode(atlas).decode("ascii")
         if atlas else "",
         # Only what the script needs; HTML-safe because the template writes it with |tojson.
-        "data": json.loads(json.dumps({"tile": tile, "cols": cols, "maps": rec.get("maps", {})})),
+        "data": json.loads(json.dumps({"tile": tile, "cols": cols, "maps": rec.get("maps", {}),
+                                       "neighbours": rec.get("neighbours"), "names": names})),
         "map_scale": str(rec.get("map_scale", "")),
         "csv": str(Path(rel).with_suffix(".csv")),
     }

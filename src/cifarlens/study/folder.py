@@ -6,6 +6,7 @@ STUDY/
   runs/<arm>-s<seed>/   one run folder per arm and seed (runs.Run)
   figures/              the study's figures, and frozen copies of the run figures it embeds
   browse/               errors.json, errors.csv, atlas.jpg: the failure browser (study/browse.py)
+  label_issues.csv      training-set label issues from the seeds' val splits (study/data_side.py)
   summary.json          every number the report states (study/schema.py), written last
   report.html, report.md, tables/*.csv    the report (report/), rebuilt by `cifarlens report`
   notes.md              optional: your own notes, shown in the report
@@ -26,6 +27,7 @@ class StudyFolder:
     FIGURES = "figures"
     BROWSE = "browse"
     TABLES = "tables"
+    LABEL_ISSUES = "label_issues.csv"
     NOTES = "notes.md"
     REPORT_HTML = "report.html"
     REPORT_MD = "report.md"

@@ -131,13 +131,15 @@ def _runs_of(folder: StudyFolder, plan: dict[str, Any], arms: dict[str, TrainCon
 def plan_jobs(plan: dict[str, Any], todo: list[tuple[str, TrainConfig, Run]],
               options: StudyOptions) -> list[RunJob]:
     """The engine's work: one job per run. The report shows the first seed's figures, and
-    tracks the failures of the first seed's baseline (found and explained with its run);
-    robustness, when asked, is every run's (the arms are compared across seeds)."""
+    tracks the failures of the first seed's baseline (found and explained with its run, with
+    their nearest training images); the first seed's runs keep their features for the view of
+    each change through the data; robustness, when asked, is every run's (the arms are compared
+    across seeds)."""
     s0 = plan["seeds"][0]
     return [RunJob(name=run.name, arm=arm, seed=cfg.seed, run_dir=str(run.path.resolve()),
                    config=dataclasses.asdict(cfg), figures=cfg.seed == s0,
                    failures_top=options.failures_top if (arm, cfg.seed) == ("baseline", s0)
-                   else None, robustness=options.robustness)
+                   else None, neighbours=cfg.seed == s0, robustness=options.robustness)
             for arm, cfg, run in todo]
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, Union
 
 from cifarlens._io import read_json, write_json
 from cifarlens.errors import CifarlensError
+from cifarlens.study.schema_data_side import DataSide
 from cifarlens.study.schema_robustness import (
     FailureCorruption,
     RobustnessComparison,
@@ -518,6 +519,7 @@ class StudySummary:
     timing: Timing | None = None
     engine: EngineRecord | None = None
     command: str | None = None
+    data_side: DataSide | None = None  # neighbours and label issues (study/schema_data_side.py)
     robustness: RobustnessSetup | None = None   # study --robustness (each variant: its comparison)
 
     @property

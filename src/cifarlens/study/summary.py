@@ -16,6 +16,7 @@ from cifarlens.errors import CifarlensError
 from cifarlens.figures import plots
 from cifarlens.figures.plots import plot_curves
 from cifarlens.runs import Run
+from cifarlens.study.data_side import build_data_side
 from cifarlens.study.folder import StudyFolder
 from cifarlens.study.plan import SINGLE_SLUG, recorded_changes
 from cifarlens.study.schema import (
@@ -246,6 +247,7 @@ def build_summary(out: Path, plan: dict, runs: dict[str, dict[int, Run]], top: i
                                         for r in fails["top_confident_error_classes"]]),
         explain=_explain_block(ex), figures=figs,
         ablation=ablation_table(variants) if len(variants) >= 2 else None,
+        data_side=build_data_side(out, plan, runs, top, say),
         environment=Environment(**{f.name: env.get(f.name)
                                    for f in dataclasses.fields(Environment)}))
 

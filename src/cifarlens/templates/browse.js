@@ -26,6 +26,19 @@
   var LUT = [[0, 0, 4], [33, 12, 74], [87, 16, 110], [138, 34, 106], [188, 55, 84],
              [228, 90, 49], [249, 142, 9], [249, 203, 53], [252, 255, 164]];
   var NUMERIC = Object.assign(Object.create(null), {index: 1, ca: 1, cb: 1, tca: 1, tcb: 1});
+  var names = data.names || [];
+
+  // base64 -> bytes: the maps (uint8, value x 255) and the neighbours (uint16 labels, uint8
+  // similarities) are packed so the report stays small (study/browse.py, browse_neighbours.py)
+  function bytes(b64) {
+    var s = atob(b64 || ""), out = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) { out[i] = s.charCodeAt(i); }
+    return out;
+  }
+  var M = data.maps || {}, shape = M.shape || [0, 0, 0], packed = Object.create(null);
+  ["a_pred", "a_true", "b_pred", "b_true"].forEach(function (key) { packed[key] = bytes(M[key]); });
+  var NB = data.neighbours, nbLabels = null, nbSims = null;
+  if (NB) { nbLabels = bytes(NB.labels); nbSims = bytes(NB.sims); }
 
   function color(v) {
     var x = Math.min(Math.max(v, 0), 1) * (LUT.length - 1);
@@ -92,24 +105,74 @@
     count.textContent = "Showing " + shown + " of " + rows.length + " images";
   }
 
+  // row kk's map of one kind, as a function (i, j) -> [0, 1]; null without maps
+  function mapOf(key, kk) {
+    var b = packed[key], h = shape[1], w = shape[2];
+    if (!b || !b.length || kk >= shape[0]) { return null; }
+    return {h: h, w: w, at: function (i, j) { return b[(kk * h + i) * w + j] / 255; }};
+  }
+
+  function tileXY(t) {
+    return {x: (t % data.cols) * data.tile, y: Math.floor(t / data.cols) * data.tile};
+  }
+
   function drawMap(canvas, img, tile, map) {
     var ctx = canvas.getContext("2d"), s = canvas.width;
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(img, tile.x, tile.y, data.tile, data.tile, 0, 0, s, s);
     if (!map) { return; }
-    var h = map.length, w = map[0].length;
+    var h = map.h, w = map.w;
     var small = document.createElement("canvas");
     small.width = w; small.height = h;
     var sctx = small.getContext("2d"), px = sctx.createImageData(w, h);
     for (var i = 0; i < h; i++) {
       for (var j = 0; j < w; j++) {
-        var c = color(map[i][j]), o = 4 * (i * w + j);
+        var c = color(map.at(i, j)), o = 4 * (i * w + j);
         px.data[o] = c[0]; px.data[o + 1] = c[1]; px.data[o + 2] = c[2]; px.data[o + 3] = 150;
       }
     }
     sctx.putImageData(px, 0, 0);
     ctx.imageSmoothingEnabled = true;  // bilinear upsampling, as the other Grad-CAM figures
     ctx.drawImage(small, 0, 0, s, s);
+  }
+
+  // One row's nearest training images, of the predicted and of the true class, in the feature
+  // space of a model that gets it wrong: label and similarity, a thumbnail where the atlas has one
+  function showNeighbours(kk, d) {
+    var box = document.getElementById("bd-neighbours");
+    if (!box) { return; }
+    box.textContent = "";
+    var of = NB ? NB.of.charAt(kk) : "-";
+    if (of !== "a" && of !== "b") { box.hidden = true; return; }
+    var k = NB.k, model = of === "a" ? "baseline" : "variant";
+    var pred = of === "a" ? d.pa : d.pb, tiles = Object.prototype.hasOwnProperty.call(NB.tiles, String(kk)) ? NB.tiles[String(kk)] : null;
+    var lead = document.createElement("p");
+    lead.textContent = "The " + k + " training images the " + model + " represents most like this image, of its predicted class (" +
+      pred + ") and of the true class (" + d.true + "), most similar first: images the model represents alike, not a cause of the error.";
+    box.appendChild(lead);
+    [["predicted: " + pred, 0], ["true: " + d.true, 1]].forEach(function (side) {
+      var line = document.createElement("div"), head = document.createElement("span");
+      line.className = "bd-nb-line"; head.className = "bd-nb-head"; head.textContent = side[0];
+      line.appendChild(head);
+      for (var j = 0; j < k; j++) {
+        var at = (kk * 2 + side[1]) * k + j, lab = nbLabels[2 * at] | (nbLabels[2 * at + 1] << 8);
+        if (lab === 65535) { continue; }
+        var sim = nbSims[at] / 127.5 - 1, cell = document.createElement("figure");
+        var t = tiles ? tiles[side[1] * k + j] : -1;
+        if (t >= 0) {
+          var th = document.createElement("span"), xy = tileXY(t);
+          th.className = "thumb";
+          th.style.backgroundPosition = "-" + xy.x + "px -" + xy.y + "px";
+          cell.appendChild(th);
+        }
+        var cap = document.createElement("figcaption");
+        cap.textContent = (names[lab] !== undefined ? names[lab] : String(lab)) + " " + sim.toFixed(2);
+        cell.appendChild(cap);
+        line.appendChild(cell);
+      }
+      box.appendChild(line);
+    });
+    box.hidden = false;
   }
 
   function show(k) {
@@ -119,13 +182,13 @@
     rows.forEach(function (x) { x.classList.toggle("sel", x === r); });
     if (!ready) { return; }
     var img = atlas;
-    var kk = +k, tile = {x: (kk % data.cols) * data.tile, y: Math.floor(kk / data.cols) * data.tile};
-    var m = data.maps;
-    [["bd-image", null], ["bd-a-pred", m.a_pred], ["bd-a-true", m.a_true],
-     ["bd-b-pred", m.b_pred], ["bd-b-true", m.b_true]].forEach(function (e) {
-      drawMap(document.getElementById(e[0]), img, tile, e[1] ? e[1][kk] : null);
+    var kk = +k, tile = tileXY(kk);
+    [["bd-image", null], ["bd-a-pred", "a_pred"], ["bd-a-true", "a_true"],
+     ["bd-b-pred", "b_pred"], ["bd-b-true", "b_true"]].forEach(function (e) {
+      drawMap(document.getElementById(e[0]), img, tile, e[1] ? mapOf(e[1], kk) : null);
     });
     var d = r.dataset;
+    showNeighbours(kk, d);
     document.getElementById("bd-title").textContent = "Image " + d.index + ": true " + d.true;
     document.getElementById("bd-a-cap").textContent = "baseline: " + d.pa + " (" + (100 * d.ca).toFixed(1) + "%)";
     document.getElementById("bd-b-cap").textContent = "variant: " + d.pb + " (" + (100 * d.cb).toFixed(1) + "%)";

@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cifarlens.pipeline import ensure_evaluated, ensure_explained, ensure_robustness, ensure_trained
+from cifarlens.pipeline import (
+    ensure_evaluated,
+    ensure_explained,
+    ensure_features,
+    ensure_neighbours,
+    ensure_robustness,
+    ensure_trained,
+)
 from cifarlens.runs import Run
 from cifarlens.stages.robustness import RobustnessRequest, current_robustness
 from cifarlens.training.config import TrainConfig
@@ -36,6 +43,8 @@ class RunJob:
     config: dict[str, Any]    # the TrainConfig as a dict (dataclasses.asdict)
     figures: bool = False     # draw the run's test figures (the report shows the first seed's)
     failures_top: int | None = None   # find and explain this many failures (the first baseline)
+    neighbours: bool = False  # features of train and test (the first seed: the change's view),
+    #                           and with failures_top their nearest training images
     robustness: RobustnessRequest | None = None  # accuracy under corruption (every run, asked)
 
     @property
@@ -89,12 +98,17 @@ def train_phase(job: RunJob, log: Log, progress: bool = False) -> bool:
 
 def analysis_phase(job: RunJob, log: Log, progress: bool = False) -> None:
     """What the study needs from a trained run: predictions and metrics of both splits, for
-    the job that asks, its failures and their Grad-CAM, and its accuracy under corruption."""
+    the job that asks, its failures and their Grad-CAM, its features and neighbours, and its
+    accuracy under corruption."""
     run = job.run()
     ensure_evaluated(run, ("val", "test"), figures=("test",) if job.figures else (),
                      progress=progress, log=log)
     if job.failures_top is not None:
         ensure_explained(run, "test", failures=job.failures_top, progress=progress, log=log)
+    if job.neighbours:
+        ensure_features(run, ("train", "test"), progress=progress)
+        if job.failures_top is not None:
+            ensure_neighbours(run, "test", top=job.failures_top, progress=progress, log=log)
     if job.robustness is not None:
         ensure_robustness(run, job.robustness, progress=progress, log=log)
 
