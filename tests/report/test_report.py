@@ -126,7 +126,7 @@ def test_every_section_heading_in_both(tmp_path, pngs):
         assert f'href="#{sid}"' in h
         assert f"(#{gh_slug(f'{i} {title}')})" in m
     assert gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
-    assert len(SECTIONS) == 17 and SECTIONS[0][0] == "replication"  # the report opens with it
+    assert len(SECTIONS) == 18 and SECTIONS[0][0] == "replication"  # the report opens with it
     assert SECTIONS[1][0] == "ablation"  # then, with 2+ changes, every change's verdict
 
 

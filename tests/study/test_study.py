@@ -228,7 +228,8 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     try:
         for arm, seed in (("baseline", 1), ("variant", 0)):
             run = Run(tmp_path / "seq" / f"{arm}-s{seed}")
-            (job,) = plan_jobs(plan, [(arm, dataclasses.replace(arms[arm], seed=seed), run)], 4)
+            (job,) = plan_jobs(plan, [(arm, dataclasses.replace(arms[arm], seed=seed), run)],
+                               StudyOptions(failures_top=4))
             execute(job, lambda m: None)
             run = run.path
             p_seq = np.load(run / "predictions_test.npz")
@@ -247,7 +248,8 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     lines.clear()
     torch.set_num_threads(2)
     try:
-        ProcessesEngine(2, progress=False).run(plan_jobs(plan, todo, 4), lines.append)
+        ProcessesEngine(2, progress=False).run(
+            plan_jobs(plan, todo, StudyOptions(failures_top=4)), lines.append)
     finally:
         torch.set_num_threads(threads)
     assert any("training 1 runs" in m for m in lines)
