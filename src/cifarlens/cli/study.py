@@ -160,7 +160,7 @@ def register(sub) -> None:
                    help="also evaluate every run under the 15 common corruptions (CIFAR-C "
                         "definitions, computed locally) and compare the arms per corruption "
                         "family across seeds; on a CPU 500 class-balanced test images (about "
-                        "15%% of a quick study's training time), on a GPU all of them "
+                        "10%% of a quick study's training time, measured), on a GPU all of them "
                         "(docs/robustness.md)")
     s.add_argument("--robustness-images", type=positive_int, metavar="N",
                    help="with --robustness: a class-balanced N test images instead")
