@@ -62,7 +62,7 @@ else:
     from cifarlens.study.engines.slurm import SlurmEngine
     engine = SlurmEngine(gpus_per_run=0, time="60", threads=1, cluster="local")
     engine.poll_s = 0.5
-run_study(out, preset="smoke", changes="label_smoothing=0", seeds=2, failures_top=12,
+run_study(out, preset="smoke", changes="label_smoothing=0", seeds=2,
           overrides={"data_dir": data, "device": "cpu", "precision": "fp32"}, engine=engine,
           log=lambda m: print(m, file=sys.stderr, flush=True))
 """

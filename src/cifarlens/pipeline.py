@@ -7,6 +7,7 @@ after making what that stage reads. Stages themselves never run each other.
 
     train -> predictions/metrics (evaluate) -> failures -> explanation (explain)
                                                        -> neighbours (features of train + split)
+    train -> accuracy under corruption (robustness: needs only the checkpoint)
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from cifarlens.stages.evaluate import evaluate
 from cifarlens.stages.explain import explain
 from cifarlens.stages.failures import find_failures
 from cifarlens.stages.neighbours import add_neighbours, split_features
+from cifarlens.stages.robustness import RobustnessRequest, current_robustness, run_robustness
 from cifarlens.training.config import TrainConfig
 from cifarlens.training.loop import train
+from cifarlens.training.runtime import resolve_device
 
 Log = Callable[[str], None]
 
@@ -89,4 +92,16 @@ def ensure_neighbours(run: Run, split: str = "test", *, layer: str | None = None
     if run.current("neighbours", split, layer or "") is not None:
         return False
     add_neighbours(run, split, layer=layer, progress=progress, log=log or console.log)
+    return True
+
+
+def ensure_robustness(run: Run, request: RobustnessRequest | None = None, *,
+                      progress: bool = True, log: Log | None = None) -> bool:
+    """The run's accuracy under the common corruptions, on what `request` asks (default: the
+    device's images and corruptions), from its best.pt now. True when this call evaluated."""
+    request = request or RobustnessRequest()
+    if current_robustness(run, request) is not None:
+        return False
+    run_robustness(run, "test", plan=request.plan(resolve_device("auto")),
+                   images=request.images, progress=progress, log=log or console.log)
     return True

@@ -381,6 +381,12 @@ class Run:
         return f"explanations_{split}{'_' + tag if tag else ''}.npz"
 
     @staticmethod
+    def robustness_name(split: str, ext: str = "json") -> str:
+        """robustness_<split>.json (accuracies), .csv (the same, one row per condition) and
+        .npz (per-image correctness, packed)."""
+        return f"robustness_{split}.{ext}"
+
+    @staticmethod
     def features_name(split: str, layer: str = "") -> str:
         """The feature cache of a split; `layer` '' is the default (the last Linear's input)."""
         tag = re.sub(r"[^A-Za-z0-9_.-]", "-", layer)
@@ -552,6 +558,14 @@ class Run:
     def write_failures(self, split: str, result: dict) -> None:
         self._write_json(self.failures_name(split), result)
 
+    def write_robustness(self, split: str, record: dict, csv_text: str,
+                         per_image: dict[str, np.ndarray]) -> None:
+        """The per-image npz and the CSV first, the JSON (what `current("robustness")` reads)
+        last."""
+        save_npz(self.path / self.robustness_name(split, "npz"), **per_image)
+        write_text(self.path / self.robustness_name(split, "csv"), csv_text)
+        self._write_json(self.robustness_name(split), record)
+
     def write_explanations(self, split: str, tag: str, arrays: dict[str, np.ndarray]) -> str:
         name = self.explanations_name(split, tag)
         save_npz(self.path / name, **arrays)
@@ -574,9 +588,11 @@ class Run:
 
     # --- freshness: one rule for every analysis output -----------------------------------------
 
-    OUTPUTS = ("predictions", "metrics", "failures", "explanation", "features", "neighbours")
+    OUTPUTS = ("predictions", "metrics", "failures", "explanation", "features", "neighbours",
+               "robustness")
     _MADE_BY = {"predictions": "evaluate", "metrics": "evaluate", "failures": "failures",
-                "explanation": "explain", "features": "failures", "neighbours": "failures"}
+                "explanation": "explain", "features": "failures", "neighbours": "failures",
+                "robustness": "robustness"}
 
     def current(self, output: str, split: str = "test", tag: str = "") -> Any:
         """An analysis output of this run if it exists, reads cleanly and was made from the run's
@@ -612,7 +628,8 @@ class Run:
             ok = (isinstance(rec, dict) and rec.get("checkpoint_sha256") == sha
                   and self.has(self.explanations_name(split, tag)))
             return rec if ok else None
-        name = self.metrics_name(split) if output == "metrics" else self.failures_name(split)
+        name = {"metrics": self.metrics_name, "failures": self.failures_name,
+                "robustness": self.robustness_name}[output](split)
         if not self.has(name):
             return None
         obj = self._read_json(name)

@@ -112,9 +112,10 @@ def in_md(s: str, doc: str) -> bool:
 def test_every_section_heading_in_both(tmp_path, pngs):
     h, m, _ = render(tmp_path, pngs)
     # the ablation section exists only with 2+ changes (tests/study/test_ablation.py), the
-    # data side only where the summary has it (tests/report/test_neighbours_report.py)
-    for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] not in ("ablation",
-                                                                          "data-side")], 1):
+    # data side only where the summary has it (tests/report/test_neighbours_report.py),
+    # robustness only with study --robustness (tests/report/test_report_robustness.py)
+    optional = ("ablation", "data-side", "robustness")
+    for i, (sid, title) in enumerate([x for x in SECTIONS if x[0] not in optional], 1):
         opened = "" if sid in COLLAPSED else " open"
         assert re.search(rf'<section id="{sid}">\s*<details{opened}>\s*<summary><h2>{i} '
                          rf'{re.escape(html.escape(title))}</h2></summary>', h), title
@@ -123,7 +124,7 @@ def test_every_section_heading_in_both(tmp_path, pngs):
         assert f'href="#{sid}"' in h
         assert f"(#{gh_slug(f'{i} {title}')})" in m
     assert gh_slug("12 Comparison & statistics") == "12-comparison--statistics"
-    assert len(SECTIONS) == 17 and SECTIONS[0][0] == "replication"  # the report opens with it
+    assert len(SECTIONS) == 18 and SECTIONS[0][0] == "replication"  # the report opens with it
     assert SECTIONS[1][0] == "ablation"  # then, with 2+ changes, every change's verdict
 
 
@@ -726,8 +727,8 @@ def test_a_summary_with_optional_parts_missing_renders(tmp_path):
         assert "n/a" in doc and "was not computed" in doc
         assert "None" not in doc
     for sid, title in SECTIONS:
-        # no ablation: one change; no data side: not in this summary
-        assert (html.escape(title) in h) == (sid not in ("ablation", "data-side"))
+        # no ablation: one change; no data side: not in this summary; no robustness: not asked
+        assert (html.escape(title) in h) == (sid not in ("ablation", "data-side", "robustness"))
 
 
 def test_an_oddly_typed_summary_is_one_line_naming_the_key(tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 from cifarlens.runs import latest_good_checkpoint
 from cifarlens.study.engines.base import RunJob, RunOutcome, execute
 from cifarlens.study.folder import StudyFolder
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.plan import plan_study
 from cifarlens.study.run import plan_jobs
 
@@ -47,7 +48,7 @@ def study_jobs(study: str | Path, data: str | Path, seeds: int = 2, epochs: int 
     folder = StudyFolder(Path(study).resolve())
     todo = [(arm, dataclasses.replace(cfg, seed=seed), folder.run(arm, seed))
             for seed in plan["seeds"] for arm, cfg in arms.items()]  # as run_study orders them
-    jobs = plan_jobs(plan, todo, failures_top=4)
+    jobs = plan_jobs(plan, todo, StudyOptions(failures_top=4))
     if light:
         jobs = [dataclasses.replace(j, figures=False, failures_top=None) for j in jobs]
     return [j for j in jobs if names is None or j.name in names]

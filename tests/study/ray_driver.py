@@ -27,6 +27,7 @@ import cluster_jobs as E
 
 from cifarlens.errors import CifarlensError
 from cifarlens.study.engines.ray import RayEngine
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.run import run_study
 from cifarlens.study.schema import to_json
 
@@ -146,7 +147,7 @@ def run(spec: dict, engine: RayEngine, said: list[str], result: dict) -> None:
 
     if spec.get("study_mode"):
         summary = run_study(spec["study"], preset="smoke", changes=E.CHANGE, seeds=2,
-                            overrides=E.overrides(spec["data"]), failures_top=4,
+                            overrides=E.overrides(spec["data"]), options=StudyOptions(failures_top=4),
                             engine=engine, log=say)
         result["engine"] = to_json(summary.engine)
         return

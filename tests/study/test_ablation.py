@@ -24,6 +24,7 @@ from cifarlens.report.formats import fmt_p, md_escape
 from cifarlens.report.render import render_report
 from cifarlens.report.sentences import describe_tracking
 from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.plan import change_slug, plan_study
 from cifarlens.study.progress import StudyProgress
 from cifarlens.study.run import run_study
@@ -155,7 +156,7 @@ CHANGES = ["augment=crop-flip", "label_smoothing=0"]
 def multi(tmp_path_factory, synth10):
     out = tmp_path_factory.mktemp("multi") / "s"
     lines: list[str] = []
-    run_study(out, preset="smoke", seeds=2, changes=CHANGES, failures_top=3,
+    run_study(out, preset="smoke", seeds=2, changes=CHANGES, options=StudyOptions(failures_top=3),
               overrides={**OVERRIDES, "data_dir": str(synth10)}, engine=LocalEngine(progress=False),
               log=lines.append)
     render_report(out)
@@ -290,7 +291,7 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
     kept = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
     lines: list[str] = []
     s = run_study(out, preset="smoke", seeds=2, changes=[*CHANGES, "weight_decay=1e-3"],
-                  failures_top=3, overrides={**OVERRIDES, "data_dir": data_dir},
+                  options=StudyOptions(failures_top=3), overrides={**OVERRIDES, "data_dir": data_dir},
                   engine=LocalEngine(progress=False), log=lines.append)
     s = to_json(s)  # the summary as summary.json holds it
     assert any("adding weight_decay=0.001" in ln for ln in lines)
@@ -302,7 +303,8 @@ def test_adding_a_change_trains_only_the_new_variant(multi, tmp_path):
         "augment=crop-flip", "label_smoothing=0.0", "weight_decay=0.001"]
     assert s["ablation"]["m"] == 3
     # naming only a subset (or none) keeps every recorded change: nothing is dropped
-    s2 = run_study(out, preset="smoke", seeds=2, changes="label_smoothing=0", failures_top=3,
+    s2 = run_study(out, preset="smoke", seeds=2, changes="label_smoothing=0",
+                   options=StudyOptions(failures_top=3),
                    overrides={**OVERRIDES, "data_dir": data_dir}, engine=LocalEngine(progress=False),
                    log=lambda m: None)
     s2 = to_json(s2)  # the summary as summary.json holds it
@@ -441,7 +443,8 @@ def test_a_one_change_study_from_before_gains_a_second_change(multi, tmp_path, s
     (out / "study.json").write_text(json.dumps(study))
     kept = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
     assert sorted(kept) == ["baseline-s0", "variant-s0"]
-    s = run_study(out, preset="smoke", seeds=1, changes="lr=0.1", failures_top=2, overrides=ov,
+    s = run_study(out, preset="smoke", seeds=1, changes="lr=0.1",
+                  options=StudyOptions(failures_top=2), overrides=ov,
                   engine=LocalEngine(progress=False), log=lambda m: None)
     s = to_json(s)  # the summary as summary.json holds it
     assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")

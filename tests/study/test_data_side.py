@@ -19,6 +19,7 @@ from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 from cifarlens.study.data_side import TOP_ISSUES, build_data_side
 from cifarlens.study.engines.base import RunJob, analysis_phase
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.run import plan_jobs
 from cifarlens.study.schema import summary_from_json, to_json
 from cifarlens.study.schema_data_side import DataSide
@@ -70,7 +71,7 @@ def test_the_first_seeds_jobs_ask_for_features_and_the_first_baseline_for_neighb
     plan = {"seeds": [3, 4]}
     todo = [(arm, dataclasses.replace(cfg, seed=s), Run(tmp_path / f"{arm}-s{s}"))
             for s in (3, 4) for arm in ("baseline", "variant")]
-    jobs = {j.name: j for j in plan_jobs(plan, todo, 5)}
+    jobs = {j.name: j for j in plan_jobs(plan, todo, StudyOptions(failures_top=5))}
     assert [jobs[n].neighbours for n in ("baseline-s3", "variant-s3", "baseline-s4",
                                          "variant-s4")] == [True, True, False, False]
     assert jobs["baseline-s3"].failures_top == 5 and jobs["variant-s3"].failures_top is None

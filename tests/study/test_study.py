@@ -15,6 +15,7 @@ from cifarlens.report.render import render_report
 from cifarlens.runs import Run
 from cifarlens.study.engines.local import LocalEngine, _overlap_job, demo_threads
 from cifarlens.study.engines.processes import parallel_slots
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.plan import one_change_guard, parse_change
 from cifarlens.study.run import run_study
 from cifarlens.study.schema import to_json
@@ -197,7 +198,8 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # 2 jobs -> 1 thread per child
     try:
-        s = run_study(out, preset="smoke", seeds=2, failures_top=4, overrides=overrides,
+        s = run_study(out, preset="smoke", seeds=2,
+                      options=StudyOptions(failures_top=4), overrides=overrides,
                       engine=ProcessesEngine(2, progress=False),
                       log=lines.append)
         s = to_json(s)  # the summary as summary.json holds it
@@ -226,7 +228,8 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     try:
         for arm, seed in (("baseline", 1), ("variant", 0)):
             run = Run(tmp_path / "seq" / f"{arm}-s{seed}")
-            (job,) = plan_jobs(plan, [(arm, dataclasses.replace(arms[arm], seed=seed), run)], 4)
+            (job,) = plan_jobs(plan, [(arm, dataclasses.replace(arms[arm], seed=seed), run)],
+                               StudyOptions(failures_top=4))
             execute(job, lambda m: None)
             run = run.path
             p_seq = np.load(run / "predictions_test.npz")
@@ -245,7 +248,8 @@ def test_several_seeds_in_parallel_give_a_paired_test_and_sequential_numbers(tmp
     lines.clear()
     torch.set_num_threads(2)
     try:
-        ProcessesEngine(2, progress=False).run(plan_jobs(plan, todo, 4), lines.append)
+        ProcessesEngine(2, progress=False).run(
+            plan_jobs(plan, todo, StudyOptions(failures_top=4)), lines.append)
     finally:
         torch.set_num_threads(threads)
     assert any("training 1 runs" in m for m in lines)
@@ -360,11 +364,12 @@ def test_analysis_beside_training_gives_the_sequential_files(tmp_path, synth10, 
     try:
         monkeypatch.setattr(st, "OVERLAP", "off")
         seq = run_study(tmp_path / "seq", preset="smoke", seeds=1, overrides=over,
-                        failures_top=4, engine=LocalEngine(progress=False), log=lambda m: None)
+                        options=StudyOptions(failures_top=4), engine=LocalEngine(progress=False), log=lambda m: None)
         seq = to_json(seq)  # the summary as summary.json holds it
         monkeypatch.setattr(st, "OVERLAP", "on")
         logs: list[str] = []
-        s = run_study(tmp_path / "s", preset="smoke", seeds=1, overrides=over, failures_top=4,
+        s = run_study(tmp_path / "s", preset="smoke", seeds=1, overrides=over,
+                      options=StudyOptions(failures_top=4),
                       engine=LocalEngine(progress=False), log=logs.append)
         s = to_json(s)  # the summary as summary.json holds it
     finally:

@@ -17,6 +17,7 @@ import pytest
 from cifarlens._io import RunLock, adopt_locks_of, lock_owner
 from cifarlens.errors import CifarlensError
 from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.run import run_study
 
 
@@ -58,7 +59,8 @@ def test_every_run_stays_locked_from_training_to_the_report(synth10, tmp_path, m
         return real_evaluate(run, splits, **kw)
 
     monkeypatch.setattr(base, "ensure_evaluated", evaluate_after_an_intruder)
-    run_study(tmp_path / "s", preset="smoke", seeds=1, failures_top=2, engine=LocalEngine(progress=False),
+    run_study(tmp_path / "s", preset="smoke", seeds=1,
+              options=StudyOptions(failures_top=2), engine=LocalEngine(progress=False),
                  overrides={"data_dir": str(synth10), "dataset": "cifar10", "device": "cpu",
                             "epochs": 1}, log=lambda m: None)
     assert seen == ["refused", "refused"]

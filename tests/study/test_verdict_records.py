@@ -23,6 +23,7 @@ from cifarlens.runs import Run
 from cifarlens.study import verdicts as V
 from cifarlens.study.design import Design
 from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.run import run_study
 from cifarlens.study.schema import read_summary, summary_from_json
 from cifarlens.study.waves import run_waves
@@ -42,7 +43,7 @@ def study(tmp_path_factory, synth10):
     run_study(out, preset="smoke", seeds=Design(seeds=2, margin=0.02, detect=0.05),
               overrides={**BASE, "epochs": 2, "data_dir": str(synth10),
                          **vary_overrides(["init"], 0)},
-              failures_top=2, engine=LocalEngine(progress=False), log=_quiet)
+              options=StudyOptions(failures_top=2), engine=LocalEngine(progress=False), log=_quiet)
     return out
 
 
@@ -222,7 +223,7 @@ def test_the_wave_loop_goes_on_while_any_change_is_open_and_splits_alpha():
 def test_a_real_auto_study_runs_in_waves_and_reports_each_look(tmp_path, synth10):
     out = tmp_path / "auto"
     s = run_study(out, preset="smoke", seeds=Design(seeds="auto", max_seeds=4),
-                  overrides={**BASE, "epochs": 1, "data_dir": str(synth10)}, failures_top=2,
+                  overrides={**BASE, "epochs": 1, "data_dir": str(synth10)}, options=StudyOptions(failures_top=2),
                   engine=LocalEngine(progress=False), log=_quiet)
     plan = json.loads((out / "study.json").read_text())
     seq = s.main.comparison.seeds.sequential

@@ -9,6 +9,7 @@ import torch
 
 from cifarlens.errors import CifarlensError
 from cifarlens.study.engines.local import LocalEngine
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.schema import to_json
 from cifarlens.training.complexity import complexity
 from cifarlens.training.models import build_model
@@ -308,7 +309,8 @@ def test_study_compares_two_architectures(synth100, tmp_path, user_module):
     from cifarlens.study.run import run_study
 
     name, _ = user_module
-    s = run_study(tmp_path / "s", preset="smoke", changes=f"model={name}:net", failures_top=2,
+    s = run_study(tmp_path / "s", preset="smoke", changes=f"model={name}:net",
+                  options=StudyOptions(failures_top=2),
                   overrides={"data_dir": str(synth100), "device": "cpu", "epochs": 1,
                              "train_limit": 500}, engine=LocalEngine(progress=False), log=lambda m: None)
     s = to_json(s)  # the summary as summary.json holds it

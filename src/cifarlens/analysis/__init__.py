@@ -1,2 +1,2 @@
 """Analyses of a trained run: predictions, metrics, calibration, statistics, failures, neighbours
-in feature space and training-set label issues."""
+in feature space, training-set label issues and robustness to common corruptions."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cifarlens.cli import analyze, data, study, train
+from cifarlens.cli import analyze, data, robustness, study, train
 from cifarlens.cli.args import Parser, one_line
 from cifarlens.cli.study import cmd_study
 from cifarlens.cli.train import cmd_train
@@ -35,8 +35,10 @@ _EXAMPLES: dict[str, str] = {
     "evaluate": "cifarlens evaluate runs/smoke --split test",
     "failures": "cifarlens failures runs/smoke --top 12",
     "explain": "cifarlens explain runs/smoke --failures 6 --target both",
+    "robustness": "cifarlens robustness runs/smoke --images 500 --severities 1 3 5",
     "study": "cifarlens study --preset quick --change augment=cutout --seeds 3 --out studies/cutout\n"
-             "cifarlens study --preset quick --seeds auto --max-seeds 8 --vary init --out studies/a",
+             "cifarlens study --preset quick --seeds auto --max-seeds 8 --vary init --out studies/a\n"
+             "cifarlens study --preset quick --robustness --seeds 3 --out studies/robust",
     "report": "cifarlens report studies/cutout",
     "demo": "cifarlens demo --out cifarlens-demo --seeds 3",
 }
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
-    for module in (train, data, analyze, study):  # the order --help lists them in
+    for module in (train, data, analyze, robustness, study):  # the order --help lists them in
         module.register(sub)
     _document(p)
     return p

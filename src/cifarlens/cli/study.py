@@ -14,6 +14,7 @@ from cifarlens.cli.args import (
     add_train_args,
     add_verdict_args,
     change_keys,
+    int_range,
     positive_int,
     train_overrides,
 )
@@ -29,7 +30,7 @@ def cmd_study(a: argparse.Namespace) -> int:
     design, overrides = study_design(a, overrides)
     # None: augment=crop-flip for a new study, the recorded changes when resuming one
     summary = run_study(a.out, preset=a.preset, changes=a.change, seeds=design,
-                        overrides=overrides, failures_top=a.top, engine=make_engine(a))
+                        overrides=overrides, options=study_options(a), engine=make_engine(a))
     _report(summary, Path(a.out))
     return 0
 
@@ -46,6 +47,26 @@ def study_design(a: argparse.Namespace, overrides: dict) -> tuple:
         first = make_config(a.preset, **overrides).seed
         overrides = {**overrides, **vary_overrides(a.vary, first)}
     return design, overrides
+
+
+def study_options(a: argparse.Namespace):
+    """--top and the robustness flags as the study's options."""
+    from cifarlens.stages.robustness import RobustnessRequest
+    from cifarlens.study.options import StudyOptions
+
+    asked = a.robustness_images or a.robustness_corruptions or a.robustness_severities
+    if asked and not a.robustness:
+        raise CifarlensError("--robustness-images, --robustness-corruptions and "
+                             "--robustness-severities need --robustness")
+    request = None
+    if a.robustness:
+        request = RobustnessRequest(
+            images=a.robustness_images,
+            corruptions=tuple(a.robustness_corruptions) if a.robustness_corruptions else None)
+        if a.robustness_severities:
+            request = RobustnessRequest(request.images, request.corruptions,
+                                        tuple(sorted(set(a.robustness_severities))))
+    return StudyOptions(failures_top=a.top, robustness=request)
 
 
 # The demo's verdict is one machine's: bf16 kernels and thread counts move its last bits, and
@@ -145,6 +166,18 @@ def register(sub) -> None:
     add_engine_args(s)
     add_verdict_args(s)
     s.add_argument("--top", type=positive_int, default=12, help="failures to explain and track")
+    s.add_argument("--robustness", action="store_true",
+                   help="also evaluate every run under the 15 common corruptions (CIFAR-C "
+                        "definitions, computed locally) and compare the arms per corruption "
+                        "family across seeds; on a CPU 500 class-balanced test images (about "
+                        "10%% of a quick study's training time, measured), on a GPU all of them "
+                        "(docs/robustness.md)")
+    s.add_argument("--robustness-images", type=positive_int, metavar="N",
+                   help="with --robustness: a class-balanced N test images instead")
+    s.add_argument("--robustness-corruptions", nargs="+", metavar="NAME",
+                   help="with --robustness: these corruptions only (CIFAR-C names)")
+    s.add_argument("--robustness-severities", type=int_range(1, 5), nargs="+", metavar="S",
+                   help="with --robustness: these severities only (default: 1-5)")
     s.set_defaults(func=cmd_study)
 
     r = sub.add_parser("report", help="rebuild a study's report from its saved artifacts")

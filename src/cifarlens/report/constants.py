@@ -37,6 +37,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("data-side", "The data side of the failures"),  # only where the summary has it
     ("constrained-improvement", "Constrained improvement"),
     ("comparison", "Comparison & statistics"),
+    ("robustness", "Robustness to common corruptions"),  # only with study --robustness
     ("complexity", "Complexity"),
     ("reflection", "Reflection"),
     ("reproducibility", "Reproducibility"),
@@ -66,6 +67,8 @@ FIGURES: dict[str, tuple[str, str]] = {
     ),
     "confusion_difference": ("comparison", "Confusion difference (variant minus baseline)"),
     "per_class_changes": ("comparison", "Per-class accuracy change (variant minus baseline)"),
+    "robustness": ("robustness", "Accuracy against corruption severity per family, baseline and "
+                   "variant (mean over seeds; thin lines: each corruption; severity 0: clean)"),
 }
 
 DATASET_NAMES = {"cifar100": "CIFAR-100", "cifar10": "CIFAR-10"}

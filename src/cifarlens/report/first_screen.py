@@ -25,6 +25,7 @@ from cifarlens.report.formats import (
     fmt_points,
     num,
 )
+from cifarlens.report.robustness import ablation_mce, first_screen_line
 from cifarlens.report.sentences import (
     NOISE_PAIR,
     NOISE_SEEDS,
@@ -146,21 +147,24 @@ def sec_ablation(v: View) -> list[Block] | None:
     decs = v.row_decisions()
     words = [ablation_word(decs.get(r.slug)) if decs.get(r.slug) else "not tested"
              for r in rows]
+    mce = ablation_mce(v)  # study --robustness: each change's mCE column
     table = []
     for r, word in zip(rows, words, strict=True):
         mc = ", ".join(f"s{_s(x.seed)}: {fmt_p(x.p_value)}" for x in r.per_seed_mcnemar)
         ci = f" [{fmt_points(r.lo)}, {fmt_points(r.hi)}]" if num(r.lo) is not None else ""
         table.append([change_text(r.key, r.baseline_value, r.variant_value), fmt_pct(r.before),
                       fmt_pct(r.after), fmt_points(r.diff, signed=True) + ci, fmt_p(r.p),
-                      fmt_p(r.p_holm), word, mc or NA])
+                      fmt_p(r.p_holm), word, mc or NA]
+                     + ([mce.get(r.slug, NA)] if mce else []))
     out: list[Block] = [
         paragraph(f"{fmt_int(len(rows))} variants, each differing from one shared baseline in exactly "
            "one training setting; the baseline runs were trained once and every variant is "
            "paired with them by seed.", lead="Ablation."),
         table_block(["Change", "Baseline", "Variant", "Difference, points [95% CI]", "p (paired t)",
-                f"p (Holm, {m} changes)", "Verdict", "Per-seed McNemar p"], table,
-               align="lrrrrrll", highlight={i for i, w in enumerate(words)
-                                            if w in ("helped", "hurt")},
+                f"p (Holm, {m} changes)", "Verdict", "Per-seed McNemar p"]
+                + ([f"mCE (baseline {fmt_pct(v.s.robustness.baseline_mce)})"] if mce else []),
+                table, align="lrrrrrll" + ("r" if mce else ""),
+                highlight={i for i, w in enumerate(words) if w in ("helped", "hurt")},
                caption="Every change against the baseline: mean test accuracy over seeds"),
         bullet_list([describe_ablation_row(r, to_json(ab), decs.get(r["slug"]))
                      for r in to_json(ab)["rows"]]),
@@ -254,6 +258,7 @@ def first_screen(v: View) -> dict[str, Any]:
                  + describe_cost(to_json(v.base), to_json(v.var), v.ckey, v.word())),
         "ablation": first_screen_ablation(v),
         "warnings": curve_warnings(v),
+        "robustness": first_screen_line(v),  # study --robustness, else None
     }
 
 

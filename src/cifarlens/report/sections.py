@@ -43,6 +43,7 @@ from cifarlens.report.formats import (
 )
 from cifarlens.report.neighbours import sec_data_side
 from cifarlens.report.notes import NOTES_FILE, notes_blocks
+from cifarlens.report.robustness import sec_robustness
 from cifarlens.report.sentences import (
     describe_border,
     describe_cost,
@@ -517,6 +518,7 @@ SECTION_BUILDERS: dict[str, Any] = {
     "data-side": sec_data_side,
     "constrained-improvement": _sec_constrained_improvement,
     "comparison": sec_comparison,
+    "robustness": sec_robustness,
     "complexity": _sec_complexity,
     "reflection": _sec_reflection,
     "reproducibility": _sec_reproducibility,

@@ -143,6 +143,10 @@ class View:
                         self.placed["ablation"].append(load_figure(
                             self.study_dir, f"{key}_{var.slug}", var.figures[key],
                             f"{what}: {cap}"))
+                if var.figures.get("robustness") is not None:  # study --robustness
+                    self.placed["robustness"].append(load_figure(
+                        self.study_dir, f"robustness_{var.slug}", var.figures["robustness"],
+                        f"{what}: {FIGURES['robustness'][1]}"))
         # The first screen's figures are numbered first; then in order of appearance.
         by_key = {f.key: f for fs in self.placed.values() for f in fs}
         self.first_figs = [by_key[k] for k in FIRST_SCREEN_FIGURES

@@ -31,7 +31,9 @@ from cifarlens.study.engines.processes import ProcessesEngine
 from cifarlens.study.estimate import say_plan
 from cifarlens.study.folder import StudyFolder
 from cifarlens.study.guard import check_split, check_study_runs, compare_environments
+from cifarlens.study.options import StudyOptions
 from cifarlens.study.plan import DEFAULT_SEEDS, merge_study, plan_study, study_command
+from cifarlens.study.robustness import add_robustness, plan_line, robustness_args
 from cifarlens.study.schema import (
     Browse,
     EngineRecord,
@@ -49,7 +51,7 @@ from cifarlens.training.config import TrainConfig
 def run_study(out: str | Path, *, preset: str = "paper",
               changes: str | Sequence[str] | None = None,
               seeds: int | str | Design = DEFAULT_SEEDS,
-              overrides: dict[str, Any] | None = None, failures_top: int = 12,
+              overrides: dict[str, Any] | None = None, options: StudyOptions | None = None,
               engine: Engine | None = None, log=None) -> StudySummary:
     """Train, evaluate, explain and compare a baseline and one variant per change; write
     STUDY/summary.json and return it (`render_report(out)` turns it into the report).
@@ -59,12 +61,16 @@ def run_study(out: str | Path, *, preset: str = "paper",
     seeds, new changes are added to it: its finished runs are reused and only the new variants
     are trained. `seeds`: a number of seed pairs, "auto" (waves of pairs until the sequential
     rule decides, study/waves.py) or a `Design` (also the equivalence margin, the change the
-    power sentence plans for and --max-seeds). `engine` produces the runs (default:
-    `LocalEngine`, one after another in this process, with progress bars on stderr); `log`
-    takes each line of progress (default: stderr)."""
+    power sentence plans for and --max-seeds). `options`: the failures to track and whether to
+    evaluate every run under the common corruptions (`StudyOptions`; default: 12 failures, no
+    corruptions). `engine` produces the runs (default: `LocalEngine`, one after another in this
+    process, with progress bars on stderr); `log` takes each line of progress (default:
+    stderr)."""
     out = Path(out)
     say = log or console.log
     engine = engine or LocalEngine(progress=True)
+    options = options or StudyOptions()
+    options.check()
     design = as_design(seeds)
     seeds = _first_seeds(out, design, engine, changes)
     change, changes = (changes, None) if isinstance(changes, str) else (None, changes)
@@ -98,7 +104,9 @@ def run_study(out: str | Path, *, preset: str = "paper",
             if rewrite or design.auto:
                 write_json(folder.file(folder.PLAN), plan)
             say_plan(new, say)  # what it will do and about how long, before the first step
-            _add(result, engine.run(plan_jobs(plan, new, failures_top), say))
+            if options.robustness is not None and new:
+                say(plan_line(options.robustness, new[0][1].device, len(new)))
+            _add(result, engine.run(plan_jobs(plan, new, options), say))
             produced.update(run.name for _, _, run in new)
 
         t_runs = time.perf_counter()
@@ -116,7 +124,9 @@ def run_study(out: str | Path, *, preset: str = "paper",
             _unrecord(folder, old)  # a refused comparison is not kept in study.json
             raise
         t_an = time.perf_counter()
-        summary = build_summary(out, plan, runs, failures_top, say)
+        summary = build_summary(out, plan, runs, options.failures_top, say)
+        if options.robustness is not None:
+            add_robustness(summary, out, plan, runs, options.robustness)
         s0 = plan["seeds"][0]
         summary.browse = Browse(**prepare_browse(out, runs["baseline"][s0],
                                                  runs[summary.main.slug][s0]))
@@ -124,7 +134,7 @@ def run_study(out: str | Path, *, preset: str = "paper",
                                 evaluate_s=result.analysis_s, overlapped=result.overlapped,
                                 runs_s=runs_s, analysis_s=time.perf_counter() - t_an)
         summary.engine = _engine_record(folder, engine.name, result, [r.name for _, _, r in todo])
-        summary.command = study_command(out, plan)
+        summary.command = study_command(out, plan) + robustness_args(options.robustness)
         write_summary(folder.file(folder.SUMMARY), summary)  # checked as the report reads it
     return summary
 
@@ -177,16 +187,17 @@ def _runs_of(folder: StudyFolder, plan: dict[str, Any], arms: dict[str, TrainCon
 
 
 def plan_jobs(plan: dict[str, Any], todo: list[tuple[str, TrainConfig, Run]],
-              failures_top: int) -> list[RunJob]:
+              options: StudyOptions) -> list[RunJob]:
     """The engine's work: one job per run. The report shows the first seed's figures, and
     tracks the failures of the first seed's baseline (found and explained with its run, with
     their nearest training images); the first seed's runs keep their features for the view of
-    each change through the data."""
+    each change through the data; robustness, when asked, is every run's (the arms are compared
+    across seeds)."""
     s0 = plan["seeds"][0]
     return [RunJob(name=run.name, arm=arm, seed=cfg.seed, run_dir=str(run.path.resolve()),
                    config=dataclasses.asdict(cfg), figures=cfg.seed == s0,
-                   failures_top=failures_top if (arm, cfg.seed) == ("baseline", s0) else None,
-                   neighbours=cfg.seed == s0)
+                   failures_top=options.failures_top if (arm, cfg.seed) == ("baseline", s0)
+                   else None, neighbours=cfg.seed == s0, robustness=options.robustness)
             for arm, cfg, run in todo]
 
 

@@ -24,6 +24,11 @@ from cifarlens._io import read_json, write_json
 from cifarlens.errors import CifarlensError
 from cifarlens.study import schema_verdicts as V  # issue 22's records
 from cifarlens.study.schema_data_side import DataSide
+from cifarlens.study.schema_robustness import (
+    FailureCorruption,
+    RobustnessComparison,
+    RobustnessSetup,
+)
 
 SCHEMA_VERSION = 2
 Num = float  # JSON numbers: an int is accepted where a float is declared, a bool never
@@ -239,6 +244,7 @@ class TrackedFailure:
     margin: Num | None = None
     true_prob: Num | None = None
     true_rank: int | None = None
+    corruption: FailureCorruption | None = None   # study --robustness
 
 
 @dataclass
@@ -280,6 +286,7 @@ class Variant:
     comparison: Comparison
     failures: VariantFailures
     figures: dict[str, str]
+    robustness: RobustnessComparison | None = None   # study --robustness
 
 
 # --- the baseline's failures and their explanation ---------------------------------------------
@@ -536,6 +543,7 @@ class StudySummary:
     verdicts: V.VerdictSettings | None = None
     convergence: V.Convergence | None = None
     data_side: DataSide | None = None  # neighbours and label issues (study/schema_data_side.py)
+    robustness: RobustnessSetup | None = None   # study --robustness (each variant: its comparison)
 
     @property
     def main(self) -> Variant:

@@ -22,9 +22,11 @@ from cifarlens.pipeline import (
     ensure_explained,
     ensure_features,
     ensure_neighbours,
+    ensure_robustness,
     ensure_trained,
 )
 from cifarlens.runs import Run
+from cifarlens.stages.robustness import RobustnessRequest, current_robustness
 from cifarlens.training.config import TrainConfig
 
 Log = Callable[[str], None]
@@ -43,6 +45,7 @@ class RunJob:
     failures_top: int | None = None   # find and explain this many failures (the first baseline)
     neighbours: bool = False  # features of train and test (the first seed: the change's view),
     #                           and with failures_top their nearest training images
+    robustness: RobustnessRequest | None = None  # accuracy under corruption (every run, asked)
 
     @property
     def label(self) -> str:
@@ -97,8 +100,9 @@ def train_phase(job: RunJob, log: Log, progress: bool = False) -> bool:
 
 
 def analysis_phase(job: RunJob, log: Log, progress: bool = False) -> None:
-    """What the study needs from a trained run: predictions and metrics of both splits, and for
-    the job that asks, its failures and their Grad-CAM, and its features and neighbours."""
+    """What the study needs from a trained run: predictions and metrics of both splits, for
+    the job that asks, its failures and their Grad-CAM, its features and neighbours, and its
+    accuracy under corruption."""
     run = job.run()
     ensure_evaluated(run, ("val", "test"), figures=("test",) if job.figures else (),
                      progress=progress, log=log)
@@ -108,6 +112,8 @@ def analysis_phase(job: RunJob, log: Log, progress: bool = False) -> None:
         ensure_features(run, ("train", "test"), progress=progress)
         if job.failures_top is not None:
             ensure_neighbours(run, "test", top=job.failures_top, progress=progress, log=log)
+    if job.robustness is not None:
+        ensure_robustness(run, job.robustness, progress=progress, log=log)
 
 
 def outcome(job: RunJob, trained: bool, train_s: float, analysis_s: float) -> RunOutcome:
@@ -128,9 +134,11 @@ def execute(job: RunJob, log: Log, progress: bool = False) -> RunOutcome:
 
 
 def finished(job: RunJob) -> bool:
-    """Trained and evaluated: what a resumed study skips."""
+    """Trained and evaluated (and evaluated under corruption, where asked): what a resumed study
+    skips."""
     run = job.run()
-    return run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
+    return (run.is_done() and all(run.has(Run.metrics_name(s)) for s in ("val", "test"))
+            and (job.robustness is None or current_robustness(run, job.robustness) is not None))
 
 
 # --- what every engine's workers share ------------------------------------------------------
