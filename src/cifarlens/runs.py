@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cifarlens._io import read_bytes, read_json, save_npz, write_bytes, write_json, write_text
+from cifarlens.csvfile import csv_text
+from cifarlens.data import load as data_load  # a module: tests replace its load_dataset
 from cifarlens.errors import CifarlensError
 
 if TYPE_CHECKING:  # torch is imported where a checkpoint or tensor is handled: the layout
@@ -231,7 +233,7 @@ def load_model(run_dir: str | os.PathLike, which: str = "best") -> tuple[torch.n
 
     `which` is "best" (best val accuracy) or "last" (the newest complete epoch).
     """
-    from cifarlens.training.models import build_model
+    from cifarlens.training.models import build_model  # torch: the report reads runs without it
 
     run = require_run(run_dir)
     config = read_config(run)
@@ -447,10 +449,8 @@ class Run:
         """The run's dataset (read and verified once per Run), refused if its content is not
         what the run was trained on."""
         def read() -> Any:
-            from cifarlens.data.load import load_dataset
-
             cfg = self.config
-            data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"),
+            data = data_load.load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"),
                                 download=download, progress=progress)
             check_data_identity(self.path, cfg, data)
             return data
@@ -471,7 +471,7 @@ class Run:
 
     def normalize(self, images_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images as the model sees them: float32 NCHW scaled with the run's train statistics."""
-        import torch
+        import torch  # here, not at the top: the report reads runs without torch
 
         from cifarlens.data.split import normalize
 
@@ -674,8 +674,6 @@ class Run:
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl and metrics.csv: one row per epoch (every key of every row: a run
         resumed from an older version's checkpoint has rows without newer columns)."""
-        from cifarlens.csvfile import csv_text
-
         write_text(self.path / self.HISTORY, "".join(json.dumps(r) + "\n" for r in history))
         keys = list(dict.fromkeys(k for r in history for k in r))
         write_text(self.path / self.HISTORY_CSV,

@@ -134,3 +134,26 @@ def test_public_functions_take_at_most_8_parameters():
         if not f.name.startswith("_") and n > MAX_PUBLIC_PARAMETERS:
             many.append(f"{m}.{f.name}: {n}")
     assert not many, many
+
+
+def test_rendering_a_report_never_loads_torch(tmp_path):
+    """The report package reads runs and summaries without torch (1.5 s of import on a 2-core
+    machine): why runs.py, study/browse.py and study/browse_neighbours.py import it inside the
+    functions that need it. Rendering a real summary (the v1 fixture) runs every section builder."""
+    import os
+    import subprocess
+    import sys
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "summary_v1.json"
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "summary.json").write_text(fixture.read_text())
+    code = ("import sys\n"
+            "from cifarlens.report.render import render_report\n"
+            f"render_report({str(study)!r})\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert (study / "report.html").stat().st_size > 10_000

@@ -32,6 +32,8 @@ from cifarlens.analysis.corruptions import (
     SOURCE_NOTE,
     corrupt,
 )
+from cifarlens.analysis.power import decide
+from cifarlens.analysis.stats import holm, paired_seed_test
 from cifarlens.data.split import stratified_subset
 from cifarlens.errors import CifarlensError
 
@@ -411,9 +413,6 @@ def compare_arms(baseline: Sequence[dict[str, Any]], variant: Sequence[dict[str,
 
     The noise these tests cover is the seeds' (training randomness); test-image sampling is
     part of it only as far as it varies between seeds, since every run sees the same images."""
-    from cifarlens.analysis.power import decide
-    from cifarlens.analysis.stats import holm, paired_seed_test
-
     def verdict(b: list[float], v: list[float], p_adj: float | None) -> str:
         diffs = [y - x for x, y in zip(b, v, strict=True)]
         return decide(diffs, alpha=alpha, p_adjusted=p_adj).decision

@@ -20,7 +20,7 @@ from cifarlens._text import plain_text
 from cifarlens.cam.gradcam import INTERPOLATION, resize_maps
 from cifarlens.cam.quality import _as_maps
 from cifarlens.errors import CifarlensError
-from cifarlens.figures.style import IMAGE_INTERPOLATION, save_figure
+from cifarlens.figures.style import COLORS, IMAGE_INTERPOLATION, new_figure, safe_text, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,8 +109,6 @@ def plot_explanations(
     For display only, both maps of a row are divided by the larger of their two maxima, so the
     predicted- and true-class evidence of one image are on one scale (rows are not comparable).
     """
-    from cifarlens.figures.style import new_figure
-
     imgs = np.asarray(images_uint8)
     mp, mt = _as_maps(maps_pred), _as_maps(maps_true)
     n = len(imgs)
@@ -191,8 +189,6 @@ def plot_deletion_insertion(
     """
     import matplotlib
 
-    from cifarlens.figures.style import COLORS, new_figure
-
     fig, axes = new_figure(1, 2, figsize=(8, 3.4))
     runs = [("Grad-CAM", result, COLORS["variant"])]
     if random_result is not None:
@@ -238,8 +234,6 @@ def plot_tracking(images: np.ndarray, maps_a, maps_b, rows: list[dict], path: Pa
     Each model's maps are divided by that model's own scale (`model_scale`: 99th percentile over
     these images) and clipped at 1: rows of one model compare, the two models' strengths do not.
     Drawn like every map figure: `overlay` (CAM_CMAP, bilinear) and a colour bar."""
-    from cifarlens.figures.style import new_figure, safe_text
-
     n = len(rows)
     imgs = np.asarray(images)
     if imgs.ndim != 4 or imgs.shape[-1] != 3:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cifarlens.analysis import stats as S
 from cifarlens.cam.gradcam import (
     TargetsLike,
     _as_images,
@@ -295,8 +296,6 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, maps:
     beat another image's map of its class is not specific to this image; the CIs say what the
     images support.
     """
-    from cifarlens.analysis import stats as S
-
     steps, batch_size, seed, level = (settings.steps, settings.batch_size, settings.seed,
                                       settings.level)
     n, _, h, w = x.shape

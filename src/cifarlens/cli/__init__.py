@@ -1,4 +1,9 @@
-"""The `cifarlens` command: a thin layer that parses arguments and calls one stage each."""
+"""The `cifarlens` command: a thin layer that parses arguments and calls one stage each.
+
+Each command imports its stage inside its handler, the one place where imports stay in
+functions on purpose: `import cifarlens.cli` takes 0.09 s and the study stack 3.0 s (this
+2-vCPU machine, best of 3), so `--help` and bad input answer before the stages load. (Building
+the parser still loads torch, 1.1 s, through `TrainConfig`'s presets and model names.)"""
 
 from __future__ import annotations
 

@@ -29,14 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from cifarlens._io import write_bytes
+from cifarlens._io import read_bytes, write_bytes
 from cifarlens.data.cifar_names import (
     CIFAR10_NAMES,
     CIFAR100_COARSE_NAMES,
     CIFAR100_FINE_NAMES,
     FINE_TO_COARSE,
 )
-from cifarlens.data.download import install_folder
+from cifarlens.data.dataset import parse_manifest, read_archive_files
+from cifarlens.data.download import install_folder, md5_file, read_members
 from cifarlens.data.manifests import (
     IMAGE_SIZE,
     SIDE_FILE,
@@ -44,7 +45,7 @@ from cifarlens.data.manifests import (
     _generated_names,
     _official_spec,
 )
-from cifarlens.data.pickles import dump_pickle, to_cifar_rows
+from cifarlens.data.pickles import dump_pickle, md5_bytes, to_cifar_rows
 from cifarlens.data.registry import DATASETS as OFFICIAL
 from cifarlens.data.synth_flips import (
     check_train_noise,
@@ -457,9 +458,6 @@ def _check_ours(root: Path, dataset: str, with_archive: bool = True) -> bool:
     an older cifarlens was killed while writing); the archive must be exactly a generated
     dataset's archive. Official data, foreign files, links: refused, nothing written.
     """
-    from cifarlens.data.download import md5_file
-    from cifarlens.data.pickles import md5_bytes
-
     spec = _official_spec(dataset)
     folder, archive = root / spec["folder"], root / spec["archive"]
     hint = "choose another --data-dir (or move it away yourself)"
@@ -504,9 +502,6 @@ def _check_ours(root: Path, dataset: str, with_archive: bool = True) -> bool:
 def _read_archive_manifest(archive: Path, dataset: str) -> dict[str, Any]:
     """The validated manifest of a generated archive (whose member list must be exactly that of
     a generated dataset); the data members are not read."""
-    from cifarlens.data.dataset import parse_manifest
-    from cifarlens.data.download import read_members
-
     spec = _official_spec(dataset)
     allowed = _generated_names(dataset)
     size = archive.stat().st_size
@@ -547,9 +542,6 @@ def read_synth_info(folder: Path, *, verify: bool = True) -> dict[str, Any]:
     """A generated dataset's manifest, validated against its schema; with `verify`, every data
     file's MD5 is checked too. Reads `folder`, or (read-only, in memory) the dataset's archive
     beside it when only the archive is there."""
-    from cifarlens._io import read_bytes
-    from cifarlens.data.dataset import parse_manifest, read_archive_files
-
     folder = Path(folder)
     dataset = next((k for k, v in DATASETS.items() if v["folder"] == folder.name), None)
     if not folder.is_dir() and dataset is not None:

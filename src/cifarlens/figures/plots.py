@@ -73,8 +73,6 @@ def decorate_class_matrix(ax: Any, names: Sequence[str], order: np.ndarray, grou
                           group_names: Sequence[str] | None, *, line_color: str) -> None:
     """Class tick labels in `order`; with `groups`, block lines and superclass labels on the
     top and right axes. Shared by every class-by-class matrix figure."""
-    from cifarlens.figures.style import safe_text
-
     c = len(order)
     fs = float(min(8.0, max(3.0, 500.0 / c)))
     ticks = np.arange(c)
@@ -168,7 +166,6 @@ def plot_confusion(
     ax.set_title(f"{title}\n{what}" if title else f"Confusion matrix, {what}")
 
     pairs = top_pairs if top_pairs is not None else top_confusions(m, names, n_pairs)
-    from cifarlens.figures.style import safe_text
 
     lines = [f"{safe_text(q['true_name'])} → {safe_text(q['pred_name'])}: {q['count']}"
              for q in pairs[:n_pairs]]
@@ -187,7 +184,6 @@ def plot_superclass_confusion(
 
     m = _as_cm(coarse_cm, "superclass confusion matrix")
     c = m.shape[0]
-    from cifarlens.figures.style import safe_text
 
     names = [safe_text(n) for n in _names(coarse_names, c, "coarse_names")]
     side = float(min(12.0, max(4.5, 0.45 * c + 2.0)))

@@ -6,8 +6,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cifarlens.data.cifar_names import (
+    CIFAR10_NAMES,
+    CIFAR100_COARSE_NAMES,
+    CIFAR100_FINE_NAMES,
+    FINE_TO_COARSE,
+)
 from cifarlens.errors import CifarlensError
 from cifarlens.figures import plots
+from cifarlens.figures.plots import plot_curves
+from cifarlens.figures.style import figure_formats
 from cifarlens.report.convergence import _histories
 from cifarlens.runs import Run
 from cifarlens.study.folder import StudyFolder
@@ -33,15 +41,6 @@ def export_figures(study_dir: Path, fmt: str) -> tuple[list[Path], list[str]]:
     difference, per-class changes, reliability) as `fmt` ('svg' or 'pdf') into
     STUDY/figures/<fmt>/; return (written files, keys not redrawn, with why). The Grad-CAM and
     gallery figures need the models and images, so they stay PNG."""
-    from cifarlens.data.cifar_names import (
-        CIFAR10_NAMES,
-        CIFAR100_COARSE_NAMES,
-        CIFAR100_FINE_NAMES,
-        FINE_TO_COARSE,
-    )
-    from cifarlens.figures.plots import plot_curves
-    from cifarlens.figures.style import figure_formats
-
     study_dir = Path(study_dir)
     summary = read_summary(study_dir / StudyFolder.SUMMARY)
     ra, rb = (_run_dir(study_dir, m) for m in (summary.baseline, summary.main.model))

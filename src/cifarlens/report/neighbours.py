@@ -17,6 +17,8 @@ from cifarlens.report.blocks import Block, heading, note_block, paragraph, table
 from cifarlens.report.constants import ALPHA
 from cifarlens.report.formats import _s, fmt_float, fmt_int, fmt_p, fmt_pct, num
 from cifarlens.report.view import View
+from cifarlens.study.browse import load
+from cifarlens.study.browse_neighbours import row_neighbours
 from cifarlens.study.schema import to_json
 
 WHAT = ("They are images the model represents alike (its features), not a cause of the failure: "
@@ -208,9 +210,6 @@ def _label_issue_blocks(li: Any) -> list[Block]:
 def _thumbs(v: View) -> Block | None:
     """Each tracked failure and its neighbours as tiles of the failure browser's atlas (HTML;
     the table carries the same in Markdown); None without a browse record."""
-    from cifarlens.study.browse import load
-    from cifarlens.study.browse_neighbours import row_neighbours
-
     ds = v.s.data_side
     rec = load(v.study_dir, v.s.browse.file) if v.s.browse else None
     if not rec or not rec.get("atlas_bytes") or not rec.get("neighbours"):

@@ -8,6 +8,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from cifarlens._version import __version__
+from cifarlens.figures.style import ARM_COLORS
 from cifarlens.report.blocks import (
     Block,
     bullet_list,
@@ -63,6 +65,7 @@ from cifarlens.report.verdict_blocks import (
 )
 from cifarlens.report.verdicts import verdict_lead
 from cifarlens.report.view import View
+from cifarlens.study.browse import table_context
 from cifarlens.study.schema import BootstrapDiff, Model, StudySummary, to_json
 
 
@@ -527,8 +530,6 @@ SECTION_BUILDERS: dict[str, Any] = {
 
 def build_context(summary: StudySummary, study_dir: Path) -> dict[str, Any]:
     """All report content as plain, already-formatted strings, shared by both templates."""
-    from cifarlens._version import __version__
-
     v = View(summary, study_dir)
     sections = []
     for sid, title in SECTIONS:
@@ -545,8 +546,6 @@ def build_context(summary: StudySummary, study_dir: Path) -> dict[str, Any]:
         sections.append({"id": "appendix", "num": None, "title": heading, "heading": heading,
                          "slug": gh_slug(heading), "open": True,
                          "blocks": [{"type": "figure", "fig": f} for f in v.placed["appendix"]]})
-    from cifarlens.figures.style import ARM_COLORS
-    from cifarlens.study.browse import table_context
 
     return {
         "browse": table_context(v.study_dir, v.s.browse.file if v.s.browse else None),

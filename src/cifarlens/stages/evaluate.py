@@ -17,10 +17,12 @@ from cifarlens._console import log as _stderr
 from cifarlens._console import progress as _progress
 from cifarlens._io import RunLock
 from cifarlens.analysis import metrics as M
+from cifarlens.csvfile import csv_text
 from cifarlens.data.dataset import CifarData
 from cifarlens.errors import CifarlensError
 from cifarlens.figures import plots
 from cifarlens.runs import Run, load_model
+from cifarlens.training.runtime import infer_logits, resolve_device
 
 SPLITS = ("val", "test")
 
@@ -30,8 +32,6 @@ def predict(run: Run | str | os.PathLike, splits: tuple[str, ...], *, checkpoint
             batch_size: int = 1000, bar=None) -> dict[str, dict[str, np.ndarray]]:
     """Run the checkpoint (loaded once) over each split and save predictions_<split>.npz (and
     .csv). `bar`, a tqdm bar, advances by one per image."""
-    from cifarlens.training.runtime import infer_logits, resolve_device
-
     run = Run.open(run)
     data = data or run.data()
     model, cfg = load_model(run.path, checkpoint)
@@ -67,8 +67,6 @@ def predictions_csv(p: dict[str, np.ndarray], class_names: list[str]) -> str:
     """predictions_<split>.npz as CSV, one row per image (for a spreadsheet or pandas): dataset
     index, true and predicted class (number and name), top softmax probability. Names go
     through the one CSV writer (csvfile.py): never a formula, no control or bidi character."""
-    from cifarlens.csvfile import csv_text
-
     return csv_text(PREDICTION_CSV_COLUMNS,
                     ([i, t, k, f"{c:.6f}", class_names[t], class_names[k]]
                      for i, t, k, c in zip(p["indices"].tolist(), p["labels"].tolist(),

@@ -46,6 +46,7 @@ from cifarlens.cam.quality import (
     pointing_game,
 )
 from cifarlens.data.dataset import CifarData
+from cifarlens.data.synth import read_synth_info
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 
@@ -134,8 +135,6 @@ def object_boxes(data: CifarData, split: str, indices: np.ndarray) -> np.ndarray
         return None
     info = data.extra.get("manifest")
     if info is None:
-        from cifarlens.data.synth import read_synth_info
-
         info = read_synth_info(data.folder, verify=False)
     boxes = np.asarray(info["boxes"]["test" if split == "test" else "train"])
     return boxes[indices]

@@ -20,9 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cifarlens.analysis.neighbours import nearest
 from cifarlens.runs import Run
-from cifarlens.stages.neighbours import split_features
 
 ROWS = 12  # the failures a study tracks by default (explain's --failures 12)
 NONE = 65535
@@ -37,6 +35,10 @@ def _b64(a: np.ndarray) -> str:
 def _variant_rows(run_b: Run, pos: np.ndarray, pred: np.ndarray, true: np.ndarray, k: int,
                   layer: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(len(pos), 2, k) labels and similarities in the variant's feature space."""
+    # here, not at the top: both need torch, and the report reads browse/ without it
+    from cifarlens.analysis.neighbours import nearest
+    from cifarlens.stages.neighbours import split_features
+
     ftr, itr, _ = split_features(run_b, "train", layer)
     fq, _, _ = split_features(run_b, "test", layer)
     ytr = run_b.data().train_y[itr].astype(np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cifarlens.analysis.corruptions import CORRUPTIONS
 from cifarlens.errors import CifarlensError
 from cifarlens.stages.robustness import RobustnessRequest
 
@@ -24,8 +25,6 @@ class StudyOptions:
         if self.failures_top < 1:
             raise CifarlensError(f"failures to track must be at least 1, got {self.failures_top}")
         if self.robustness is not None:
-            from cifarlens.analysis.corruptions import CORRUPTIONS
-
             self.robustness.plan("cpu")  # unknown names and severities refused before training
             asked = self.robustness.corruptions
             if asked is not None and not any(n in CORRUPTIONS for n in asked):

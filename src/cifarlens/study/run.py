@@ -21,6 +21,7 @@ from typing import Any
 
 from cifarlens import _console as console
 from cifarlens._io import RunLock, read_json, write_json
+from cifarlens.data.synth import ensure_synthetic
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import Run
 from cifarlens.study.browse import prepare as prepare_browse
@@ -251,8 +252,6 @@ def demo(out: str | Path, *, seeds: int = DEFAULT_SEEDS, jobs: int = 1, progress
          log=None) -> StudySummary:
     """The smoke study on freshly generated data, 3 seeds per arm: offline, a few minutes on
     2 CPU cores."""
-    from cifarlens.data.synth import ensure_synthetic
-
     out = Path(out)
     data_root = out / "data"
     # Kept when complete and the same; an incomplete or stale generated dataset is rewritten.

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cifarlens._io import read_bytes, write_bytes
 from cifarlens.analysis import metrics as M
 from cifarlens.analysis import stats as S
 from cifarlens.errors import CifarlensError
@@ -225,8 +226,6 @@ def _freeze_figures(out: Path, figs: dict[str, str]) -> dict[str, str]:
     """Copy every run-level figure the report embeds into STUDY/figures/ (atomically) and point
     at the copy: `cifarlens failures RUN --top 6` or `explain RUN --indices ...` rewrite the run's
     own figures, and must not change what the study's report shows."""
-    from cifarlens._io import read_bytes, write_bytes
-
     frozen = {}
     for key, rel in figs.items():
         parts = Path(rel).parts

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from cifarlens.cam.figures import plot_tracking
+from cifarlens.cam.gradcam import gradcam
 from cifarlens.runs import Run
+from cifarlens.stages.failures import scaled_probs
 
 
 def track_failures(ra: Run | Path, rb: Run | Path, fails: dict, top: int, data, fig_path: Path
@@ -22,9 +24,6 @@ def track_failures(ra: Run | Path, rb: Run | Path, fails: dict, top: int, data, 
     temperature-scaled with each model's own validation-fitted T, like stages/failures.py's.
     """
     import torch
-
-    from cifarlens.cam.gradcam import gradcam
-    from cifarlens.stages.failures import scaled_probs
 
     ra, rb = Run.open(ra), Run.open(rb)
     pa, pb = ra.predictions("test"), rb.predictions("test")

@@ -26,6 +26,7 @@ from cifarlens._io import RunLock
 from cifarlens.data.dataset import CifarData
 from cifarlens.data.load import load_dataset
 from cifarlens.data.split import channel_stats, stratified_split, stratified_subset
+from cifarlens.data.userdata import check_input_size
 from cifarlens.errors import CifarlensError
 from cifarlens.runs import (
     Run,
@@ -255,7 +256,6 @@ def _load_data(cfg: TrainConfig, data: CifarData | None, progress: bool) -> Cifa
     if data.name != cfg.dataset:
         raise CifarlensError(f"data is {data.name}, config says {cfg.dataset}")
     if data.train_x.shape[-1] != 32:  # your data imported at another --size (data/userdata.py)
-        from cifarlens.data.userdata import check_input_size
 
         # before the run folder gets its first file: a refused run leaves nothing behind
         check_input_size(build_model(cfg.model, data.num_classes), data.train_x.shape[-1],
