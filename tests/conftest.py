@@ -102,3 +102,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is None and _trains(item):
             item.add_marker(pytest.mark.slow)
+    # The files with the most slow tests first, each file kept whole and in order: under
+    # scripts/test.sh's workers (one file each) the long files start at once instead of
+    # leaving one worker alone with them at the end.
+    slow: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        f = item.nodeid.split("::")[0]
+        first.setdefault(f, i)
+        slow[f] = slow.get(f, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda it: (-slow[it.nodeid.split("::")[0]], first[it.nodeid.split("::")[0]]))

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cluster_jobs as E
@@ -56,8 +59,19 @@ def _pids(lines: list[str]) -> set[int]:
 
 
 @pytest.fixture
-def short_tmp(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("r")
+def short_tmp(tmp_path_factory) -> Iterator[Path]:
+    """The test's folder, unless it is too deep for Ray's AF_UNIX sockets (107 bytes, about 60
+    of them Ray's own below the folder): then a short one in the system's temp folder (e.g.
+    under pytest-xdist, whose workers add popen-gwN), removed after the test."""
+    tmp = tmp_path_factory.mktemp("r")
+    if len(str(tmp)) <= 40:
+        yield tmp
+        return
+    short = Path(tempfile.mkdtemp(prefix="clr"))
+    try:
+        yield short
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.mark.slow  # starts Ray or submitit jobs that train
