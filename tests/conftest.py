@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-# Two cores: keep torch from oversubscribing them when tests run beside other work.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep torch from oversubscribing them when tests run beside other work. A thread
+# count the caller set wins: scripts/test.sh sets OMP_NUM_THREADS=1 for each of its workers,
+# and overriding it here gave two workers two threads each on two cores.
+if not os.environ.get("OMP_NUM_THREADS"):
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
