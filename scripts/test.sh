@@ -20,7 +20,7 @@ fi
 # threads each oversubscribe the cores (docs/benchmarks.md section 8 was measured this way).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # One worker per core (pytest-xdist), each test file in one worker so its module fixtures are
-# built once: 2 cores take the suite from 13 to about 10 minutes (docs/benchmarks.md section 8).
+# built once: 2 cores take the suite from 13 to about 9 minutes (docs/benchmarks.md section 8).
 # CIFARLENS_TEST_WORKERS=0 runs it in this process; a -n of the caller's own wins.
 WORKERS=(-n "${CIFARLENS_TEST_WORKERS:-auto}" --dist loadfile)
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
