@@ -31,6 +31,8 @@ def test_each_spelling_builds_its_engine(monkeypatch, tmp_path):
     r = engine("--engine", "ray", "--ray-address", "auto", "--threads", "3")
     assert type(r) is RayEngine and (r.address, r.threads, r.name) == ("auto", 3, "ray")
     assert engine("--engine", "ray").address is None  # an instance of the study's own
+    assert engine("--engine", "ray").accelerator_type is None
+    assert engine("--engine", "ray", "--ray-accelerator", "H100").accelerator_type == "H100"
     sbatch = tmp_path / "sbatch"
     sbatch.write_text("#!/bin/sh\n")
     sbatch.chmod(0o755)
@@ -48,6 +50,8 @@ def test_each_spelling_builds_its_engine(monkeypatch, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--ray-address", "auto"], "--ray-address is an option of --engine ray, not of --engine "
                                 "local"),
+    (["--jobs", "2", "--ray-accelerator", "H100"], "--ray-accelerator is an option of --engine "
+                                                   "ray, not of --engine processes"),
     (["--engine", "ray", "--slurm-time", "10"], "--slurm-time is an option of --engine slurm, "
                                                 "not of --engine ray"),
     (["--jobs", "2", "--slurm-partition", "gpu"], "--slurm-partition is an option of --engine "

@@ -8,7 +8,7 @@ from cifarlens.errors import CifarlensError
 
 ENGINES = ("local", "processes", "ray", "slurm")
 # each engine's own options (dest, flag): refused with another engine rather than ignored
-_OWN = {"ray": (("ray_address", "--ray-address"),),
+_OWN = {"ray": (("ray_address", "--ray-address"), ("ray_accelerator", "--ray-accelerator")),
         "slurm": (("slurm_partition", "--slurm-partition"),
                   ("slurm_gpus_per_run", "--slurm-gpus-per-run"),
                   ("slurm_time", "--slurm-time"))}
@@ -30,6 +30,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", metavar="ADDR",
                    help="with --engine ray: 'auto' or HOST:PORT of a running Ray cluster "
                         "(default: start a Ray instance on this machine and stop it at the end)")
+    p.add_argument("--ray-accelerator", metavar="TYPE",
+                   help="with --engine ray: run every run on this GPU model only (Ray's "
+                        "accelerator type, e.g. H100), so no pair is refused after training for "
+                        "different GPUs; refused before any run trains when no node has it")
     p.add_argument("--slurm-partition", metavar="NAME",
                    help="with --engine slurm: the partition (default: the cluster's default)")
     p.add_argument("--slurm-gpus-per-run", type=nonneg_int, metavar="N",
@@ -67,7 +71,7 @@ def make_engine(a: argparse.Namespace):
         from cifarlens.study.engines.ray import RayEngine, import_ray
 
         import_ray()
-        return RayEngine(a.ray_address, threads=threads)
+        return RayEngine(a.ray_address, threads=threads, accelerator_type=a.ray_accelerator)
     from cifarlens.study.engines.slurm import SlurmEngine
 
     gpus = a.slurm_gpus_per_run
