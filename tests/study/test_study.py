@@ -64,14 +64,17 @@ def test_study_refuses_an_invalid_changed_value(tmp_path, synth100):
     assert not (tmp_path / "s" / "study.json").exists()
 
 
+STUDY_EPOCHS = 3  # the shared study's; a rerun of it must ask for the same
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, synth100):
-    """A one-seed smoke study, 3 epochs instead of the preset's 6: nothing tested on it depends on
-    how well the models learn, and the module's setup stays well under a minute with another
-    test process beside it (docs/benchmarks.md section 8)."""
+    """A one-seed smoke study, STUDY_EPOCHS instead of the preset's 6: nothing tested on it
+    depends on how well the models learn, and the module's setup stays well under a minute with
+    another test process beside it (docs/benchmarks.md section 8)."""
     out = tmp_path_factory.mktemp("study") / "s"
     run_study(out, preset="smoke", seeds=1,
-              overrides={"data_dir": str(synth100), "device": "cpu", "epochs": 3},
+              overrides={"data_dir": str(synth100), "device": "cpu", "epochs": STUDY_EPOCHS},
               engine=LocalEngine(progress=False), log=lambda m: None)
     render_report(out)
     return out
@@ -158,7 +161,8 @@ def test_rerun_reuses_finished_runs(study):
     (study / "summary.json").unlink()
     (study / "report.html").unlink()
     run_study(study, preset="smoke", seeds=1, overrides={"data_dir": json.loads(
-        (study / "study.json").read_text())["baseline"]["data_dir"], "device": "cpu", "epochs": 3},
+        (study / "study.json").read_text())["baseline"]["data_dir"], "device": "cpu",
+        "epochs": STUDY_EPOCHS},
         engine=LocalEngine(progress=False), log=lambda m: None)
     assert {p: p.stat().st_mtime_ns for p in study.glob("runs/*/done.json")} == done
     assert (study / "summary.json").exists()
@@ -172,11 +176,11 @@ def test_a_different_study_in_the_same_folder_is_refused(study):
     data_dir = json.loads((study / "study.json").read_text())["baseline"]["data_dir"]
     with pytest.raises(CifarlensError, match=r"another baseline \(lr 0.05 vs 0.1\)"):
         run_study(study, preset="smoke", seeds=1, changes="label_smoothing=0",
-                  overrides={"data_dir": data_dir, "epochs": 3, "lr": 0.1}, engine=LocalEngine(progress=False),
-                  log=lambda m: None)
+                  overrides={"data_dir": data_dir, "epochs": STUDY_EPOCHS, "lr": 0.1},
+                  engine=LocalEngine(progress=False), log=lambda m: None)
     with pytest.raises(CifarlensError, match=r"seeds \[0\], not \[0, 1, 2\]"):
-        run_study(study, preset="smoke", overrides={"data_dir": data_dir, "epochs": 3}, engine=LocalEngine(progress=False),
-                  log=lambda m: None)
+        run_study(study, preset="smoke", overrides={"data_dir": data_dir, "epochs": STUDY_EPOCHS},
+                  engine=LocalEngine(progress=False), log=lambda m: None)
 
 
 def test_report_command_on_a_non_study_is_one_line(tmp_path):
